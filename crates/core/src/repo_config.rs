@@ -1,0 +1,120 @@
+//! `testarena.toml`, the file at a repository's root that says how to build and boot it.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The whole `testarena.toml`. Unknown keys are rejected with their name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    #[serde(default)]
+    pub build: BuildConfig,
+    #[serde(default)]
+    pub emulator: EmulatorConfig,
+    #[serde(default)]
+    pub scenarios: ScenariosConfig,
+}
+
+/// `[build]`: how to build the firmware.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// Run with `sh -c` in the checkout. Default for ESP-IDF projects: `idf.py build`.
+    pub command: Option<String>,
+    /// How long the build may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// How the worker talks to the emulator's console.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleKind {
+    /// The emulator's stdin/stdout.
+    #[default]
+    Stdio,
+    /// A TCP serial port; `{console_port}` in the command is replaced by a free port.
+    Tcp,
+}
+
+/// `[emulator]`: how to boot the firmware.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// Run with `sh -c` in the checkout.
+    pub command: Option<String>,
+    #[serde(default)]
+    pub console: ConsoleKind,
+    /// Regex awaited on the console before the first step.
+    pub ready: Option<String>,
+    /// How long to wait for `ready` (or for the TCP console to accept).
+    #[serde(default, with = "humantime_serde")]
+    pub boot_timeout: Option<Duration>,
+}
+
+/// `[scenarios]`: which scenario files run when a queue names none.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScenariosConfig {
+    /// Glob patterns relative to the repository root.
+    #[serde(default)]
+    pub default: Vec<String>,
+}
+
+/// Why a `testarena.toml` was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("testarena.toml: {0}")]
+pub struct RepoConfigError(String);
+
+impl RepoConfig {
+    /// Parses the text of a `testarena.toml`, checking its regex.
+    pub fn parse(text: &str) -> Result<Self, RepoConfigError> {
+        let cfg: RepoConfig = toml::from_str(text).map_err(|e| RepoConfigError(e.to_string().trim().to_string()))?;
+        if let Some(ready) = &cfg.emulator.ready {
+            regex::Regex::new(ready).map_err(|e| RepoConfigError(format!("emulator.ready: bad regex: {e}")))?;
+        }
+        for (field, value) in [("build.command", &cfg.build.command), ("emulator.command", &cfg.emulator.command)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(RepoConfigError(format!("{field} must not be empty")));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let cfg = RepoConfig::parse(
+            r#"
+[build]
+command = "make"
+timeout = "10m"
+[emulator]
+command = "qemu-system-xtensa -M sim -kernel build/fw.elf"
+console = "tcp"
+ready = "^ready>"
+boot_timeout = "30s"
+[scenarios]
+default = ["scenarios/*.xml"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.build.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(cfg.emulator.console, ConsoleKind::Tcp);
+        assert_eq!(cfg.scenarios.default, vec!["scenarios/*.xml"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = RepoConfig::parse("[build]\ncomand = \"make\"\n").unwrap_err().to_string();
+        assert!(e.contains("comand"), "{e}");
+        let e = RepoConfig::parse("[emulatr]\n").unwrap_err().to_string();
+        assert!(e.contains("emulatr"), "{e}");
+        let e = RepoConfig::parse("[emulator]\nready = \"(\"\n").unwrap_err().to_string();
+        assert!(e.contains("ready"), "{e}");
+    }
+}

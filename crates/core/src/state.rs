@@ -1,0 +1,158 @@
+//! Queue, phase and case states, and the one place that decides which transitions are allowed.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The lower-case name used in the API and the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} '{}' (expected one of: {})",
+                        stringify!($name).to_lowercase(), other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a queue is in its life.
+    QueueStatus { Waiting => "waiting", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Aborted => "aborted" }
+);
+
+string_enum!(
+    /// What a running queue is doing now.
+    Phase { Cloning => "cloning", Building => "building", Testing => "testing", Reporting => "reporting" }
+);
+
+string_enum!(
+    /// Where a task (one scenario) or a test case is in its life.
+    CaseStatus { Pending => "pending", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Skipped => "skipped" }
+);
+
+impl QueueStatus {
+    /// True once the queue can no longer change.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, QueueStatus::Waiting | QueueStatus::Running)
+    }
+
+    /// Whether a queue may go from `self` to `to`.
+    pub fn can_become(self, to: QueueStatus) -> bool {
+        use QueueStatus::*;
+        match (self, to) {
+            (Waiting, Running | Aborted | Error) => true,
+            // A running queue taken back after its lease ran out waits again.
+            (Running, Waiting | Passed | Failed | Error | Aborted) => true,
+            _ => false,
+        }
+    }
+}
+
+impl CaseStatus {
+    /// True once the case has its verdict.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, CaseStatus::Pending | CaseStatus::Running)
+    }
+
+    /// Whether a case (or task) may go from `self` to `to`.
+    pub fn can_become(self, to: CaseStatus) -> bool {
+        use CaseStatus::*;
+        match (self, to) {
+            (Pending, Running | Skipped | Error) => true,
+            (Running, Passed | Failed | Error | Skipped) => true,
+            _ => false,
+        }
+    }
+
+    /// Combines verdicts: the worst one wins (error > failed > passed > skipped).
+    pub fn worst(self, other: CaseStatus) -> CaseStatus {
+        fn rank(s: CaseStatus) -> u8 {
+            match s {
+                CaseStatus::Error => 5,
+                CaseStatus::Failed => 4,
+                CaseStatus::Running => 3,
+                CaseStatus::Pending => 2,
+                CaseStatus::Passed => 1,
+                CaseStatus::Skipped => 0,
+            }
+        }
+        if rank(other) > rank(self) { other } else { self }
+    }
+}
+
+/// The final status of a queue from the verdicts of its cases (and of tasks without cases).
+pub fn queue_verdict(results: impl IntoIterator<Item = CaseStatus>) -> QueueStatus {
+    let mut worst: Option<CaseStatus> = None;
+    for r in results {
+        worst = Some(match worst { None => r, Some(w) => w.worst(r) });
+    }
+    match worst {
+        Some(CaseStatus::Error) => QueueStatus::Error,
+        Some(CaseStatus::Failed) => QueueStatus::Failed,
+        Some(CaseStatus::Passed) | Some(CaseStatus::Skipped) => QueueStatus::Passed,
+        // Nothing ran, or something never finished: that is the infrastructure's fault.
+        _ => QueueStatus::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in QueueStatus::ALL {
+            assert_eq!(s.as_str().parse::<QueueStatus>().ok(), Some(*s));
+        }
+        for s in CaseStatus::ALL {
+            assert_eq!(s.as_str().parse::<CaseStatus>().ok(), Some(*s));
+        }
+        assert!("bogus".parse::<QueueStatus>().unwrap_err().contains("waiting"));
+    }
+
+    #[test]
+    fn finished_queues_never_change() {
+        for from in QueueStatus::ALL.iter().filter(|s| s.is_finished()) {
+            for to in QueueStatus::ALL {
+                assert!(!from.can_become(*to), "{from} -> {to}");
+            }
+        }
+        assert!(QueueStatus::Waiting.can_become(QueueStatus::Aborted));
+        assert!(!QueueStatus::Waiting.can_become(QueueStatus::Passed));
+    }
+
+    #[test]
+    fn verdict_takes_the_worst() {
+        use CaseStatus::*;
+        assert_eq!(queue_verdict([Passed, Passed]), QueueStatus::Passed);
+        assert_eq!(queue_verdict([Passed, Failed, Skipped]), QueueStatus::Failed);
+        assert_eq!(queue_verdict([Failed, Error]), QueueStatus::Error);
+        assert_eq!(queue_verdict([]), QueueStatus::Error);
+        assert!(!Passed.can_become(Failed));
+    }
+}

@@ -1,0 +1,1 @@
+//! Scenario XML model, parser and checker.
