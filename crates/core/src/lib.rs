@@ -1,6 +1,7 @@
 //! Shared types of TestArena: ids, statuses and their allowed transitions, input validation and
 //! configuration types. No I/O and no async: every other crate depends on this one.
 
+pub mod api;
 pub mod repo_config;
 pub mod state;
 pub mod validate;

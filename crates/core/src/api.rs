@@ -1,0 +1,109 @@
+//! The JSON shapes of the REST API, shared by the server, the CLI client and the tests.
+
+use crate::{CaseStatus, Phase, QueueStatus};
+use serde::{Deserialize, Serialize};
+
+/// A queue as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Queue {
+    pub id: i64,
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    /// Resolved commit SHA; null until the worker fetched the repository.
+    pub commit: Option<String>,
+    pub status: QueueStatus,
+    pub phase: Option<Phase>,
+    pub priority: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    /// Scenario files asked for; null means the repository's default set.
+    pub scenarios: Option<Vec<String>>,
+    /// Set when an abort was asked for and the worker has not stopped yet.
+    pub abort_requested: bool,
+    /// Which worker runs it (while running).
+    pub worker: Option<String>,
+    /// How many times a worker claimed it.
+    pub attempts: i64,
+    pub summary: Summary,
+    pub tasks: Vec<Task>,
+}
+
+/// Counts of a queue's cases by verdict.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    pub total: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub error: u64,
+    pub skipped: u64,
+}
+
+/// One scenario file of a queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub id: i64,
+    pub scenario: String,
+    pub status: CaseStatus,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Why the whole task failed (scenario missing or invalid, emulator would not start).
+    pub error: Option<String>,
+    pub cases: Vec<Case>,
+}
+
+/// One test case of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Case {
+    /// The test case id from the scenario file.
+    pub id: String,
+    pub name: String,
+    pub status: CaseStatus,
+    pub duration_ms: Option<u64>,
+    pub message: Option<String>,
+}
+
+/// `GET /api/v1/queues`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueList {
+    pub queues: Vec<Queue>,
+    /// Pass as `before` to get the next (older) page; null on the last page.
+    pub next: Option<i64>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    pub status: String,
+    pub database: String,
+    pub version: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for machines (`code`) and people (`message`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl Summary {
+    /// Counts one case verdict.
+    pub fn add(&mut self, status: CaseStatus) {
+        self.total += 1;
+        match status {
+            CaseStatus::Passed => self.passed += 1,
+            CaseStatus::Failed => self.failed += 1,
+            CaseStatus::Error => self.error += 1,
+            CaseStatus::Skipped => self.skipped += 1,
+            CaseStatus::Pending | CaseStatus::Running => {}
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Rows as the store hands them out, and their conversion to the API's shapes.
+
+use crate::rfc3339;
+use testarena_core::api;
+use testarena_core::{CaseStatus, Phase, QueueStatus};
+
+/// A queue row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRow {
+    pub id: i64,
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    pub requested_commit: Option<String>,
+    pub commit: Option<String>,
+    pub scenarios: Option<Vec<String>>,
+    pub status: QueueStatus,
+    pub phase: Option<Phase>,
+    pub priority: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    pub abort_requested: bool,
+    pub worker_id: Option<String>,
+    pub attempts: i64,
+}
+
+/// A task row (one scenario file of a queue).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub id: i64,
+    pub queue_id: i64,
+    pub position: i64,
+    pub scenario: String,
+    pub status: CaseStatus,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A test case row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseRow {
+    pub id: i64,
+    pub task_id: i64,
+    pub position: i64,
+    pub key: String,
+    pub name: String,
+    pub status: CaseStatus,
+    pub duration_ms: Option<i64>,
+    pub message: Option<String>,
+}
+
+/// A case to create: its id in the scenario and its name.
+#[derive(Debug, Clone)]
+pub struct NewCase {
+    pub key: String,
+    pub name: String,
+}
+
+/// A queue with its tasks and their cases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDetail {
+    pub queue: QueueRow,
+    pub tasks: Vec<(TaskRow, Vec<CaseRow>)>,
+}
+
+/// A worker process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub concurrency: i64,
+}
+
+/// A process group a worker started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleGroup {
+    pub pgid: i32,
+    pub worker_id: String,
+    pub hostname: String,
+    pub boot_id: String,
+    pub queue_id: Option<i64>,
+    pub command: String,
+}
+
+impl QueueDetail {
+    /// The API's view of this queue.
+    pub fn to_api(&self) -> api::Queue {
+        let q = &self.queue;
+        let mut summary = api::Summary::default();
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|(t, cases)| {
+                for c in cases {
+                    summary.add(c.status);
+                }
+                api::Task {
+                    id: t.id,
+                    scenario: t.scenario.clone(),
+                    status: t.status,
+                    started_at: t.started_at.map(rfc3339),
+                    finished_at: t.finished_at.map(rfc3339),
+                    error: t.error.clone(),
+                    cases: cases
+                        .iter()
+                        .map(|c| api::Case {
+                            id: c.key.clone(),
+                            name: c.name.clone(),
+                            status: c.status,
+                            duration_ms: c.duration_ms.map(|d| d.max(0) as u64),
+                            message: c.message.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        api::Queue {
+            id: q.id,
+            name: q.name.clone(),
+            repo: q.repo.clone(),
+            branch: q.branch.clone(),
+            commit: q.commit.clone(),
+            status: q.status,
+            phase: q.phase,
+            priority: q.priority,
+            created_at: rfc3339(q.created_at),
+            started_at: q.started_at.map(rfc3339),
+            finished_at: q.finished_at.map(rfc3339),
+            error: q.error.clone(),
+            scenarios: q.scenarios.clone(),
+            abort_requested: q.abort_requested && !q.status.is_finished(),
+            worker: q.worker_id.clone(),
+            attempts: q.attempts,
+            summary,
+            tasks,
+        }
+    }
+}

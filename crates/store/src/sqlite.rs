@@ -1,0 +1,545 @@
+//! The SQLite backend.
+
+use crate::rows::{CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
+use crate::{CaseResult, Result, StoreError};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+use testarena_core::validate::ValidQueue;
+use testarena_core::{CaseStatus, Phase, QueueStatus};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const QUEUE_COLUMNS: &str = "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts";
+
+/// Condition that the queue `queues.id` is running and held by worker `$W`.
+const HELD: &str = "status = 'running' AND worker_id = ";
+
+#[derive(Clone, Debug)]
+pub(crate) struct Sqlite {
+    pool: SqlitePool,
+}
+
+fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
+    let scenarios: Option<String> = r.try_get("scenarios")?;
+    let scenarios = match scenarios {
+        Some(json) => Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+        None => None,
+    };
+    let phase: Option<String> = r.try_get("phase")?;
+    Ok(QueueRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        repo: r.try_get("repo")?,
+        branch: r.try_get("branch")?,
+        requested_commit: r.try_get("requested_commit")?,
+        commit: r.try_get("commit_sha")?,
+        scenarios,
+        status: parse(r.try_get::<&str, _>("status")?)?,
+        phase: phase.as_deref().map(parse::<Phase>).transpose()?,
+        priority: r.try_get("priority")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        error: r.try_get("error")?,
+        abort_requested: r.try_get::<i64, _>("abort_requested")? != 0,
+        worker_id: r.try_get("worker_id")?,
+        attempts: r.try_get("attempts")?,
+    })
+}
+
+fn task_row(r: &SqliteRow) -> Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.try_get("id")?,
+        queue_id: r.try_get("queue_id")?,
+        position: r.try_get("position")?,
+        scenario: r.try_get("scenario")?,
+        status: parse(r.try_get::<&str, _>("status")?)?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        error: r.try_get("error")?,
+    })
+}
+
+fn case_row(r: &SqliteRow) -> Result<CaseRow> {
+    Ok(CaseRow {
+        id: r.try_get("id")?,
+        task_id: r.try_get("task_id")?,
+        position: r.try_get("position")?,
+        key: r.try_get("case_key")?,
+        name: r.try_get("name")?,
+        status: parse(r.try_get::<&str, _>("status")?)?,
+        duration_ms: r.try_get("duration_ms")?,
+        message: r.try_get("message")?,
+    })
+}
+
+fn worker_row(r: &SqliteRow) -> Result<WorkerRow> {
+    Ok(WorkerRow {
+        id: r.try_get("id")?,
+        hostname: r.try_get("hostname")?,
+        pid: r.try_get("pid")?,
+        started_at: r.try_get("started_at")?,
+        heartbeat_at: r.try_get("heartbeat_at")?,
+        concurrency: r.try_get("concurrency")?,
+    })
+}
+
+impl Sqlite {
+    pub(crate) async fn open(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(parent) = opts.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Sqlite { pool })
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub(crate) async fn create_queue(&self, q: &ValidQueue, now: i64) -> Result<i64> {
+        let scenarios = match &q.scenarios {
+            Some(list) => Some(serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7) RETURNING id",
+        )
+        .bind(&q.name)
+        .bind(&q.repo)
+        .bind(&q.branch)
+        .bind(&q.commit)
+        .bind(&scenarios)
+        .bind(q.priority)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for (pos, s) in q.scenarios.iter().flatten().enumerate() {
+            sqlx::query("INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, 'pending')")
+                .bind(id)
+                .bind(pos as i64)
+                .bind(s)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn details(&self, queues: Vec<QueueRow>) -> Result<Vec<QueueDetail>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = queues.iter().map(|q| q.id.to_string()).collect();
+        // Ids are integers from our own rows, so joining them into the SQL is safe.
+        let list = ids.join(",");
+        let tasks = sqlx::query(&format!(
+            "SELECT id, queue_id, position, scenario, status, started_at, finished_at, error FROM tasks \
+             WHERE queue_id IN ({list}) ORDER BY queue_id, position"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let cases = sqlx::query(&format!(
+            "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
+             WHERE queue_id IN ({list}) ORDER BY task_id, position"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
+        for r in &cases {
+            let c = case_row(r)?;
+            cases_by_task.entry(c.task_id).or_default().push(c);
+        }
+        let mut tasks_by_queue: HashMap<i64, Vec<(TaskRow, Vec<CaseRow>)>> = HashMap::new();
+        for r in &tasks {
+            let t = task_row(r)?;
+            let cs = cases_by_task.remove(&t.id).unwrap_or_default();
+            tasks_by_queue.entry(t.queue_id).or_default().push((t, cs));
+        }
+        Ok(queues
+            .into_iter()
+            .map(|queue| {
+                let tasks = tasks_by_queue.remove(&queue.id).unwrap_or_default();
+                QueueDetail { queue, tasks }
+            })
+            .collect())
+    }
+
+    pub(crate) async fn queue(&self, id: i64) -> Result<Option<QueueDetail>> {
+        let row = sqlx::query(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(self.details(vec![queue_row(&r)?]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn list_queues(&self, status: Option<QueueStatus>, limit: u32, before: Option<i64>) -> Result<Vec<QueueDetail>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {QUEUE_COLUMNS} FROM queues WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(status.map(|s| s.as_str()))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let queues = rows.iter().map(queue_row).collect::<Result<Vec<_>>>()?;
+        self.details(queues).await
+    }
+
+    pub(crate) async fn abort_waiting(&self, id: i64, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE queues SET status = 'aborted', finished_at = $2, error = 'aborted before it started' \
+             WHERE id = $1 AND status = 'waiting'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            sqlx::query("UPDATE tasks SET status = 'skipped' WHERE queue_id = $1 AND status = 'pending'")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn request_abort(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE queues SET abort_requested = 1 WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_queue(&self, id: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM queues WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn register_worker(&self, w: &WorkerRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at, concurrency) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&w.id)
+        .bind(&w.hostname)
+        .bind(w.pid)
+        .bind(w.started_at)
+        .bind(w.heartbeat_at)
+        .bind(w.concurrency)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn worker_heartbeat(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE workers SET heartbeat_at = $2 WHERE id = $1").bind(id).bind(now).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn unregister_worker(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn workers(&self, since: i64) -> Result<Vec<WorkerRow>> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(worker_row).collect()
+    }
+
+    pub(crate) async fn claim(&self, worker: &str, now: i64, lease_ms: i64) -> Result<Option<QueueRow>> {
+        // One statement: SQLite runs it under its write lock, so two workers never claim one queue.
+        let row = sqlx::query(&format!(
+            "UPDATE queues SET status = 'running', worker_id = $1, lease_expires_at = $2, \
+             started_at = COALESCE(started_at, $3), attempts = attempts + 1, abort_requested = 0 \
+             WHERE id = (SELECT id FROM queues WHERE status = 'waiting' ORDER BY priority DESC, id ASC LIMIT 1) \
+             AND status = 'waiting' RETURNING {QUEUE_COLUMNS}"
+        ))
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(queue_row).transpose()
+    }
+
+    pub(crate) async fn reclaim_expired(&self, now: i64, max_attempts: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+        let mut tx = self.pool.begin().await?;
+        let given_up: Vec<i64> = sqlx::query_scalar(
+            "UPDATE queues SET status = 'error', phase = NULL, finished_at = $1, lease_expires_at = NULL, \
+             error = 'worker lost (lease expired) ' || attempts || ' times; giving up' \
+             WHERE status = 'running' AND lease_expires_at < $1 AND attempts >= $2 RETURNING id",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &given_up {
+            sqlx::query("UPDATE cases SET status = CASE status WHEN 'running' THEN 'error' ELSE 'skipped' END, message = COALESCE(message, 'worker lost') WHERE queue_id = $1 AND status IN ('pending', 'running')")
+                .bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE tasks SET status = CASE status WHEN 'running' THEN 'error' ELSE 'skipped' END WHERE queue_id = $1 AND status IN ('pending', 'running')")
+                .bind(id).execute(&mut *tx).await?;
+        }
+        let taken_back: Vec<i64> = sqlx::query_scalar(
+            "UPDATE queues SET status = 'waiting', phase = NULL, worker_id = NULL, lease_expires_at = NULL \
+             WHERE status = 'running' AND lease_expires_at < $1 AND attempts < $2 RETURNING id",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &taken_back {
+            // Start over: results of the lost attempt are dropped, tasks made from the
+            // repository's default set are made again after the next checkout.
+            sqlx::query("DELETE FROM cases WHERE queue_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM tasks WHERE queue_id = $1 AND (SELECT scenarios FROM queues WHERE id = $1) IS NULL")
+                .bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE tasks SET status = 'pending', started_at = NULL, finished_at = NULL, error = NULL WHERE queue_id = $1")
+                .bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok((taken_back, given_up))
+    }
+
+    pub(crate) async fn renew_lease(&self, id: i64, worker: &str, until: i64) -> Result<Option<bool>> {
+        let abort: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE queues SET lease_expires_at = $3 WHERE id = $1 AND {HELD} $2 RETURNING abort_requested"
+        ))
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(abort.map(|a| a != 0))
+    }
+
+    /// Runs an update that only applies while the worker holds the queue; `ClaimLost` otherwise.
+    async fn held_update<'q>(&self, id: i64, query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>) -> Result<()> {
+        let done = query.execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::ClaimLost(id));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_phase(&self, id: i64, worker: &str, phase: Option<Phase>) -> Result<()> {
+        let sql = format!("UPDATE queues SET phase = $3 WHERE id = $1 AND {HELD} $2");
+        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(phase.map(|p| p.as_str()))).await
+    }
+
+    pub(crate) async fn set_commit(&self, id: i64, worker: &str, sha: &str) -> Result<()> {
+        let sql = format!("UPDATE queues SET commit_sha = $3 WHERE id = $1 AND {HELD} $2");
+        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(sha)).await
+    }
+
+    pub(crate) async fn create_tasks(&self, id: i64, worker: &str, scenarios: &[String]) -> Result<Vec<TaskRow>> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<i64> = sqlx::query_scalar(&format!("SELECT id FROM queues WHERE id = $1 AND {HELD} $2"))
+            .bind(id)
+            .bind(worker)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            return Err(StoreError::ClaimLost(id));
+        }
+        let mut out = Vec::new();
+        for (pos, s) in scenarios.iter().enumerate() {
+            let r = sqlx::query(
+                "INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, 'pending') \
+                 RETURNING id, queue_id, position, scenario, status, started_at, finished_at, error",
+            )
+            .bind(id)
+            .bind(pos as i64)
+            .bind(s)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(task_row(&r)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn set_task(&self, task_id: i64, worker: &str, status: CaseStatus, error: Option<&str>, now: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE tasks SET status = $3, error = COALESCE($4, error), \
+             started_at = CASE WHEN $3 = 'running' THEN $5 ELSE started_at END, \
+             finished_at = CASE WHEN $3 IN ('passed','failed','error','skipped') THEN $5 ELSE finished_at END \
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = tasks.queue_id AND {HELD} $2)"
+        );
+        self.held_update(task_id, sqlx::query(&sql).bind(task_id).bind(worker).bind(status.as_str()).bind(error).bind(now)).await
+    }
+
+    pub(crate) async fn create_cases(&self, task_id: i64, worker: &str, cases: &[NewCase]) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let queue_id: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT tasks.queue_id FROM tasks JOIN queues ON queues.id = tasks.queue_id \
+             WHERE tasks.id = $1 AND queues.{HELD} $2"
+        ))
+        .bind(task_id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(queue_id) = queue_id else {
+            return Err(StoreError::ClaimLost(task_id));
+        };
+        sqlx::query("DELETE FROM cases WHERE task_id = $1").bind(task_id).execute(&mut *tx).await?;
+        let mut ids = Vec::with_capacity(cases.len());
+        for (pos, c) in cases.iter().enumerate() {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO cases (task_id, queue_id, position, case_key, name, status) VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING id",
+            )
+            .bind(task_id)
+            .bind(queue_id)
+            .bind(pos as i64)
+            .bind(&c.key)
+            .bind(&c.name)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    pub(crate) async fn start_case(&self, case_id: i64, worker: &str, now: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE cases SET status = 'running', started_at = $3 \
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {HELD} $2)"
+        );
+        self.held_update(case_id, sqlx::query(&sql).bind(case_id).bind(worker).bind(now)).await
+    }
+
+    pub(crate) async fn finish_case(&self, case_id: i64, worker: &str, r: &CaseResult, now: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE cases SET status = $3, duration_ms = $4, message = $5, finished_at = $6 \
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {HELD} $2)"
+        );
+        let duration = r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64);
+        self.held_update(case_id, sqlx::query(&sql).bind(case_id).bind(worker).bind(r.status.as_str()).bind(duration).bind(r.message.as_deref()).bind(now))
+        .await
+    }
+
+    pub(crate) async fn close_unfinished(&self, id: i64, worker: &str, running_message: &str, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<i64> = sqlx::query_scalar(&format!("SELECT id FROM queues WHERE id = $1 AND {HELD} $2"))
+            .bind(id)
+            .bind(worker)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            return Err(StoreError::ClaimLost(id));
+        }
+        sqlx::query(
+            "UPDATE cases SET status = CASE status WHEN 'running' THEN 'error' ELSE 'skipped' END, \
+             message = CASE status WHEN 'running' THEN COALESCE(message, $2) ELSE message END, finished_at = $3 \
+             WHERE queue_id = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(running_message)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tasks SET status = CASE status WHEN 'running' THEN 'error' ELSE 'skipped' END, \
+             error = CASE status WHEN 'running' THEN COALESCE(error, $2) ELSE error END, finished_at = $3 \
+             WHERE queue_id = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(running_message)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn finish_queue(&self, id: i64, worker: &str, status: QueueStatus, error: Option<&str>, now: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE queues SET status = $3, error = $4, phase = NULL, finished_at = $5, lease_expires_at = NULL \
+             WHERE id = $1 AND {HELD} $2"
+        );
+        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(status.as_str()).bind(error).bind(now)).await
+    }
+
+    pub(crate) async fn record_group(&self, g: &StaleGroup) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO process_groups (pgid, worker_id, hostname, boot_id, queue_id, command) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (hostname, pgid) DO UPDATE SET worker_id = excluded.worker_id, boot_id = excluded.boot_id, \
+             queue_id = excluded.queue_id, command = excluded.command",
+        )
+        .bind(g.pgid)
+        .bind(&g.worker_id)
+        .bind(&g.hostname)
+        .bind(&g.boot_id)
+        .bind(g.queue_id)
+        .bind(&g.command)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn forget_group(&self, hostname: &str, pgid: i32) -> Result<()> {
+        sqlx::query("DELETE FROM process_groups WHERE hostname = $1 AND pgid = $2")
+            .bind(hostname)
+            .bind(pgid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn take_stale_groups(&self, hostname: &str, alive_since: i64) -> Result<Vec<StaleGroup>> {
+        let rows = sqlx::query(
+            "DELETE FROM process_groups WHERE hostname = $1 AND worker_id NOT IN \
+             (SELECT id FROM workers WHERE heartbeat_at >= $2) \
+             RETURNING pgid, worker_id, hostname, boot_id, queue_id, command",
+        )
+        .bind(hostname)
+        .bind(alive_since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StaleGroup {
+                    pgid: r.try_get("pgid")?,
+                    worker_id: r.try_get("worker_id")?,
+                    hostname: r.try_get("hostname")?,
+                    boot_id: r.try_get("boot_id")?,
+                    queue_id: r.try_get("queue_id")?,
+                    command: r.try_get("command")?,
+                })
+            })
+            .collect()
+    }
+}
