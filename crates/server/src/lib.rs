@@ -1,1 +1,87 @@
-//! HTTP API and dashboard.
+//! The HTTP side of TestArena: the REST API, live logs and the dashboard. It never starts a
+//! child process; the worker does that.
+
+mod error;
+mod handlers;
+
+pub use error::ApiError;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use testarena_store::Store;
+use tokio::sync::Notify;
+use tower_http::trace::TraceLayer;
+
+/// Largest request body the API accepts, in bytes.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// What the server needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where queue files live (`<data>/queues/<id>/`).
+    pub data_dir: PathBuf,
+    /// Roots local repositories may live under.
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+    /// Signalled when a queue is created, so an in-process worker wakes at once.
+    pub new_work: Arc<Notify>,
+}
+
+/// The directory holding a queue's files.
+pub fn queue_dir(data_dir: &std::path::Path, id: i64) -> PathBuf {
+    data_dir.join("queues").join(id.to_string())
+}
+
+/// The whole router: API, dashboard and JSON fallbacks.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/queues", post(handlers::create_queue).get(handlers::list_queues))
+        .route("/queues/{id}", get(handlers::get_queue).delete(handlers::delete_queue))
+        .route("/queues/{id}/abort", post(handlers::abort_queue))
+        .route("/queues/{id}/log", get(handlers::queue_log))
+        .fallback(handlers::not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/", get(handlers::dashboard))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Binds `listen` and serves until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    state: AppState,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_on(state, listener, shutdown).await
+}
+
+/// Serves on an already-bound listener (port 0 in tests) until `shutdown` completes.
+pub async fn serve_on(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Status code for use in tests and handlers.
+pub(crate) const CREATED: StatusCode = StatusCode::CREATED;

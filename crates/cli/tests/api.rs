@@ -1,0 +1,307 @@
+//! The REST API, through the real binary on a random port with a fresh SQLite file.
+
+mod common;
+
+use common::App;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn serve(dir: &tempfile::TempDir) -> App {
+    App::start("serve", dir.path(), &["--allow-local-repos", "/srv/git"])
+}
+
+async fn post(app: &App, body: Value) -> (StatusCode, Value) {
+    let r = app.client.post(app.url("/api/v1/queues")).json(&body).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+async fn get(app: &App, path: &str) -> (StatusCode, Value) {
+    let r = app.client.get(app.url(path)).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn count(app: &App) -> usize {
+    get(app, "/api/v1/queues?limit=500").await.1["queues"].as_array().unwrap().len()
+}
+
+fn good() -> Value {
+    json!({"repo": "https://example.com/fw.git", "branch": "main"})
+}
+
+fn assert_error(body: &Value, code: &str, mentions: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(mentions), "message {msg:?} should mention {mentions:?}");
+}
+
+#[tokio::test]
+async fn health_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (s, body) = get(&app, "/api/v1/health").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("TestArena"));
+}
+
+#[tokio::test]
+async fn create_then_get_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let r = app
+        .client
+        .post(app.url("/api/v1/queues"))
+        .json(&json!({"repo": "https://example.com/fw.git", "branch": "feature/x", "scenarios": ["scenarios/a.xml", "b.xml"],
+                      "name": "nightly", "priority": 7, "commit": "0123456789ABCDEF0123456789abcdef01234567"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let q: Value = r.json().await.unwrap();
+    let id = q["id"].as_i64().unwrap();
+    assert_eq!(location, format!("/api/v1/queues/{id}"));
+    assert_eq!(q["status"], "waiting");
+    assert_eq!(q["phase"], Value::Null);
+    assert_eq!(q["commit"], Value::Null, "commit stays null until the worker resolves it");
+    assert_eq!(q["priority"], 7);
+    assert_eq!(q["name"], "nightly");
+    assert_eq!(q["summary"], json!({"total": 0, "passed": 0, "failed": 0, "error": 0, "skipped": 0}));
+    let tasks = q["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["scenario"], "scenarios/a.xml");
+    assert_eq!(tasks[0]["status"], "pending");
+    assert!(q["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(q["started_at"], Value::Null);
+
+    let (s, fetched) = get(&app, &location).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(fetched, q);
+
+    // Defaults: priority 5, name = branch.
+    let (s, d) = post(&app, good()).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!((d["priority"].as_i64(), d["name"].as_str()), (Some(5), Some("main")));
+    assert_eq!(d["tasks"], json!([]));
+
+    let (s, list) = get(&app, "/api/v1/queues").await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<i64> = list["queues"].as_array().unwrap().iter().map(|q| q["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![d["id"].as_i64().unwrap(), id], "newest first");
+    assert_eq!(list["next"], Value::Null);
+}
+
+#[tokio::test]
+async fn list_paginates_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    for _ in 0..7 {
+        assert_eq!(post(&app, good()).await.0, StatusCode::CREATED);
+    }
+    let (_, p1) = get(&app, "/api/v1/queues?limit=3").await;
+    assert_eq!(p1["queues"].as_array().unwrap().len(), 3);
+    let next = p1["next"].as_i64().unwrap();
+    let (_, p2) = get(&app, &format!("/api/v1/queues?limit=3&before={next}")).await;
+    let (_, p3) = get(&app, &format!("/api/v1/queues?limit=3&before={}", p2["next"].as_i64().unwrap())).await;
+    assert_eq!(p3["queues"].as_array().unwrap().len(), 1);
+    assert_eq!(p3["next"], Value::Null);
+    let first = p1["queues"][0]["id"].as_i64().unwrap();
+    assert_eq!(app.client.post(app.url(&format!("/api/v1/queues/{first}/abort"))).send().await.unwrap().status(), StatusCode::OK);
+    let (_, aborted) = get(&app, "/api/v1/queues?status=aborted").await;
+    assert_eq!(aborted["queues"].as_array().unwrap().len(), 1);
+    let (_, waiting) = get(&app, "/api/v1/queues?status=waiting&limit=500").await;
+    assert_eq!(waiting["queues"].as_array().unwrap().len(), 6);
+    for bad in ["status=bogus", "limit=0", "limit=501", "limit=x", "before=abc", "before=-1"] {
+        let (s, body) = get(&app, &format!("/api/v1/queues?{bad}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"]["code"], "bad_query", "{bad}");
+    }
+}
+
+/// Each class of bad input: the status, the field named in the message, and nothing stored.
+#[tokio::test]
+async fn bad_input_is_refused_by_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let with = |k: &str, v: Value| {
+        let mut b = good();
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("missing repo", json!({"branch": "main"}), "repo"),
+        ("missing branch", json!({"repo": "https://h/r.git"}), "branch"),
+        ("wrong type", with("priority", json!("high")), "priority"),
+        ("wrong type scenarios", with("scenarios", json!("a.xml")), "scenarios"),
+        ("unknown field", with("colour", json!("red")), "colour"),
+        ("empty scenarios", with("scenarios", json!([])), "scenarios"),
+        ("absolute scenario", with("scenarios", json!(["/etc/x.xml"])), "scenarios[0]"),
+        ("dotdot scenario", with("scenarios", json!(["ok.xml", "../../x.xml"])), "scenarios[1]"),
+        ("nul scenario", with("scenarios", json!(["a\u{0}.xml"])), "scenarios[0]"),
+        ("not xml", with("scenarios", json!(["a.txt"])), "scenarios[0]"),
+        ("branch dotdot", with("branch", json!("a..b")), "branch"),
+        ("branch dash", with("branch", json!("-rf")), "branch"),
+        ("branch space", with("branch", json!("my branch")), "branch"),
+        ("branch special", with("branch", json!("a~1")), "branch"),
+        ("branch reflog", with("branch", json!("a@{1}")), "branch"),
+        ("branch colon", with("branch", json!("a:b")), "branch"),
+        ("repo ftp", with("repo", json!("ftp://h/r")), "repo"),
+        ("repo relative", with("repo", json!("some/dir")), "repo"),
+        ("repo local outside roots", with("repo", json!("/etc")), "repo"),
+        ("repo file url outside", with("repo", json!("file:///tmp/r")), "repo"),
+        ("repo escape root", with("repo", json!("/srv/git/../../etc")), "repo"),
+        ("commit short", with("commit", json!("abc123")), "commit"),
+        ("commit not hex", with("commit", json!("z".repeat(40))), "commit"),
+        ("priority high", with("priority", json!(10)), "priority"),
+        ("priority negative", with("priority", json!(-1)), "priority"),
+        ("name long", with("name", json!("n".repeat(201))), "name"),
+    ];
+    for (what, body, field) in cases {
+        let (s, err) = post(&app, body).await;
+        assert!(s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST, "{what}: {s}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(field), "{what}: {err}");
+        assert!(!err["error"]["code"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(count(&app).await, 0, "nothing stored");
+
+    // Accepted: a local path under the allowed root.
+    let (s, q) = post(&app, with("repo", json!("file:///srv/git/fw"))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(q["repo"], "/srv/git/fw");
+}
+
+#[tokio::test]
+async fn malformed_body_type_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let url = app.url("/api/v1/queues");
+    let r = app.client.post(&url).header("content-type", "application/json").body("{\"repo\": ").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_error(&r.json().await.unwrap(), "malformed_json", "");
+    let r = app.client.post(&url).header("content-type", "text/plain").body(good().to_string()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error(&r.json().await.unwrap(), "unsupported_media_type", "");
+    let r = app.client.post(&url).body(good().to_string()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "no content type");
+    let r = app.client.post(&url).json(&json!([1, 2])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Last: the server may close the connection without reading the whole oversized body.
+    let huge = json!({"repo": "https://h/r.git", "branch": "main", "name": "x".repeat(2 * 1024 * 1024)});
+    let r = reqwest::Client::new().post(&url).json(&huge).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&r.json().await.unwrap(), "payload_too_large", "larger");
+    assert_eq!(count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn ids_routes_and_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    for bad in ["abc", "0", "-1", "1%3Bdrop", "99999999999999999999999", "12345"] {
+        let (s, body) = get(&app, &format!("/api/v1/queues/{bad}")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{bad}");
+        assert_eq!(body["error"]["code"], "not_found");
+        let r = app.client.post(app.url(&format!("/api/v1/queues/{bad}/abort"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = app.client.delete(app.url(&format!("/api/v1/queues/{bad}"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    let (s, body) = get(&app, "/api/v1/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let r = app.client.put(app.url("/api/v1/queues")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&r.json().await.unwrap(), "method_not_allowed", "method");
+}
+
+#[tokio::test]
+async fn abort_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (_, q) = post(&app, good()).await;
+    let id = q["id"].as_i64().unwrap();
+    let abort = app.url(&format!("/api/v1/queues/{id}/abort"));
+    let r = app.client.post(&abort).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "aborted");
+    assert!(body["finished_at"].is_string());
+    let r = app.client.post(&abort).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_error(&r.json().await.unwrap(), "conflict", "finished");
+
+    let files = app.data_dir.join("queues").join(id.to_string());
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("queue.log"), "x").unwrap();
+    let r = app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!files.exists(), "queue files removed");
+    assert_eq!(get(&app, &format!("/api/v1/queues/{id}")).await.0, StatusCode::NOT_FOUND);
+    let r = app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn queues_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (_, q) = post(&app, good()).await;
+    assert!(app.stop().success(), "SIGTERM is a clean shutdown");
+    let app = serve(&dir);
+    let (s, again) = get(&app, &format!("/api/v1/queues/{}", q["id"])).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again, q);
+}
+
+#[tokio::test]
+async fn concurrent_posts_get_distinct_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/queues");
+        handles.push(tokio::spawn(async move {
+            let r = client.post(url).json(&json!({"repo": "https://h/r.git", "branch": format!("b{i}")})).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    assert_eq!(count(&app).await, 200);
+}
+
+#[tokio::test]
+async fn config_file_env_and_flag_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    let file_data = dir.path().join("from-file");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\nallow_local_repos = [\"/opt/repos\"]\n", file_data.display())).unwrap();
+    // The file's data_dir is overridden by the flag App::start passes; its allow_local_repos applies.
+    let app = App::start("serve", dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let (s, _) = post(&app, json!({"repo": "/opt/repos/fw", "branch": "main"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(dir.path().join("testarena.db").exists(), "flag beats file");
+    assert!(!file_data.exists());
+    drop(app);
+    std::fs::write(&cfg, "bogus_key = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testarena"))
+        .args(["migrate", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_key"));
+}

@@ -1,0 +1,70 @@
+//! Starts the real `testarena` binary on a random port with a fresh data directory.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `testarena` process; killed (with its group) when dropped.
+pub struct App {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl App {
+    /// Starts `testarena <subcommand> --listen 127.0.0.1:0 --data-dir DIR extra...`.
+    pub fn start(subcommand: &str, data_dir: &Path, extra: &[&str]) -> App {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_testarena"));
+        cmd.arg(subcommand)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("TESTARENA_DATABASE_URL")
+            .env_remove("TESTARENA_LISTEN")
+            .env_remove("TESTARENA_CONFIG")
+            .env("TESTARENA_LOG", "info,sqlx=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().expect("start testarena");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("testarena exited before listening").expect("read stdout");
+            if let Some(url) = line.strip_prefix("testarena listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        App { child, base, data_dir: data_dir.to_path_buf(), client }
+    }
+
+    /// Full URL of an API path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait");
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's process group has no memory effects.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
