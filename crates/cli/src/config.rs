@@ -20,13 +20,23 @@ pub struct CommonArgs {
     #[arg(long, env = "TESTARENA_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Database URL, sqlite://PATH [default: sqlite://<data-dir>/testarena.db]
-    #[arg(long, env = "TESTARENA_DATABASE_URL", value_name = "URL", global = true)]
+    #[arg(
+        long,
+        env = "TESTARENA_DATABASE_URL",
+        value_name = "URL",
+        global = true
+    )]
     pub database: Option<String>,
     /// Directory for the database, git mirrors and queue files [default: ./testarena-data]
     #[arg(long, env = "TESTARENA_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Log format: text or json
-    #[arg(long, env = "TESTARENA_LOG_FORMAT", value_name = "FORMAT", global = true)]
+    #[arg(
+        long,
+        env = "TESTARENA_LOG_FORMAT",
+        value_name = "FORMAT",
+        global = true
+    )]
     pub log_format: Option<String>,
 }
 
@@ -37,7 +47,12 @@ pub struct ServerArgs {
     #[arg(long, env = "TESTARENA_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
     /// Accept local repository paths (and file:// URLs) under DIR; repeatable
-    #[arg(long = "allow-local-repos", env = "TESTARENA_ALLOW_LOCAL_REPOS", value_name = "DIR", value_delimiter = ':')]
+    #[arg(
+        long = "allow-local-repos",
+        env = "TESTARENA_ALLOW_LOCAL_REPOS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
     pub allow_local_repos: Vec<PathBuf>,
 }
 
@@ -50,6 +65,9 @@ pub struct WorkerArgs {
     /// Wall-clock limit of one queue, e.g. 30m [default: 60m]
     #[arg(long, env = "TESTARENA_QUEUE_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
     pub queue_timeout: Option<Duration>,
+    /// Largest size of one log file in bytes; past it a truncation marker is written [default: 256 MiB]
+    #[arg(long, env = "TESTARENA_LOG_CAP", value_name = "BYTES")]
+    pub log_cap: Option<u64>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -69,6 +87,7 @@ pub struct FileConfig {
     pub concurrency: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
+    pub log_cap: Option<u64>,
 }
 
 /// Settings after layering.
@@ -81,6 +100,7 @@ pub struct Settings {
     pub log_json: bool,
     pub concurrency: usize,
     pub queue_timeout: Duration,
+    pub log_cap: u64,
 }
 
 fn read_file(explicit: Option<&Path>) -> Result<FileConfig> {
@@ -89,21 +109,33 @@ fn read_file(explicit: Option<&Path>) -> Result<FileConfig> {
         None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
         None => return Ok(FileConfig::default()),
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
 /// Layers flags/env over the file over the defaults.
-pub fn settings(common: &CommonArgs, server: Option<&ServerArgs>, worker: Option<&WorkerArgs>) -> Result<Settings> {
+pub fn settings(
+    common: &CommonArgs,
+    server: Option<&ServerArgs>,
+    worker: Option<&WorkerArgs>,
+) -> Result<Settings> {
     let file = read_file(common.config.as_deref())?;
-    let data_dir = common.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./testarena-data"));
+    let data_dir = common
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./testarena-data"));
     let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
     let database_url = common
         .database
         .clone()
         .or(file.database_url)
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("testarena.db").display()));
-    let listen = server.and_then(|s| s.listen).or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listen = server
+        .and_then(|s| s.listen)
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let roots = match server {
         Some(s) if !s.allow_local_repos.is_empty() => s.allow_local_repos.clone(),
         _ => file.allow_local_repos,
@@ -111,19 +143,44 @@ pub fn settings(common: &CommonArgs, server: Option<&ServerArgs>, worker: Option
     let mut allowed_roots = Vec::new();
     for root in roots.into_iter().filter(|r| !r.as_os_str().is_empty()) {
         // Compare against the real location, so a symlinked root still matches.
-        let abs = std::fs::canonicalize(&root).or_else(|_| std::path::absolute(&root)).unwrap_or(root);
+        let abs = std::fs::canonicalize(&root)
+            .or_else(|_| std::path::absolute(&root))
+            .unwrap_or(root);
         allowed_roots.push(abs);
     }
-    let log_format = common.log_format.clone().or(file.log_format).unwrap_or_else(|| "text".into());
+    let log_format = common
+        .log_format
+        .clone()
+        .or(file.log_format)
+        .unwrap_or_else(|| "text".into());
     let log_json = match log_format.as_str() {
         "text" => false,
         "json" => true,
         other => anyhow::bail!("--log-format must be 'text' or 'json', got '{other}'"),
     };
-    let concurrency = worker.and_then(|w| w.concurrency).or(file.concurrency).unwrap_or(1);
+    let concurrency = worker
+        .and_then(|w| w.concurrency)
+        .or(file.concurrency)
+        .unwrap_or(1);
     if concurrency == 0 || concurrency > 64 {
         anyhow::bail!("--concurrency must be between 1 and 64, got {concurrency}");
     }
-    let queue_timeout = worker.and_then(|w| w.queue_timeout).or(file.queue_timeout).unwrap_or(Duration::from_secs(3600));
-    Ok(Settings { listen, database_url, data_dir, allowed_roots, log_json, concurrency, queue_timeout })
+    let queue_timeout = worker
+        .and_then(|w| w.queue_timeout)
+        .or(file.queue_timeout)
+        .unwrap_or(Duration::from_secs(3600));
+    let log_cap = worker
+        .and_then(|w| w.log_cap)
+        .or(file.log_cap)
+        .unwrap_or(256 * 1024 * 1024);
+    Ok(Settings {
+        listen,
+        database_url,
+        data_dir,
+        allowed_roots,
+        log_json,
+        concurrency,
+        queue_timeout,
+        log_cap,
+    })
 }

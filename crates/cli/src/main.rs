@@ -4,12 +4,16 @@ mod config;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use config::{CommonArgs, ServerArgs, Settings};
+use config::{CommonArgs, ServerArgs, Settings, WorkerArgs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use testarena_runner::pipeline::RunnerConfig;
+use testarena_runner::worker::{self, Worker};
 use testarena_server::{AppState, ServerConfig};
 use testarena_store::Store;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// TestArena: builds firmware from a git branch, boots it in an emulator, drives its console
 /// through XML scenarios and reports every line live.
@@ -29,6 +33,24 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Claim waiting queues from the database and run them
+    Worker {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Run the API server and one worker in one process (the single-machine default)
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Check scenario files: print their errors with line and column (exit 1) or a summary
+    Validate {
+        /// Scenario XML files
+        #[arg(required = true, value_name = "FILE.xml")]
+        files: Vec<PathBuf>,
+    },
     /// Create or upgrade the database schema, then exit
     Migrate,
 }
@@ -36,7 +58,9 @@ enum Command {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESTARENA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -62,8 +86,11 @@ async fn shutdown_signal() {
 }
 
 async fn open_store(s: &Settings) -> Result<Store> {
-    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("cannot create data directory {}", s.data_dir.display()))?;
-    Store::open(&s.database_url).await.with_context(|| format!("cannot open database {}", s.database_url))
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("cannot create data directory {}", s.data_dir.display()))?;
+    Store::open(&s.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", s.database_url))
 }
 
 /// Prints the bound address on stdout, so scripts and tests that asked for port 0 find it.
@@ -76,18 +103,93 @@ fn announce(listener: &tokio::net::TcpListener) -> Result<()> {
     Ok(())
 }
 
-async fn serve(s: Settings) -> Result<()> {
-    let store = open_store(&s).await?;
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(ServerConfig { data_dir: s.data_dir.clone(), allowed_roots: s.allowed_roots.clone() }),
-        new_work: Arc::new(Notify::new()),
+fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
+    let hostname = worker::hostname();
+    let cfg = RunnerConfig {
+        data_dir: s.data_dir.clone(),
+        worker_id: format!("{hostname}-{}", std::process::id()),
+        hostname,
+        boot_id: worker::boot_id(),
+        queue_timeout: s.queue_timeout,
+        clone_timeout: std::time::Duration::from_secs(600),
+        log_cap: s.log_cap,
     };
-    let listener = tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
-    announce(&listener)?;
-    testarena_server::serve_on(state, listener, shutdown_signal()).await.context("server failed")?;
+    Worker {
+        store,
+        cfg: Arc::new(cfg),
+        concurrency: s.concurrency,
+        new_work,
+    }
+}
+
+/// Runs the server, the worker, or both, until SIGTERM/SIGINT.
+async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Result<()> {
+    let store = open_store(&s).await?;
+    let new_work = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.cancel();
+    });
+    let worker_task = with_worker.then(|| {
+        let w = make_worker(&s, store.clone(), new_work.clone());
+        tokio::spawn(w.run(stop.clone()))
+    });
+    if with_server {
+        let state = AppState {
+            store: store.clone(),
+            config: Arc::new(ServerConfig {
+                data_dir: s.data_dir.clone(),
+                allowed_roots: s.allowed_roots.clone(),
+            }),
+            new_work,
+        };
+        let listener = tokio::net::TcpListener::bind(s.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", s.listen))?;
+        announce(&listener)?;
+        let server_stop = stop.clone();
+        testarena_server::serve_on(
+            state,
+            listener,
+            async move { server_stop.cancelled().await },
+        )
+        .await
+        .context("server failed")?;
+    }
+    if let Some(t) = worker_task {
+        match t.await {
+            Ok(r) => r.context("worker failed")?,
+            Err(e) => anyhow::bail!("worker task failed: {e}"),
+        }
+    }
     store.close().await;
     Ok(())
+}
+
+fn validate(files: &[PathBuf]) -> Result<bool> {
+    let mut ok = true;
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("{}: cannot read: {e}", f.display());
+                ok = false;
+                continue;
+            }
+        };
+        match testarena_scenario::parse(&text) {
+            Ok(s) => println!("{}: ok: {}", f.display(), s.summary()),
+            Err(e) => {
+                ok = false;
+                for d in &e.diagnostics {
+                    println!("{}:{}:{}: {}", f.display(), d.line, d.column, d.message);
+                }
+            }
+        }
+    }
+    Ok(ok)
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -95,7 +197,24 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve { server } => {
             let s = config::settings(&cli.common, Some(&server), None)?;
             init_logging(s.log_json);
-            serve(s).await
+            run_services(s, true, false).await
+        }
+        Command::Worker { worker } => {
+            let s = config::settings(&cli.common, None, Some(&worker))?;
+            init_logging(s.log_json);
+            run_services(s, false, true).await
+        }
+        Command::Up { server, worker } => {
+            let s = config::settings(&cli.common, Some(&server), Some(&worker))?;
+            init_logging(s.log_json);
+            run_services(s, true, true).await
+        }
+        Command::Validate { files } => {
+            if validate(&files)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Migrate => {
             let s = config::settings(&cli.common, None, None)?;

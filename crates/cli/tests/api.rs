@@ -11,7 +11,13 @@ fn serve(dir: &tempfile::TempDir) -> App {
 }
 
 async fn post(app: &App, body: Value) -> (StatusCode, Value) {
-    let r = app.client.post(app.url("/api/v1/queues")).json(&body).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/queues"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap())
 }
@@ -23,7 +29,10 @@ async fn get(app: &App, path: &str) -> (StatusCode, Value) {
 }
 
 async fn count(app: &App) -> usize {
-    get(app, "/api/v1/queues?limit=500").await.1["queues"].as_array().unwrap().len()
+    get(app, "/api/v1/queues?limit=500").await.1["queues"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 fn good() -> Value {
@@ -33,7 +42,10 @@ fn good() -> Value {
 fn assert_error(body: &Value, code: &str, mentions: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains(mentions), "message {msg:?} should mention {mentions:?}");
+    assert!(
+        msg.contains(mentions),
+        "message {msg:?} should mention {mentions:?}"
+    );
 }
 
 #[tokio::test]
@@ -69,10 +81,17 @@ async fn create_then_get_and_list() {
     assert_eq!(location, format!("/api/v1/queues/{id}"));
     assert_eq!(q["status"], "waiting");
     assert_eq!(q["phase"], Value::Null);
-    assert_eq!(q["commit"], Value::Null, "commit stays null until the worker resolves it");
+    assert_eq!(
+        q["commit"],
+        Value::Null,
+        "commit stays null until the worker resolves it"
+    );
     assert_eq!(q["priority"], 7);
     assert_eq!(q["name"], "nightly");
-    assert_eq!(q["summary"], json!({"total": 0, "passed": 0, "failed": 0, "error": 0, "skipped": 0}));
+    assert_eq!(
+        q["summary"],
+        json!({"total": 0, "passed": 0, "failed": 0, "error": 0, "skipped": 0})
+    );
     let tasks = q["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 2);
     assert_eq!(tasks[0]["scenario"], "scenarios/a.xml");
@@ -87,12 +106,20 @@ async fn create_then_get_and_list() {
     // Defaults: priority 5, name = branch.
     let (s, d) = post(&app, good()).await;
     assert_eq!(s, StatusCode::CREATED);
-    assert_eq!((d["priority"].as_i64(), d["name"].as_str()), (Some(5), Some("main")));
+    assert_eq!(
+        (d["priority"].as_i64(), d["name"].as_str()),
+        (Some(5), Some("main"))
+    );
     assert_eq!(d["tasks"], json!([]));
 
     let (s, list) = get(&app, "/api/v1/queues").await;
     assert_eq!(s, StatusCode::OK);
-    let ids: Vec<i64> = list["queues"].as_array().unwrap().iter().map(|q| q["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, vec![d["id"].as_i64().unwrap(), id], "newest first");
     assert_eq!(list["next"], Value::Null);
 }
@@ -108,16 +135,38 @@ async fn list_paginates_and_filters() {
     assert_eq!(p1["queues"].as_array().unwrap().len(), 3);
     let next = p1["next"].as_i64().unwrap();
     let (_, p2) = get(&app, &format!("/api/v1/queues?limit=3&before={next}")).await;
-    let (_, p3) = get(&app, &format!("/api/v1/queues?limit=3&before={}", p2["next"].as_i64().unwrap())).await;
+    let (_, p3) = get(
+        &app,
+        &format!(
+            "/api/v1/queues?limit=3&before={}",
+            p2["next"].as_i64().unwrap()
+        ),
+    )
+    .await;
     assert_eq!(p3["queues"].as_array().unwrap().len(), 1);
     assert_eq!(p3["next"], Value::Null);
     let first = p1["queues"][0]["id"].as_i64().unwrap();
-    assert_eq!(app.client.post(app.url(&format!("/api/v1/queues/{first}/abort"))).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.client
+            .post(app.url(&format!("/api/v1/queues/{first}/abort")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     let (_, aborted) = get(&app, "/api/v1/queues?status=aborted").await;
     assert_eq!(aborted["queues"].as_array().unwrap().len(), 1);
     let (_, waiting) = get(&app, "/api/v1/queues?status=waiting&limit=500").await;
     assert_eq!(waiting["queues"].as_array().unwrap().len(), 6);
-    for bad in ["status=bogus", "limit=0", "limit=501", "limit=x", "before=abc", "before=-1"] {
+    for bad in [
+        "status=bogus",
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "before=abc",
+        "before=-1",
+    ] {
         let (s, body) = get(&app, &format!("/api/v1/queues?{bad}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(body["error"]["code"], "bad_query", "{bad}");
@@ -136,15 +185,39 @@ async fn bad_input_is_refused_by_class() {
     };
     let cases: Vec<(&str, Value, &str)> = vec![
         ("missing repo", json!({"branch": "main"}), "repo"),
-        ("missing branch", json!({"repo": "https://h/r.git"}), "branch"),
+        (
+            "missing branch",
+            json!({"repo": "https://h/r.git"}),
+            "branch",
+        ),
         ("wrong type", with("priority", json!("high")), "priority"),
-        ("wrong type scenarios", with("scenarios", json!("a.xml")), "scenarios"),
+        (
+            "wrong type scenarios",
+            with("scenarios", json!("a.xml")),
+            "scenarios",
+        ),
         ("unknown field", with("colour", json!("red")), "colour"),
         ("empty scenarios", with("scenarios", json!([])), "scenarios"),
-        ("absolute scenario", with("scenarios", json!(["/etc/x.xml"])), "scenarios[0]"),
-        ("dotdot scenario", with("scenarios", json!(["ok.xml", "../../x.xml"])), "scenarios[1]"),
-        ("nul scenario", with("scenarios", json!(["a\u{0}.xml"])), "scenarios[0]"),
-        ("not xml", with("scenarios", json!(["a.txt"])), "scenarios[0]"),
+        (
+            "absolute scenario",
+            with("scenarios", json!(["/etc/x.xml"])),
+            "scenarios[0]",
+        ),
+        (
+            "dotdot scenario",
+            with("scenarios", json!(["ok.xml", "../../x.xml"])),
+            "scenarios[1]",
+        ),
+        (
+            "nul scenario",
+            with("scenarios", json!(["a\u{0}.xml"])),
+            "scenarios[0]",
+        ),
+        (
+            "not xml",
+            with("scenarios", json!(["a.txt"])),
+            "scenarios[0]",
+        ),
         ("branch dotdot", with("branch", json!("a..b")), "branch"),
         ("branch dash", with("branch", json!("-rf")), "branch"),
         ("branch space", with("branch", json!("my branch")), "branch"),
@@ -153,19 +226,41 @@ async fn bad_input_is_refused_by_class() {
         ("branch colon", with("branch", json!("a:b")), "branch"),
         ("repo ftp", with("repo", json!("ftp://h/r")), "repo"),
         ("repo relative", with("repo", json!("some/dir")), "repo"),
-        ("repo local outside roots", with("repo", json!("/etc")), "repo"),
-        ("repo file url outside", with("repo", json!("file:///tmp/r")), "repo"),
-        ("repo escape root", with("repo", json!("/srv/git/../../etc")), "repo"),
+        (
+            "repo local outside roots",
+            with("repo", json!("/etc")),
+            "repo",
+        ),
+        (
+            "repo file url outside",
+            with("repo", json!("file:///tmp/r")),
+            "repo",
+        ),
+        (
+            "repo escape root",
+            with("repo", json!("/srv/git/../../etc")),
+            "repo",
+        ),
         ("commit short", with("commit", json!("abc123")), "commit"),
-        ("commit not hex", with("commit", json!("z".repeat(40))), "commit"),
+        (
+            "commit not hex",
+            with("commit", json!("z".repeat(40))),
+            "commit",
+        ),
         ("priority high", with("priority", json!(10)), "priority"),
         ("priority negative", with("priority", json!(-1)), "priority"),
         ("name long", with("name", json!("n".repeat(201))), "name"),
     ];
     for (what, body, field) in cases {
         let (s, err) = post(&app, body).await;
-        assert!(s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST, "{what}: {s}");
-        assert!(err["error"]["message"].as_str().unwrap().contains(field), "{what}: {err}");
+        assert!(
+            s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::BAD_REQUEST,
+            "{what}: {s}"
+        );
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(field),
+            "{what}: {err}"
+        );
         assert!(!err["error"]["code"].as_str().unwrap().is_empty());
     }
     assert_eq!(count(&app).await, 0, "nothing stored");
@@ -181,19 +276,55 @@ async fn malformed_body_type_and_size() {
     let dir = tempfile::tempdir().unwrap();
     let app = serve(&dir);
     let url = app.url("/api/v1/queues");
-    let r = app.client.post(&url).header("content-type", "application/json").body("{\"repo\": ").send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"repo\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_error(&r.json().await.unwrap(), "malformed_json", "");
-    let r = app.client.post(&url).header("content-type", "text/plain").body(good().to_string()).send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(good().to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_error(&r.json().await.unwrap(), "unsupported_media_type", "");
-    let r = app.client.post(&url).body(good().to_string()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "no content type");
-    let r = app.client.post(&url).json(&json!([1, 2])).send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .body(good().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "no content type"
+    );
+    let r = app
+        .client
+        .post(&url)
+        .json(&json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // Last: the server may close the connection without reading the whole oversized body.
-    let huge = json!({"repo": "https://h/r.git", "branch": "main", "name": "x".repeat(2 * 1024 * 1024)});
-    let r = reqwest::Client::new().post(&url).json(&huge).send().await.unwrap();
+    let huge =
+        json!({"repo": "https://h/r.git", "branch": "main", "name": "x".repeat(2 * 1024 * 1024)});
+    let r = reqwest::Client::new()
+        .post(&url)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_error(&r.json().await.unwrap(), "payload_too_large", "larger");
     assert_eq!(count(&app).await, 0);
@@ -203,19 +334,41 @@ async fn malformed_body_type_and_size() {
 async fn ids_routes_and_methods() {
     let dir = tempfile::tempdir().unwrap();
     let app = serve(&dir);
-    for bad in ["abc", "0", "-1", "1%3Bdrop", "99999999999999999999999", "12345"] {
+    for bad in [
+        "abc",
+        "0",
+        "-1",
+        "1%3Bdrop",
+        "99999999999999999999999",
+        "12345",
+    ] {
         let (s, body) = get(&app, &format!("/api/v1/queues/{bad}")).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{bad}");
         assert_eq!(body["error"]["code"], "not_found");
-        let r = app.client.post(app.url(&format!("/api/v1/queues/{bad}/abort"))).send().await.unwrap();
+        let r = app
+            .client
+            .post(app.url(&format!("/api/v1/queues/{bad}/abort")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let r = app.client.delete(app.url(&format!("/api/v1/queues/{bad}"))).send().await.unwrap();
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/queues/{bad}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
     let (s, body) = get(&app, "/api/v1/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
-    let r = app.client.put(app.url("/api/v1/queues")).send().await.unwrap();
+    let r = app
+        .client
+        .put(app.url("/api/v1/queues"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_error(&r.json().await.unwrap(), "method_not_allowed", "method");
 }
@@ -239,11 +392,24 @@ async fn abort_and_delete() {
     let files = app.data_dir.join("queues").join(id.to_string());
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("queue.log"), "x").unwrap();
-    let r = app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/queues/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert!(!files.exists(), "queue files removed");
-    assert_eq!(get(&app, &format!("/api/v1/queues/{id}")).await.0, StatusCode::NOT_FOUND);
-    let r = app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
+    assert_eq!(
+        get(&app, &format!("/api/v1/queues/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/queues/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -268,7 +434,12 @@ async fn concurrent_posts_get_distinct_ids() {
         let client = app.client.clone();
         let url = app.url("/api/v1/queues");
         handles.push(tokio::spawn(async move {
-            let r = client.post(url).json(&json!({"repo": "https://h/r.git", "branch": format!("b{i}")})).send().await.unwrap();
+            let r = client
+                .post(url)
+                .json(&json!({"repo": "https://h/r.git", "branch": format!("b{i}")}))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), StatusCode::CREATED);
             r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
         }));
@@ -288,7 +459,14 @@ async fn config_file_env_and_flag_precedence() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     let file_data = dir.path().join("from-file");
-    std::fs::write(&cfg, format!("data_dir = \"{}\"\nallow_local_repos = [\"/opt/repos\"]\n", file_data.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\nallow_local_repos = [\"/opt/repos\"]\n",
+            file_data.display()
+        ),
+    )
+    .unwrap();
     // The file's data_dir is overridden by the flag App::start passes; its allow_local_repos applies.
     let app = App::start("serve", dir.path(), &["--config", cfg.to_str().unwrap()]);
     let (s, _) = post(&app, json!({"repo": "/opt/repos/fw", "branch": "main"})).await;

@@ -12,7 +12,11 @@ pub use validate::{NewQueue, ValidationError};
 /// Parses a queue id as it appears in a URL path; anything that is not a positive decimal
 /// number is `None`, so handlers answer 404 instead of asking the database.
 pub fn parse_id(raw: &str) -> Option<i64> {
-    if raw.is_empty() || raw.len() > 18 || !raw.bytes().all(|b| b.is_ascii_digit()) || raw.starts_with('0') {
+    if raw.is_empty()
+        || raw.len() > 18
+        || !raw.bytes().all(|b| b.is_ascii_digit())
+        || raw.starts_with('0')
+    {
         return None;
     }
     raw.parse().ok()
@@ -25,7 +29,16 @@ mod tests {
     #[test]
     fn ids_are_positive_decimals() {
         assert_eq!(parse_id("42"), Some(42));
-        for bad in ["", "0", "01", "-1", "1e3", "abc", "1;drop", "9999999999999999999"] {
+        for bad in [
+            "",
+            "0",
+            "01",
+            "-1",
+            "1e3",
+            "abc",
+            "1;drop",
+            "9999999999999999999",
+        ] {
             assert_eq!(parse_id(bad), None, "{bad}");
         }
     }

@@ -50,6 +50,8 @@ pub struct EmulatorConfig {
     /// How long to wait for `ready` (or for the TCP console to accept).
     #[serde(default, with = "humantime_serde")]
     pub boot_timeout: Option<Duration>,
+    /// Path of the built firmware image, given to host commands as `TESTARENA_FIRMWARE`.
+    pub firmware: Option<String>,
 }
 
 /// `[scenarios]`: which scenario files run when a queue names none.
@@ -69,11 +71,16 @@ pub struct RepoConfigError(String);
 impl RepoConfig {
     /// Parses the text of a `testarena.toml`, checking its regex.
     pub fn parse(text: &str) -> Result<Self, RepoConfigError> {
-        let cfg: RepoConfig = toml::from_str(text).map_err(|e| RepoConfigError(e.to_string().trim().to_string()))?;
+        let cfg: RepoConfig =
+            toml::from_str(text).map_err(|e| RepoConfigError(e.to_string().trim().to_string()))?;
         if let Some(ready) = &cfg.emulator.ready {
-            regex::Regex::new(ready).map_err(|e| RepoConfigError(format!("emulator.ready: bad regex: {e}")))?;
+            regex::Regex::new(ready)
+                .map_err(|e| RepoConfigError(format!("emulator.ready: bad regex: {e}")))?;
         }
-        for (field, value) in [("build.command", &cfg.build.command), ("emulator.command", &cfg.emulator.command)] {
+        for (field, value) in [
+            ("build.command", &cfg.build.command),
+            ("emulator.command", &cfg.emulator.command),
+        ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(RepoConfigError(format!("{field} must not be empty")));
             }
@@ -110,11 +117,15 @@ default = ["scenarios/*.xml"]
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = RepoConfig::parse("[build]\ncomand = \"make\"\n").unwrap_err().to_string();
+        let e = RepoConfig::parse("[build]\ncomand = \"make\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("comand"), "{e}");
         let e = RepoConfig::parse("[emulatr]\n").unwrap_err().to_string();
         assert!(e.contains("emulatr"), "{e}");
-        let e = RepoConfig::parse("[emulator]\nready = \"(\"\n").unwrap_err().to_string();
+        let e = RepoConfig::parse("[emulator]\nready = \"(\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ready"), "{e}");
     }
 }

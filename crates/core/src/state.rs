@@ -101,7 +101,11 @@ impl CaseStatus {
                 CaseStatus::Skipped => 0,
             }
         }
-        if rank(other) > rank(self) { other } else { self }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -109,7 +113,10 @@ impl CaseStatus {
 pub fn queue_verdict(results: impl IntoIterator<Item = CaseStatus>) -> QueueStatus {
     let mut worst: Option<CaseStatus> = None;
     for r in results {
-        worst = Some(match worst { None => r, Some(w) => w.worst(r) });
+        worst = Some(match worst {
+            None => r,
+            Some(w) => w.worst(r),
+        });
     }
     match worst {
         Some(CaseStatus::Error) => QueueStatus::Error,
@@ -132,7 +139,10 @@ mod tests {
         for s in CaseStatus::ALL {
             assert_eq!(s.as_str().parse::<CaseStatus>().ok(), Some(*s));
         }
-        assert!("bogus".parse::<QueueStatus>().unwrap_err().contains("waiting"));
+        assert!("bogus"
+            .parse::<QueueStatus>()
+            .unwrap_err()
+            .contains("waiting"));
     }
 
     #[test]
@@ -150,7 +160,10 @@ mod tests {
     fn verdict_takes_the_worst() {
         use CaseStatus::*;
         assert_eq!(queue_verdict([Passed, Passed]), QueueStatus::Passed);
-        assert_eq!(queue_verdict([Passed, Failed, Skipped]), QueueStatus::Failed);
+        assert_eq!(
+            queue_verdict([Passed, Failed, Skipped]),
+            QueueStatus::Failed
+        );
         assert_eq!(queue_verdict([Failed, Error]), QueueStatus::Error);
         assert_eq!(queue_verdict([]), QueueStatus::Error);
         assert!(!Passed.can_become(Failed));

@@ -23,7 +23,10 @@ pub struct ValidationError {
 impl ValidationError {
     /// A rejection of `field` with `message`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -75,10 +78,14 @@ impl NewQueue {
                     ));
                 }
                 if list.len() > MAX_SCENARIOS {
-                    return Err(ValidationError::new("scenarios", format!("at most {MAX_SCENARIOS} files")));
+                    return Err(ValidationError::new(
+                        "scenarios",
+                        format!("at most {MAX_SCENARIOS} files"),
+                    ));
                 }
                 for (i, s) in list.iter().enumerate() {
-                    check_scenario_path(s).map_err(|m| ValidationError::new(format!("scenarios[{i}]"), m))?;
+                    check_scenario_path(s)
+                        .map_err(|m| ValidationError::new(format!("scenarios[{i}]"), m))?;
                 }
                 Some(list)
             }
@@ -87,29 +94,52 @@ impl NewQueue {
             Some(n) => {
                 let n = n.trim().to_string();
                 if n.chars().count() > MAX_NAME_CHARS {
-                    return Err(ValidationError::new("name", format!("must be at most {MAX_NAME_CHARS} characters")));
+                    return Err(ValidationError::new(
+                        "name",
+                        format!("must be at most {MAX_NAME_CHARS} characters"),
+                    ));
                 }
                 if n.chars().any(char::is_control) {
-                    return Err(ValidationError::new("name", "must not contain control characters"));
+                    return Err(ValidationError::new(
+                        "name",
+                        "must not contain control characters",
+                    ));
                 }
-                if n.is_empty() { self.branch.clone() } else { n }
+                if n.is_empty() {
+                    self.branch.clone()
+                } else {
+                    n
+                }
             }
             None => self.branch.clone(),
         };
         let priority = self.priority.unwrap_or(DEFAULT_PRIORITY);
         if !(0..=9).contains(&priority) {
-            return Err(ValidationError::new("priority", format!("must be between 0 and 9, got {priority}")));
+            return Err(ValidationError::new(
+                "priority",
+                format!("must be between 0 and 9, got {priority}"),
+            ));
         }
         let commit = match self.commit {
             Some(c) => {
                 if c.len() != 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ValidationError::new("commit", "must be a full 40-character hexadecimal commit SHA"));
+                    return Err(ValidationError::new(
+                        "commit",
+                        "must be a full 40-character hexadecimal commit SHA",
+                    ));
                 }
                 Some(c.to_ascii_lowercase())
             }
             None => None,
         };
-        Ok(ValidQueue { repo, branch: self.branch, scenarios, name, priority, commit })
+        Ok(ValidQueue {
+            repo,
+            branch: self.branch,
+            scenarios,
+            name,
+            priority,
+            commit,
+        })
     }
 }
 
@@ -133,8 +163,13 @@ pub fn check_branch(branch: &str) -> Result<(), String> {
     if branch.contains("@{") {
         return Err("must not contain '@{'".into());
     }
-    if let Some(c) = branch.chars().find(|c| c.is_ascii_control() || " ~^:?*[\\".contains(*c)) {
-        return Err(format!("must not contain {c:?} (git refuses spaces, control characters and ~^:?*[\\)"));
+    if let Some(c) = branch
+        .chars()
+        .find(|c| c.is_ascii_control() || " ~^:?*[\\".contains(*c))
+    {
+        return Err(format!(
+            "must not contain {c:?} (git refuses spaces, control characters and ~^:?*[\\)"
+        ));
     }
     if branch.starts_with('/') || branch.ends_with('/') || branch.contains("//") {
         return Err("must not start or end with '/' or contain '//'".into());
@@ -168,7 +203,9 @@ pub fn check_scenario_path(path: &str) -> Result<(), String> {
         return Err("must not contain control characters".into());
     }
     if path.starts_with('/') || path.starts_with('\\') || Path::new(path).is_absolute() {
-        return Err(format!("must be relative to the repository root, got absolute path '{path}'"));
+        return Err(format!(
+            "must be relative to the repository root, got absolute path '{path}'"
+        ));
     }
     if path.split(['/', '\\']).any(|p| p == "..") {
         return Err(format!("must not contain '..' ('{path}')"));
@@ -216,7 +253,11 @@ pub fn check_repo(repo: &str, allowed_roots: &[PathBuf]) -> Result<String, Valid
     }
     // scp-like ssh syntax: user@host:path
     if let Some((userhost, path)) = repo.split_once(':') {
-        if userhost.contains('@') && !userhost.contains('/') && !path.is_empty() && !userhost.ends_with('@') {
+        if userhost.contains('@')
+            && !userhost.contains('/')
+            && !path.is_empty()
+            && !userhost.ends_with('@')
+        {
             return Ok(repo.to_string());
         }
     }
@@ -239,7 +280,9 @@ fn check_local(path: &str, allowed_roots: &[PathBuf]) -> Result<String, String> 
         ));
     }
     if !allowed_roots.iter().any(|root| p.starts_with(root)) {
-        return Err(format!("local path '{path}' is not under an allowed root (see --allow-local-repos)"));
+        return Err(format!(
+            "local path '{path}' is not under an allowed root (see --allow-local-repos)"
+        ));
     }
     let normal: PathBuf = p.components().collect();
     Ok(normal.to_string_lossy().into_owned())
@@ -250,7 +293,14 @@ mod tests {
     use super::*;
 
     fn q(repo: &str, branch: &str) -> NewQueue {
-        NewQueue { repo: repo.into(), branch: branch.into(), scenarios: None, name: None, priority: None, commit: None }
+        NewQueue {
+            repo: repo.into(),
+            branch: branch.into(),
+            scenarios: None,
+            name: None,
+            priority: None,
+            commit: None,
+        }
     }
 
     #[test]
@@ -262,7 +312,10 @@ mod tests {
 
     #[test]
     fn git_refused_branches_fail() {
-        for b in ["", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}", "@", "a/", "/a", "a//b", ".a", "a/.b", "a.lock", "a.", "a\tb"] {
+        for b in [
+            "", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}", "@",
+            "a/", "/a", "a//b", ".a", "a/.b", "a.lock", "a.", "a\tb",
+        ] {
             assert!(check_branch(b).is_err(), "{b:?}");
         }
     }
@@ -270,7 +323,15 @@ mod tests {
     #[test]
     fn scenario_paths() {
         assert!(check_scenario_path("scenarios/smoke.xml").is_ok());
-        for p in ["/etc/x.xml", "../x.xml", "a/../../x.xml", "a\0.xml", "a.txt", "", "a/b"] {
+        for p in [
+            "/etc/x.xml",
+            "../x.xml",
+            "a/../../x.xml",
+            "a\0.xml",
+            "a.txt",
+            "",
+            "a/b",
+        ] {
             assert!(check_scenario_path(p).is_err(), "{p:?}");
         }
     }
@@ -278,15 +339,37 @@ mod tests {
     #[test]
     fn repos() {
         let roots = vec![PathBuf::from("/srv/git")];
-        for r in ["https://example.com/a.git", "http://h/a", "ssh://git@h/a", "git://h/a", "git@github.com:o/r.git"] {
+        for r in [
+            "https://example.com/a.git",
+            "http://h/a",
+            "ssh://git@h/a",
+            "git://h/a",
+            "git@github.com:o/r.git",
+        ] {
             assert!(check_repo(r, &roots).is_ok(), "{r}");
         }
-        assert_eq!(check_repo("file:///srv/git/a", &roots).unwrap(), "/srv/git/a");
+        assert_eq!(
+            check_repo("file:///srv/git/a", &roots).unwrap(),
+            "/srv/git/a"
+        );
         assert_eq!(check_repo("/srv/git/a/", &roots).unwrap(), "/srv/git/a");
-        for r in ["", "ftp://h/a", "relative/path", "/etc/passwd", "/srv/git/../etc", "file:///tmp/x", "-uhttps://x", "https://", "a b"] {
+        for r in [
+            "",
+            "ftp://h/a",
+            "relative/path",
+            "/etc/passwd",
+            "/srv/git/../etc",
+            "file:///tmp/x",
+            "-uhttps://x",
+            "https://",
+            "a b",
+        ] {
             assert!(check_repo(r, &roots).is_err(), "{r:?}");
         }
-        assert!(check_repo("/srv/git/a", &[]).unwrap_err().message.contains("--allow-local-repos"));
+        assert!(check_repo("/srv/git/a", &[])
+            .unwrap_err()
+            .message
+            .contains("--allow-local-repos"));
         // "/srv/gitx" must not pass as being under "/srv/git".
         assert!(check_repo("/srv/gitx/a", &roots).is_err());
     }

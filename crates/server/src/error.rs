@@ -39,7 +39,10 @@ impl From<StoreError> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
-        ApiError::BadRequest { code: "bad_query", message: e.body_text() }
+        ApiError::BadRequest {
+            code: "bad_query",
+            message: e.body_text(),
+        }
     }
 }
 
@@ -56,9 +59,13 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Json(r) => match r {
-                JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+                JsonRejection::MissingJsonContentType(_) => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                }
                 JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
-                JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+                JsonRejection::JsonDataError(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input")
+                }
                 JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                     (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
                 }
@@ -66,17 +73,26 @@ impl ApiError {
             },
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Store(_) | ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         }
     }
 
     fn message(&self) -> String {
         match self {
-            ApiError::Json(JsonRejection::BytesRejection(b)) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::Json(JsonRejection::BytesRejection(b))
+                if b.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 "request body is larger than the server accepts".to_string()
             }
-            ApiError::Json(r) => r.body_text().replace("Failed to deserialize the JSON body into the target type: ", ""),
-            ApiError::Store(_) | ApiError::Internal(_) => "internal error; see the server log".to_string(),
+            ApiError::Json(r) => r.body_text().replace(
+                "Failed to deserialize the JSON body into the target type: ",
+                "",
+            ),
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                "internal error; see the server log".to_string()
+            }
             other => other.to_string(),
         }
     }
@@ -84,7 +100,12 @@ impl ApiError {
 
 /// Builds an error response from a status, code and message.
 pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
-    let body = ErrorBody { error: ErrorDetail { code: code.to_string(), message } };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message,
+        },
+    };
     (status, Json(body)).into_response()
 }
 

@@ -3,11 +3,11 @@
 use crate::error::{error_response, ApiError};
 use crate::{queue_dir, AppState, CREATED};
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use serde::Deserialize;
 use std::io::SeekFrom;
 use testarena_core::api::{Health, Queue, QueueList};
@@ -18,7 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 const LOG_CHUNK: u64 = 1024 * 1024;
 
 fn id_from_path(raw: &str) -> Result<i64, ApiError> {
-    parse_id(raw).ok_or_else(|| ApiError::NotFound(format!("queue '{raw}' not found (ids are positive numbers)")))
+    parse_id(raw).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "queue '{raw}' not found (ids are positive numbers)"
+        ))
+    })
 }
 
 pub(crate) async fn health(State(s): State<AppState>) -> Response {
@@ -28,7 +32,11 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
         database: if db_ok { "ok" } else { "unreachable" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -60,44 +68,70 @@ pub(crate) async fn list_queues(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<QueueList>, ApiError> {
     let Query(p) = params?;
-    let bad = |message: String| ApiError::BadRequest { code: "bad_query", message };
+    let bad = |message: String| ApiError::BadRequest {
+        code: "bad_query",
+        message,
+    };
     let status = match p.status.as_deref().filter(|s| !s.is_empty()) {
-        Some(raw) => Some(raw.parse::<QueueStatus>().map_err(|e| bad(format!("status: {e}")))?),
+        Some(raw) => Some(
+            raw.parse::<QueueStatus>()
+                .map_err(|e| bad(format!("status: {e}")))?,
+        ),
         None => None,
     };
     let limit = match p.limit.as_deref().filter(|s| !s.is_empty()) {
         Some(raw) => match raw.parse::<u32>() {
             Ok(n) if (1..=500).contains(&n) => n,
-            _ => return Err(bad(format!("limit: must be a number from 1 to 500, got '{raw}'"))),
+            _ => {
+                return Err(bad(format!(
+                    "limit: must be a number from 1 to 500, got '{raw}'"
+                )))
+            }
         },
         None => 50,
     };
     let before = match p.before.as_deref().filter(|s| !s.is_empty()) {
-        Some(raw) => Some(parse_id(raw).ok_or_else(|| bad(format!("before: must be a queue id, got '{raw}'")))?),
+        Some(raw) => Some(
+            parse_id(raw).ok_or_else(|| bad(format!("before: must be a queue id, got '{raw}'")))?,
+        ),
         None => None,
     };
     let (page, next) = s.store.list_queues(status, limit, before).await?;
-    Ok(Json(QueueList { queues: page.iter().map(|q| q.to_api()).collect(), next }))
+    Ok(Json(QueueList {
+        queues: page.iter().map(|q| q.to_api()).collect(),
+        next,
+    }))
 }
 
-pub(crate) async fn get_queue(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Json<Queue>, ApiError> {
+pub(crate) async fn get_queue(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Queue>, ApiError> {
     let id = id_from_path(&raw)?;
     Ok(Json(s.store.queue(id).await?.to_api()))
 }
 
-pub(crate) async fn abort_queue(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Json<Queue>, ApiError> {
+pub(crate) async fn abort_queue(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Queue>, ApiError> {
     let id = id_from_path(&raw)?;
     Ok(Json(s.store.abort_queue(id).await?.to_api()))
 }
 
-pub(crate) async fn delete_queue(State(s): State<AppState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete_queue(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = id_from_path(&raw)?;
     s.store.delete_queue(id).await?;
     let dir = queue_dir(&s.config.data_dir, id);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(queue = id, error = %e, dir = %dir.display(), "could not remove queue files"),
+        Err(e) => {
+            tracing::warn!(queue = id, error = %e, dir = %dir.display(), "could not remove queue files")
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -122,8 +156,13 @@ pub(crate) async fn queue_log(
     let mut data = Vec::new();
     match tokio::fs::File::open(&path).await {
         Ok(mut f) => {
-            f.seek(SeekFrom::Start(offset)).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-            f.take(LOG_CHUNK).read_to_end(&mut data).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+            f.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            f.take(LOG_CHUNK)
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(ApiError::Internal(e.to_string())),
@@ -131,9 +170,15 @@ pub(crate) async fn queue_log(
     let next = offset + data.len() as u64;
     let mut resp = Response::new(Body::from(data));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert("x-next-offset", HeaderValue::from(next));
-    h.insert("x-queue-status", HeaderValue::from_static(q.queue.status.as_str()));
+    h.insert(
+        "x-queue-status",
+        HeaderValue::from_static(q.queue.status.as_str()),
+    );
     Ok(resp)
 }
 
@@ -142,9 +187,17 @@ pub(crate) async fn dashboard() -> Html<&'static str> {
 }
 
 pub(crate) async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see README.md for the API".into())
+    error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see README.md for the API".into(),
+    )
 }
 
 pub(crate) async fn method_not_allowed() -> Response {
-    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint".into())
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint".into(),
+    )
 }

@@ -48,8 +48,14 @@ pub fn queue_dir(data_dir: &std::path::Path, id: i64) -> PathBuf {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(handlers::health))
-        .route("/queues", post(handlers::create_queue).get(handlers::list_queues))
-        .route("/queues/{id}", get(handlers::get_queue).delete(handlers::delete_queue))
+        .route(
+            "/queues",
+            post(handlers::create_queue).get(handlers::list_queues),
+        )
+        .route(
+            "/queues/{id}",
+            get(handlers::get_queue).delete(handlers::delete_queue),
+        )
         .route("/queues/{id}/abort", post(handlers::abort_queue))
         .route("/queues/{id}/log", get(handlers::queue_log))
         .fallback(handlers::not_found);
@@ -80,7 +86,9 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Status code for use in tests and handlers.

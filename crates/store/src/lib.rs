@@ -36,7 +36,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Formats a time in milliseconds since the epoch as RFC 3339 UTC with milliseconds.
@@ -91,7 +94,10 @@ impl Store {
 
     /// One queue with its tasks and cases.
     pub async fn queue(&self, id: i64) -> Result<QueueDetail> {
-        self.backend.queue(id).await?.ok_or(StoreError::NotFound(id))
+        self.backend
+            .queue(id)
+            .await?
+            .ok_or(StoreError::NotFound(id))
     }
 
     /// Newest-first page of queues, optionally of one status, with ids below `before`.
@@ -123,7 +129,11 @@ impl Store {
                 }
             }
             QueueStatus::Running => self.backend.request_abort(id).await?,
-            done => return Err(StoreError::Conflict(format!("queue {id} already finished ({done})"))),
+            done => {
+                return Err(StoreError::Conflict(format!(
+                    "queue {id} already finished ({done})"
+                )))
+            }
         }
         self.queue(id).await
     }
@@ -158,6 +168,24 @@ impl Store {
         self.backend.unregister_worker(worker_id).await
     }
 
+    /// Workers registered on `hostname` that are provably dead (another boot, or their pid is
+    /// gone): their leases are expired at once and their rows removed. Returns their ids.
+    pub async fn dead_workers_on(
+        &self,
+        hostname: &str,
+        boot_id: &str,
+        pid_alive: fn(i64) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut dead = Vec::new();
+        for w in self.backend.workers_on(hostname).await? {
+            if w.boot_id != boot_id || !pid_alive(w.pid) {
+                self.backend.expire_worker(&w.id).await?;
+                dead.push(w.id);
+            }
+        }
+        Ok(dead)
+    }
+
     /// Workers seen within `fresh_ms`.
     pub async fn workers(&self, fresh_ms: i64) -> Result<Vec<WorkerRow>> {
         self.backend.workers(now_ms() - fresh_ms).await
@@ -177,7 +205,10 @@ impl Store {
     /// Renews the lease; returns whether an abort was asked for. `ClaimLost` if the queue is
     /// no longer ours (deleted, taken back).
     pub async fn renew_lease(&self, id: i64, worker_id: &str, lease_ms: i64) -> Result<bool> {
-        self.backend.renew_lease(id, worker_id, now_ms() + lease_ms).await?.ok_or(StoreError::ClaimLost(id))
+        self.backend
+            .renew_lease(id, worker_id, now_ms() + lease_ms)
+            .await?
+            .ok_or(StoreError::ClaimLost(id))
     }
 
     /// Sets the phase of a queue we hold.
@@ -191,17 +222,35 @@ impl Store {
     }
 
     /// Creates the tasks of a queue that named no scenarios (the repository's default set).
-    pub async fn create_tasks(&self, id: i64, worker_id: &str, scenarios: &[String]) -> Result<Vec<TaskRow>> {
+    pub async fn create_tasks(
+        &self,
+        id: i64,
+        worker_id: &str,
+        scenarios: &[String],
+    ) -> Result<Vec<TaskRow>> {
         self.backend.create_tasks(id, worker_id, scenarios).await
     }
 
     /// Sets a task's status (and error) for a queue we hold.
-    pub async fn set_task(&self, task_id: i64, worker_id: &str, status: CaseStatus, error: Option<&str>) -> Result<()> {
-        self.backend.set_task(task_id, worker_id, status, error, now_ms()).await
+    pub async fn set_task(
+        &self,
+        task_id: i64,
+        worker_id: &str,
+        status: CaseStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.backend
+            .set_task(task_id, worker_id, status, error, now_ms())
+            .await
     }
 
     /// Creates the pending cases of a task from its parsed scenario; returns their row ids in order.
-    pub async fn create_cases(&self, task_id: i64, worker_id: &str, cases: &[NewCase]) -> Result<Vec<i64>> {
+    pub async fn create_cases(
+        &self,
+        task_id: i64,
+        worker_id: &str,
+        cases: &[NewCase],
+    ) -> Result<Vec<i64>> {
         self.backend.create_cases(task_id, worker_id, cases).await
     }
 
@@ -211,18 +260,40 @@ impl Store {
     }
 
     /// Records a case's verdict.
-    pub async fn finish_case(&self, case_id: i64, worker_id: &str, result: &CaseResult) -> Result<()> {
-        self.backend.finish_case(case_id, worker_id, result, now_ms()).await
+    pub async fn finish_case(
+        &self,
+        case_id: i64,
+        worker_id: &str,
+        result: &CaseResult,
+    ) -> Result<()> {
+        self.backend
+            .finish_case(case_id, worker_id, result, now_ms())
+            .await
     }
 
     /// Marks every unfinished case and task of a queue `skipped` (pending) or `error` (running).
-    pub async fn close_unfinished(&self, id: i64, worker_id: &str, running_message: &str) -> Result<()> {
-        self.backend.close_unfinished(id, worker_id, running_message, now_ms()).await
+    pub async fn close_unfinished(
+        &self,
+        id: i64,
+        worker_id: &str,
+        running_message: &str,
+    ) -> Result<()> {
+        self.backend
+            .close_unfinished(id, worker_id, running_message, now_ms())
+            .await
     }
 
     /// Finishes a queue we hold with its final status.
-    pub async fn finish_queue(&self, id: i64, worker_id: &str, status: QueueStatus, error: Option<&str>) -> Result<()> {
-        self.backend.finish_queue(id, worker_id, status, error, now_ms()).await
+    pub async fn finish_queue(
+        &self,
+        id: i64,
+        worker_id: &str,
+        status: QueueStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.backend
+            .finish_queue(id, worker_id, status, error, now_ms())
+            .await
     }
 
     /// Records a process group a worker started, so a later worker can kill it after a crash.
@@ -237,8 +308,14 @@ impl Store {
 
     /// Process groups on `hostname` recorded by workers that are no longer alive
     /// (heartbeat older than `stale_ms`), removing them from the table.
-    pub async fn take_stale_groups(&self, hostname: &str, stale_ms: i64) -> Result<Vec<StaleGroup>> {
-        self.backend.take_stale_groups(hostname, now_ms() - stale_ms).await
+    pub async fn take_stale_groups(
+        &self,
+        hostname: &str,
+        stale_ms: i64,
+    ) -> Result<Vec<StaleGroup>> {
+        self.backend
+            .take_stale_groups(hostname, now_ms() - stale_ms)
+            .await
     }
 }
 

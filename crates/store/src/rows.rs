@@ -75,6 +75,7 @@ pub struct WorkerRow {
     pub started_at: i64,
     pub heartbeat_at: i64,
     pub concurrency: i64,
+    pub boot_id: String,
 }
 
 /// A process group a worker started.

@@ -2,7 +2,10 @@
 
 use crate::rows::{CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
 use crate::{CaseResult, Result, StoreError};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -12,7 +15,8 @@ use testarena_core::{CaseStatus, Phase, QueueStatus};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-const QUEUE_COLUMNS: &str = "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
+const QUEUE_COLUMNS: &str =
+    "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts";
 
 /// Condition that the queue `queues.id` is running and held by worker `$W`.
@@ -30,7 +34,9 @@ fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
 fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
     let scenarios: Option<String> = r.try_get("scenarios")?;
     let scenarios = match scenarios {
-        Some(json) => Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+        Some(json) => {
+            Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        }
         None => None,
     };
     let phase: Option<String> = r.try_get("phase")?;
@@ -89,6 +95,7 @@ fn worker_row(r: &SqliteRow) -> Result<WorkerRow> {
         started_at: r.try_get("started_at")?,
         heartbeat_at: r.try_get("heartbeat_at")?,
         concurrency: r.try_get("concurrency")?,
+        boot_id: r.try_get("boot_id")?,
     })
 }
 
@@ -102,10 +109,14 @@ impl Sqlite {
             .busy_timeout(Duration::from_secs(10));
         if let Some(parent) = opts.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
         }
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Sqlite { pool })
     }
@@ -121,7 +132,9 @@ impl Sqlite {
 
     pub(crate) async fn create_queue(&self, q: &ValidQueue, now: i64) -> Result<i64> {
         let scenarios = match &q.scenarios {
-            Some(list) => Some(serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            Some(list) => {
+                Some(serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            }
             None => None,
         };
         let mut tx = self.pool.begin().await?;
@@ -200,7 +213,12 @@ impl Sqlite {
         }
     }
 
-    pub(crate) async fn list_queues(&self, status: Option<QueueStatus>, limit: u32, before: Option<i64>) -> Result<Vec<QueueDetail>> {
+    pub(crate) async fn list_queues(
+        &self,
+        status: Option<QueueStatus>,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<QueueDetail>> {
         let rows = sqlx::query(&format!(
             "SELECT {QUEUE_COLUMNS} FROM queues WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR id < $2) \
              ORDER BY id DESC LIMIT $3"
@@ -224,10 +242,12 @@ impl Sqlite {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
-            sqlx::query("UPDATE tasks SET status = 'skipped' WHERE queue_id = $1 AND status = 'pending'")
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "UPDATE tasks SET status = 'skipped' WHERE queue_id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(done.rows_affected() == 1)
     }
@@ -241,13 +261,16 @@ impl Sqlite {
     }
 
     pub(crate) async fn delete_queue(&self, id: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM queues WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM queues WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub(crate) async fn register_worker(&self, w: &WorkerRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at, concurrency) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at, concurrency, boot_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
         )
         .bind(&w.id)
@@ -256,30 +279,68 @@ impl Sqlite {
         .bind(w.started_at)
         .bind(w.heartbeat_at)
         .bind(w.concurrency)
+        .bind(&w.boot_id)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub(crate) async fn worker_heartbeat(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE workers SET heartbeat_at = $2 WHERE id = $1").bind(id).bind(now).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub(crate) async fn unregister_worker(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub(crate) async fn workers(&self, since: i64) -> Result<Vec<WorkerRow>> {
-        let rows = sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at")
-            .bind(since)
+    pub(crate) async fn workers_on(&self, hostname: &str) -> Result<Vec<WorkerRow>> {
+        let rows = sqlx::query("SELECT * FROM workers WHERE hostname = $1")
+            .bind(hostname)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(worker_row).collect()
     }
 
-    pub(crate) async fn claim(&self, worker: &str, now: i64, lease_ms: i64) -> Result<Option<QueueRow>> {
+    pub(crate) async fn expire_worker(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE queues SET lease_expires_at = 0 WHERE status = 'running' AND worker_id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn worker_heartbeat(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE workers SET heartbeat_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn unregister_worker(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn workers(&self, since: i64) -> Result<Vec<WorkerRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM workers WHERE heartbeat_at >= $1 ORDER BY started_at")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(worker_row).collect()
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Option<QueueRow>> {
         // One statement: SQLite runs it under its write lock, so two workers never claim one queue.
         let row = sqlx::query(&format!(
             "UPDATE queues SET status = 'running', worker_id = $1, lease_expires_at = $2, \
@@ -295,7 +356,11 @@ impl Sqlite {
         row.as_ref().map(queue_row).transpose()
     }
 
-    pub(crate) async fn reclaim_expired(&self, now: i64, max_attempts: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+    pub(crate) async fn reclaim_expired(
+        &self,
+        now: i64,
+        max_attempts: i64,
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
         let mut tx = self.pool.begin().await?;
         let given_up: Vec<i64> = sqlx::query_scalar(
             "UPDATE queues SET status = 'error', phase = NULL, finished_at = $1, lease_expires_at = NULL, \
@@ -323,7 +388,10 @@ impl Sqlite {
         for id in &taken_back {
             // Start over: results of the lost attempt are dropped, tasks made from the
             // repository's default set are made again after the next checkout.
-            sqlx::query("DELETE FROM cases WHERE queue_id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM cases WHERE queue_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM tasks WHERE queue_id = $1 AND (SELECT scenarios FROM queues WHERE id = $1) IS NULL")
                 .bind(id).execute(&mut *tx).await?;
             sqlx::query("UPDATE tasks SET status = 'pending', started_at = NULL, finished_at = NULL, error = NULL WHERE queue_id = $1")
@@ -333,7 +401,12 @@ impl Sqlite {
         Ok((taken_back, given_up))
     }
 
-    pub(crate) async fn renew_lease(&self, id: i64, worker: &str, until: i64) -> Result<Option<bool>> {
+    pub(crate) async fn renew_lease(
+        &self,
+        id: i64,
+        worker: &str,
+        until: i64,
+    ) -> Result<Option<bool>> {
         let abort: Option<i64> = sqlx::query_scalar(&format!(
             "UPDATE queues SET lease_expires_at = $3 WHERE id = $1 AND {HELD} $2 RETURNING abort_requested"
         ))
@@ -346,7 +419,11 @@ impl Sqlite {
     }
 
     /// Runs an update that only applies while the worker holds the queue; `ClaimLost` otherwise.
-    async fn held_update<'q>(&self, id: i64, query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>) -> Result<()> {
+    async fn held_update<'q>(
+        &self,
+        id: i64,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<()> {
         let done = query.execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::ClaimLost(id));
@@ -354,23 +431,43 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn set_phase(&self, id: i64, worker: &str, phase: Option<Phase>) -> Result<()> {
+    pub(crate) async fn set_phase(
+        &self,
+        id: i64,
+        worker: &str,
+        phase: Option<Phase>,
+    ) -> Result<()> {
         let sql = format!("UPDATE queues SET phase = $3 WHERE id = $1 AND {HELD} $2");
-        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(phase.map(|p| p.as_str()))).await
+        self.held_update(
+            id,
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(worker)
+                .bind(phase.map(|p| p.as_str())),
+        )
+        .await
     }
 
     pub(crate) async fn set_commit(&self, id: i64, worker: &str, sha: &str) -> Result<()> {
         let sql = format!("UPDATE queues SET commit_sha = $3 WHERE id = $1 AND {HELD} $2");
-        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(sha)).await
+        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(sha))
+            .await
     }
 
-    pub(crate) async fn create_tasks(&self, id: i64, worker: &str, scenarios: &[String]) -> Result<Vec<TaskRow>> {
+    pub(crate) async fn create_tasks(
+        &self,
+        id: i64,
+        worker: &str,
+        scenarios: &[String],
+    ) -> Result<Vec<TaskRow>> {
         let mut tx = self.pool.begin().await?;
-        let held: Option<i64> = sqlx::query_scalar(&format!("SELECT id FROM queues WHERE id = $1 AND {HELD} $2"))
-            .bind(id)
-            .bind(worker)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let held: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM queues WHERE id = $1 AND {HELD} $2"
+        ))
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
         if held.is_none() {
             return Err(StoreError::ClaimLost(id));
         }
@@ -391,17 +488,38 @@ impl Sqlite {
         Ok(out)
     }
 
-    pub(crate) async fn set_task(&self, task_id: i64, worker: &str, status: CaseStatus, error: Option<&str>, now: i64) -> Result<()> {
+    pub(crate) async fn set_task(
+        &self,
+        task_id: i64,
+        worker: &str,
+        status: CaseStatus,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
         let sql = format!(
             "UPDATE tasks SET status = $3, error = COALESCE($4, error), \
              started_at = CASE WHEN $3 = 'running' THEN $5 ELSE started_at END, \
              finished_at = CASE WHEN $3 IN ('passed','failed','error','skipped') THEN $5 ELSE finished_at END \
              WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = tasks.queue_id AND {HELD} $2)"
         );
-        self.held_update(task_id, sqlx::query(&sql).bind(task_id).bind(worker).bind(status.as_str()).bind(error).bind(now)).await
+        self.held_update(
+            task_id,
+            sqlx::query(&sql)
+                .bind(task_id)
+                .bind(worker)
+                .bind(status.as_str())
+                .bind(error)
+                .bind(now),
+        )
+        .await
     }
 
-    pub(crate) async fn create_cases(&self, task_id: i64, worker: &str, cases: &[NewCase]) -> Result<Vec<i64>> {
+    pub(crate) async fn create_cases(
+        &self,
+        task_id: i64,
+        worker: &str,
+        cases: &[NewCase],
+    ) -> Result<Vec<i64>> {
         let mut tx = self.pool.begin().await?;
         let queue_id: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT tasks.queue_id FROM tasks JOIN queues ON queues.id = tasks.queue_id \
@@ -414,7 +532,10 @@ impl Sqlite {
         let Some(queue_id) = queue_id else {
             return Err(StoreError::ClaimLost(task_id));
         };
-        sqlx::query("DELETE FROM cases WHERE task_id = $1").bind(task_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM cases WHERE task_id = $1")
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
         let mut ids = Vec::with_capacity(cases.len());
         for (pos, c) in cases.iter().enumerate() {
             let id: i64 = sqlx::query_scalar(
@@ -438,26 +559,53 @@ impl Sqlite {
             "UPDATE cases SET status = 'running', started_at = $3 \
              WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {HELD} $2)"
         );
-        self.held_update(case_id, sqlx::query(&sql).bind(case_id).bind(worker).bind(now)).await
+        self.held_update(
+            case_id,
+            sqlx::query(&sql).bind(case_id).bind(worker).bind(now),
+        )
+        .await
     }
 
-    pub(crate) async fn finish_case(&self, case_id: i64, worker: &str, r: &CaseResult, now: i64) -> Result<()> {
+    pub(crate) async fn finish_case(
+        &self,
+        case_id: i64,
+        worker: &str,
+        r: &CaseResult,
+        now: i64,
+    ) -> Result<()> {
         let sql = format!(
             "UPDATE cases SET status = $3, duration_ms = $4, message = $5, finished_at = $6 \
              WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {HELD} $2)"
         );
         let duration = r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64);
-        self.held_update(case_id, sqlx::query(&sql).bind(case_id).bind(worker).bind(r.status.as_str()).bind(duration).bind(r.message.as_deref()).bind(now))
+        self.held_update(
+            case_id,
+            sqlx::query(&sql)
+                .bind(case_id)
+                .bind(worker)
+                .bind(r.status.as_str())
+                .bind(duration)
+                .bind(r.message.as_deref())
+                .bind(now),
+        )
         .await
     }
 
-    pub(crate) async fn close_unfinished(&self, id: i64, worker: &str, running_message: &str, now: i64) -> Result<()> {
+    pub(crate) async fn close_unfinished(
+        &self,
+        id: i64,
+        worker: &str,
+        running_message: &str,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let held: Option<i64> = sqlx::query_scalar(&format!("SELECT id FROM queues WHERE id = $1 AND {HELD} $2"))
-            .bind(id)
-            .bind(worker)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let held: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM queues WHERE id = $1 AND {HELD} $2"
+        ))
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
         if held.is_none() {
             return Err(StoreError::ClaimLost(id));
         }
@@ -485,12 +633,28 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn finish_queue(&self, id: i64, worker: &str, status: QueueStatus, error: Option<&str>, now: i64) -> Result<()> {
+    pub(crate) async fn finish_queue(
+        &self,
+        id: i64,
+        worker: &str,
+        status: QueueStatus,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
         let sql = format!(
             "UPDATE queues SET status = $3, error = $4, phase = NULL, finished_at = $5, lease_expires_at = NULL \
              WHERE id = $1 AND {HELD} $2"
         );
-        self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(status.as_str()).bind(error).bind(now)).await
+        self.held_update(
+            id,
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(worker)
+                .bind(status.as_str())
+                .bind(error)
+                .bind(now),
+        )
+        .await
     }
 
     pub(crate) async fn record_group(&self, g: &StaleGroup) -> Result<()> {
@@ -519,7 +683,11 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn take_stale_groups(&self, hostname: &str, alive_since: i64) -> Result<Vec<StaleGroup>> {
+    pub(crate) async fn take_stale_groups(
+        &self,
+        hostname: &str,
+        alive_since: i64,
+    ) -> Result<Vec<StaleGroup>> {
         let rows = sqlx::query(
             "DELETE FROM process_groups WHERE hostname = $1 AND worker_id NOT IN \
              (SELECT id FROM workers WHERE heartbeat_at >= $2) \

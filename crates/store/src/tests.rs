@@ -21,11 +21,16 @@ fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
 #[tokio::test]
 async fn create_get_list() {
     let (s, _d) = fresh().await;
-    let a = s.create_queue(&vq("a", 5, Some(vec!["x.xml", "y.xml"]))).await.unwrap();
+    let a = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml", "y.xml"])))
+        .await
+        .unwrap();
     assert_eq!(a.tasks.len(), 2);
     assert_eq!(a.queue.status, QueueStatus::Waiting);
     for i in 0..5 {
-        s.create_queue(&vq(&format!("b{i}"), 5, None)).await.unwrap();
+        s.create_queue(&vq(&format!("b{i}"), 5, None))
+            .await
+            .unwrap();
     }
     let (page, next) = s.list_queues(None, 4, None).await.unwrap();
     assert_eq!(page.len(), 4);
@@ -41,8 +46,18 @@ async fn create_get_list() {
 async fn claim_by_priority_then_age_and_only_once() {
     let (s, _d) = fresh().await;
     let low = s.create_queue(&vq("low", 1, None)).await.unwrap().queue.id;
-    let high1 = s.create_queue(&vq("high1", 9, None)).await.unwrap().queue.id;
-    let high2 = s.create_queue(&vq("high2", 9, None)).await.unwrap().queue.id;
+    let high1 = s
+        .create_queue(&vq("high1", 9, None))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let high2 = s
+        .create_queue(&vq("high2", 9, None))
+        .await
+        .unwrap()
+        .queue
+        .id;
     let order: Vec<i64> = [
         s.claim("w1", 30_000).await.unwrap().unwrap().id,
         s.claim("w2", 30_000).await.unwrap().unwrap().id,
@@ -57,7 +72,9 @@ async fn claim_by_priority_then_age_and_only_once() {
 async fn concurrent_claims_never_share_a_queue() {
     let (s, _d) = fresh().await;
     for i in 0..20 {
-        s.create_queue(&vq(&format!("q{i}"), 5, None)).await.unwrap();
+        s.create_queue(&vq(&format!("q{i}"), 5, None))
+            .await
+            .unwrap();
     }
     let mut handles = Vec::new();
     for w in 0..4 {
@@ -82,20 +99,47 @@ async fn concurrent_claims_never_share_a_queue() {
 #[tokio::test]
 async fn writes_need_the_claim() {
     let (s, _d) = fresh().await;
-    let id = s.create_queue(&vq("a", 5, Some(vec!["x.xml"]))).await.unwrap().queue.id;
+    let id = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
     s.claim("w1", 30_000).await.unwrap().unwrap();
     s.set_phase(id, "w1", Some(Phase::Cloning)).await.unwrap();
-    assert!(matches!(s.set_phase(id, "w2", Some(Phase::Building)).await, Err(StoreError::ClaimLost(_))));
+    assert!(matches!(
+        s.set_phase(id, "w2", Some(Phase::Building)).await,
+        Err(StoreError::ClaimLost(_))
+    ));
     let detail = s.queue(id).await.unwrap();
     let task = detail.tasks[0].0.id;
-    let cases = s.create_cases(task, "w1", &[NewCase { key: "TC1".into(), name: "one".into() }]).await.unwrap();
+    let cases = s
+        .create_cases(
+            task,
+            "w1",
+            &[NewCase {
+                key: "TC1".into(),
+                name: "one".into(),
+            }],
+        )
+        .await
+        .unwrap();
     assert!(s.start_case(cases[0], "w2").await.is_err());
     s.start_case(cases[0], "w1").await.unwrap();
-    let r = CaseResult { status: CaseStatus::Passed, duration_ms: Some(12), message: None };
+    let r = CaseResult {
+        status: CaseStatus::Passed,
+        duration_ms: Some(12),
+        message: None,
+    };
     s.finish_case(cases[0], "w1", &r).await.unwrap();
-    s.finish_queue(id, "w1", QueueStatus::Passed, None).await.unwrap();
+    s.finish_queue(id, "w1", QueueStatus::Passed, None)
+        .await
+        .unwrap();
     // Finished: nobody holds it any more.
-    assert!(s.finish_queue(id, "w1", QueueStatus::Failed, None).await.is_err());
+    assert!(s
+        .finish_queue(id, "w1", QueueStatus::Failed, None)
+        .await
+        .is_err());
     let api = s.queue(id).await.unwrap().to_api();
     assert_eq!(api.status, QueueStatus::Passed);
     assert_eq!(api.summary.passed, 1);
@@ -112,7 +156,10 @@ async fn expired_leases_are_taken_back_then_given_up() {
     assert_eq!((back, gone), (vec![id], vec![]));
     let q = s.queue(id).await.unwrap();
     assert_eq!(q.queue.status, QueueStatus::Waiting);
-    assert!(q.tasks.is_empty(), "default-set tasks are made again after the next checkout");
+    assert!(
+        q.tasks.is_empty(),
+        "default-set tasks are made again after the next checkout"
+    );
     // The old worker's writes are refused now.
     assert!(s.set_phase(id, "w1", Some(Phase::Building)).await.is_err());
     s.claim("w2", -1).await.unwrap().unwrap();
@@ -127,8 +174,14 @@ async fn expired_leases_are_taken_back_then_given_up() {
 async fn abort_and_delete() {
     let (s, _d) = fresh().await;
     let waiting = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
-    assert_eq!(s.abort_queue(waiting).await.unwrap().queue.status, QueueStatus::Aborted);
-    assert!(matches!(s.abort_queue(waiting).await, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        s.abort_queue(waiting).await.unwrap().queue.status,
+        QueueStatus::Aborted
+    );
+    assert!(matches!(
+        s.abort_queue(waiting).await,
+        Err(StoreError::Conflict(_))
+    ));
     let running = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
     s.claim("w1", 30_000).await.unwrap().unwrap();
     let q = s.abort_queue(running).await.unwrap();
@@ -136,22 +189,49 @@ async fn abort_and_delete() {
     assert!(q.queue.abort_requested);
     assert_eq!(s.renew_lease(running, "w1", 30_000).await.unwrap(), true);
     s.delete_queue(running).await.unwrap();
-    assert!(matches!(s.renew_lease(running, "w1", 30_000).await, Err(StoreError::ClaimLost(_))));
-    assert!(matches!(s.delete_queue(running).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.renew_lease(running, "w1", 30_000).await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert!(matches!(
+        s.delete_queue(running).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test]
 async fn stale_groups_of_dead_workers() {
     let (s, _d) = fresh().await;
     let now = now_ms();
-    let w = |id: &str, hb: i64| WorkerRow { id: id.into(), hostname: "h".into(), pid: 1, started_at: hb, heartbeat_at: hb, concurrency: 1 };
+    let w = |id: &str, hb: i64| WorkerRow {
+        id: id.into(),
+        hostname: "h".into(),
+        pid: 1,
+        started_at: hb,
+        heartbeat_at: hb,
+        concurrency: 1,
+        boot_id: "b".into(),
+    };
     s.register_worker(&w("alive", now)).await.unwrap();
     s.register_worker(&w("dead", now - 600_000)).await.unwrap();
     for (pgid, worker) in [(10, "alive"), (11, "dead"), (12, "gone")] {
-        let g = StaleGroup { pgid, worker_id: worker.into(), hostname: "h".into(), boot_id: "b".into(), queue_id: None, command: "qemu".into() };
+        let g = StaleGroup {
+            pgid,
+            worker_id: worker.into(),
+            hostname: "h".into(),
+            boot_id: "b".into(),
+            queue_id: None,
+            command: "qemu".into(),
+        };
         s.record_group(&g).await.unwrap();
     }
-    let mut stale: Vec<i32> = s.take_stale_groups("h", 60_000).await.unwrap().into_iter().map(|g| g.pgid).collect();
+    let mut stale: Vec<i32> = s
+        .take_stale_groups("h", 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.pgid)
+        .collect();
     stale.sort();
     assert_eq!(stale, vec![11, 12]);
     assert!(s.take_stale_groups("h", 60_000).await.unwrap().is_empty());

@@ -33,15 +33,26 @@ impl App {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let base = loop {
-            let line = lines.next().expect("testarena exited before listening").expect("read stdout");
+            let line = lines
+                .next()
+                .expect("testarena exited before listening")
+                .expect("read stdout");
             if let Some(url) = line.strip_prefix("testarena listening on ") {
                 break url.trim().to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
-        App { child, base, data_dir: data_dir.to_path_buf(), client }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        App {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            client,
+        }
     }
 
     /// Full URL of an API path.

@@ -55,7 +55,8 @@ CREATE TABLE workers (
     pid          INTEGER NOT NULL,
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
-    concurrency  INTEGER NOT NULL
+    concurrency  INTEGER NOT NULL,
+    boot_id      TEXT    NOT NULL
 );
 
 CREATE TABLE process_groups (

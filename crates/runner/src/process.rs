@@ -1,0 +1,953 @@
+//! Child processes that each lead their own process group, so that a timeout, an abort or a
+//! shutdown can kill the whole tree (TERM to the group, a grace period, KILL to the group) and
+//! nothing is left behind.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Longest line handed to a line callback; longer lines are delivered in pieces of this size so
+/// that a child printing without newlines cannot make us grow memory without bound.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Size of each pipe read; together with `MAX_LINE` this bounds memory per running child.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How long `run` keeps reading output once the group is KILLed or gone; a process that escaped
+/// the group (its own `setsid`) could hold the pipe open forever.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// How long we wait for a KILLed group to disappear before giving up on it.
+const KILL_SETTLE: Duration = Duration::from_secs(2);
+
+/// Polling interval while waiting for group members that are not our children.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Errors from starting or supervising a child process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program could not be started (missing binary, bad working directory, ...).
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        /// The program that was to be run (never its arguments, which may hold secrets).
+        program: String,
+        /// Why the operating system refused.
+        source: io::Error,
+    },
+    /// Waiting for or reading from the child failed.
+    #[error("supervising `{program}` failed: {source}")]
+    Io {
+        /// The program being supervised.
+        program: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Making this process a child subreaper failed.
+    #[error("cannot become a child subreaper: {0}")]
+    Subreaper(io::Error),
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// The program, looked up in `PATH` if it has no slash.
+    pub program: String,
+    /// Its arguments, passed as-is (no shell).
+    pub args: Vec<String>,
+    /// Working directory; the current one if `None`.
+    pub cwd: Option<PathBuf>,
+    /// Variables added to (or overriding) the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Piped stdin if true, `/dev/null` otherwise.
+    pub stdin: bool,
+}
+
+impl Spec {
+    /// Runs `cmd` through `sh -c`; only for trusted command lines (repository config, tests).
+    pub fn shell(cmd: &str) -> Spec {
+        Spec::new("sh", ["-c", cmd])
+    }
+
+    /// Runs `program` with `args`, without a shell.
+    pub fn new<I, S>(program: impl Into<String>, args: I) -> Spec
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Spec {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env: Vec::new(),
+            stdin: false,
+        }
+    }
+
+    /// Sets the working directory.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Spec {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Adds one environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Spec {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Chooses a piped stdin (true) or `/dev/null` (false).
+    pub fn with_stdin(mut self, piped: bool) -> Spec {
+        self.stdin = piped;
+        self
+    }
+}
+
+/// A running child that leads its own process group.
+#[derive(Debug)]
+pub struct Group {
+    /// The group leader; its stdout and stderr are piped.
+    pub child: Child,
+    /// The process group id (equal to the leader's pid).
+    pub pgid: i32,
+    /// Set once the whole group is known to be gone, so that `Drop` does not signal a group id
+    /// that the kernel may since have handed to someone else.
+    gone: bool,
+}
+
+/// Starts `spec` as the leader of a new session and process group, stdout and stderr piped
+/// separately, killed if the handle is dropped.
+pub fn spawn(spec: &Spec) -> Result<Group, ProcessError> {
+    spawn_with(spec, Stdio::piped(), Stdio::piped())
+}
+
+/// Starts `spec` with the given stdout and stderr; see [`spawn`].
+fn spawn_with(spec: &Spec, stdout: Stdio, stderr: Stdio) -> Result<Group, ProcessError> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // setsid() rather than setpgid(0, 0): the child leads a new process group all the same
+    // (pgid = pid), and additionally has no controlling terminal, so a tool that wants to prompt
+    // (ssh asking for a password, a build asking a question) fails at once instead of being
+    // stopped by SIGTTIN until the timeout.
+    // SAFETY: the closure runs between fork and exec and only calls setsid(), which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    let pgid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .ok_or_else(|| ProcessError::Spawn {
+            program: spec.program.clone(),
+            source: io::Error::other("child exited before its pid was known"),
+        })?;
+    Ok(Group {
+        child,
+        pgid,
+        gone: false,
+    })
+}
+
+impl Group {
+    /// Stops the whole group: TERM, up to `grace` for it to exit, then KILL; returns the
+    /// leader's exit status if it could be collected. Members that outlive the leader (they keep
+    /// the group id after their parent exits) are killed too.
+    pub async fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + grace;
+        signal_group(self.pgid, Signal::SIGTERM);
+        let mut status = match tokio::time::timeout_at(deadline, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        if status.is_some() {
+            // The leader is gone; give the rest of the group what is left of the grace.
+            wait_group_gone(self.pgid, deadline).await;
+        }
+        signal_group(self.pgid, Signal::SIGKILL);
+        if status.is_none() {
+            // KILL cannot be caught; the bound only protects against a process stuck in the
+            // kernel (uninterruptible I/O), which we can do nothing about anyway.
+            if let Ok(Ok(s)) = tokio::time::timeout(KILL_SETTLE, self.child.wait()).await {
+                status = Some(s);
+            }
+        }
+        if status.is_some() {
+            self.gone = wait_group_gone(self.pgid, Instant::now() + KILL_SETTLE).await;
+        }
+        status
+    }
+
+    /// KILLs the whole group at once, without waiting; for `Drop` paths and emergencies.
+    pub fn kill_now(&self) {
+        signal_group(self.pgid, Signal::SIGKILL);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.gone {
+            self.kill_now();
+        }
+    }
+}
+
+/// How a process run through [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The leader exited by itself: its exit code, or 128 + signal number if a signal killed it.
+    Exited(i32),
+    /// The timeout (given here) ran out and the group was killed.
+    TimedOut(Duration),
+    /// The cancellation token fired and the group was killed.
+    Cancelled,
+}
+
+/// Runs to completion, streaming each output line (stdout and stderr merged, in arrival order,
+/// raw bytes without the line ending) to `on_line` as it arrives; kills the whole group on
+/// timeout or cancellation, and any members left behind when the leader exits.
+pub async fn run(
+    spec: &Spec,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    on_line: &mut (dyn FnMut(&[u8]) + Send),
+    grace: Duration,
+) -> Result<Outcome, ProcessError> {
+    let io_err = |source| ProcessError::Io {
+        program: spec.program.clone(),
+        source,
+    };
+    // One pipe for both stdout and stderr, as `2>&1` does: the child's writes reach us in
+    // exactly the order it made them, which two pipes polled side by side cannot promise.
+    let (read_end, write_end) = cloexec_pipe().map_err(io_err)?;
+    let write_dup = write_end.try_clone().map_err(io_err)?;
+    let mut group = spawn_with(spec, Stdio::from(write_end), Stdio::from(write_dup))?;
+    // `spawn_with` has dropped its Command, so the child now holds the only write ends and we
+    // see EOF once it (and everything it passed them on to) is gone.
+    let mut output = Some(pipe::Receiver::from_owned_fd(read_end).map_err(io_err)?);
+    // Nobody writes to stdin here; closing it gives the child EOF instead of a hang.
+    drop(group.child.stdin.take());
+    let mut lines = LineSplitter::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+
+    let deadline = Instant::now() + timeout;
+    let mut reason: Option<Outcome> = None;
+    let mut status: Option<ExitStatus> = None;
+    let mut phase = Phase::Running;
+
+    loop {
+        if status.is_some() && output.is_none() {
+            break;
+        }
+        let kill_at = match phase {
+            Phase::Terminating { kill_at } => Some(kill_at),
+            _ => None,
+        };
+        let give_up_at = match phase {
+            Phase::Draining { give_up_at } => Some(give_up_at),
+            _ => None,
+        };
+        let active = reason.is_none() && status.is_none();
+        tokio::select! {
+            _ = cancel.cancelled(), if active => {
+                reason = Some(Outcome::Cancelled);
+                phase = phase.start_term(group.pgid, grace);
+            }
+            _ = tokio::time::sleep_until(deadline), if active => {
+                reason = Some(Outcome::TimedOut(timeout));
+                phase = phase.start_term(group.pgid, grace);
+            }
+            r = read_some(&mut output, &mut buf), if output.is_some() => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        lines.finish(on_line);
+                        output = None;
+                    }
+                    Ok(n) => lines.push(&buf[..n], on_line),
+                }
+            }
+            r = group.child.wait(), if status.is_none() => {
+                status = Some(r.map_err(io_err)?);
+                // Anything still in the group was left behind by the leader (a background job,
+                // a daemon): it would hold our pipes open and outlive the run.
+                reap_group(group.pgid);
+                if group_alive(group.pgid) {
+                    phase = phase.start_term(group.pgid, grace);
+                } else if matches!(phase, Phase::Running) {
+                    // A process that left the group (its own setsid) may hold the pipes open
+                    // for ever; read what is there, but not indefinitely.
+                    phase = Phase::Draining { give_up_at: Instant::now() + DRAIN_AFTER_KILL };
+                }
+            }
+            _ = sleep_until_opt(kill_at) => {
+                signal_group(group.pgid, Signal::SIGKILL);
+                phase = Phase::Draining { give_up_at: Instant::now() + DRAIN_AFTER_KILL };
+            }
+            _ = sleep_until_opt(give_up_at) => {
+                // Whatever still holds the pipes is not in the group any more; stop reading.
+                lines.finish(on_line);
+                break;
+            }
+        }
+    }
+
+    if status.is_none() {
+        // Only reached after KILL plus the drain time, so the leader is dead or stuck in the
+        // kernel; the bound keeps a stuck one from hanging us (Drop KILLs again).
+        if let Ok(r) = tokio::time::timeout(KILL_SETTLE, group.child.wait()).await {
+            status = Some(r.map_err(io_err)?);
+        }
+    }
+    if status.is_some() {
+        // Make sure nothing of the group survives, whatever the phase we stopped in.
+        let kill_at = match phase {
+            Phase::Running => {
+                reap_group(group.pgid);
+                if group_alive(group.pgid) {
+                    signal_group(group.pgid, Signal::SIGTERM);
+                }
+                Instant::now() + grace
+            }
+            Phase::Terminating { kill_at } => kill_at,
+            Phase::Draining { .. } => Instant::now(),
+        };
+        if !wait_group_gone(group.pgid, kill_at).await {
+            signal_group(group.pgid, Signal::SIGKILL);
+            group.gone = wait_group_gone(group.pgid, Instant::now() + KILL_SETTLE).await;
+        } else {
+            group.gone = true;
+        }
+    }
+
+    match (reason, status) {
+        (Some(r), _) => Ok(r),
+        (None, Some(s)) => Ok(Outcome::Exited(exit_code(s))),
+        // Not expected: without a timeout or cancel the group is only KILLed after the leader
+        // exited, so its status is known.
+        (None, None) => Err(io_err(io::Error::other("lost track of the child's exit"))),
+    }
+}
+
+/// Where `run` is in stopping the group.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Nothing sent yet.
+    Running,
+    /// TERM sent; KILL follows at `kill_at`.
+    Terminating { kill_at: Instant },
+    /// KILL sent, or the leader exited with no group left: output is read until `give_up_at`
+    /// at most, since whatever still holds the pipes then is outside the group.
+    Draining { give_up_at: Instant },
+}
+
+impl Phase {
+    /// Sends TERM to the group unless a stop is already under way.
+    fn start_term(self, pgid: i32, grace: Duration) -> Phase {
+        match self {
+            Phase::Running => {
+                signal_group(pgid, Signal::SIGTERM);
+                Phase::Terminating {
+                    kill_at: Instant::now() + grace,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Reads from an optional pipe; a missing pipe never becomes ready.
+async fn read_some<R: AsyncReadExt + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever if there is no such instant.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A pipe whose ends are closed on exec, so that a child started concurrently by another
+/// thread cannot inherit our read or write end (which would delay EOF until that child exits).
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [libc::c_int; 2] = [-1, -1];
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    // SAFETY: pipe2 writes two descriptors into the two-element array on success.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    // SAFETY: as above; without pipe2 the close-on-exec flag is set right after (racy, but only
+    // on development platforms).
+    let rc = unsafe {
+        let rc = libc::pipe(fds.as_mut_ptr());
+        if rc == 0 {
+            libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        rc
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success both are fresh descriptors owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Exit code of a status, 128 + signal number for a signal death (as shells report it).
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => -1,
+    }
+}
+
+/// Splits a byte stream into lines for a callback, with a bounded buffer.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    /// The start of a line whose end has not arrived yet; never longer than `MAX_LINE`.
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds one chunk; hands every completed line (and every full `MAX_LINE` piece) to `emit`.
+    fn push(&mut self, mut chunk: &[u8], emit: &mut (dyn FnMut(&[u8]) + Send)) {
+        while !chunk.is_empty() {
+            let newline = chunk.iter().position(|&b| b == b'\n');
+            let seg_len = newline.unwrap_or(chunk.len());
+            let room = MAX_LINE - self.partial.len();
+            if seg_len > room {
+                // The line would exceed MAX_LINE: deliver a full piece and carry on.
+                self.partial.extend_from_slice(&chunk[..room]);
+                emit(&self.partial);
+                self.partial.clear();
+                chunk = &chunk[room..];
+                continue;
+            }
+            match newline {
+                Some(i) => {
+                    if self.partial.is_empty() {
+                        emit(strip_cr(&chunk[..i]));
+                    } else {
+                        self.partial.extend_from_slice(&chunk[..i]);
+                        let line = strip_cr(&self.partial);
+                        emit(line);
+                        self.partial.clear();
+                    }
+                    chunk = &chunk[i + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(chunk);
+                    chunk = &[];
+                }
+            }
+        }
+    }
+
+    /// Delivers a final line that had no newline.
+    fn finish(&mut self, emit: &mut (dyn FnMut(&[u8]) + Send)) {
+        if !self.partial.is_empty() {
+            emit(&self.partial);
+            self.partial.clear();
+        }
+    }
+}
+
+/// Drops the `\r` of a `\r\n` line ending.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// True if signalling `pgid` could only hit a real child group: 0 and 1 mean "our own group"
+/// and "init" to kill(2), negative ids mean something else again, and our own group is us.
+fn is_foreign_group(pgid: i32) -> bool {
+    pgid > 1 && pgid != nix::unistd::getpgrp().as_raw()
+}
+
+/// Sends `sig` to the group, ignoring "no such group".
+fn signal_group(pgid: i32, sig: Signal) {
+    if is_foreign_group(pgid) {
+        // ESRCH (already gone) and EPERM (not ours any more) are both fine to ignore.
+        let _ = signal::killpg(Pid::from_raw(pgid), sig);
+    }
+}
+
+/// Collects the exit status of group members that became our children (we are a subreaper,
+/// they were orphaned), so that they do not linger as zombies that still count as members.
+/// Only called after the leader has been reaped, so it never steals tokio's child.
+fn reap_group(pgid: i32) {
+    if !is_foreign_group(pgid) {
+        return;
+    }
+    loop {
+        match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Waits until no member of the group is left or `deadline` passes; true if the group is gone.
+async fn wait_group_gone(pgid: i32, deadline: Instant) -> bool {
+    loop {
+        reap_group(pgid);
+        if !group_alive(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Makes this process a child subreaper (prctl PR_SET_CHILD_SUBREAPER) so daemonizing
+/// grandchildren are reparented to us and can be reaped and killed. Linux only; no-op elsewhere.
+pub fn become_subreaper() -> Result<(), ProcessError> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches no memory.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_CHILD_SUBREAPER,
+                1 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        if rc != 0 {
+            return Err(ProcessError::Subreaper(io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Kills (KILL) the process groups with these ids if they still exist; used at worker start for
+/// groups recorded by a crashed worker. Returns how many existed.
+pub fn kill_stale_groups(pgids: &[i32]) -> usize {
+    pgids
+        .iter()
+        .filter(|&&pgid| {
+            is_foreign_group(pgid)
+                // EPERM means the id now belongs to someone else's group: not ours, not counted.
+                && signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
+        })
+        .count()
+}
+
+/// True if any process in the group is still alive (kill(-pgid, 0)); zombies count until reaped.
+pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    match signal::kill(Pid::from_raw(-pgid), None) {
+        Ok(()) => true,
+        Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    const GRACE: Duration = Duration::from_millis(500);
+
+    fn setup() {
+        // Orphans of our test children must come to us to be reaped; otherwise a non-reaping
+        // init in a container keeps them as zombies and the group looks alive forever.
+        let _ = become_subreaper();
+    }
+
+    /// Runs a shell command collecting its lines.
+    async fn run_sh(cmd: &str, timeout: Duration) -> (Outcome, Vec<Vec<u8>>) {
+        setup();
+        let mut lines = Vec::new();
+        let mut cb = |l: &[u8]| lines.push(l.to_vec());
+        let outcome = run(
+            &Spec::shell(cmd),
+            timeout,
+            &CancellationToken::new(),
+            &mut cb,
+            GRACE,
+        )
+        .await;
+        match outcome {
+            Ok(o) => (o, lines),
+            Err(e) => panic!("run failed: {e}"),
+        }
+    }
+
+    /// Pids of live (non-zombie) processes in `pgid`, read from /proc.
+    fn live_members(pgid: i32) -> Vec<i32> {
+        let mut found = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state ppid pgrp ...
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Runs `cmd`, records its pgid via a marker line, and returns (outcome, pgid, elapsed).
+    async fn run_tracking(
+        cmd: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> (Outcome, i32, Duration) {
+        setup();
+        let pgid = Arc::new(Mutex::new(0));
+        let p2 = pgid.clone();
+        let mut cb = move |l: &[u8]| {
+            if let Some(rest) = l.strip_prefix(b"pgid=") {
+                if let Ok(n) = String::from_utf8_lossy(rest).trim().parse::<i32>() {
+                    *p2.lock().unwrap() = n;
+                }
+            }
+        };
+        let start = std::time::Instant::now();
+        let full = format!("echo pgid=$$; {cmd}");
+        let outcome = run(&Spec::shell(&full), timeout, cancel, &mut cb, GRACE)
+            .await
+            .unwrap();
+        let pgid = *pgid.lock().unwrap();
+        assert!(pgid > 1, "no pgid seen");
+        (outcome, pgid, start.elapsed())
+    }
+
+    #[tokio::test]
+    async fn exit_codes() {
+        assert_eq!(
+            run_sh("exit 0", Duration::from_secs(10)).await.0,
+            Outcome::Exited(0)
+        );
+        assert_eq!(
+            run_sh("exit 3", Duration::from_secs(10)).await.0,
+            Outcome::Exited(3)
+        );
+        assert_eq!(
+            run_sh("kill -9 $$", Duration::from_secs(10)).await.0,
+            Outcome::Exited(128 + 9)
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_a_spawn_error() {
+        let err = run(
+            &Spec::new("/nonexistent/testarena-program", Vec::<String>::new()),
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+            &mut |_: &[u8]| {},
+            GRACE,
+        )
+        .await;
+        assert!(matches!(err, Err(ProcessError::Spawn { .. })), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn output_is_streamed_before_exit() {
+        setup();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut cb = move |l: &[u8]| {
+            let _ = tx.send((l.to_vec(), std::time::Instant::now()));
+        };
+        let start = std::time::Instant::now();
+        let outcome = run(
+            &Spec::shell("echo first; sleep 1; echo second"),
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+            &mut cb,
+            GRACE,
+        )
+        .await
+        .unwrap();
+        let end = std::time::Instant::now();
+        assert_eq!(outcome, Outcome::Exited(0));
+        let (first, t_first) = rx.recv().await.unwrap();
+        let (second, _) = rx.recv().await.unwrap();
+        assert_eq!(first, b"first");
+        assert_eq!(second, b"second");
+        assert!(end - start >= Duration::from_millis(900));
+        assert!(
+            end - t_first >= Duration::from_millis(700),
+            "first line arrived only {:?} before the end",
+            end - t_first
+        );
+    }
+
+    #[tokio::test]
+    async fn stderr_is_merged_and_lines_are_split() {
+        let (o, lines) = run_sh(
+            "printf 'a\\r\\nb\\n'; echo err 1>&2; echo c; echo d 1>&2; printf 'tail-without-newline'",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(o, Outcome::Exited(0));
+        assert_eq!(
+            lines,
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"err".to_vec(),
+                b"c".to_vec(),
+                b"d".to_vec(),
+                b"tail-without-newline".to_vec()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn non_utf8_output_is_preserved() {
+        let (o, lines) = run_sh("printf '\\377\\376ok\\200\\n'", Duration::from_secs(10)).await;
+        assert_eq!(o, Outcome::Exited(0));
+        assert_eq!(lines, vec![vec![0xff, 0xfe, b'o', b'k', 0x80]]);
+    }
+
+    #[tokio::test]
+    async fn very_long_lines_come_in_bounded_pieces() {
+        // 200 000 bytes without a newline, then a newline, then a short line.
+        let (o, lines) = run_sh(
+            "head -c 200000 /dev/zero | tr '\\0' x; echo; echo end",
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(o, Outcome::Exited(0));
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
+        let total: usize = lines[..lines.len() - 1].iter().map(Vec::len).sum();
+        assert_eq!(total, 200_000);
+        assert_eq!(lines.last().map(Vec::as_slice), Some(&b"end"[..]));
+    }
+
+    #[test]
+    fn splitter_edges() {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut emit = |l: &[u8]| out.push(l.to_vec());
+        let mut s = LineSplitter::default();
+        // A line of exactly MAX_LINE bytes followed by its newline is one line.
+        let exact = vec![b'a'; MAX_LINE];
+        s.push(&exact[..100], &mut emit);
+        s.push(&exact[100..], &mut emit);
+        s.push(b"\nx", &mut emit);
+        s.push(b"y\r\n\n", &mut emit);
+        s.finish(&mut emit);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].len(), MAX_LINE);
+        assert_eq!(out[1], b"xy");
+        assert_eq!(out[2], b"");
+        assert!(s.partial.capacity() <= MAX_LINE * 2);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_tree() {
+        let (o, pgid, elapsed) = run_tracking(
+            "sleep 1000 & sleep 1000; wait",
+            Duration::from_millis(300),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(o, Outcome::TimedOut(Duration::from_millis(300)));
+        assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+        assert!(!group_alive(pgid));
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn cancel_is_prompt() {
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c2.cancel();
+        });
+        let (o, pgid, elapsed) =
+            run_tracking("sleep 1000 & sleep 1000", Duration::from_secs(60), &cancel).await;
+        assert_eq!(o, Outcome::Cancelled);
+        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+        assert!(!group_alive(pgid));
+    }
+
+    #[tokio::test]
+    async fn term_ignoring_process_is_killed_after_grace() {
+        let (o, pgid, elapsed) = run_tracking(
+            "trap '' TERM; sleep 1000",
+            Duration::from_millis(200),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(o, Outcome::TimedOut(Duration::from_millis(200)));
+        assert!(elapsed >= GRACE, "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        assert!(!group_alive(pgid));
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn leftover_background_process_is_killed_after_exit() {
+        // The subshell exits at once, leaving `sleep 1000` orphaned but still in the group and
+        // still holding our stdout.
+        let (o, pgid, elapsed) = run_tracking(
+            "(sleep 1000 &) ; exit 0",
+            Duration::from_secs(60),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(o, Outcome::Exited(0));
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        assert!(!group_alive(pgid));
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn leftover_with_closed_output_is_killed_too() {
+        let (o, pgid, _) = run_tracking(
+            "(sleep 1000 >/dev/null 2>&1 &) ; exit 7",
+            Duration::from_secs(60),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(o, Outcome::Exited(7));
+        assert!(!group_alive(pgid));
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn terminate_kills_group_and_daemonized_grandchild() {
+        setup();
+        let mut g = spawn(&Spec::shell("(sleep 1000 &) ; sleep 1000")).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pgid = g.pgid;
+        assert!(group_alive(pgid));
+        let status = g.terminate(GRACE).await;
+        assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGTERM));
+        assert!(!group_alive(pgid));
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn terminate_after_leader_exit_still_kills_the_group() {
+        setup();
+        let mut g = spawn(&Spec::shell("(sleep 1000 >/dev/null 2>&1 &) ; exit 0")).unwrap();
+        let pgid = g.pgid;
+        let status = g.child.wait().await.unwrap();
+        assert!(status.success());
+        assert!(group_alive(pgid));
+        let _ = g.terminate(GRACE).await;
+        assert!(!group_alive(pgid));
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_group_kills_it() {
+        setup();
+        let g = spawn(&Spec::shell("sleep 1000 & sleep 1000")).unwrap();
+        let pgid = g.pgid;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(live_members(pgid).len() >= 2, "the sleeps are running");
+        drop(g);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !live_members(pgid).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        assert!(live_members(pgid).is_empty());
+        reap_group(pgid);
+    }
+
+    #[tokio::test]
+    async fn kill_stale_groups_counts_existing_groups() {
+        setup();
+        let mut g = spawn(&Spec::shell("sleep 1000")).unwrap();
+        let pgid = g.pgid;
+        // 0, 1 and negative ids must never be signalled; a long-gone id does not count.
+        assert_eq!(kill_stale_groups(&[pgid, 0, 1, -1, i32::MAX]), 1);
+        let status = g.child.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(wait_group_gone(pgid, Instant::now() + Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn spec_cwd_env_and_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::shell("pwd; echo $TA_TEST; cat")
+            .with_cwd(dir.path())
+            .with_env("TA_TEST", "v1")
+            .with_stdin(true);
+        let mut lines = Vec::new();
+        let mut cb = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
+        let o = run(
+            &spec,
+            Duration::from_secs(10),
+            &CancellationToken::new(),
+            &mut cb,
+            GRACE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(o, Outcome::Exited(0));
+        let canon = dir.path().canonicalize().unwrap();
+        assert_eq!(lines, vec![canon.display().to_string(), "v1".to_string()]);
+    }
+
+    #[test]
+    fn run_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let cancel = CancellationToken::new();
+        let spec = Spec::shell("true");
+        let mut cb = |_: &[u8]| {};
+        let fut = run(&spec, Duration::from_secs(1), &cancel, &mut cb, GRACE);
+        assert_send(&fut);
+    }
+}

@@ -1,0 +1,471 @@
+//! `junit.xml`: one testsuite per scenario, one testcase per case, written with `quick-junit`.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use testarena_core::CaseStatus;
+
+/// One test case as it goes into the JUnit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JunitCase {
+    /// The case id from the scenario.
+    pub id: String,
+    /// The human-readable case name (may be empty).
+    pub name: String,
+    /// The verdict.
+    pub status: CaseStatus,
+    /// How long the case ran.
+    pub duration_ms: u64,
+    /// Why the case failed, errored or was skipped.
+    pub message: Option<String>,
+    /// The case's `.log`, whose tail goes into `<system-out>`.
+    pub log_path: Option<PathBuf>,
+}
+
+/// One scenario as it goes into the JUnit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JunitSuite {
+    /// The scenario name (or its file when it has none).
+    pub name: String,
+    /// The scenario file, relative to the repository.
+    pub file: String,
+    /// A task-level error (e.g. the scenario is invalid): reported as an extra testcase named after the file, with `<error>`.
+    pub error: Option<String>,
+    /// The cases of the scenario.
+    pub cases: Vec<JunitCase>,
+}
+
+/// Most of one case log copied into `<system-out>` (its last bytes).
+const LOG_TAIL_MAX: u64 = 1024 * 1024;
+
+/// Most case log copied into the whole file; later cases only point at their log.
+const LOG_TOTAL_MAX: u64 = 64 * 1024 * 1024;
+
+/// Longest `message=` attribute; the full message goes into the element's text.
+const MESSAGE_ATTR_MAX: usize = 1000;
+
+/// Writes `junit.xml` for a queue: one `<testsuite>` per scenario, one `<testcase>` per case.
+///
+/// Counts (`tests`, `failures`, `errors`, `skipped`) are set on `<testsuites>` and each
+/// `<testsuite>`; times are in seconds. Each testcase is named `<id>: <name>` (just `<id>`
+/// when the name is empty or the same) with the scenario name as `classname`. Case status:
+/// failed → `<failure>`, error → `<error>`, skipped → `<skipped>`; a case still pending is
+/// reported skipped and one still running as an error. `<system-out>` holds the last
+/// 1 MiB of the case log (with a note when cut; at most 64 MiB of logs per file). Text is made
+/// XML-safe: ANSI escapes and XML-invalid characters are removed. Written atomically.
+pub fn write_junit(path: &Path, queue_name: &str, suites: &[JunitSuite]) -> io::Result<()> {
+    let mut report = Report::new(xml_safe(queue_name));
+    let mut budget = LOG_TOTAL_MAX;
+    let mut total = Duration::ZERO;
+    for suite in suites {
+        let mut ts = TestSuite::new(xml_safe(&suite.name));
+        ts.extra.insert("file".into(), xml_safe(&suite.file).into());
+        let mut suite_time = Duration::ZERO;
+        if let Some(error) = &suite.error {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            set_message(&mut status, error);
+            let mut tc = TestCase::new(xml_safe(&suite.file), status);
+            tc.set_classname(xml_safe(&suite.name));
+            ts.add_test_case(tc);
+        }
+        for case in &suite.cases {
+            let time = Duration::from_millis(case.duration_ms);
+            suite_time += time;
+            let mut tc = TestCase::new(xml_safe(&case_title(case)), case_status(case));
+            tc.set_classname(xml_safe(&suite.name));
+            tc.set_time(time);
+            if let Some(log_path) = &case.log_path {
+                if let Some(out) = log_tail(log_path, &mut budget) {
+                    tc.set_system_out(xml_safe(&out));
+                }
+            }
+            ts.add_test_case(tc);
+        }
+        ts.set_time(suite_time);
+        total += suite_time;
+        report.add_test_suite(ts);
+    }
+    report.set_time(total);
+    super::write_atomically(path, |out| report.serialize(out).map_err(io::Error::other))
+}
+
+/// The testcase name: `<id>: <name>`, or `<id>` alone.
+fn case_title(case: &JunitCase) -> Cow<'_, str> {
+    if case.name.is_empty() || case.name == case.id {
+        Cow::Borrowed(&case.id)
+    } else {
+        Cow::Owned(format!("{}: {}", case.id, case.name))
+    }
+}
+
+/// The JUnit status (with its message) of a case.
+fn case_status(case: &JunitCase) -> TestCaseStatus {
+    let (mut status, fallback) = match case.status {
+        CaseStatus::Passed => return TestCaseStatus::success(),
+        CaseStatus::Failed => (
+            TestCaseStatus::non_success(NonSuccessKind::Failure),
+            "case failed",
+        ),
+        CaseStatus::Error => (
+            TestCaseStatus::non_success(NonSuccessKind::Error),
+            "case error",
+        ),
+        CaseStatus::Skipped => (TestCaseStatus::skipped(), ""),
+        CaseStatus::Pending => (TestCaseStatus::skipped(), "not run"),
+        CaseStatus::Running => (
+            TestCaseStatus::non_success(NonSuccessKind::Error),
+            "case did not finish",
+        ),
+    };
+    match case.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        Some(message) => set_message(&mut status, message),
+        None if !fallback.is_empty() => {
+            status.set_message(fallback);
+        }
+        None => {}
+    }
+    status
+}
+
+/// Sets the `message=` attribute (first line, capped) and, when that is not all of it, the full message as text.
+fn set_message(status: &mut TestCaseStatus, message: &str) {
+    let message = message.trim_end();
+    let first = message.lines().next().unwrap_or_default();
+    let short = match first.char_indices().nth(MESSAGE_ATTR_MAX) {
+        Some((cut, _)) => &first[..cut],
+        None => first,
+    };
+    status.set_message(xml_safe(short));
+    if short.len() != message.len() {
+        status.set_description(xml_safe(message));
+    }
+}
+
+/// The tail of a case log for `<system-out>`, charged against `budget`; `None` if there is no such file.
+fn log_tail(path: &Path, budget: &mut u64) -> Option<String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if *budget < 4096 {
+        return Some(format!(
+            "[TestArena: log not included (report size limit); see {name}]\n"
+        ));
+    }
+    let cap = LOG_TAIL_MAX.min(*budget);
+    match read_tail(path, cap) {
+        Ok((text, 0)) => {
+            *budget -= text.len() as u64;
+            Some(text)
+        }
+        Ok((text, cut)) => {
+            *budget -= text.len() as u64;
+            Some(format!(
+                "[TestArena: the first {cut} bytes of this log were cut; the full log is {name}]\n{text}"
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("[TestArena: could not read {name}: {e}]\n")),
+    }
+}
+
+/// The last `cap` bytes of a file, starting at a line boundary, and how many bytes before them were left out.
+fn read_tail(path: &Path, cap: u64) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut cut = 0;
+    if len > cap {
+        cut = len - cap;
+        file.seek(SeekFrom::Start(cut))?;
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(len.min(cap)).unwrap_or(0));
+    file.take(cap).read_to_end(&mut buf)?;
+    let mut start = 0;
+    if cut > 0 {
+        if let Some(p) = buf.iter().position(|&b| b == b'\n') {
+            start = p + 1;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[start..]).into_owned();
+    Ok((text, cut + start as u64))
+}
+
+/// `text` without the characters XML 1.0 forbids that `quick-junit` leaves in (U+FFFE, U+FFFF);
+/// it removes control characters and ANSI escapes itself.
+fn xml_safe(text: &str) -> Cow<'_, str> {
+    if text.contains(['\u{fffe}', '\u{ffff}']) {
+        Cow::Owned(text.replace(['\u{fffe}', '\u{ffff}'], "\u{fffd}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::TempDir;
+    use super::*;
+
+    fn case(id: &str, status: CaseStatus, message: Option<&str>) -> JunitCase {
+        JunitCase {
+            id: id.into(),
+            name: format!("{id} name"),
+            status,
+            duration_ms: 1500,
+            message: message.map(Into::into),
+            log_path: None,
+        }
+    }
+
+    fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> &'a str {
+        node.attribute(name)
+            .unwrap_or_else(|| panic!("no {name} on {node:?}"))
+    }
+
+    fn counts<'a>(node: roxmltree::Node<'a, '_>) -> [&'a str; 4] {
+        [
+            attr(node, "tests"),
+            attr(node, "failures"),
+            attr(node, "errors"),
+            attr(node, "skipped"),
+        ]
+    }
+
+    #[test]
+    fn counts_names_and_messages() {
+        let dir = TempDir::new("junit");
+        let path = dir.path().join("junit.xml");
+        let suites = vec![
+            JunitSuite {
+                name: "smoke".into(),
+                file: "scenarios/smoke.xml".into(),
+                error: None,
+                cases: vec![
+                    case("TC_PING", CaseStatus::Passed, None),
+                    case(
+                        "TC_ECHO",
+                        CaseStatus::Failed,
+                        Some("expect /^echo$/ timed out after 5 s"),
+                    ),
+                    case(
+                        "TC_BOOM",
+                        CaseStatus::Error,
+                        Some("emulator exited\nwith code 1"),
+                    ),
+                    case(
+                        "TC_LATER",
+                        CaseStatus::Skipped,
+                        Some("previous case failed"),
+                    ),
+                ],
+            },
+            JunitSuite {
+                name: "broken".into(),
+                file: "scenarios/broken.xml".into(),
+                error: Some("scenario invalid: line 3: unknown element <sned>".into()),
+                cases: vec![],
+            },
+        ];
+        write_junit(&path, "queue 7", &suites).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "testsuites");
+        assert_eq!(attr(root, "name"), "queue 7");
+        assert_eq!(counts(root), ["5", "1", "2", "1"]);
+        assert_eq!(attr(root, "time"), "6.000");
+
+        let suites: Vec<_> = root
+            .children()
+            .filter(|n| n.has_tag_name("testsuite"))
+            .collect();
+        assert_eq!(suites.len(), 2);
+        assert_eq!(attr(suites[0], "name"), "smoke");
+        assert_eq!(attr(suites[0], "file"), "scenarios/smoke.xml");
+        assert_eq!(counts(suites[0]), ["4", "1", "1", "1"]);
+        assert_eq!(attr(suites[1], "name"), "broken");
+        assert_eq!(counts(suites[1]), ["1", "0", "1", "0"]);
+
+        let cases: Vec<_> = suites[0]
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let names: Vec<_> = cases.iter().map(|c| attr(*c, "name")).collect();
+        assert_eq!(
+            names,
+            [
+                "TC_PING: TC_PING name",
+                "TC_ECHO: TC_ECHO name",
+                "TC_BOOM: TC_BOOM name",
+                "TC_LATER: TC_LATER name"
+            ]
+        );
+        assert!(cases
+            .iter()
+            .all(|c| attr(*c, "classname") == "smoke" && attr(*c, "time") == "1.500"));
+        assert_eq!(cases[0].children().filter(|n| n.is_element()).count(), 0);
+
+        let failure = cases[1]
+            .children()
+            .find(|n| n.has_tag_name("failure"))
+            .unwrap();
+        assert_eq!(
+            attr(failure, "message"),
+            "expect /^echo$/ timed out after 5 s"
+        );
+        let error = cases[2]
+            .children()
+            .find(|n| n.has_tag_name("error"))
+            .unwrap();
+        assert_eq!(attr(error, "message"), "emulator exited");
+        assert_eq!(error.text(), Some("emulator exited\nwith code 1"));
+        let skipped = cases[3]
+            .children()
+            .find(|n| n.has_tag_name("skipped"))
+            .unwrap();
+        assert_eq!(attr(skipped, "message"), "previous case failed");
+
+        let broken: Vec<_> = suites[1]
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert_eq!(broken.len(), 1);
+        assert_eq!(attr(broken[0], "name"), "scenarios/broken.xml");
+        let error = broken[0]
+            .children()
+            .find(|n| n.has_tag_name("error"))
+            .unwrap();
+        assert_eq!(
+            attr(error, "message"),
+            "scenario invalid: line 3: unknown element <sned>"
+        );
+        assert!(!super::super::temp_sibling(&path).exists());
+    }
+
+    #[test]
+    fn hostile_logs_stay_well_formed() {
+        let dir = TempDir::new("junit-hostile");
+        let log = dir.path().join("TC_X.log");
+        let mut content = Vec::new();
+        content.extend_from_slice(b"2026-11-25T15:08:56.123Z | \x1b[0;31mE (1) red\x1b[0m ]]> <![CDATA[ & </system-out>\n");
+        content.extend_from_slice(
+            b"raw \x00\x01\x08\x0b\x0c\x1f bytes \xff\xfe and \xef\xbf\xbf and \xef\xbf\xbe\n",
+        );
+        std::fs::write(&log, &content).unwrap();
+        let mut c = case(
+            "TC_X",
+            CaseStatus::Failed,
+            Some("bad \u{1}\u{ffff} <tag> ]]> \x1b[31mred"),
+        );
+        c.name = String::new();
+        c.log_path = Some(log);
+        let mut missing = case("TC_Y", CaseStatus::Pending, None);
+        missing.log_path = Some(dir.path().join("none.log"));
+        let suites = [JunitSuite {
+            name: "s\u{0}\u{fffe}".into(),
+            file: "f.xml".into(),
+            error: None,
+            cases: vec![c, missing],
+        }];
+        let path = dir.path().join("junit.xml");
+        write_junit(&path, "q", &suites).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let cases: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert_eq!(attr(cases[0], "name"), "TC_X");
+        let out = cases[0]
+            .children()
+            .find(|n| n.has_tag_name("system-out"))
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(
+            out.contains("E (1) red ]]> <![CDATA[ & </system-out>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("raw  bytes \u{fffd}\u{fffd} and \u{fffd} and \u{fffd}"),
+            "{out:?}"
+        );
+        let failure = cases[0]
+            .children()
+            .find(|n| n.has_tag_name("failure"))
+            .unwrap();
+        assert_eq!(attr(failure, "message"), "bad \u{fffd} <tag> ]]> red");
+        // Pending: skipped with a reason, no system-out for a missing log.
+        let skipped = cases[1]
+            .children()
+            .find(|n| n.has_tag_name("skipped"))
+            .unwrap();
+        assert_eq!(attr(skipped, "message"), "not run");
+        assert!(cases[1].children().all(|n| !n.has_tag_name("system-out")));
+        let root = doc.root_element();
+        assert_eq!(counts(root), ["2", "1", "0", "1"]);
+    }
+
+    #[test]
+    fn long_logs_keep_their_tail() {
+        let dir = TempDir::new("junit-tail");
+        let log = dir.path().join("TC_BIG.log");
+        let mut content = String::new();
+        let mut n = 0;
+        while content.len() as u64 <= LOG_TAIL_MAX + 10_000 {
+            content.push_str(&format!("2026-11-25T15:08:56.123Z | line {n}\n"));
+            n += 1;
+        }
+        std::fs::write(&log, &content).unwrap();
+        let mut c = case("TC_BIG", CaseStatus::Passed, None);
+        c.log_path = Some(log);
+        let path = dir.path().join("junit.xml");
+        write_junit(
+            &path,
+            "q",
+            &[JunitSuite {
+                name: "s".into(),
+                file: "s.xml".into(),
+                error: None,
+                cases: vec![c],
+            }],
+        )
+        .unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let out = doc
+            .descendants()
+            .find(|n| n.has_tag_name("system-out"))
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(out.starts_with("[TestArena: the first "), "{}", &out[..200]);
+        assert!(out.contains("bytes of this log were cut; the full log is TC_BIG.log]\n2026-11-25T15:08:56.123Z | line "));
+        assert!(out.ends_with(&format!("| line {}\n", n - 1)));
+        assert!(out.len() as u64 <= LOG_TAIL_MAX + 200);
+        assert!(!out.contains("| line 0\n"));
+    }
+
+    #[test]
+    fn tail_starts_at_a_line_and_counts_what_was_cut() {
+        let dir = TempDir::new("junit-readtail");
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, "aaaa\nbbbb\ncccc\n").unwrap();
+        assert_eq!(
+            read_tail(&log, 100).unwrap(),
+            ("aaaa\nbbbb\ncccc\n".into(), 0)
+        );
+        assert_eq!(read_tail(&log, 7).unwrap(), ("cccc\n".into(), 10));
+        let mut budget = 3000;
+        assert!(log_tail(&log, &mut budget)
+            .unwrap()
+            .contains("report size limit"));
+        let mut budget = 10_000;
+        assert_eq!(log_tail(&log, &mut budget).unwrap(), "aaaa\nbbbb\ncccc\n");
+        assert_eq!(budget, 10_000 - 15);
+    }
+}

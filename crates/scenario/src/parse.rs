@@ -1,0 +1,843 @@
+//! The scenario parser: XML → [`Scenario`], collecting every problem as a [`Diagnostic`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use regex::Regex;
+use roxmltree::{Document, Node, NodeType, ParsingOptions};
+
+use crate::position::LineIndex;
+use crate::{
+    combine_patterns, compile_regex, format_seconds, Action, BootMode, Diagnostic, ParseError,
+    Scenario, Step, TestCase, DEFAULT_CASE_TIMEOUT, DEFAULT_EXPECT_NOT_TIMEOUT,
+    DEFAULT_EXPECT_TIMEOUT, DEFAULT_RUN_TIMEOUT, DEFAULT_SCENARIO_TIMEOUT, FORMAT_VERSION,
+    MAX_DIAGNOSTICS, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_SLEEP_MS, MAX_SOURCE_BYTES, MAX_TIMEOUT,
+};
+
+const SCENARIO_ATTRIBUTES: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "timeout",
+    "idle-timeout",
+    "boot",
+];
+const SCENARIO_CHILDREN: &[&str] = &[
+    "description",
+    "fail-pattern",
+    "setup",
+    "testcase",
+    "teardown",
+];
+const CASE_ATTRIBUTES: &[&str] = &["id", "name", "timeout", "idle-timeout"];
+const STEP_ELEMENTS: &[&str] = &["send", "expect", "expect-not", "run", "sleep", "reboot"];
+const CASE_CHILDREN: &[&str] = &[
+    "fail-pattern",
+    "send",
+    "expect",
+    "expect-not",
+    "run",
+    "sleep",
+    "reboot",
+];
+/// Longest piece of user text quoted back in a message.
+const QUOTE_CHARS: usize = 40;
+
+/// Parses and checks a scenario file; on failure returns every problem found.
+pub fn parse(source: &str) -> Result<Scenario, ParseError> {
+    let lines = LineIndex::new(source);
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(ParseError {
+            diagnostics: vec![Diagnostic {
+                line: 1,
+                column: 1,
+                message: format!(
+                    "the file has {} bytes; a scenario file may have at most {MAX_SOURCE_BYTES}",
+                    source.len()
+                ),
+            }],
+        });
+    }
+    let options = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: u32::MAX,
+    };
+    let doc = match Document::parse_with_options(source, options) {
+        Ok(doc) => doc,
+        Err(e) => {
+            return Err(ParseError {
+                diagnostics: vec![xml_diagnostic(source, &lines, &e)],
+            })
+        }
+    };
+    let mut parser = Parser {
+        source,
+        lines,
+        diagnostics: Vec::new(),
+        truncated: false,
+    };
+    let scenario = parser.scenario(doc.root_element());
+    parser.finish(scenario)
+}
+
+/// Turns a well-formedness error into a diagnostic at its position, without roxmltree's " at L:C".
+fn xml_diagnostic(source: &str, lines: &LineIndex<'_>, e: &roxmltree::Error) -> Diagnostic {
+    use roxmltree::Error as E;
+    let (line, column) = match e {
+        E::DtdDetected => lines.position(find_ascii_ci(source, "<!DOCTYPE").unwrap_or(0)),
+        E::UnclosedRootNode | E::UnexpectedEndOfStream => lines.end(),
+        _ => (e.pos().row, e.pos().col),
+    };
+    let text = e.to_string();
+    let text = text.replace(&format!(" at {}", e.pos()), "");
+    let message = match e {
+        E::DtdDetected => "a DOCTYPE (DTD) is not allowed in a scenario file".to_string(),
+        _ => format!("not well-formed XML: {text}"),
+    };
+    Diagnostic {
+        line,
+        column,
+        message,
+    }
+}
+
+fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    if n.is_empty() || h.len() < n.len() {
+        return None;
+    }
+    (0..=h.len() - n.len()).find(|&i| {
+        h.get(i..i + n.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(n))
+    })
+}
+
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+fn trim_xml(s: &str) -> &str {
+    s.trim_matches(is_xml_space)
+}
+
+/// Quotes user text for a message: shortened to [`QUOTE_CHARS`] characters, control
+/// characters escaped (a backslash stays one backslash, so regexes read as written).
+fn quote(s: &str) -> String {
+    let mut out = String::from("`");
+    for c in s.chars().take(QUOTE_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().nth(QUOTE_CHARS).is_some() {
+        out.push('…');
+    }
+    out.push('`');
+    out
+}
+
+/// Parses a number of seconds: digits, optionally a dot and up to 9 more digits; > 0 and <= 24 h.
+pub(crate) fn parse_seconds(value: &str) -> Result<Duration, String> {
+    let v = trim_xml(value);
+    let (int, frac) = match v.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (v, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty()
+        || !all_digits(int)
+        || (v.contains('.') && (frac.is_empty() || !all_digits(frac)))
+    {
+        return Err(format!(
+            "{} is not a number of seconds (write e.g. `5` or `0.5`)",
+            quote(v)
+        ));
+    }
+    if frac.len() > 9 {
+        return Err(format!("{} has more than 9 decimal places", quote(v)));
+    }
+    let int = int.trim_start_matches('0');
+    let too_large = || {
+        format!(
+            "{} is more than the maximum of {}",
+            quote(v),
+            format_seconds(MAX_TIMEOUT)
+        )
+    };
+    if int.len() > 6 {
+        return Err(too_large());
+    }
+    let secs: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| too_large())?
+    };
+    let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| too_large())?;
+    let d = Duration::new(secs, nanos);
+    if d.is_zero() {
+        return Err(format!("{} must be greater than 0", quote(v)));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(too_large());
+    }
+    Ok(d)
+}
+
+/// Checks a test case id: `[A-Za-z0-9_.-]{1,100}`, not `.` or `..`.
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.chars().count() > MAX_ID_CHARS {
+        return Err(format!("is longer than {MAX_ID_CHARS} characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(format!(
+            "{} may contain only letters A-Z a-z, digits, `_`, `.` and `-`",
+            quote(id)
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("{} is not a usable file name", quote(id)));
+    }
+    Ok(())
+}
+
+/// Checks a display name: 1..=200 characters, not blank, no control characters.
+fn check_name(name: &str) -> Result<(), String> {
+    if trim_xml(name).is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("is longer than {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Shortens a regex error to its one-line cause.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    if let Some(cause) = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+    {
+        return cause.to_string();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+struct Parser<'s> {
+    source: &'s str,
+    lines: LineIndex<'s>,
+    diagnostics: Vec<Diagnostic>,
+    truncated: bool,
+}
+
+/// A parsed `<fail-pattern>` and the offset of its element.
+struct FailPattern {
+    regex: Regex,
+    offset: usize,
+}
+
+impl<'s> Parser<'s> {
+    fn finish(mut self, scenario: Option<Scenario>) -> Result<Scenario, ParseError> {
+        self.diagnostics.sort_by_key(|d| (d.line, d.column));
+        if self.truncated {
+            let (line, column) = self
+                .diagnostics
+                .last()
+                .map_or((1, 1), |d| (d.line, d.column));
+            self.diagnostics.push(Diagnostic {
+                line,
+                column,
+                message: format!("too many problems; only the first {MAX_DIAGNOSTICS} are shown"),
+            });
+        }
+        match scenario {
+            Some(s) if self.diagnostics.is_empty() => Ok(s),
+            _ => {
+                if self.diagnostics.is_empty() {
+                    self.diagnostics.push(Diagnostic {
+                        line: 1,
+                        column: 1,
+                        message: "invalid scenario".into(),
+                    });
+                }
+                Err(ParseError {
+                    diagnostics: self.diagnostics,
+                })
+            }
+        }
+    }
+
+    fn error_at(&mut self, offset: usize, message: String) {
+        if self.diagnostics.len() >= MAX_DIAGNOSTICS {
+            self.truncated = true;
+            return;
+        }
+        let (line, column) = self.lines.position(offset);
+        self.diagnostics.push(Diagnostic {
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn error(&mut self, node: Node<'_, '_>, message: String) {
+        self.error_at(node.range().start, message);
+    }
+
+    fn line_of(&self, node: Node<'_, '_>) -> u32 {
+        self.lines.position(node.range().start).0
+    }
+
+    /// The element's local name if it has no namespace (the format uses none), else `None`.
+    fn plain_name<'a>(node: Node<'a, '_>) -> Option<&'a str> {
+        let name = node.tag_name();
+        if name.namespace().is_some() {
+            return None;
+        }
+        Some(name.name())
+    }
+
+    /// The element's name as written in the source (with any prefix).
+    fn written_name(&self, node: Node<'_, '_>) -> String {
+        let start = node.range().start + 1;
+        let written = self
+            .source
+            .get(start..)
+            .map(|rest| {
+                rest.split(|c: char| is_xml_space(c) || c == '>' || c == '/')
+                    .next()
+                    .unwrap_or("")
+            })
+            .unwrap_or("");
+        if written.is_empty() {
+            node.tag_name().name().to_string()
+        } else {
+            written.chars().take(QUOTE_CHARS).collect()
+        }
+    }
+
+    fn unknown_element(&mut self, node: Node<'_, '_>, parent: &str, allowed: &[&str]) {
+        let name = self.written_name(node);
+        let hint = if node.tag_name().namespace().is_some() {
+            "; scenario elements have no XML namespace".to_string()
+        } else {
+            format!(" (expected one of: {})", allowed.join(", "))
+        };
+        self.error(
+            node,
+            format!("unknown element <{name}> in <{parent}>{hint}"),
+        );
+    }
+
+    fn check_attributes(&mut self, node: Node<'_, '_>, element: &str, allowed: &[&str]) {
+        for attribute in node.attributes() {
+            if attribute.namespace().is_none() && allowed.contains(&attribute.name()) {
+                continue;
+            }
+            let written = self
+                .source
+                .get(attribute.range_qname())
+                .unwrap_or(attribute.name());
+            let hint = if allowed.is_empty() {
+                format!("<{element}> takes no attributes")
+            } else {
+                format!("allowed: {}", allowed.join(", "))
+            };
+            self.error_at(
+                attribute.range().start,
+                format!(
+                    "unknown attribute `{}` on <{element}> ({hint})",
+                    written.escape_debug()
+                ),
+            );
+        }
+    }
+
+    /// The value and offset of an un-namespaced attribute.
+    fn attribute<'a>(node: Node<'a, '_>, name: &str) -> Option<(&'a str, usize)> {
+        node.attributes()
+            .find(|a| a.namespace().is_none() && a.name() == name)
+            .map(|a| (a.value(), a.range().start))
+    }
+
+    fn required<'a>(
+        &mut self,
+        node: Node<'a, '_>,
+        element: &str,
+        name: &str,
+    ) -> Option<(&'a str, usize)> {
+        let found = Self::attribute(node, name);
+        if found.is_none() {
+            self.error(node, format!("<{element}> needs the attribute `{name}`"));
+        }
+        found
+    }
+
+    /// A seconds attribute; `None` when absent or invalid (then a diagnostic is recorded).
+    fn seconds(&mut self, node: Node<'_, '_>, element: &str, name: &str) -> Option<Duration> {
+        let (value, at) = Self::attribute(node, name)?;
+        match parse_seconds(value) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                self.error_at(at, format!("attribute `{name}` of <{element}>: {why}"));
+                None
+            }
+        }
+    }
+
+    /// Reports non-whitespace text directly inside an element that holds only elements.
+    fn no_text(&mut self, node: Node<'_, '_>, element: &str) {
+        for child in node.children().filter(|c| c.is_text()) {
+            let text = child.text().unwrap_or("");
+            if trim_xml(text).is_empty() {
+                continue;
+            }
+            let range = child.range();
+            let raw = self.source.get(range.clone()).unwrap_or("");
+            let skip = raw.len() - raw.trim_start_matches(is_xml_space).len();
+            self.error_at(
+                range.start + skip,
+                format!(
+                    "unexpected text {} in <{element}>, which holds only elements",
+                    quote(trim_xml(text))
+                ),
+            );
+        }
+    }
+
+    /// Reports any content of an element that must be empty.
+    fn must_be_empty(&mut self, node: Node<'_, '_>, element: &str) {
+        self.no_text(node, element);
+        for child in node.children().filter(|c| c.is_element()) {
+            let name = self.written_name(child);
+            self.error(
+                child,
+                format!("unexpected element <{name}> in <{element}>, which must be empty"),
+            );
+        }
+    }
+
+    /// The text of an element that holds only text, trimmed of leading and trailing whitespace.
+    fn text(&mut self, node: Node<'_, '_>, element: &str) -> String {
+        let mut out = String::new();
+        for child in node.children() {
+            match child.node_type() {
+                NodeType::Text => out.push_str(child.text().unwrap_or("")),
+                NodeType::Element => {
+                    let name = self.written_name(child);
+                    self.error(
+                        child,
+                        format!(
+                            "unexpected element <{name}> in <{element}>, which holds only text"
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+        trim_xml(&out).to_string()
+    }
+
+    /// Compiles the text of `node` as a regex; empty patterns are rejected.
+    fn pattern(&mut self, node: Node<'_, '_>, element: &str) -> Option<Regex> {
+        let text = self.text(node, element);
+        if text.is_empty() {
+            self.error(
+                node,
+                format!("<{element}> needs a regular expression; it is empty"),
+            );
+            return None;
+        }
+        match compile_regex(&text) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                self.error(
+                    node,
+                    format!(
+                        "bad regular expression {} in <{element}>: {}",
+                        quote(&text),
+                        regex_error(&e)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn fail_pattern(&mut self, node: Node<'_, '_>) -> Option<FailPattern> {
+        self.check_attributes(node, "fail-pattern", &[]);
+        let regex = self.pattern(node, "fail-pattern")?;
+        Some(FailPattern {
+            regex,
+            offset: node.range().start,
+        })
+    }
+
+    /// Combines fail patterns; reports at the first one when the combination does not compile.
+    fn combine(&mut self, patterns: &[FailPattern], others: Option<&Regex>) -> Option<Regex> {
+        let first = patterns.first()?;
+        let mut sources: Vec<&str> = others.map(Regex::as_str).into_iter().collect();
+        sources.extend(patterns.iter().map(|p| p.regex.as_str()));
+        if others.is_none() && patterns.len() == 1 {
+            return Some(first.regex.clone());
+        }
+        match combine_patterns(&sources) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let what = if others.is_some() {
+                    " with the scenario's"
+                } else {
+                    ""
+                };
+                self.error_at(
+                    first.offset,
+                    format!("these <fail-pattern>s cannot be combined{what} into one regular expression: {}", regex_error(&e)),
+                );
+                None
+            }
+        }
+    }
+
+    fn scenario(&mut self, root: Node<'_, '_>) -> Option<Scenario> {
+        if Self::plain_name(root) != Some("scenario") {
+            let name = self.written_name(root);
+            let hint = if root.tag_name().namespace().is_some() {
+                " without an XML namespace"
+            } else {
+                ""
+            };
+            self.error(
+                root,
+                format!("the root element must be <scenario>{hint}, not <{name}>"),
+            );
+            return None;
+        }
+        self.check_attributes(root, "scenario", SCENARIO_ATTRIBUTES);
+        if let Some((version, at)) = Self::attribute(root, "version") {
+            if trim_xml(version) != FORMAT_VERSION {
+                self.error_at(
+                    at,
+                    format!("unsupported scenario format version {}; this TestArena reads version {FORMAT_VERSION}", quote(version)),
+                );
+            }
+        }
+        let mut name = String::new();
+        if let Some((value, at)) = self.required(root, "scenario", "name") {
+            match check_name(value) {
+                Ok(()) => name = trim_xml(value).to_string(),
+                Err(why) => self.error_at(at, format!("attribute `name` of <scenario> {why}")),
+            }
+        }
+        let mut description =
+            Self::attribute(root, "description").map(|(v, _)| trim_xml(v).to_string());
+        let description_attribute = description.is_some();
+        let timeout = self
+            .seconds(root, "scenario", "timeout")
+            .unwrap_or(DEFAULT_SCENARIO_TIMEOUT);
+        let idle_timeout = self.seconds(root, "scenario", "idle-timeout");
+        let boot = match Self::attribute(root, "boot") {
+            None => BootMode::Once,
+            Some((value, at)) => {
+                match trim_xml(value) {
+                    "once" => BootMode::Once,
+                    "per-case" => BootMode::PerCase,
+                    other => {
+                        self.error_at(at, format!("attribute `boot` of <scenario> must be `once` or `per-case`, not {}", quote(other)));
+                        BootMode::Once
+                    }
+                }
+            }
+        };
+        self.no_text(root, "scenario");
+
+        let mut fail_patterns = Vec::new();
+        let mut setup: Option<Vec<Step>> = None;
+        let mut teardown: Option<Vec<Step>> = None;
+        let mut description_element = false;
+        let mut cases: Vec<(TestCase, Vec<FailPattern>)> = Vec::new();
+        let mut case_elements = 0usize;
+        let mut seen_ids: HashMap<String, u32> = HashMap::new();
+
+        for child in root.children().filter(|c| c.is_element()) {
+            match Self::plain_name(child) {
+                Some("description") => {
+                    self.check_attributes(child, "description", &[]);
+                    let text = self.text(child, "description");
+                    if description_element {
+                        self.error(child, "<scenario> may have only one <description>".into());
+                    } else if description_attribute {
+                        self.error(
+                            child,
+                            "the description is given twice: as attribute and as <description>"
+                                .into(),
+                        );
+                    }
+                    description_element = true;
+                    description = Some(text);
+                }
+                Some("fail-pattern") => fail_patterns.extend(self.fail_pattern(child)),
+                Some("setup") => {
+                    if setup.is_some() {
+                        self.error(child, "<scenario> may have only one <setup>".into());
+                    } else if case_elements > 0 {
+                        self.error(
+                            child,
+                            "<setup> must come before the first <testcase>".into(),
+                        );
+                    }
+                    setup = Some(self.step_block(child, "setup"));
+                }
+                Some("teardown") => {
+                    if teardown.is_some() {
+                        self.error(child, "<scenario> may have only one <teardown>".into());
+                    }
+                    teardown = Some(self.step_block(child, "teardown"));
+                }
+                Some("testcase") => {
+                    case_elements += 1;
+                    if teardown.is_some() {
+                        self.error(child, "<testcase> after <teardown>; <teardown> must come after the last <testcase>".into());
+                    }
+                    if let Some(case) = self.testcase(child, timeout, &mut seen_ids) {
+                        cases.push(case);
+                    }
+                }
+                _ => self.unknown_element(child, "scenario", SCENARIO_CHILDREN),
+            }
+        }
+        if case_elements == 0 {
+            self.error(root, "a scenario needs at least one <testcase>".into());
+        }
+
+        let fail_pattern = self.combine(&fail_patterns, None);
+        let mut out_cases = Vec::with_capacity(cases.len());
+        for (mut case, patterns) in cases {
+            case.fail_pattern = self.combine(&patterns, None);
+            if case.fail_pattern.is_some() {
+                if let Some(scenario_pattern) = &fail_pattern {
+                    // Make sure the runner's combination of both compiles as well.
+                    self.combine(&patterns, Some(scenario_pattern));
+                }
+            }
+            out_cases.push(case);
+        }
+
+        Some(Scenario {
+            name,
+            description,
+            timeout,
+            idle_timeout,
+            boot,
+            fail_pattern,
+            setup: setup.unwrap_or_default(),
+            cases: out_cases,
+            teardown: teardown.unwrap_or_default(),
+        })
+    }
+
+    fn step_block(&mut self, node: Node<'_, '_>, element: &str) -> Vec<Step> {
+        self.check_attributes(node, element, &[]);
+        self.no_text(node, element);
+        let mut steps = Vec::new();
+        for child in node.children().filter(|c| c.is_element()) {
+            match Self::plain_name(child) {
+                Some(name) if STEP_ELEMENTS.contains(&name) => steps.extend(self.step(child, name)),
+                _ => self.unknown_element(child, element, STEP_ELEMENTS),
+            }
+        }
+        steps
+    }
+
+    fn testcase(
+        &mut self,
+        node: Node<'_, '_>,
+        scenario_timeout: Duration,
+        seen_ids: &mut HashMap<String, u32>,
+    ) -> Option<(TestCase, Vec<FailPattern>)> {
+        self.check_attributes(node, "testcase", CASE_ATTRIBUTES);
+        let line = self.line_of(node);
+        let mut id = None;
+        if let Some((value, at)) = self.required(node, "testcase", "id") {
+            match check_id(value) {
+                Err(why) => self.error_at(at, format!("attribute `id` of <testcase> {why}")),
+                Ok(()) => {
+                    if let Some(first) = seen_ids.get(value) {
+                        self.error_at(
+                            at,
+                            format!(
+                                "duplicate test case id {}; first used on line {first}",
+                                quote(value)
+                            ),
+                        );
+                    } else {
+                        seen_ids.insert(value.to_string(), line);
+                        id = Some(value.to_string());
+                    }
+                }
+            }
+        }
+        let mut name = None;
+        if let Some((value, at)) = Self::attribute(node, "name") {
+            match check_name(value) {
+                Ok(()) => name = Some(trim_xml(value).to_string()),
+                Err(why) => self.error_at(at, format!("attribute `name` of <testcase> {why}")),
+            }
+        }
+        let timeout = match self.seconds(node, "testcase", "timeout") {
+            Some(t) if t > scenario_timeout => {
+                let at = Self::attribute(node, "timeout").map_or(node.range().start, |(_, at)| at);
+                self.error_at(
+                    at,
+                    format!(
+                        "test case timeout {} exceeds the scenario timeout {}",
+                        format_seconds(t),
+                        format_seconds(scenario_timeout)
+                    ),
+                );
+                t
+            }
+            Some(t) => t,
+            None => DEFAULT_CASE_TIMEOUT.min(scenario_timeout),
+        };
+        let idle_timeout = self.seconds(node, "testcase", "idle-timeout");
+        self.no_text(node, "testcase");
+
+        let mut patterns = Vec::new();
+        let mut steps = Vec::new();
+        for child in node.children().filter(|c| c.is_element()) {
+            match Self::plain_name(child) {
+                Some("fail-pattern") => patterns.extend(self.fail_pattern(child)),
+                Some(name) if STEP_ELEMENTS.contains(&name) => steps.extend(self.step(child, name)),
+                _ => self.unknown_element(child, "testcase", CASE_CHILDREN),
+            }
+        }
+        let id = id?;
+        let case = TestCase {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+            timeout,
+            idle_timeout,
+            fail_pattern: None,
+            steps,
+        };
+        Some((case, patterns))
+    }
+
+    fn step(&mut self, node: Node<'_, '_>, element: &str) -> Option<Step> {
+        let line = self.line_of(node);
+        let action = match element {
+            "send" => {
+                self.check_attributes(node, element, &["newline"]);
+                let newline = match Self::attribute(node, "newline") {
+                    None => true,
+                    Some((value, at)) => match trim_xml(value) {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            self.error_at(at, format!("attribute `newline` of <send> must be `true` or `false`, not {}", quote(other)));
+                            true
+                        }
+                    },
+                };
+                let text = self.text(node, element);
+                if text.is_empty() && !newline {
+                    self.error(
+                        node,
+                        "<send newline=\"false\"> with no text sends nothing".into(),
+                    );
+                    return None;
+                }
+                Action::Send { text, newline }
+            }
+            "expect" | "expect-not" => {
+                self.check_attributes(node, element, &["timeout"]);
+                let default = if element == "expect" {
+                    DEFAULT_EXPECT_TIMEOUT
+                } else {
+                    DEFAULT_EXPECT_NOT_TIMEOUT
+                };
+                let timeout = self.seconds(node, element, "timeout").unwrap_or(default);
+                let pattern = self.pattern(node, element)?;
+                if element == "expect" {
+                    Action::Expect { pattern, timeout }
+                } else {
+                    Action::ExpectNot { pattern, timeout }
+                }
+            }
+            "run" => {
+                self.check_attributes(node, element, &["timeout", "exit-code"]);
+                let timeout = self
+                    .seconds(node, element, "timeout")
+                    .unwrap_or(DEFAULT_RUN_TIMEOUT);
+                let exit_code = match Self::attribute(node, "exit-code") {
+                    None => 0,
+                    Some((value, at)) => match trim_xml(value).parse::<u8>() {
+                        Ok(code) if trim_xml(value).bytes().all(|b| b.is_ascii_digit()) => {
+                            i32::from(code)
+                        }
+                        _ => {
+                            self.error_at(
+                                at,
+                                format!("attribute `exit-code` of <run> must be a whole number from 0 to 255, not {}", quote(value)),
+                            );
+                            0
+                        }
+                    },
+                };
+                let command = self.text(node, element);
+                if command.is_empty() {
+                    self.error(node, "<run> needs a command; it is empty".into());
+                    return None;
+                }
+                Action::Run {
+                    command,
+                    timeout,
+                    exit_code,
+                }
+            }
+            "sleep" => {
+                self.check_attributes(node, element, &["ms"]);
+                self.must_be_empty(node, element);
+                let (value, at) = self.required(node, element, "ms")?;
+                let v = trim_xml(value);
+                match v.parse::<u64>() {
+                    Ok(ms) if ms <= MAX_SLEEP_MS && v.bytes().all(|b| b.is_ascii_digit()) => {
+                        Action::Sleep {
+                            duration: Duration::from_millis(ms),
+                        }
+                    }
+                    _ => {
+                        self.error_at(
+                            at,
+                            format!("attribute `ms` of <sleep> must be a whole number of milliseconds from 0 to {MAX_SLEEP_MS}, not {}", quote(v)),
+                        );
+                        return None;
+                    }
+                }
+            }
+            "reboot" => {
+                self.check_attributes(node, element, &[]);
+                self.must_be_empty(node, element);
+                Action::Reboot
+            }
+            _ => return None,
+        };
+        Some(Step { line, action })
+    }
+}
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;

@@ -1,0 +1,735 @@
+use std::time::Duration;
+
+use super::parse_seconds;
+use crate::{format_seconds, parse, Action, BootMode, Diagnostic, ParseError, MAX_SOURCE_BYTES};
+
+/// Wraps test cases and other children in a minimal valid `<scenario>` (the body starts on line 2).
+fn doc(body: &str) -> String {
+    format!("<scenario name=\"s\">\n{body}\n</scenario>\n")
+}
+
+/// 1-based line and column of the first occurrence of `needle` in `source`.
+fn pos_of(source: &str, needle: &str) -> (u32, u32) {
+    let offset = source
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in source"));
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line as u32, column as u32)
+}
+
+fn errors(source: &str) -> Vec<Diagnostic> {
+    match parse(source) {
+        Ok(s) => panic!("expected an error, parsed {:?}", s.summary()),
+        Err(e) => e.diagnostics,
+    }
+}
+
+/// Asserts exactly one diagnostic, at the first occurrence of `at`, whose message contains every `words`.
+fn assert_one(source: &str, at: &str, words: &[&str]) {
+    let diagnostics = errors(source);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    assert_diag(source, &diagnostics[0], at, words);
+}
+
+fn assert_diag(source: &str, d: &Diagnostic, at: &str, words: &[&str]) {
+    assert_eq!((d.line, d.column), pos_of(source, at), "position of {d}");
+    for w in words {
+        assert!(d.message.contains(w), "{w:?} not in {:?}", d.message);
+    }
+}
+
+const GOOD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- a comment before the root is fine -->
+<scenario name="smoke" version="1" timeout="300" idle-timeout="30" boot="per-case">
+  <description>
+    Boots &amp; checks the shell.
+  </description>
+  <fail-pattern>Guru Meditation</fail-pattern>
+  <fail-pattern>abort\(\)</fail-pattern>
+  <setup>
+    <expect timeout="20">esp32&gt; $</expect>
+  </setup>
+  <testcase id="help" name="Help command" timeout="30.5" idle-timeout="5">
+    <fail-pattern>Unknown command</fail-pattern>
+    <send>help</send>
+    <expect>^Commands:</expect>
+    <expect-not timeout="0.25">error</expect-not>
+    <send newline="false"><![CDATA[ <raw> & ]]></send>
+    <run timeout="5" exit-code="3">test -f "$TESTARENA_FIRMWARE" &amp;&amp; exit 3</run>
+    <sleep ms="100"/>
+    <reboot/>
+    <send/>
+  </testcase>
+  <testcase id="second.case-2"><send>x</send></testcase>
+  <teardown><run>true</run></teardown>
+</scenario>
+"#;
+
+#[test]
+fn good_file_parses_with_all_values() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(s.name, "smoke");
+    assert_eq!(s.description.as_deref(), Some("Boots & checks the shell."));
+    assert_eq!(s.timeout, Duration::from_secs(300));
+    assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(s.boot, BootMode::PerCase);
+    let fp = s.fail_pattern.as_ref().unwrap();
+    assert_eq!(fp.as_str(), r"(?:Guru Meditation)|(?:abort\(\))");
+    assert!(
+        fp.is_match("x abort() y") && fp.is_match("Guru Meditation Error") && !fp.is_match("abort")
+    );
+
+    assert_eq!(s.setup.len(), 1);
+    assert_eq!(s.setup[0].line, 10);
+    match &s.setup[0].action {
+        Action::Expect { pattern, timeout } => {
+            assert_eq!(pattern.as_str(), "esp32> $");
+            assert_eq!(*timeout, Duration::from_secs(20));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(s.cases.len(), 2);
+    let c = &s.cases[0];
+    assert_eq!((c.id.as_str(), c.name.as_str()), ("help", "Help command"));
+    assert_eq!(c.timeout, Duration::from_millis(30_500));
+    assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(c.fail_pattern.as_ref().unwrap().as_str(), "Unknown command");
+    let lines: Vec<u32> = c.steps.iter().map(|s| s.line).collect();
+    assert_eq!(lines, [14, 15, 16, 17, 18, 19, 20, 21]);
+    let kinds: Vec<&str> = c.steps.iter().map(|s| s.action.element_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "send",
+            "expect",
+            "expect-not",
+            "send",
+            "run",
+            "sleep",
+            "reboot",
+            "send"
+        ]
+    );
+    assert!(matches!(&c.steps[0].action, Action::Send { text, newline: true } if text == "help"));
+    assert!(
+        matches!(&c.steps[1].action, Action::Expect { pattern, timeout }
+        if pattern.as_str() == "^Commands:" && *timeout == Duration::from_secs(10))
+    );
+    assert!(
+        matches!(&c.steps[2].action, Action::ExpectNot { pattern, timeout }
+        if pattern.as_str() == "error" && *timeout == Duration::from_millis(250))
+    );
+    assert!(
+        matches!(&c.steps[3].action, Action::Send { text, newline: false } if text == "<raw> &")
+    );
+    assert!(
+        matches!(&c.steps[4].action, Action::Run { command, timeout, exit_code: 3 }
+        if command == "test -f \"$TESTARENA_FIRMWARE\" && exit 3" && *timeout == Duration::from_secs(5))
+    );
+    assert!(
+        matches!(&c.steps[5].action, Action::Sleep { duration } if *duration == Duration::from_millis(100))
+    );
+    assert!(matches!(&c.steps[6].action, Action::Reboot));
+    assert!(matches!(&c.steps[7].action, Action::Send { text, newline: true } if text.is_empty()));
+
+    let c2 = &s.cases[1];
+    assert_eq!(
+        (c2.id.as_str(), c2.name.as_str()),
+        ("second.case-2", "second.case-2")
+    );
+    assert_eq!(c2.timeout, Duration::from_secs(60));
+    assert_eq!(c2.idle_timeout, None);
+    assert!(c2.fail_pattern.is_none());
+    assert_eq!(s.idle_timeout_for(c), Some(Duration::from_secs(5)));
+    assert_eq!(s.idle_timeout_for(c2), Some(Duration::from_secs(30)));
+
+    assert!(
+        matches!(&s.teardown[..], [step] if matches!(&step.action, Action::Run { command, timeout, exit_code: 0 }
+        if command == "true" && *timeout == Duration::from_secs(60)))
+    );
+    assert_eq!(
+        s.summary(),
+        "smoke: 2 test cases, boot per-case, timeout 300s"
+    );
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let s = parse("<scenario name='m'><testcase id='a'/></scenario>").unwrap();
+    assert_eq!(s.timeout, Duration::from_secs(600));
+    assert_eq!(s.boot, BootMode::Once);
+    assert!(s.idle_timeout.is_none() && s.fail_pattern.is_none() && s.description.is_none());
+    assert!(s.setup.is_empty() && s.teardown.is_empty() && s.cases[0].steps.is_empty());
+    assert_eq!(s.cases[0].timeout, Duration::from_secs(60));
+    assert_eq!(s.summary(), "m: 1 test case, boot once, timeout 600s");
+}
+
+#[test]
+fn description_attribute_and_default_case_timeout_capped() {
+    let s = parse(
+        "<scenario name='m' description=' short ' timeout='20'><testcase id='a'/></scenario>",
+    )
+    .unwrap();
+    assert_eq!(s.description.as_deref(), Some("short"));
+    assert_eq!(s.cases[0].timeout, Duration::from_secs(20));
+}
+
+#[test]
+fn step_timeout_defaults() {
+    let s = parse(&doc(
+        "<testcase id='a'><expect-not>x</expect-not><run>ls</run></testcase>",
+    ))
+    .unwrap();
+    assert!(
+        matches!(s.cases[0].steps[0].action, Action::ExpectNot { timeout, .. } if timeout == Duration::from_secs(1))
+    );
+    assert!(
+        matches!(s.cases[0].steps[1].action, Action::Run { timeout, .. } if timeout == Duration::from_secs(60))
+    );
+}
+
+#[test]
+fn fail_pattern_for_combines_scenario_and_case() {
+    let s = parse(&doc(
+        "<fail-pattern>panic</fail-pattern>\n<testcase id='a'><fail-pattern>oops</fail-pattern></testcase>\n<testcase id='b'/>",
+    ))
+    .unwrap();
+    let both = s.fail_pattern_for(&s.cases[0]).unwrap();
+    assert!(both.is_match("kernel panic") && both.is_match("oops!") && !both.is_match("fine"));
+    let only = s.fail_pattern_for(&s.cases[1]).unwrap();
+    assert!(only.is_match("panic") && !only.is_match("oops"));
+}
+
+#[test]
+fn inline_flags_stay_inside_their_pattern() {
+    let s = parse(&doc(
+        "<fail-pattern>(?i)fatal</fail-pattern><fail-pattern>Err</fail-pattern><testcase id='a'/>",
+    ))
+    .unwrap();
+    let re = s.fail_pattern.unwrap();
+    assert!(re.is_match("FATAL") && re.is_match("Err") && !re.is_match("ERR"));
+}
+
+#[test]
+fn extended_mode_comments_do_not_swallow_the_other_patterns() {
+    let src = doc("<fail-pattern>(?x) fatal \\s+ error  # a comment</fail-pattern>\n<fail-pattern>oops</fail-pattern>\n<testcase id='a'><fail-pattern>(?x)bad # c</fail-pattern></testcase>");
+    let s = parse(&src).unwrap();
+    let re = s.fail_pattern.as_ref().unwrap();
+    assert!(re.is_match("fatal   error") && re.is_match("oops") && !re.is_match("fatal"));
+    let both = s.fail_pattern_for(&s.cases[0]).unwrap();
+    assert!(
+        both.is_match("fatal error")
+            && both.is_match("oops")
+            && both.is_match("bad")
+            && !both.is_match("fine")
+    );
+}
+
+#[test]
+fn crlf_line_endings_and_entities() {
+    let src = "<scenario name='c'>\r\n<testcase id='a'>\r\n  <send>a&#9;b &lt;&#x41;&gt;</send>\r\n</testcase>\r\n</scenario>";
+    let s = parse(src).unwrap();
+    assert_eq!(s.cases[0].steps[0].line, 3);
+    assert!(matches!(&s.cases[0].steps[0].action, Action::Send { text, .. } if text == "a\tb <A>"));
+    let bad =
+        "<scenario name='c'>\r\n<testcase id='a'>\r\n  <bogus/>\r\n</testcase>\r\n</scenario>";
+    assert_one(bad, "<bogus", &["<bogus>"]);
+}
+
+#[test]
+fn multiline_text_keeps_inner_lines() {
+    let s = parse(&doc(
+        "<testcase id='a'><run>\n  echo one\n  echo two\n</run></testcase>",
+    ))
+    .unwrap();
+    assert!(
+        matches!(&s.cases[0].steps[0].action, Action::Run { command, .. } if command == "echo one\n  echo two")
+    );
+}
+
+#[test]
+fn comments_and_processing_instructions_are_ignored() {
+    let s = parse(&doc(
+        "<testcase id='a'><!-- c --><?pi x?><send>a<!-- mid -->b</send></testcase>",
+    ))
+    .unwrap();
+    assert!(matches!(&s.cases[0].steps[0].action, Action::Send { text, .. } if text == "ab"));
+}
+
+// ---- rejections ----
+
+#[test]
+fn root_must_be_scenario() {
+    let src = "<?xml version='1.0'?>\n  <scenarios name='x'/>";
+    assert_one(src, "<scenarios", &["<scenario>", "<scenarios>"]);
+    let ns = "<scenario xmlns='urn:x' name='x'><testcase id='a'/></scenario>";
+    assert_one(ns, "<scenario", &["namespace"]);
+}
+
+#[test]
+fn xml_errors_become_diagnostics_with_position() {
+    let src = "<scenario name='x'>\n  <testcase id='a'>\n  </testcse>\n</scenario>";
+    let d = errors(src);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].line, 3, "{}", d[0]);
+    assert!(d[0].message.starts_with("not well-formed XML"), "{}", d[0]);
+    assert!(d[0].message.contains("testcse"), "{}", d[0]);
+    assert!(!d[0].message.contains(" at 3:"), "{}", d[0]);
+
+    let unclosed = "<scenario name='x'>\n<testcase id='a'/>\n";
+    let d = errors(unclosed);
+    assert_eq!((d.len(), d[0].line), (1, 3), "{d:?}");
+
+    for src in [
+        "",
+        "   ",
+        "not xml",
+        "<a",
+        "<scenario name='x' name='y'/>",
+        "<scenario name='&bogus;'/>",
+    ] {
+        let d = errors(src);
+        assert_eq!(d.len(), 1, "{src:?}: {d:?}");
+        assert!(d[0].line >= 1 && d[0].column >= 1);
+    }
+}
+
+#[test]
+fn doctype_is_rejected() {
+    let src = "<?xml version='1.0'?>\n<!DOCTYPE scenario [<!ENTITY x 'y'>]>\n<scenario name='x'><testcase id='a'/></scenario>";
+    assert_one(src, "<!DOCTYPE", &["DOCTYPE"]);
+}
+
+#[test]
+fn unknown_elements_are_named() {
+    let src = doc("<testcase id='a'>\n  <send>x</send>\n  <sned>y</sned>\n</testcase>");
+    assert_one(
+        &src,
+        "<sned>",
+        &["<sned>", "<testcase>", "expected one of", "expect-not"],
+    );
+    let src = doc("<testcase id='a'/>\n<cleanup/>");
+    assert_one(&src, "<cleanup", &["<cleanup>", "<scenario>", "teardown"]);
+    let src = doc("<setup><fail-pattern>x</fail-pattern></setup><testcase id='a'/>");
+    assert_one(&src, "<fail-pattern", &["<fail-pattern>", "<setup>"]);
+    let src = doc("<testcase id='a'><x:send xmlns:x='urn:x'>hi</x:send></testcase>");
+    assert_one(&src, "<x:send", &["<x:send>", "namespace"]);
+}
+
+#[test]
+fn unknown_attributes_are_named() {
+    let src = doc("<testcase id='a'>\n  <expect timout='5'>x</expect>\n</testcase>");
+    assert_one(
+        &src,
+        "timout",
+        &["`timout`", "<expect>", "allowed: timeout"],
+    );
+    let src = "<scenario name='x' colour='red'><testcase id='a'/></scenario>";
+    assert_one(src, "colour", &["`colour`", "<scenario>"]);
+    let src = doc("<testcase id='a' xml:space='preserve'><reboot now='1'/></testcase>");
+    let d = errors(&src);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_diag(&src, &d[0], "xml:space", &["`xml:space`", "<testcase>"]);
+    assert_diag(
+        &src,
+        &d[1],
+        "now=",
+        &["`now`", "<reboot> takes no attributes"],
+    );
+}
+
+#[test]
+fn bad_regexes_carry_the_regex_error() {
+    let src = doc("<testcase id='a'>\n  <expect>(unclosed</expect>\n</testcase>");
+    assert_one(
+        &src,
+        "<expect>",
+        &["bad regular expression", "`(unclosed`", "unclosed group"],
+    );
+    let src = doc("<fail-pattern>[z-a]</fail-pattern><testcase id='a'/>");
+    assert_one(&src, "<fail-pattern>", &["<fail-pattern>", "[z-a]"]);
+    let src = doc("<testcase id='a'><expect-not>a{2,1}</expect-not></testcase>");
+    assert_one(&src, "<expect-not>", &["<expect-not>"]);
+}
+
+#[test]
+fn empty_patterns_and_commands_are_rejected() {
+    let src = doc("<testcase id='a'>\n  <expect>  </expect>\n</testcase>");
+    assert_one(&src, "<expect>", &["<expect>", "empty"]);
+    let src = doc("<testcase id='a'><expect-not/></testcase>");
+    assert_one(&src, "<expect-not", &["<expect-not>", "empty"]);
+    let src = doc("<fail-pattern/><testcase id='a'/>");
+    assert_one(&src, "<fail-pattern", &["<fail-pattern>", "empty"]);
+    let src = doc("<testcase id='a'><run> </run></testcase>");
+    assert_one(&src, "<run>", &["<run>", "empty"]);
+    let src = doc("<testcase id='a'><send newline='false'/></testcase>");
+    assert_one(&src, "<send", &["sends nothing"]);
+}
+
+#[test]
+fn duplicate_case_ids_point_at_the_second() {
+    let src = doc("<testcase id='boot'/>\n<testcase id='other'/>\n<testcase id='boot'/>");
+    let d = errors(&src);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].line, d[0].column), (4, 11));
+    assert!(
+        d[0].message.contains("`boot`") && d[0].message.contains("line 2"),
+        "{}",
+        d[0]
+    );
+}
+
+#[test]
+fn bad_case_ids() {
+    for bad in ["a b", "x/y", "..", "ü", ""] {
+        let src = doc(&format!("<testcase id='{bad}'/>"));
+        assert_one(&src, "id=", &["`id`", "<testcase>"]);
+    }
+    let long = "a".repeat(101);
+    assert_one(
+        &doc(&format!("<testcase id='{long}'/>")),
+        "id=",
+        &["longer than 100"],
+    );
+    assert!(parse(&doc(&format!("<testcase id='{}'/>", "a".repeat(100)))).is_ok());
+}
+
+#[test]
+fn missing_required_attributes() {
+    assert_one(
+        "<scenario>\n<testcase id='a'/></scenario>",
+        "<scenario",
+        &["`name`", "<scenario>"],
+    );
+    assert_one(
+        &doc("<testcase>\n</testcase>"),
+        "<testcase",
+        &["`id`", "<testcase>"],
+    );
+    assert_one(
+        &doc("<testcase id='a'><sleep/></testcase>"),
+        "<sleep",
+        &["`ms`", "<sleep>"],
+    );
+}
+
+#[test]
+fn bad_names() {
+    assert_one(
+        "<scenario name='  '><testcase id='a'/></scenario>",
+        "name=",
+        &["`name`", "empty"],
+    );
+    let long = "n".repeat(201);
+    assert_one(
+        &format!("<scenario name='{long}'><testcase id='a'/></scenario>"),
+        "name=",
+        &["longer than 200"],
+    );
+    assert!(parse(&format!(
+        "<scenario name='{}'><testcase id='a'/></scenario>",
+        "n".repeat(200)
+    ))
+    .is_ok());
+    assert_one(
+        &doc("<testcase id='a' name='x&#10;y'/>"),
+        "name='x",
+        &["control"],
+    );
+}
+
+#[test]
+fn bad_timeouts() {
+    let cases = [
+        (
+            "<scenario name='x' timeout='abc'>",
+            "timeout=",
+            "not a number",
+        ),
+        (
+            "<scenario name='x' timeout='0'>",
+            "timeout=",
+            "greater than 0",
+        ),
+        (
+            "<scenario name='x' timeout='0.000'>",
+            "timeout=",
+            "greater than 0",
+        ),
+        (
+            "<scenario name='x' timeout='86400.5'>",
+            "timeout=",
+            "maximum",
+        ),
+        (
+            "<scenario name='x' timeout='-5'>",
+            "timeout=",
+            "not a number",
+        ),
+        (
+            "<scenario name='x' timeout='1e3'>",
+            "timeout=",
+            "not a number",
+        ),
+        (
+            "<scenario name='x' idle-timeout='5s'>",
+            "idle-timeout=",
+            "not a number",
+        ),
+    ];
+    for (open, at, word) in cases {
+        let src = format!("{open}\n<testcase id='a'/></scenario>");
+        assert_one(&src, at, &[word]);
+    }
+    let src = doc("<testcase id='a' timeout='soon'><expect timeout='.5'>x</expect></testcase>");
+    let d = errors(&src);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_diag(
+        &src,
+        &d[0],
+        "timeout='soon'",
+        &["`timeout` of <testcase>", "`soon`"],
+    );
+    assert_diag(&src, &d[1], "timeout='.5'", &["`timeout` of <expect>"]);
+}
+
+#[test]
+fn case_timeout_may_not_exceed_scenario_timeout() {
+    let src = "<scenario name='x' timeout='30'>\n<testcase id='a' timeout='30'/>\n<testcase id='b' timeout='31'/>\n</scenario>";
+    assert_one(src, "timeout='31'", &["31s", "30s"]);
+}
+
+#[test]
+fn seconds_parsing() {
+    assert_eq!(parse_seconds("5"), Ok(Duration::from_secs(5)));
+    assert_eq!(parse_seconds(" 0.5 "), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_seconds("007.250"), Ok(Duration::from_millis(7250)));
+    assert_eq!(parse_seconds("0.000000001"), Ok(Duration::from_nanos(1)));
+    assert_eq!(parse_seconds("86400"), Ok(Duration::from_secs(86400)));
+    for bad in [
+        "",
+        ".",
+        "1.",
+        ".5",
+        "1.2.3",
+        "+1",
+        "1_000",
+        "inf",
+        "NaN",
+        "0.0000000001",
+        "99999999999999999999",
+        "86400.000000001",
+    ] {
+        assert!(parse_seconds(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn text_is_rejected_where_none_belongs() {
+    assert_one(
+        &doc("<testcase id='a'>\n  hello <send>x</send></testcase>"),
+        "hello",
+        &["`hello`", "<testcase>"],
+    );
+    assert_one(
+        &doc("stray\n<testcase id='a'/>"),
+        "stray",
+        &["`stray`", "<scenario>"],
+    );
+    assert_one(
+        &doc("<setup>  junk</setup><testcase id='a'/>"),
+        "junk",
+        &["<setup>"],
+    );
+    assert_one(
+        &doc("<testcase id='a'><reboot>now</reboot></testcase>"),
+        "now",
+        &["<reboot>"],
+    );
+    assert_one(
+        &doc("<testcase id='a'><sleep ms='1'><send/></sleep></testcase>"),
+        "<send",
+        &["<sleep>", "empty"],
+    );
+    assert_one(
+        &doc("<testcase id='a'><send>a<b/>c</send></testcase>"),
+        "<b/>",
+        &["<b>", "<send>", "only text"],
+    );
+}
+
+#[test]
+fn zero_testcases_is_rejected() {
+    assert_one(
+        "<scenario name='x'>\n  <setup/>\n</scenario>",
+        "<scenario",
+        &["at least one <testcase>"],
+    );
+}
+
+#[test]
+fn version_must_be_1() {
+    assert!(parse("<scenario name='x' version='1'><testcase id='a'/></scenario>").is_ok());
+    assert_one(
+        "<scenario name='x' version='2'><testcase id='a'/></scenario>",
+        "version",
+        &["`2`", "version 1"],
+    );
+}
+
+#[test]
+fn bad_enumerations_and_numbers() {
+    assert_one(
+        "<scenario name='x' boot='twice'><testcase id='a'/></scenario>",
+        "boot=",
+        &["`twice`", "per-case"],
+    );
+    assert_one(
+        &doc("<testcase id='a'><send newline='no'>x</send></testcase>"),
+        "newline",
+        &["`no`"],
+    );
+    for bad in ["256", "-1", "x", "+1", ""] {
+        assert_one(
+            &doc(&format!(
+                "<testcase id='a'><run exit-code='{bad}'>ls</run></testcase>"
+            )),
+            "exit-code",
+            &["0 to 255"],
+        );
+    }
+    assert!(parse(&doc(
+        "<testcase id='a'><run exit-code='255'>ls</run></testcase>"
+    ))
+    .is_ok());
+    for bad in ["3600001", "1.5", "-1", "soon"] {
+        assert_one(
+            &doc(&format!("<testcase id='a'><sleep ms='{bad}'/></testcase>")),
+            "ms=",
+            &["`ms`", "3600000"],
+        );
+    }
+    assert!(parse(&doc("<testcase id='a'><sleep ms='3600000'/></testcase>")).is_ok());
+}
+
+#[test]
+fn structure_rules() {
+    let src = doc("<testcase id='a'/>\n<setup/>");
+    assert_one(&src, "<setup", &["before the first <testcase>"]);
+    let src = doc("<setup/>\n<setup/>\n<testcase id='a'/>");
+    let d = errors(&src);
+    assert_eq!((d.len(), d[0].line), (1, 3), "{d:?}");
+    let src = doc("<testcase id='a'/>\n<teardown/>\n<testcase id='b'/>");
+    assert_one(&src, "<testcase id='b'", &["after <teardown>"]);
+    let src = doc("<testcase id='a'/>\n<teardown/>\n<teardown/>");
+    let d = errors(&src);
+    assert_eq!((d.len(), d[0].line), (1, 4), "{d:?}");
+    let src = "<scenario name='x' description='a'>\n<description>b</description><testcase id='a'/></scenario>";
+    assert_one(src, "<description>", &["twice"]);
+    let src = doc("<description>a</description><description>b</description><testcase id='a'/>");
+    assert_one(&src, "<description>b", &["only one"]);
+}
+
+#[test]
+fn many_problems_are_reported_in_order() {
+    let src = "<scenario name='x' timeout='zero' bogus='1'>\n\
+               <testcase id='a'><sned/><expect>(</expect></testcase>\n\
+               <testcase id='a' timeout='-1'><sleep ms='x'/></testcase>\n\
+               </scenario>";
+    let d = errors(src);
+    assert_eq!(d.len(), 7, "{d:#?}");
+    let mut sorted = d.clone();
+    sorted.sort_by_key(|d| (d.line, d.column));
+    assert_eq!(d, sorted);
+    let text = ParseError {
+        diagnostics: d.clone(),
+    }
+    .to_string();
+    assert_eq!(text.lines().count(), 7);
+    assert!(
+        text.starts_with("line 1, column 20: attribute `timeout` of <scenario>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn diagnostics_are_capped() {
+    let body: String = (0..300)
+        .map(|i| format!("<testcase id='c{i}'><bad/></testcase>\n"))
+        .collect();
+    let d = errors(&doc(&body));
+    assert_eq!(d.len(), crate::MAX_DIAGNOSTICS + 1);
+    assert!(d.last().unwrap().message.contains("too many"));
+}
+
+#[test]
+fn oversized_files_are_rejected() {
+    let big = doc(&format!(
+        "<!-- {} --><testcase id='a'/>",
+        "x".repeat(MAX_SOURCE_BYTES)
+    ));
+    assert_one(&big, "<scenario", &["at most"]);
+}
+
+#[test]
+fn display_formats() {
+    let d = Diagnostic {
+        line: 3,
+        column: 7,
+        message: "boom".into(),
+    };
+    assert_eq!(d.to_string(), "line 3, column 7: boom");
+    let e = ParseError {
+        diagnostics: vec![
+            d.clone(),
+            Diagnostic {
+                line: 4,
+                column: 1,
+                message: "bang".into(),
+            },
+        ],
+    };
+    assert_eq!(
+        e.to_string(),
+        "line 3, column 7: boom\nline 4, column 1: bang"
+    );
+    assert_eq!(format_seconds(Duration::from_millis(500)), "0.5s");
+    assert_eq!(format_seconds(Duration::from_secs(300)), "300s");
+    assert_eq!(BootMode::PerCase.to_string(), "per-case");
+    let s = parse(&doc(
+        "<testcase id='a'><send newline='false'>y</send><expect>ok</expect></testcase>",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.cases[0].steps[0].to_string(),
+        "<send> \"y\" (no newline) (line 2)"
+    );
+    assert_eq!(s.cases[0].steps[1].action.to_string(), "<expect> \"ok\"");
+}
+
+#[test]
+fn regex_size_is_limited_but_realistic_patterns_fit() {
+    let src = doc("<testcase id='a'><expect>x{1000}{1000}</expect></testcase>");
+    assert_one(&src, "<expect>", &["size limit"]);
+    let realistic = [
+        r"^\w{1,32}@\w{1,32}$",
+        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+        r"[A-Fa-f0-9]{64}",
+        r"\S{1,100} \w{1,100}",
+        r"(?i)(error|fail(ed|ure)?|panic|abort|assert(ion)?)\b.{0,200}",
+        r"heap: \d+ bytes free, min \d+",
+    ];
+    for p in realistic {
+        assert!(crate::compile_regex(p).is_ok(), "{p}");
+    }
+}
+
+#[test]
+fn zz_probe() {
+    for src in ["\u{FEFF}<scenario name='b'><testcase id='a'/></scenario>", "<?xml version='1.0' encoding='ISO-8859-1'?><scenario name='b'><testcase id='a'/></scenario>", "<scenario name='b'><testcase id='a'/></scenario><!-- x -->", "<scenario name='b'><testcase id='a'/></scenario>x"] {
+        eprintln!("{:?}", parse(src).map(|s| s.summary()).map_err(|e| e.to_string()));
+    }
+}
