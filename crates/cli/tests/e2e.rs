@@ -1,0 +1,406 @@
+//! End to end: a real git server on loopback, the example firmware built with the real Xtensa
+//! cross-compiler, booted in real QEMU, driven through scenarios via the HTTP API of a running
+//! `testarena up`. After every queue, no process of it may be left alive.
+
+mod common;
+
+use common::App;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EXTRA_SCENARIOS: &[(&str, &str)] = &[
+    (
+        "checks/fail_expect.xml",
+        r#"<scenario name="fail-expect" timeout="60">
+  <testcase id="TC_WRONG" timeout="20"><send>ping</send><expect timeout="2">^pang$</expect></testcase>
+  <testcase id="TC_AFTER" timeout="20"><send>echo still alive</send><expect timeout="5">^still alive$</expect></testcase>
+</scenario>"#,
+    ),
+    (
+        "checks/panic.xml",
+        r#"<scenario name="panic" timeout="60">
+  <fail-pattern>Guru Meditation Error</fail-pattern>
+  <testcase id="TC_PANIC" timeout="20"><send>panic</send><expect timeout="10">^never printed$</expect></testcase>
+</scenario>"#,
+    ),
+    (
+        "checks/hang.xml",
+        r#"<scenario name="hang" timeout="60">
+  <testcase id="TC_HANG" timeout="3"><send>hang</send><expect timeout="30">^never$</expect></testcase>
+  <testcase id="TC_IDLE" timeout="20" idle-timeout="1"><send>hang</send><expect timeout="10">^never$</expect></testcase>
+</scenario>"#,
+    ),
+    (
+        "checks/forever.xml",
+        r#"<scenario name="forever" timeout="600">
+  <testcase id="TC_FOREVER" timeout="600"><send>hang</send><expect timeout="600">^never$</expect></testcase>
+</scenario>"#,
+    ),
+    (
+        "checks/burst.xml",
+        r#"<scenario name="burst" timeout="300">
+  <testcase id="TC_BURST" timeout="240"><send>spam 1000000</send><expect timeout="240">^spam done$</expect></testcase>
+</scenario>"#,
+    ),
+    (
+        "checks/host.xml",
+        r#"<scenario name="host" timeout="60" boot="per-case">
+  <testcase id="TC_RUN" timeout="20">
+    <run timeout="10">test -n "$TESTARENA_QUEUE_ID" &amp;&amp; test -d "$TESTARENA_LOG_DIR" &amp;&amp; echo "console at $TESTARENA_CONSOLE"</run>
+    <run timeout="10" exit-code="3">exit 3</run>
+    <send>ping</send><expect timeout="5">^pong$</expect>
+  </testcase>
+  <testcase id="TC_REBOOT" timeout="30">
+    <reboot/><send>echo rebooted</send><expect timeout="5">^rebooted$</expect>
+  </testcase>
+</scenario>"#,
+    ),
+];
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=TestArena", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A bare repository served by `git daemon` on loopback, and a working clone to push from.
+struct GitServer {
+    daemon: Child,
+    url: String,
+    work: PathBuf,
+}
+
+impl GitServer {
+    fn start(root: &Path) -> GitServer {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-firmware");
+        let work = root.join("work");
+        copy_dir(&examples, &work);
+        for (path, text) in EXTRA_SCENARIOS {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-qm", "demo firmware"]);
+        let served = root.join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        git(&served, &["clone", "-q", "--bare", work.to_str().unwrap(), "fw.git"]);
+        git(&work, &["remote", "add", "origin", served.join("fw.git").to_str().unwrap()]);
+        let port = free_port();
+        let mut daemon = Command::new("git")
+            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(format!("--base-path={}", served.display()))
+            .arg(&served)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "git daemon did not start");
+            if let Ok(Some(s)) = daemon.try_wait() {
+                panic!("git daemon exited: {s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GitServer { daemon, url: format!("git://127.0.0.1:{port}/fw.git"), work }
+    }
+
+    /// Commits a change on `branch` and pushes it.
+    fn commit(&self, branch: &str, file: &str, text: &str, message: &str) -> String {
+        git(&self.work, &["fetch", "-q", "origin"]);
+        git(&self.work, &["checkout", "-q", "-B", branch, "origin/main"]);
+        std::fs::write(self.work.join(file), text).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-qm", message]);
+        git(&self.work, &["push", "-q", "-f", "origin", &format!("{branch}:{branch}")]);
+        let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&self.work).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "build" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Pids of processes whose working directory is inside `dir` (the queue's checkout).
+fn processes_under(dir: &Path) -> Vec<(i32, String)> {
+    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else { continue };
+        if cwd.starts_with(&dir) {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            // A zombie has no cmdline; it is already dead.
+            if !cmd.trim().is_empty() {
+                found.push((pid, cmd));
+            }
+        }
+    }
+    found
+}
+
+async fn submit(app: &App, body: Value) -> i64 {
+    let r = app.client.post(app.url("/api/v1/queues")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+async fn get_queue(app: &App, id: i64) -> Value {
+    app.client.get(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_until(app: &App, id: i64, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let q = get_queue(app, id).await;
+        if done(&q) {
+            return q;
+        }
+        assert!(start.elapsed() < within, "queue {id} did not get there in {within:?}: {q:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_finished(app: &App, id: i64) -> Value {
+    let q = wait_until(app, id, Duration::from_secs(300), |q| {
+        !matches!(q["status"].as_str(), Some("waiting") | Some("running"))
+    })
+    .await;
+    assert_no_leftovers(app, id);
+    q
+}
+
+fn assert_no_leftovers(app: &App, id: i64) {
+    let work = app.data_dir.join("queues").join(id.to_string());
+    let left = processes_under(&work);
+    assert!(left.is_empty(), "processes of queue {id} still alive: {left:?}");
+}
+
+fn case<'a>(q: &'a Value, id: &str) -> &'a Value {
+    q["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["cases"].as_array().unwrap())
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("case {id} not in {q:#}"))
+}
+
+fn up(dir: &Path, extra: &[&str]) -> App {
+    App::start("up", dir, extra)
+}
+
+#[tokio::test]
+async fn default_scenarios_pass_with_reports_and_live_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &[]);
+    let id = submit(&app, json!({"repo": server.url, "branch": "main"})).await;
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q["status"], "passed", "{q:#}");
+    assert_eq!(q["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(q["tasks"].as_array().unwrap().len(), 1, "default set is scenarios/*.xml");
+    assert_eq!(q["summary"]["passed"], 5);
+    let dir = app.data_dir.join("queues").join(id.to_string());
+    let queue_log = std::fs::read_to_string(dir.join("queue.log")).unwrap();
+    assert!(queue_log.contains("| pong"), "console lines are in queue.log");
+    assert!(std::fs::read_to_string(dir.join("build.log")).unwrap().contains("xtensa-lx106-elf-gcc"));
+    let case_log = std::fs::read_to_string(dir.join("01-smoke/TC_PING.log")).unwrap();
+    assert!(case_log.contains("# send: ping") && case_log.contains("| pong"), "{case_log}");
+    let html = std::fs::read_to_string(dir.join("01-smoke/TC_PING.html")).unwrap();
+    assert!(html.contains("pong") && html.contains("passed"));
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("tests=\"5\"") && junit.contains("TC_PING"), "{junit}");
+    // The log endpoint serves the same bytes, resumable by offset.
+    let r = app.client.get(app.url(&format!("/api/v1/queues/{id}/log?offset=10"))).send().await.unwrap();
+    let next: usize = r.headers()["x-next-offset"].to_str().unwrap().parse().unwrap();
+    assert_eq!(r.text().await.unwrap(), queue_log[10..]);
+    assert_eq!(next, queue_log.len());
+}
+
+#[tokio::test]
+async fn failures_are_reported_with_their_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &[]);
+    let scenarios = json!(["checks/fail_expect.xml", "checks/panic.xml", "checks/hang.xml", "checks/missing.xml", "checks/host.xml"]);
+    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": scenarios})).await;
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q["status"], "error", "a missing scenario file is an infrastructure error: {q:#}");
+
+    let wrong = case(&q, "TC_WRONG");
+    assert_eq!(wrong["status"], "failed");
+    let msg = wrong["message"].as_str().unwrap();
+    assert!(msg.contains("^pang$") && msg.contains("pong"), "names the pattern and the last lines: {msg}");
+    assert_eq!(case(&q, "TC_AFTER")["status"], "passed", "unconsumed output does not leak into the next case");
+
+    let panic = case(&q, "TC_PANIC");
+    assert_eq!(panic["status"], "failed");
+    assert!(panic["message"].as_str().unwrap().contains("Guru Meditation Error"), "{panic}");
+
+    let hang = case(&q, "TC_HANG");
+    assert_eq!(hang["status"], "failed");
+    assert!(hang["message"].as_str().unwrap().contains("timed out after 3s"), "{hang}");
+    let idle = case(&q, "TC_IDLE");
+    assert_eq!(idle["status"], "failed");
+    assert!(idle["message"].as_str().unwrap().contains("silent"), "{idle}");
+
+    let missing = q["tasks"].as_array().unwrap().iter().find(|t| t["scenario"] == "checks/missing.xml").unwrap();
+    assert_eq!(missing["status"], "error");
+    assert!(missing["error"].as_str().unwrap().contains("checks/missing.xml"));
+
+    assert_eq!(case(&q, "TC_RUN")["status"], "passed", "{q:#}");
+    assert_eq!(case(&q, "TC_REBOOT")["status"], "passed", "{q:#}");
+    let run_log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/05-host/TC_RUN.log"))).unwrap();
+    assert!(run_log.contains("console at tcp://127.0.0.1:"), "{run_log}");
+    let junit = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/junit.xml"))).unwrap();
+    assert!(junit.contains("<failure") && junit.contains("<error"), "{junit}");
+}
+
+#[tokio::test]
+async fn build_failure_is_an_error_and_new_commits_are_fetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &[]);
+    let first = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]})).await;
+    let q1 = wait_finished(&app, first).await;
+    assert_eq!(q1["status"], "passed", "{q1:#}");
+    let mirrors: Vec<_> = std::fs::read_dir(app.data_dir.join("git")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert_eq!(mirrors.len(), 1);
+    let mirror = mirrors[0].path();
+    let marker = mirror.join("testarena-marker");
+    std::fs::write(&marker, "kept").unwrap();
+
+    let broken = server.commit("broken", "src/main.c", "this is not C\n", "break the build");
+    let bad = submit(&app, json!({"repo": server.url, "branch": "broken"})).await;
+    let qb = wait_finished(&app, bad).await;
+    assert_eq!(qb["status"], "error", "{qb:#}");
+    assert_eq!(qb["commit"], broken.as_str());
+    assert!(qb["error"].as_str().unwrap().contains("build failed"), "{qb:#}");
+
+    let newer = server.commit("main", "NEWS", "a new commit\n", "news");
+    let second = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]})).await;
+    let q2 = wait_finished(&app, second).await;
+    assert_eq!(q2["status"], "passed");
+    assert_eq!(q2["commit"], newer.as_str(), "the next queue tests the new head");
+    assert_ne!(q2["commit"], q1["commit"]);
+    assert!(marker.exists(), "the mirror was fetched into, not cloned again");
+
+    let exact = submit(&app, json!({"repo": server.url, "branch": "main", "commit": q1["commit"], "scenarios": ["scenarios/smoke.xml"]})).await;
+    let q3 = wait_finished(&app, exact).await;
+    assert_eq!(q3["commit"], q1["commit"], "an explicit commit wins over the branch head");
+}
+
+#[tokio::test]
+async fn abort_stops_a_running_queue_within_two_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &[]);
+    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml", "scenarios/smoke.xml"]})).await;
+    wait_until(&app, id, Duration::from_secs(120), |q| q["tasks"][0]["cases"][0]["status"] == "running").await;
+    let work = app.data_dir.join("queues").join(id.to_string());
+    assert!(!processes_under(&work).is_empty(), "qemu runs while the case runs");
+    let asked = Instant::now();
+    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/abort"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let q = wait_until(&app, id, Duration::from_secs(10), |q| q["status"] == "aborted").await;
+    assert!(asked.elapsed() < Duration::from_secs(2) + Duration::from_secs(3), "abort took {:?}", asked.elapsed());
+    assert_no_leftovers(&app, id);
+    assert_eq!(case(&q, "TC_FOREVER")["status"], "error");
+    assert_eq!(q["tasks"][1]["status"], "skipped", "{q:#}");
+    let r = app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(!work.exists());
+}
+
+#[tokio::test]
+async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let data = tmp.path().join("data");
+    let app = up(&data, &[]);
+    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]})).await;
+    wait_until(&app, id, Duration::from_secs(120), |q| q["tasks"][0]["cases"][0]["status"] == "running").await;
+    let work = data.join("queues").join(id.to_string());
+    let before = processes_under(&work);
+    assert!(!before.is_empty());
+    // SIGKILL the worker process only; its emulator lives in its own process group.
+    let pid = app.child.id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(app);
+    let app = up(&data, &[]);
+    // The new worker kills what the dead one left, and takes the queue back.
+    let q = wait_until(&app, id, Duration::from_secs(60), |q| q["attempts"].as_i64() == Some(2)).await;
+    for (old, cmd) in &before {
+        let alive = std::fs::read(format!("/proc/{old}/cmdline")).map(|c| !c.is_empty()).unwrap_or(false);
+        assert!(!alive, "process {old} ({cmd}) of the killed worker still runs");
+    }
+    assert_ne!(q["status"], "waiting");
+    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/abort"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q["status"], "aborted");
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_50mb_burst_streams_without_memory_growing_and_logs_are_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &["--log-cap", "20000000"]);
+    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/burst.xml"]})).await;
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q["status"], "passed", "{q:#}");
+    let peak = peak_rss_kb(app.child.id());
+    // ~55 MB of console output (plus timestamps) went through; the worker must not hold it.
+    assert!(peak > 0 && peak < 120 * 1024, "peak RSS {peak} kB");
+    let log = app.data_dir.join(format!("queues/{id}/01-burst/TC_BURST.log"));
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 20_000_000 + 1000, "case log capped: {size}");
+    let text = std::fs::read(&log).unwrap();
+    assert!(String::from_utf8_lossy(&text[text.len().saturating_sub(2000)..]).contains("log truncated"));
+}
