@@ -88,6 +88,10 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
     pub log_cap: Option<u64>,
+    /// Server the client commands (`submit`, `queues`, ...) talk to.
+    pub server_url: Option<String>,
+    /// Bearer token the client commands send.
+    pub token: Option<String>,
 }
 
 /// Settings after layering.
@@ -103,7 +107,8 @@ pub struct Settings {
     pub log_cap: u64,
 }
 
-fn read_file(explicit: Option<&Path>) -> Result<FileConfig> {
+/// Reads the config file: `explicit`, else the default path if it exists, else nothing.
+pub fn read_file(explicit: Option<&Path>) -> Result<FileConfig> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None if Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),

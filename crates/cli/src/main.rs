@@ -1,5 +1,6 @@
 //! `testarena`: the server, the worker, both at once, and tools around them.
 
+mod client;
 mod config;
 
 use anyhow::{Context, Result};
@@ -53,6 +54,8 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit
     Migrate,
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn init_logging(json: bool) {
@@ -137,14 +140,8 @@ async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Resu
         tokio::spawn(w.run(stop.clone()))
     });
     if with_server {
-        let state = AppState {
-            store: store.clone(),
-            config: Arc::new(ServerConfig {
-                data_dir: s.data_dir.clone(),
-                allowed_roots: s.allowed_roots.clone(),
-            }),
-            new_work,
-        };
+        let config = ServerConfig { data_dir: s.data_dir.clone(), allowed_roots: s.allowed_roots.clone() };
+        let state = AppState::new(store.clone(), config, new_work);
         let listener = tokio::net::TcpListener::bind(s.listen)
             .await
             .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -224,6 +221,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("database {} is up to date", s.database_url);
             Ok(())
         }
+        Command::Client(c) => std::process::exit(client::run(c, &cli.common).await),
     }
 }
 

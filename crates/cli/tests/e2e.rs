@@ -250,6 +250,47 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
     let next: usize = r.headers()["x-next-offset"].to_str().unwrap().parse().unwrap();
     assert_eq!(r.text().await.unwrap(), queue_log[10..]);
     assert_eq!(next, queue_log.len());
+
+    // Reports over HTTP: the case logs by the URLs the queue object gives, junit, archive.
+    let ping = case(&q, "TC_PING");
+    let text = app.client.get(app.url(ping["log_url"].as_str().unwrap())).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, case_log);
+    let page = app.client.get(app.url(ping["html_url"].as_str().unwrap())).send().await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(page.text().await.unwrap(), html);
+    let r = app.client.get(app.url(&format!("/api/v1/queues/{id}/junit.xml"))).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), junit);
+    let tgz = app.client.get(app.url(&format!("/api/v1/queues/{id}/archive"))).send().await.unwrap().bytes().await.unwrap();
+    let listing = tmp.path().join("archive.tgz");
+    std::fs::write(&listing, &tgz).unwrap();
+    let out = Command::new("tar").arg("tzf").arg(&listing).output().unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    for f in [format!("queue-{id}/queue.log"), format!("queue-{id}/junit.xml"), format!("queue-{id}/01-smoke/TC_PING.html")] {
+        assert!(names.lines().any(|l| l == f), "{f} not in archive: {names}");
+    }
+    assert!(!names.contains("/work/"), "the checkout is not archived");
+
+    // The live stream: everything, then `end`; resuming from an id gives the rest, no duplicates.
+    let sse = app.client.get(app.url(&format!("/api/v1/queues/{id}/log/stream"))).send().await.unwrap().text().await.unwrap();
+    let data: String = sse.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).filter(|l| *l != "{}").map(|l| format!("{l}\n")).collect();
+    assert_eq!(data, queue_log, "SSE carries the whole log");
+    assert!(sse.contains("event: end"));
+    let first_id: u64 = sse.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().parse().unwrap();
+    let rest = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/log/stream")))
+        .header("last-event-id", first_id.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rest_data: String = rest.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).filter(|l| *l != "{}").map(|l| format!("{l}\n")).collect();
+    assert_eq!(rest_data, queue_log[first_id as usize..]);
+
+    let workers: Value = app.client.get(app.url("/api/v1/workers")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
 }
 
 #[tokio::test]
@@ -289,6 +330,45 @@ async fn failures_are_reported_with_their_reason() {
     assert!(run_log.contains("console at tcp://127.0.0.1:"), "{run_log}");
     let junit = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/junit.xml"))).unwrap();
     assert!(junit.contains("<failure") && junit.contains("<error"), "{junit}");
+
+    // Re-run only what failed: the failed cases of their scenarios, and the scenario that could not run.
+    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/rerun"))).json(&json!({"only_failed": true})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let again = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let q2 = wait_finished(&app, again).await;
+    let ids: Vec<&str> = q2["tasks"].as_array().unwrap().iter().flat_map(|t| t["cases"].as_array().unwrap()).map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["TC_WRONG", "TC_PANIC", "TC_HANG", "TC_IDLE"], "{q2:#}");
+    assert!(q2["scenarios"].as_array().unwrap().contains(&json!("checks/missing.xml")));
+}
+
+#[tokio::test]
+async fn per_case_boot_runs_teardown_and_reboot_keeps_fail_pattern() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    server.commit(
+        "main",
+        "checks/lifecycle.xml",
+        r#"<scenario name="lifecycle" timeout="60" boot="per-case">
+  <fail-pattern>Guru Meditation Error</fail-pattern>
+  <setup><send>echo setup ran</send><expect timeout="5">^setup ran$</expect></setup>
+  <testcase id="TC_A" timeout="20"><send>ping</send><expect timeout="5">^pong$</expect></testcase>
+  <testcase id="TC_CRASH_AFTER_REBOOT" timeout="20"><reboot/><send>panic</send><expect timeout="10">^never$</expect></testcase>
+  <teardown><send>echo teardown ran</send><expect timeout="5">^teardown ran$</expect></teardown>
+</scenario>"#,
+        "lifecycle scenario",
+    );
+    let app = up(&tmp.path().join("data"), &[]);
+    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/lifecycle.xml"]})).await;
+    let q = wait_finished(&app, id).await;
+    assert_eq!(case(&q, "TC_A")["status"], "passed", "{q:#}");
+    let crash = case(&q, "TC_CRASH_AFTER_REBOOT");
+    assert_eq!(crash["status"], "failed");
+    assert!(crash["message"].as_str().unwrap().contains("Guru Meditation"), "fail pattern still armed after reboot: {crash}");
+    let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
+    // The crashed firmware answers nothing, so only the first teardown's echo comes back.
+    assert_eq!(log.matches("# teardown\n").count(), 2, "teardown after each per-case boot");
+    assert_eq!(log.matches("| teardown ran").count(), 1);
+    assert_eq!(log.matches("| setup ran").count(), 2, "setup after each per-case boot");
 }
 
 #[tokio::test]

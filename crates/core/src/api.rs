@@ -63,6 +63,10 @@ pub struct Case {
     pub status: CaseStatus,
     pub duration_ms: Option<u64>,
     pub message: Option<String>,
+    /// The case's plain-text log.
+    pub log_url: String,
+    /// The case's HTML log.
+    pub html_url: String,
 }
 
 /// `GET /api/v1/queues`.
@@ -106,4 +110,32 @@ impl Summary {
             CaseStatus::Pending | CaseStatus::Running => {}
         }
     }
+}
+
+/// `GET /api/v1/workers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerList {
+    pub workers: Vec<Worker>,
+}
+
+/// A live worker process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Worker {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    pub concurrency: i64,
+    /// Ids of the queues it runs now.
+    pub running: Vec<i64>,
+}
+
+/// Body of `POST /api/v1/queues/{id}/rerun`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rerun {
+    /// Only the cases that failed or errored (and scenarios that could not run).
+    #[serde(default)]
+    pub only_failed: bool,
 }

@@ -1,6 +1,7 @@
 //! Checks on what a client submits. Every rejection names the field it is about.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 /// Most characters a queue name may have.
@@ -61,6 +62,8 @@ pub struct ValidQueue {
     pub name: String,
     pub priority: i64,
     pub commit: Option<String>,
+    /// Only these cases of these scenarios run (a re-run of failed cases); `None` runs all.
+    pub case_filter: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl NewQueue {
@@ -139,6 +142,7 @@ impl NewQueue {
             name,
             priority,
             commit,
+            case_filter: None,
         })
     }
 }

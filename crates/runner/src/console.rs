@@ -284,6 +284,11 @@ impl Console {
         format!("tcp://127.0.0.1:{}", self.bridge_port)
     }
 
+    /// The fail pattern in force now.
+    pub fn fail_pattern(&self) -> Option<Regex> {
+        lock(&self.state).fail_pattern.clone()
+    }
+
     /// Sets the pattern that fails a case as soon as it appears, clearing any earlier hit.
     pub fn set_fail_pattern(&self, re: Option<Regex>) {
         let mut s = lock(&self.state);

@@ -84,27 +84,7 @@ impl From<StoreError> for Failure {
     }
 }
 
-/// A case file name safe on disk (ids are checked by the parser; this is belt and braces).
-fn file_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The directory of a task's files: `<queue>/<NN>-<scenario stem>`.
-pub fn task_dir(queue_dir: &Path, position: i64, scenario: &str) -> PathBuf {
-    let stem = Path::new(scenario)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    queue_dir.join(format!("{:02}-{}", position + 1, file_safe(&stem)))
-}
+use testarena_core::paths::{case_log, task_dir};
 
 struct Run<'a> {
     store: &'a Store,
@@ -127,7 +107,7 @@ pub async fn run_queue(
     queue: QueueRow,
     ctl: &QueueControl,
 ) {
-    let dir = crate::queue_dir(&cfg.data_dir, queue.id);
+    let dir = testarena_core::paths::queue_dir(&cfg.data_dir, queue.id);
     let id = queue.id;
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::error!(queue = id, error = %e, "cannot create the queue directory");
@@ -395,7 +375,7 @@ impl Run<'_> {
         }
     }
 
-    async fn shutdown_console(&self, console: Console) {
+    async fn shutdown_console(&self, console: &Console) {
         let pgid = console.pgid().await;
         let code = console.stop().await;
         self.logs.event(&format!(
@@ -429,7 +409,7 @@ impl Run<'_> {
             Ok(text) => testarena_scenario::parse(&text)
                 .map_err(|e| format!("invalid scenario {scenario_path}:\n{e}")),
         };
-        let scenario = match scenario {
+        let mut scenario = match scenario {
             Ok(s) => s,
             Err(msg) => {
                 self.logs.event(&msg);
@@ -441,6 +421,10 @@ impl Run<'_> {
             }
         };
         suite.name = scenario.name.clone();
+        if let Some(only) = self.queue.case_filter.as_ref().and_then(|f| f.get(scenario_path)) {
+            scenario.cases.retain(|c| only.contains(&c.id));
+            self.logs.event(&format!("re-run of failed cases only: {}", only.join(", ")));
+        }
         let new_cases: Vec<NewCase> = scenario
             .cases
             .iter()
@@ -506,7 +490,7 @@ impl Run<'_> {
                 status: *status,
                 duration_ms: *ms,
                 message: message.clone(),
-                log_path: Some(tdir.join(format!("{}.log", file_safe(&case.id)))),
+                log_path: Some(case_log(tdir, &case.id)),
             });
         }
         let verdict = results
@@ -561,25 +545,29 @@ impl Run<'_> {
                 Err(_) => break,
             }
             if scenario.boot == BootMode::PerCase {
-                if let Some(c) = console.take() {
-                    self.shutdown_console(c).await;
+                if let Some(mut c) = console.take() {
+                    self.teardown_and_stop(scenario, &mut c, spec, cancel).await;
                 }
             }
         }
         if let Some(mut c) = console.take() {
-            if !scenario.teardown.is_empty() && !cancel.is_cancelled() {
-                self.logs.event("teardown");
-                for step in &scenario.teardown {
-                    if let Err(f) = self.run_step(step, &mut c, spec, None, cancel).await {
-                        self.logs
-                            .event(&format!("teardown step {step} failed: {}", c.describe(&f)));
-                        break;
-                    }
-                }
-            }
-            self.shutdown_console(c).await;
+            self.teardown_and_stop(scenario, &mut c, spec, cancel).await;
         }
         task_error
+    }
+
+    /// Runs the scenario's teardown (failures are logged only) and stops the emulator.
+    async fn teardown_and_stop(&self, scenario: &Scenario, c: &mut Console, spec: &EmulatorSpec, cancel: &CancellationToken) {
+        if !scenario.teardown.is_empty() && !cancel.is_cancelled() {
+            self.logs.event("teardown");
+            for step in &scenario.teardown {
+                if let Err(f) = self.run_step(step, c, spec, None, cancel).await {
+                    self.logs.event(&format!("teardown step {step} failed: {}", c.describe(&f)));
+                    break;
+                }
+            }
+        }
+        self.shutdown_console(c).await;
     }
 
     async fn boot_and_setup(
@@ -597,7 +585,7 @@ impl Run<'_> {
             for step in &scenario.setup {
                 if let Err(f) = self.run_step(step, &mut c, spec, None, cancel).await {
                     let m = format!("setup step {step} failed: {}", c.describe(&f));
-                    self.shutdown_console(c).await;
+                    self.shutdown_console(&c).await;
                     return Err(m);
                 }
             }
@@ -618,7 +606,7 @@ impl Run<'_> {
     ) -> Result<(CaseStatus, Option<String>, u64), Failure> {
         let worker = &self.cfg.worker_id;
         self.store.start_case(case_row, worker).await?;
-        let log_path = tdir.join(format!("{}.log", file_safe(&case.id)));
+        let log_path = case_log(tdir, &case.id);
         self.logs
             .set_current(LogFile::create(&log_path, self.cfg.log_cap).ok());
         self.logs.event(&format!(
@@ -765,9 +753,11 @@ impl Run<'_> {
             Action::Reboot => {
                 self.logs.event("reboot");
                 let fail = console.fail_hit();
+                let pattern = console.fail_pattern();
+                self.shutdown_console(console).await;
                 let fresh = self.boot(spec, cancel).await.map_err(StepFailure::Closed)?;
-                let old = std::mem::replace(console, fresh);
-                self.shutdown_console(old).await;
+                fresh.set_fail_pattern(pattern);
+                *console = fresh;
                 match fail {
                     Some(seq) => Err(StepFailure::FailPattern(seq)),
                     None => Ok(()),
@@ -929,7 +919,7 @@ impl Run<'_> {
                             status: c.status,
                             duration_ms: c.duration_ms.unwrap_or(0).max(0) as u64,
                             message: c.message.clone(),
-                            log_path: Some(tdir.join(format!("{}.log", file_safe(&c.key))))
+                            log_path: Some(case_log(&tdir, &c.key))
                                 .filter(|p| p.exists()),
                         })
                         .collect(),

@@ -311,6 +311,20 @@ fn generate_element(rng: &mut Rng, out: &mut String, depth: usize, name: &str) {
                 let name = *rng.pick(ELEMENTS);
                 generate_element(rng, out, depth + 1, name);
             }
+            2 => {
+                // Whitespace in its different spellings around some text.
+                for _ in 0..3 {
+                    out.push_str(rng.pick::<&str>(&[
+                        " \r\n ",
+                        "&#32;",
+                        "&#13;&#10;",
+                        "\t",
+                        "<![CDATA[ ]]>",
+                        "x",
+                        "<!--c-->",
+                    ]));
+                }
+            }
             _ => out.push_str(&escape(rng.pick::<&str>(TEXTS))),
         }
     } else {
@@ -482,6 +496,11 @@ fn parse_never_panics_on_mutated_or_random_input() {
     }
     // The mutants must reach the checker, not only the XML parser: some parse, many are rejected.
     let [parsed, rejected, not_xml] = outcomes;
+    assert_eq!(
+        crate::text::MISMATCHES.with(|m| m.get()),
+        0,
+        "text decoding disagreed with roxmltree"
+    );
     eprintln!("parsed {parsed}, rejected {rejected}, not XML {not_xml}");
     assert!(
         parsed > 20 && rejected > 1000,

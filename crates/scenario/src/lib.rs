@@ -9,10 +9,15 @@
 //!
 //! Text content of `<send>`, `<expect>`, `<expect-not>`, `<run>`, `<fail-pattern>` and
 //! `<description>` is taken exactly as written (after XML entity and CDATA decoding) except
-//! that leading and trailing XML whitespace (space, tab, CR, LF) is trimmed.
+//! that leading and trailing whitespace (space, tab, CR, LF) written literally in the file is
+//! trimmed; whitespace written as a character reference (`&#32;`, `&#13;`) or inside CDATA
+//! is kept.
+
+#![warn(missing_docs)]
 
 mod parse;
 mod position;
+mod text;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use regex::Regex;
-use roxmltree::{Document, Node, NodeType, ParsingOptions};
+use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::position::LineIndex;
 use crate::{
@@ -429,25 +429,16 @@ impl<'s> Parser<'s> {
         }
     }
 
-    /// The text of an element that holds only text, trimmed of leading and trailing whitespace.
+    /// The text of an element that holds only text, trimmed of literal surrounding whitespace.
     fn text(&mut self, node: Node<'_, '_>, element: &str) -> String {
-        let mut out = String::new();
-        for child in node.children() {
-            match child.node_type() {
-                NodeType::Text => out.push_str(child.text().unwrap_or("")),
-                NodeType::Element => {
-                    let name = self.written_name(child);
-                    self.error(
-                        child,
-                        format!(
-                            "unexpected element <{name}> in <{element}>, which holds only text"
-                        ),
-                    );
-                }
-                _ => {}
-            }
+        for child in node.children().filter(|c| c.is_element()) {
+            let name = self.written_name(child);
+            self.error(
+                child,
+                format!("unexpected element <{name}> in <{element}>, which holds only text"),
+            );
         }
-        trim_xml(&out).to_string()
+        crate::text::element_text(self.source, node)
     }
 
     /// Compiles the text of `node` as a regex; empty patterns are rejected.

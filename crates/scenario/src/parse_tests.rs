@@ -123,7 +123,7 @@ fn good_file_parses_with_all_values() {
         if pattern.as_str() == "error" && *timeout == Duration::from_millis(250))
     );
     assert!(
-        matches!(&c.steps[3].action, Action::Send { text, newline: false } if text == "<raw> &")
+        matches!(&c.steps[3].action, Action::Send { text, newline: false } if text == " <raw> & ")
     );
     assert!(
         matches!(&c.steps[4].action, Action::Run { command, timeout, exit_code: 3 }
@@ -727,3 +727,40 @@ fn regex_size_is_limited_but_realistic_patterns_fit() {
     }
 }
 
+#[test]
+fn documentation_examples_are_valid() {
+    let reference = include_str!("../../../docs/scenarios.md");
+    let blocks: Vec<&str> = reference
+        .split("```xml")
+        .skip(1)
+        .filter_map(|b| b.split("```").next().map(str::trim_start))
+        .collect();
+    let complete: Vec<&str> = blocks
+        .into_iter()
+        .filter(|b| b.contains("</scenario>"))
+        .collect();
+    assert!(complete.len() >= 2, "{}", complete.len());
+    for block in &complete {
+        let s = parse(block)
+            .unwrap_or_else(|e| panic!("documented example does not parse:\n{e}\n{block}"));
+        assert!(
+            reference.contains(&s.summary()) || s.name == "smoke",
+            "{}",
+            s.summary()
+        );
+    }
+    let full = parse(complete.last().unwrap()).unwrap();
+    assert!(
+        reference.contains(&format!("ok: {}", full.summary())),
+        "{}",
+        full.summary()
+    );
+    let host = full.cases.iter().find(|c| c.id == "TC_HOST").unwrap();
+    assert!(host
+        .steps
+        .iter()
+        .any(|s| matches!(&s.action, Action::Send { text, newline: false } if text == "stats\r")));
+    assert!(
+        matches!(&host.steps[1].action, Action::Run { command, .. } if command.starts_with("python3 ") && !command.ends_with('\n'))
+    );
+}

@@ -2,22 +2,19 @@
 
 use crate::error::{error_response, ApiError};
 use crate::{queue_dir, AppState, CREATED};
-use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use std::io::SeekFrom;
-use testarena_core::api::{Health, Queue, QueueList};
+use testarena_core::api::{Health, Queue, QueueList, Rerun, Worker, WorkerList};
+use testarena_core::validate::ValidQueue;
+use testarena_core::CaseStatus;
+use testarena_store::rfc3339;
 use testarena_core::{parse_id, NewQueue, QueueStatus};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-/// Most bytes one `GET .../log` answer carries.
-const LOG_CHUNK: u64 = 1024 * 1024;
-
-fn id_from_path(raw: &str) -> Result<i64, ApiError> {
+pub(crate) fn id_from_path(raw: &str) -> Result<i64, ApiError> {
     parse_id(raw).ok_or_else(|| {
         ApiError::NotFound(format!(
             "queue '{raw}' not found (ids are positive numbers)"
@@ -48,6 +45,7 @@ pub(crate) async fn create_queue(
     let valid = new.validate(&s.config.allowed_roots)?;
     let created = s.store.create_queue(&valid).await?.to_api();
     s.new_work.notify_waiters();
+    s.poke.notify_one();
     let location = format!("/api/v1/queues/{}", created.id);
     let mut resp = (CREATED, Json(created)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -116,7 +114,9 @@ pub(crate) async fn abort_queue(
     Path(raw): Path<String>,
 ) -> Result<Json<Queue>, ApiError> {
     let id = id_from_path(&raw)?;
-    Ok(Json(s.store.abort_queue(id).await?.to_api()))
+    let q = s.store.abort_queue(id).await?.to_api();
+    s.poke.notify_one();
+    Ok(Json(q))
 }
 
 pub(crate) async fn delete_queue(
@@ -125,6 +125,7 @@ pub(crate) async fn delete_queue(
 ) -> Result<StatusCode, ApiError> {
     let id = id_from_path(&raw)?;
     s.store.delete_queue(id).await?;
+    s.poke.notify_one();
     let dir = queue_dir(&s.config.data_dir, id);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
@@ -134,56 +135,6 @@ pub(crate) async fn delete_queue(
         }
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct LogParams {
-    offset: Option<u64>,
-}
-
-/// `GET /api/v1/queues/{id}/log?offset=N`: the queue log from byte N (at most 1 MiB), with
-/// `X-Next-Offset` telling where to continue; poll it to follow a running queue.
-pub(crate) async fn queue_log(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    params: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    let id = id_from_path(&raw)?;
-    let Query(p) = params?;
-    let q = s.store.queue(id).await?;
-    let offset = p.offset.unwrap_or(0);
-    let path = queue_dir(&s.config.data_dir, id).join("queue.log");
-    let mut data = Vec::new();
-    match tokio::fs::File::open(&path).await {
-        Ok(mut f) => {
-            f.seek(SeekFrom::Start(offset))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            f.take(LOG_CHUNK)
-                .read_to_end(&mut data)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ApiError::Internal(e.to_string())),
-    }
-    let next = offset + data.len() as u64;
-    let mut resp = Response::new(Body::from(data));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert("x-next-offset", HeaderValue::from(next));
-    h.insert(
-        "x-queue-status",
-        HeaderValue::from_static(q.queue.status.as_str()),
-    );
-    Ok(resp)
-}
-
-pub(crate) async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../assets/placeholder.html"))
 }
 
 pub(crate) async fn not_found() -> Response {
@@ -200,4 +151,82 @@ pub(crate) async fn method_not_allowed() -> Response {
         "method_not_allowed",
         "method not allowed on this endpoint".into(),
     )
+}
+
+/// `POST /api/v1/queues/{id}/rerun` `{"only_failed": bool}`: a new queue with the same repo,
+/// branch and scenarios (only the failed cases' scenarios and cases if asked).
+pub(crate) async fn rerun_queue(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let id = id_from_path(&raw)?;
+    // The body is optional: no body means {"only_failed": false}.
+    let opts: Rerun = if body.iter().all(u8::is_ascii_whitespace) {
+        Rerun::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest { code: "invalid_input", message: format!("rerun body: {e}") })?
+    };
+    let old = s.store.queue(id).await?;
+    let q = &old.queue;
+    let mut again = ValidQueue {
+        repo: q.repo.clone(),
+        branch: q.branch.clone(),
+        scenarios: q.scenarios.clone(),
+        name: q.name.clone(),
+        priority: q.priority,
+        commit: q.requested_commit.clone(),
+        case_filter: None,
+    };
+    if opts.only_failed {
+        let mut scenarios = Vec::new();
+        let mut filter = std::collections::BTreeMap::new();
+        for (t, cases) in &old.tasks {
+            let bad: Vec<String> =
+                cases.iter().filter(|c| matches!(c.status, CaseStatus::Failed | CaseStatus::Error)).map(|c| c.key.clone()).collect();
+            if !bad.is_empty() {
+                scenarios.push(t.scenario.clone());
+                filter.insert(t.scenario.clone(), bad);
+            } else if cases.is_empty() && matches!(t.status, CaseStatus::Failed | CaseStatus::Error) {
+                // The whole scenario could not run: run all of it again.
+                scenarios.push(t.scenario.clone());
+            }
+        }
+        if scenarios.is_empty() {
+            return Err(ApiError::Conflict(format!("queue {id} has no failed cases to re-run")));
+        }
+        again.scenarios = Some(scenarios);
+        again.case_filter = Some(filter);
+    }
+    let created = s.store.create_queue(&again).await?.to_api();
+    s.new_work.notify_waiters();
+    s.poke.notify_one();
+    let location = format!("/api/v1/queues/{}", created.id);
+    let mut resp = (CREATED, Json(created)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /api/v1/workers`: workers with a heartbeat in the last minute and what they run.
+pub(crate) async fn workers(State(s): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
+    let running = s.store.running_by_worker().await?;
+    let workers = s
+        .store
+        .workers(60_000)
+        .await?
+        .into_iter()
+        .map(|w| Worker {
+            running: running.get(&w.id).cloned().unwrap_or_default(),
+            started_at: rfc3339(w.started_at),
+            heartbeat_at: rfc3339(w.heartbeat_at),
+            id: w.id,
+            hostname: w.hostname,
+            pid: w.pid,
+            concurrency: w.concurrency,
+        })
+        .collect();
+    Ok(Json(WorkerList { workers }))
 }

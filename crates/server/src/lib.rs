@@ -1,10 +1,14 @@
 //! The HTTP side of TestArena: the REST API, live logs and the dashboard. It never starts a
 //! child process; the worker does that.
 
+mod assets;
 mod error;
+mod events;
+mod files;
 mod handlers;
 
 pub use error::ApiError;
+pub use events::QueueEvent;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -37,12 +41,21 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Signalled when a queue is created, so an in-process worker wakes at once.
     pub new_work: Arc<Notify>,
+    /// Queue changes for `/api/v1/events` subscribers.
+    pub events: tokio::sync::broadcast::Sender<QueueEvent>,
+    /// Makes the change poller look at once (after this server changed something).
+    pub poke: Arc<Notify>,
 }
 
-/// The directory holding a queue's files.
-pub fn queue_dir(data_dir: &std::path::Path, id: i64) -> PathBuf {
-    data_dir.join("queues").join(id.to_string())
+impl AppState {
+    /// State for a server on `store`; `new_work` is shared with an in-process worker, if any.
+    pub fn new(store: Store, config: ServerConfig, new_work: Arc<Notify>) -> AppState {
+        let (events, _) = tokio::sync::broadcast::channel(4096);
+        AppState { store, config: Arc::new(config), new_work, events, poke: Arc::new(Notify::new()) }
+    }
 }
+
+pub use testarena_core::paths::queue_dir;
 
 /// The whole router: API, dashboard and JSON fallbacks.
 pub fn router(state: AppState) -> Router {
@@ -57,11 +70,20 @@ pub fn router(state: AppState) -> Router {
             get(handlers::get_queue).delete(handlers::delete_queue),
         )
         .route("/queues/{id}/abort", post(handlers::abort_queue))
-        .route("/queues/{id}/log", get(handlers::queue_log))
+        .route("/queues/{id}/rerun", post(handlers::rerun_queue))
+        .route("/queues/{id}/log", get(files::queue_log))
+        .route("/queues/{id}/log/stream", get(files::queue_log_stream))
+        .route("/queues/{id}/cases/{case}/log", get(files::case_log_text))
+        .route("/queues/{id}/cases/{case}/log.html", get(files::case_log_html))
+        .route("/queues/{id}/junit.xml", get(files::junit))
+        .route("/queues/{id}/archive", get(files::archive))
+        .route("/workers", get(handlers::workers))
+        .route("/events", get(events::events))
         .fallback(handlers::not_found);
     Router::new()
         .nest("/api/v1", api)
-        .route("/", get(handlers::dashboard))
+        .route("/", get(assets::index))
+        .route("/assets/{name}", get(assets::file))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -86,9 +108,10 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let poller = tokio::spawn(events::poll_changes(state.store.clone(), state.events.clone(), state.poke.clone()));
+    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    poller.abort();
+    result
 }
 
 /// Status code for use in tests and handlers.

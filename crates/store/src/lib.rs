@@ -151,6 +151,25 @@ impl Store {
         }
     }
 
+    /// The change counter now; pass it to [`Store::changes_since`] later.
+    pub async fn current_rev(&self) -> Result<i64> {
+        self.backend.current_rev().await
+    }
+
+    /// Queues changed and ids deleted after change `rev` (at most 500 queues at a time).
+    pub async fn changes_since(&self, rev: i64) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
+        self.backend.changes_since(rev).await
+    }
+
+    /// Which queue ids each worker runs now.
+    pub async fn running_by_worker(&self) -> Result<std::collections::HashMap<String, Vec<i64>>> {
+        let mut map: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+        for (w, id) in self.backend.running_by_worker().await? {
+            map.entry(w).or_default().push(id);
+        }
+        Ok(map)
+    }
+
     // ---- worker side -------------------------------------------------------------------
 
     /// Registers a worker (or refreshes its heartbeat).

@@ -1,6 +1,7 @@
 //! Rows as the store hands them out, and their conversion to the API's shapes.
 
 use crate::rfc3339;
+use std::collections::BTreeMap;
 use testarena_core::api;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -24,6 +25,9 @@ pub struct QueueRow {
     pub abort_requested: bool,
     pub worker_id: Option<String>,
     pub attempts: i64,
+    pub case_filter: Option<BTreeMap<String, Vec<String>>>,
+    /// Change counter: higher means changed later.
+    pub rev: i64,
 }
 
 /// A task row (one scenario file of a queue).
@@ -111,6 +115,8 @@ impl QueueDetail {
                     cases: cases
                         .iter()
                         .map(|c| api::Case {
+                            log_url: format!("/api/v1/queues/{}/cases/{}/log?task={}", q.id, urlencode(&c.key), t.id),
+                            html_url: format!("/api/v1/queues/{}/cases/{}/log.html?task={}", q.id, urlencode(&c.key), t.id),
                             id: c.key.clone(),
                             name: c.name.clone(),
                             status: c.status,
@@ -142,4 +148,17 @@ impl QueueDetail {
             tasks,
         }
     }
+}
+
+/// Percent-encodes a path segment (case ids are `[A-Za-z0-9_.-]`, so this rarely changes anything).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -17,7 +17,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
-     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts";
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev";
 
 /// Condition that the queue `queues.id` is running and held by worker `$W`.
 const HELD: &str = "status = 'running' AND worker_id = ";
@@ -58,6 +58,11 @@ fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
         abort_requested: r.try_get::<i64, _>("abort_requested")? != 0,
         worker_id: r.try_get("worker_id")?,
         attempts: r.try_get("attempts")?,
+        case_filter: match r.try_get::<Option<String>, _>("case_filter")? {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            None => None,
+        },
+        rev: r.try_get("rev")?,
     })
 }
 
@@ -137,10 +142,14 @@ impl Sqlite {
             }
             None => None,
         };
+        let case_filter = match &q.case_filter {
+            Some(f) => Some(serde_json::to_string(f).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            None => None,
+        };
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7) RETURNING id",
+            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter) \
+             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8) RETURNING id",
         )
         .bind(&q.name)
         .bind(&q.repo)
@@ -149,6 +158,7 @@ impl Sqlite {
         .bind(&scenarios)
         .bind(q.priority)
         .bind(now)
+        .bind(&case_filter)
         .fetch_one(&mut *tx)
         .await?;
         for (pos, s) in q.scenarios.iter().flatten().enumerate() {
@@ -230,6 +240,30 @@ impl Sqlite {
         .await?;
         let queues = rows.iter().map(queue_row).collect::<Result<Vec<_>>>()?;
         self.details(queues).await
+    }
+
+    pub(crate) async fn current_rev(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
+    pub(crate) async fn changes_since(&self, rev: i64) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
+        let rows = sqlx::query(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE rev > $1 ORDER BY id LIMIT 500"))
+            .bind(rev)
+            .fetch_all(&self.pool)
+            .await?;
+        let queues = rows.iter().map(queue_row).collect::<Result<Vec<_>>>()?;
+        let deleted: Vec<i64> = sqlx::query_scalar("SELECT id FROM deleted_queues WHERE rev > $1 ORDER BY rev")
+            .bind(rev)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((self.details(queues).await?, deleted))
+    }
+
+    pub(crate) async fn running_by_worker(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT worker_id, id FROM queues WHERE status = 'running' AND worker_id IS NOT NULL ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("worker_id")?, r.try_get("id")?))).collect()
     }
 
     pub(crate) async fn abort_waiting(&self, id: i64, now: i64) -> Result<bool> {

@@ -15,6 +15,7 @@ fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
         name: branch.into(),
         priority,
         commit: None,
+        case_filter: None,
     }
 }
 
@@ -242,4 +243,28 @@ async fn stale_groups_of_dead_workers() {
 fn rfc3339_format() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(rfc3339(1_764_083_336_123), "2025-11-25T15:08:56.123Z");
+}
+
+#[tokio::test]
+async fn changes_are_tracked_by_rev() {
+    let (s, _d) = fresh().await;
+    let r0 = s.current_rev().await.unwrap();
+    let a = s.create_queue(&vq("a", 5, Some(vec!["x.xml"]))).await.unwrap().queue.id;
+    let b = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
+    let (changed, deleted) = s.changes_since(r0).await.unwrap();
+    assert_eq!(changed.iter().map(|q| q.queue.id).collect::<Vec<_>>(), vec![a, b]);
+    assert!(deleted.is_empty());
+    let r1 = s.current_rev().await.unwrap();
+    s.claim("w", 30_000).await.unwrap().unwrap();
+    // A lease renewal is not a visible change.
+    let r2 = s.current_rev().await.unwrap();
+    s.renew_lease(a, "w", 30_000).await.unwrap();
+    assert_eq!(s.current_rev().await.unwrap(), r2);
+    let (changed, _) = s.changes_since(r1).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].queue.status, QueueStatus::Running);
+    s.delete_queue(b).await.unwrap();
+    let (_, deleted) = s.changes_since(r2).await.unwrap();
+    assert_eq!(deleted, vec![b]);
+    assert_eq!(s.running_by_worker().await.unwrap()["w"], vec![a]);
 }

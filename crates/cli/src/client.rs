@@ -1,0 +1,466 @@
+//! The client commands (`submit`, `queues`, `show`, `logs`, `abort`, `rm`, `junit`,
+//! `completions`): talk to a TestArena server over its REST API.
+//!
+//! Exit codes: 0 success (or a passed queue), 1 a failed queue, 2 an errored or aborted queue,
+//! 3 bad input, an API refusal or connection trouble.
+
+mod api;
+mod render;
+mod wait;
+
+use crate::config::{self, CommonArgs};
+use api::{Api, CallError};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use testarena_core::api::{Queue, QueueList};
+use testarena_core::QueueStatus;
+
+/// Server used when neither a flag, the environment nor the config file names one.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Exit code: success, or the queue passed.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the queue failed (the firmware misbehaved).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: the queue ended in error (infrastructure) or was aborted.
+pub const EXIT_ERROR: i32 = 2;
+/// Exit code: bad input, an API refusal, or the server could not be reached.
+pub const EXIT_TROUBLE: i32 = 3;
+
+/// Where the server is and how to prove who we are.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// TestArena server URL [config key: server_url; default: http://127.0.0.1:8080]
+    #[arg(long, env = "TESTARENA_URL", value_name = "URL")]
+    pub server: Option<String>,
+    /// API token, sent as `Authorization: Bearer <token>` [config key: token]
+    #[arg(long, env = "TESTARENA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// A queue id as typed on the command line (`12` or `#12`).
+#[derive(Debug, Clone, Args)]
+pub struct IdArg {
+    /// Queue id
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// `testarena submit`.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Git URL of the firmware repository (or a local path the server allows)
+    #[arg(long, value_name = "URL")]
+    pub repo: String,
+    /// Branch to test
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: String,
+    /// Scenario file in the repository; repeatable [default: the repository's default set]
+    #[arg(long = "scenario", value_name = "PATH.xml")]
+    pub scenarios: Vec<String>,
+    /// 0..9, higher runs first [default: 5]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    /// Display name [default: the branch]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Exact commit to test instead of the branch head
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// Follow the queue: show progress, stream its console, exit with its verdict
+    /// (0 passed, 1 failed, 2 error or aborted)
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the API's JSON instead of text (with --wait: the finished queue, no console)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The client subcommands, flattened into the binary's command list.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCommand {
+    /// Submit a queue to a TestArena server (optionally wait for its verdict)
+    Submit(SubmitArgs),
+    /// List queues, newest first
+    Queues {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Only queues in this state (waiting, running, passed, failed, error, aborted)
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// How many queues to list (1..500) [default: 50]
+        #[arg(long, value_name = "N")]
+        limit: Option<String>,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one queue with its scenarios and test cases
+    Show {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        id: IdArg,
+        /// Print the API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a queue's console log
+    Logs {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        id: IdArg,
+        /// Keep printing new output until the queue finishes
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Abort a waiting or running queue
+    Abort {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        id: IdArg,
+        /// Print the API's JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a queue and its files
+    Rm {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        id: IdArg,
+    },
+    /// Print a queue's JUnit XML report (e.g. `testarena junit 12 > report.xml`)
+    Junit {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        id: IdArg,
+    },
+    /// Print a shell completion script (e.g. `testarena completions bash > /etc/bash_completion.d/testarena`)
+    Completions {
+        /// Shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A failure of a client command: what to print, and the exit code.
+#[derive(Debug)]
+struct Fail {
+    code: i32,
+    message: String,
+}
+
+impl From<CallError> for Fail {
+    fn from(e: CallError) -> Fail {
+        Fail {
+            code: EXIT_TROUBLE,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn trouble(message: impl Into<String>) -> Fail {
+    Fail {
+        code: EXIT_TROUBLE,
+        message: message.into(),
+    }
+}
+
+/// Runs a client command; returns the process exit code (messages are already printed).
+pub async fn run(cmd: ClientCommand, common: &CommonArgs) -> i32 {
+    let code = match dispatch(cmd, common).await {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("testarena: {}", f.message);
+            f.code
+        }
+    };
+    let _ = std::io::stdout().flush();
+    code
+}
+
+async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> {
+    match cmd {
+        ClientCommand::Submit(a) => {
+            let api = connect(&a.conn, common)?;
+            submit(&api, a).await
+        }
+        ClientCommand::Queues {
+            conn,
+            status,
+            limit,
+            json,
+        } => {
+            let api = connect(&conn, common)?;
+            queues(&api, status, limit, json).await
+        }
+        ClientCommand::Show { conn, id, json } => {
+            let api = connect(&conn, common)?;
+            show(&api, parse_id(&id)?, json).await
+        }
+        ClientCommand::Logs { conn, id, follow } => {
+            let api = connect(&conn, common)?;
+            wait::copy_log(&api, parse_id(&id)?, follow).await?;
+            Ok(EXIT_OK)
+        }
+        ClientCommand::Abort { conn, id, json } => {
+            let api = connect(&conn, common)?;
+            abort(&api, parse_id(&id)?, json).await
+        }
+        ClientCommand::Rm { conn, id } => {
+            let api = connect(&conn, common)?;
+            let id = parse_id(&id)?;
+            api.delete(&format!("/queues/{id}")).await?;
+            println!("queue {id} deleted");
+            Ok(EXIT_OK)
+        }
+        ClientCommand::Junit { conn, id } => {
+            let api = connect(&conn, common)?;
+            let id = parse_id(&id)?;
+            let body = api.get_bytes(&format!("/queues/{id}/junit.xml")).await?;
+            write_stdout(&body)?;
+            Ok(EXIT_OK)
+        }
+        ClientCommand::Completions { shell } => {
+            let mut cmd = <crate::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "testarena", &mut out);
+            write_stdout(&out)?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Layers the server URL and token: flag, then environment (both via clap), then the config
+/// file, then the default.
+fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Api, Fail> {
+    let needs_file = conn.server.is_none() || conn.token.is_none();
+    let file = if !needs_file {
+        config::FileConfig::default()
+    } else {
+        match config::read_file(common.config.as_deref()) {
+            Ok(f) => f,
+            Err(e) if common.config.is_some() => return Err(trouble(format!("{e:#}"))),
+            Err(e) => {
+                // The default server config may be unreadable for a normal user: go on.
+                eprintln!("testarena: warning: ignoring the config file: {e:#}");
+                config::FileConfig::default()
+            }
+        }
+    };
+    let server = conn
+        .server
+        .clone()
+        .or(file.server_url)
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    let token = conn.token.clone().or(file.token);
+    let base = api::normalize_base(&server).map_err(trouble)?;
+    Ok(Api::new(base, token)?)
+}
+
+fn parse_id(arg: &IdArg) -> Result<i64, Fail> {
+    let raw = arg.id.trim();
+    let digits = raw.strip_prefix('#').unwrap_or(raw);
+    testarena_core::parse_id(digits)
+        .ok_or_else(|| trouble(format!("'{raw}' is not a queue id (ids are positive numbers)")))
+}
+
+fn write_stdout(data: &[u8]) -> Result<(), Fail> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(data).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // The reader went away (`| head`): not our problem.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(trouble(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Prints an API answer as the server sent it (one line of JSON, fields in the API's order).
+fn print_json(text: &str) -> Result<(), Fail> {
+    write_stdout(format!("{}\n", text.trim_end()).as_bytes())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, Fail> {
+    serde_json::from_str(text).map_err(|e| {
+        trouble(format!(
+            "the server's answer is not {what} this client understands: {e}"
+        ))
+    })
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// The exit code for a finished queue's verdict.
+fn verdict_code(status: QueueStatus) -> i32 {
+    match status {
+        QueueStatus::Passed => EXIT_OK,
+        QueueStatus::Failed => EXIT_FAILED,
+        _ => EXIT_ERROR,
+    }
+}
+
+async fn submit(api: &Api, a: SubmitArgs) -> Result<i32, Fail> {
+    let mut body = json!({ "repo": a.repo, "branch": a.branch });
+    if !a.scenarios.is_empty() {
+        body["scenarios"] = json!(a.scenarios);
+    }
+    if let Some(p) = a.priority {
+        body["priority"] = json!(p);
+    }
+    if let Some(n) = &a.name {
+        body["name"] = json!(n);
+    }
+    if let Some(c) = &a.commit {
+        body["commit"] = json!(c);
+    }
+    let text = api.post_text("/queues", Some(&body)).await?;
+    let created: Queue = parse(&text, "a queue")?;
+    let id = created.id;
+    if a.json && !a.wait {
+        print_json(&text)?;
+        return Ok(EXIT_OK);
+    }
+    if !a.json {
+        println!("queue {id} submitted");
+        println!("{}", api.dashboard_url(id));
+    } else {
+        eprintln!("queue {id} submitted: {}", api.dashboard_url(id));
+    }
+    if !a.wait {
+        return Ok(EXIT_OK);
+    }
+    let _ = std::io::stdout().flush();
+    let tty = std::io::stderr().is_terminal();
+    let finished = match wait::wait(api, id, !a.json, tty).await {
+        Ok(q) => q,
+        Err(e) if e.is_not_found() => {
+            eprintln!("testarena: queue {id} was deleted while waiting for it");
+            return Ok(EXIT_ERROR);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.json {
+        let text = api.get_text(&format!("/queues/{id}")).await?;
+        print_json(&text)?;
+    }
+    eprintln!("queue {id} {}", render::describe(&finished));
+    for line in render::problems(&finished) {
+        eprintln!("  {line}");
+    }
+    eprintln!("  {}", api.dashboard_url(id));
+    Ok(verdict_code(finished.status))
+}
+
+async fn queues(
+    api: &Api,
+    status: Option<String>,
+    limit: Option<String>,
+    json: bool,
+) -> Result<i32, Fail> {
+    let mut query = Vec::new();
+    if let Some(s) = status {
+        query.push(format!("status={}", encode(&s)));
+    }
+    if let Some(l) = limit {
+        query.push(format!("limit={}", encode(&l)));
+    }
+    let path = if query.is_empty() {
+        "/queues".to_string()
+    } else {
+        format!("/queues?{}", query.join("&"))
+    };
+    let text = api.get_text(&path).await?;
+    if json {
+        print_json(&text)?;
+        return Ok(EXIT_OK);
+    }
+    let list: QueueList = parse(&text, "a queue list")?;
+    if list.queues.is_empty() {
+        eprintln!("no queues");
+        return Ok(EXIT_OK);
+    }
+    write_stdout(render::queue_table(&list.queues, now()).as_bytes())?;
+    if list.next.is_some() {
+        eprintln!(
+            "(the newest {} shown; more exist: raise --limit, up to 500)",
+            list.queues.len()
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+async fn show(api: &Api, id: i64, json: bool) -> Result<i32, Fail> {
+    let text = api.get_text(&format!("/queues/{id}")).await?;
+    if json {
+        print_json(&text)?;
+        return Ok(EXIT_OK);
+    }
+    let q: Queue = parse(&text, "a queue")?;
+    write_stdout(render::queue_detail(&q, &api.dashboard_url(id), now()).as_bytes())?;
+    Ok(EXIT_OK)
+}
+
+async fn abort(api: &Api, id: i64, json: bool) -> Result<i32, Fail> {
+    let text = api.post_text(&format!("/queues/{id}/abort"), None).await?;
+    if json {
+        print_json(&text)?;
+        return Ok(EXIT_OK);
+    }
+    let q: Queue = parse(&text, "a queue")?;
+    if q.status == QueueStatus::Aborted {
+        println!("queue {id} aborted");
+    } else {
+        println!("queue {id}: abort requested; the worker is stopping it");
+    }
+    Ok(EXIT_OK)
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("waiting"), "waiting");
+        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
+    }
+
+    #[test]
+    fn verdicts_map_to_exit_codes() {
+        assert_eq!(verdict_code(QueueStatus::Passed), 0);
+        assert_eq!(verdict_code(QueueStatus::Failed), 1);
+        assert_eq!(verdict_code(QueueStatus::Error), 2);
+        assert_eq!(verdict_code(QueueStatus::Aborted), 2);
+    }
+
+    #[test]
+    fn ids_accept_a_hash() {
+        let id = |s: &str| parse_id(&IdArg { id: s.into() }).ok();
+        assert_eq!(id("12"), Some(12));
+        assert_eq!(id("#12"), Some(12));
+        assert_eq!(id("x"), None);
+        assert_eq!(id("0"), None);
+    }
+}
