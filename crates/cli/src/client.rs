@@ -35,7 +35,12 @@ pub struct ConnArgs {
     #[arg(long, env = "TESTARENA_URL", value_name = "URL")]
     pub server: Option<String>,
     /// API token, sent as `Authorization: Bearer <token>` [config key: token]
-    #[arg(long, env = "TESTARENA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TESTARENA_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 
@@ -268,8 +273,11 @@ fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Api, Fail> {
 fn parse_id(arg: &IdArg) -> Result<i64, Fail> {
     let raw = arg.id.trim();
     let digits = raw.strip_prefix('#').unwrap_or(raw);
-    testarena_core::parse_id(digits)
-        .ok_or_else(|| trouble(format!("'{raw}' is not a queue id (ids are positive numbers)")))
+    testarena_core::parse_id(digits).ok_or_else(|| {
+        trouble(format!(
+            "'{raw}' is not a queue id (ids are positive numbers)"
+        ))
+    })
 }
 
 fn write_stdout(data: &[u8]) -> Result<(), Fail> {

@@ -92,6 +92,8 @@ pub struct FileConfig {
     pub server_url: Option<String>,
     /// Bearer token the client commands send.
     pub token: Option<String>,
+    /// Gitea webhook and commit statuses.
+    pub gitea: Option<testarena_core::gitea::GiteaConfig>,
 }
 
 /// Settings after layering.
@@ -105,6 +107,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub queue_timeout: Duration,
     pub log_cap: u64,
+    /// `[gitea]` with `TESTARENA_GITEA_SECRET` / `TESTARENA_GITEA_TOKEN` over the file's values.
+    pub gitea: Option<testarena_core::gitea::GiteaConfig>,
 }
 
 /// Reads the config file: `explicit`, else the default path if it exists, else nothing.
@@ -178,6 +182,17 @@ pub fn settings(
         .and_then(|w| w.log_cap)
         .or(file.log_cap)
         .unwrap_or(256 * 1024 * 1024);
+    let mut gitea = file.gitea;
+    for (var, is_token) in [("TESTARENA_GITEA_SECRET", false), ("TESTARENA_GITEA_TOKEN", true)] {
+        if let Ok(value) = std::env::var(var) {
+            let g = gitea.get_or_insert_with(Default::default);
+            if is_token {
+                g.token = Some(value);
+            } else {
+                g.secret = Some(value);
+            }
+        }
+    }
     Ok(Settings {
         listen,
         database_url,
@@ -187,5 +202,6 @@ pub fn settings(
         concurrency,
         queue_timeout,
         log_cap,
+        gitea,
     })
 }

@@ -116,6 +116,7 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
         queue_timeout: s.queue_timeout,
         clone_timeout: std::time::Duration::from_secs(600),
         log_cap: s.log_cap,
+        gitea: s.gitea.as_ref().and_then(testarena_runner::gitea::GiteaNotifier::from_config),
     };
     Worker {
         store,
@@ -140,7 +141,11 @@ async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Resu
         tokio::spawn(w.run(stop.clone()))
     });
     if with_server {
-        let config = ServerConfig { data_dir: s.data_dir.clone(), allowed_roots: s.allowed_roots.clone() };
+        let config = ServerConfig {
+            data_dir: s.data_dir.clone(),
+            allowed_roots: s.allowed_roots.clone(),
+            gitea: s.gitea.clone(),
+        };
         let state = AppState::new(store.clone(), config, new_work);
         let listener = tokio::net::TcpListener::bind(s.listen)
             .await

@@ -488,7 +488,10 @@ async fn config_file_env_and_flag_precedence() {
 async fn read_sse_until(resp: &mut reqwest::Response, seen: &mut String, want: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !seen.contains(want) {
-        assert!(std::time::Instant::now() < deadline, "no {want:?} in SSE stream: {seen}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {want:?} in SSE stream: {seen}"
+        );
         match tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk()).await {
             Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
             other => panic!("SSE stream ended: {other:?}; seen {seen}"),
@@ -500,52 +503,146 @@ async fn read_sse_until(resp: &mut reqwest::Response, seen: &mut String, want: &
 async fn events_stream_queue_changes() {
     let dir = tempfile::tempdir().unwrap();
     let app = serve(&dir);
-    let mut events = app.client.get(app.url("/api/v1/events")).send().await.unwrap();
+    let mut events = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(events.status(), StatusCode::OK);
-    assert!(events.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(events.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let (_, q) = post(&app, good()).await;
     let id = q["id"].as_i64().unwrap();
     let mut seen = String::new();
     read_sse_until(&mut events, &mut seen, &format!("\"id\":{id},")).await;
     assert!(seen.contains("event: queue"), "{seen}");
-    app.client.post(app.url(&format!("/api/v1/queues/{id}/abort"))).send().await.unwrap();
+    app.client
+        .post(app.url(&format!("/api/v1/queues/{id}/abort")))
+        .send()
+        .await
+        .unwrap();
     read_sse_until(&mut events, &mut seen, "\"status\":\"aborted\"").await;
-    app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
-    read_sse_until(&mut events, &mut seen, &format!("event: deleted\ndata: {{\"id\":{id}}}")).await;
+    app.client
+        .delete(app.url(&format!("/api/v1/queues/{id}")))
+        .send()
+        .await
+        .unwrap();
+    read_sse_until(
+        &mut events,
+        &mut seen,
+        &format!("event: deleted\ndata: {{\"id\":{id}}}"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn rerun_workers_and_missing_reports() {
     let dir = tempfile::tempdir().unwrap();
     let app = serve(&dir);
-    let (_, q) = post(&app, json!({"repo": "https://h/r.git", "branch": "dev", "scenarios": ["a.xml"], "priority": 8})).await;
+    let (_, q) = post(
+        &app,
+        json!({"repo": "https://h/r.git", "branch": "dev", "scenarios": ["a.xml"], "priority": 8}),
+    )
+    .await;
     let id = q["id"].as_i64().unwrap();
-    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/rerun"))).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/queues/{id}/rerun")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let again: Value = r.json().await.unwrap();
     assert_ne!(again["id"], q["id"]);
     for k in ["repo", "branch", "scenarios", "priority", "name"] {
         assert_eq!(again[k], q[k], "{k}");
     }
-    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/rerun"))).json(&json!({"only_failed": true})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/queues/{id}/rerun")))
+        .json(&json!({"only_failed": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT, "nothing failed yet");
-    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/rerun"))).json(&json!({"bogus": 1})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/queues/{id}/rerun")))
+        .json(&json!({"bogus": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(app.client.post(app.url("/api/v1/queues/999/rerun")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.client
+            .post(app.url("/api/v1/queues/999/rerun"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 
     let (s, w) = get(&app, "/api/v1/workers").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(w, json!({"workers": []}), "serve alone runs no worker");
 
-    for path in [format!("/api/v1/queues/{id}/junit.xml"), format!("/api/v1/queues/{id}/cases/TC_X/log"), "/api/v1/queues/abc/junit.xml".into()] {
+    for path in [
+        format!("/api/v1/queues/{id}/junit.xml"),
+        format!("/api/v1/queues/{id}/cases/TC_X/log"),
+        "/api/v1/queues/abc/junit.xml".into(),
+    ] {
         let (s, body) = get(&app, &path).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(body["error"]["code"], "not_found");
     }
-    let r = app.client.get(app.url(&format!("/api/v1/queues/{id}/log"))).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/log")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-next-offset"], "0");
-    let r = app.client.get(app.url(&format!("/api/v1/queues/{id}/archive"))).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/archive")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "application/gzip");
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (_, q) = post(&app, good()).await;
+    app.client.get(app.url(&format!("/api/v1/queues/{}", q["id"]))).send().await.unwrap();
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    for name in [
+        "testarena_queues{status=\"waiting\"} 1",
+        "testarena_workers ",
+        "testarena_worker_heartbeat_age_seconds",
+        "testarena_queue_wait_seconds_bucket",
+        "testarena_queue_run_seconds_bucket",
+        "testarena_case_results",
+        "testarena_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/queues/{id}\",status=\"200\"} 1",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let path = dir.path().join("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus) must be installed: make test installs it");
+    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

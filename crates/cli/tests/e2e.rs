@@ -61,16 +61,31 @@ const EXTRA_SCENARIOS: &[(&str, &str)] = &[
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
-        .args(["-c", "user.name=TestArena", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=TestArena",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A bare repository served by `git daemon` on loopback, and a working clone to push from.
@@ -95,11 +110,28 @@ impl GitServer {
         git(&work, &["commit", "-qm", "demo firmware"]);
         let served = root.join("served");
         std::fs::create_dir_all(&served).unwrap();
-        git(&served, &["clone", "-q", "--bare", work.to_str().unwrap(), "fw.git"]);
-        git(&work, &["remote", "add", "origin", served.join("fw.git").to_str().unwrap()]);
+        git(
+            &served,
+            &["clone", "-q", "--bare", work.to_str().unwrap(), "fw.git"],
+        );
+        git(
+            &work,
+            &[
+                "remote",
+                "add",
+                "origin",
+                served.join("fw.git").to_str().unwrap(),
+            ],
+        );
         let port = free_port();
         let mut daemon = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+            ])
             .arg(format!("--base-path={}", served.display()))
             .arg(&served)
             .stdout(Stdio::null())
@@ -108,13 +140,20 @@ impl GitServer {
             .expect("git daemon");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "git daemon did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "git daemon did not start"
+            );
             if let Ok(Some(s)) = daemon.try_wait() {
                 panic!("git daemon exited: {s}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        GitServer { daemon, url: format!("git://127.0.0.1:{port}/fw.git"), work }
+        GitServer {
+            daemon,
+            url: format!("git://127.0.0.1:{port}/fw.git"),
+            work,
+        }
     }
 
     /// Commits a change on `branch` and pushes it.
@@ -124,8 +163,15 @@ impl GitServer {
         std::fs::write(self.work.join(file), text).unwrap();
         git(&self.work, &["add", "-A"]);
         git(&self.work, &["commit", "-qm", message]);
-        git(&self.work, &["push", "-q", "-f", "origin", &format!("{branch}:{branch}")]);
-        let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&self.work).output().unwrap();
+        git(
+            &self.work,
+            &["push", "-q", "-f", "origin", &format!("{branch}:{branch}")],
+        );
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&self.work)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -159,8 +205,12 @@ fn processes_under(dir: &Path) -> Vec<(i32, String)> {
     let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
         if cwd.starts_with(&dir) {
             let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
@@ -174,13 +224,26 @@ fn processes_under(dir: &Path) -> Vec<(i32, String)> {
 }
 
 async fn submit(app: &App, body: Value) -> i64 {
-    let r = app.client.post(app.url("/api/v1/queues")).json(&body).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/queues"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
 }
 
 async fn get_queue(app: &App, id: i64) -> Value {
-    app.client.get(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap().json().await.unwrap()
+    app.client
+        .get(app.url(&format!("/api/v1/queues/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn wait_until(app: &App, id: i64, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
@@ -190,7 +253,10 @@ async fn wait_until(app: &App, id: i64, within: Duration, done: impl Fn(&Value) 
         if done(&q) {
             return q;
         }
-        assert!(start.elapsed() < within, "queue {id} did not get there in {within:?}: {q:#}");
+        assert!(
+            start.elapsed() < within,
+            "queue {id} did not get there in {within:?}: {q:#}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -207,7 +273,10 @@ async fn wait_finished(app: &App, id: i64) -> Value {
 fn assert_no_leftovers(app: &App, id: i64) {
     let work = app.data_dir.join("queues").join(id.to_string());
     let left = processes_under(&work);
-    assert!(left.is_empty(), "processes of queue {id} still alive: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes of queue {id} still alive: {left:?}"
+    );
 }
 
 fn case<'a>(q: &'a Value, id: &str) -> &'a Value {
@@ -233,49 +302,125 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
     let q = wait_finished(&app, id).await;
     assert_eq!(q["status"], "passed", "{q:#}");
     assert_eq!(q["commit"].as_str().unwrap().len(), 40);
-    assert_eq!(q["tasks"].as_array().unwrap().len(), 1, "default set is scenarios/*.xml");
+    assert_eq!(
+        q["tasks"].as_array().unwrap().len(),
+        1,
+        "default set is scenarios/*.xml"
+    );
     assert_eq!(q["summary"]["passed"], 5);
     let dir = app.data_dir.join("queues").join(id.to_string());
     let queue_log = std::fs::read_to_string(dir.join("queue.log")).unwrap();
-    assert!(queue_log.contains("| pong"), "console lines are in queue.log");
-    assert!(std::fs::read_to_string(dir.join("build.log")).unwrap().contains("xtensa-lx106-elf-gcc"));
+    assert!(
+        queue_log.contains("| pong"),
+        "console lines are in queue.log"
+    );
+    assert!(std::fs::read_to_string(dir.join("build.log"))
+        .unwrap()
+        .contains("xtensa-lx106-elf-gcc"));
     let case_log = std::fs::read_to_string(dir.join("01-smoke/TC_PING.log")).unwrap();
-    assert!(case_log.contains("# send: ping") && case_log.contains("| pong"), "{case_log}");
+    assert!(
+        case_log.contains("# send: ping") && case_log.contains("| pong"),
+        "{case_log}"
+    );
     let html = std::fs::read_to_string(dir.join("01-smoke/TC_PING.html")).unwrap();
     assert!(html.contains("pong") && html.contains("passed"));
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
-    assert!(junit.contains("tests=\"5\"") && junit.contains("TC_PING"), "{junit}");
+    assert!(
+        junit.contains("tests=\"5\"") && junit.contains("TC_PING"),
+        "{junit}"
+    );
     // The log endpoint serves the same bytes, resumable by offset.
-    let r = app.client.get(app.url(&format!("/api/v1/queues/{id}/log?offset=10"))).send().await.unwrap();
-    let next: usize = r.headers()["x-next-offset"].to_str().unwrap().parse().unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/log?offset=10")))
+        .send()
+        .await
+        .unwrap();
+    let next: usize = r.headers()["x-next-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), queue_log[10..]);
     assert_eq!(next, queue_log.len());
 
     // Reports over HTTP: the case logs by the URLs the queue object gives, junit, archive.
     let ping = case(&q, "TC_PING");
-    let text = app.client.get(app.url(ping["log_url"].as_str().unwrap())).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url(ping["log_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text, case_log);
-    let page = app.client.get(app.url(ping["html_url"].as_str().unwrap())).send().await.unwrap();
+    let page = app
+        .client
+        .get(app.url(ping["html_url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(page.text().await.unwrap(), html);
-    let r = app.client.get(app.url(&format!("/api/v1/queues/{id}/junit.xml"))).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/junit.xml")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), junit);
-    let tgz = app.client.get(app.url(&format!("/api/v1/queues/{id}/archive"))).send().await.unwrap().bytes().await.unwrap();
+    let tgz = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/archive")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     let listing = tmp.path().join("archive.tgz");
     std::fs::write(&listing, &tgz).unwrap();
-    let out = Command::new("tar").arg("tzf").arg(&listing).output().unwrap();
+    let out = Command::new("tar")
+        .arg("tzf")
+        .arg(&listing)
+        .output()
+        .unwrap();
     let names = String::from_utf8_lossy(&out.stdout);
-    for f in [format!("queue-{id}/queue.log"), format!("queue-{id}/junit.xml"), format!("queue-{id}/01-smoke/TC_PING.html")] {
+    for f in [
+        format!("queue-{id}/queue.log"),
+        format!("queue-{id}/junit.xml"),
+        format!("queue-{id}/01-smoke/TC_PING.html"),
+    ] {
         assert!(names.lines().any(|l| l == f), "{f} not in archive: {names}");
     }
     assert!(!names.contains("/work/"), "the checkout is not archived");
 
     // The live stream: everything, then `end`; resuming from an id gives the rest, no duplicates.
-    let sse = app.client.get(app.url(&format!("/api/v1/queues/{id}/log/stream"))).send().await.unwrap().text().await.unwrap();
-    let data: String = sse.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).filter(|l| *l != "{}").map(|l| format!("{l}\n")).collect();
+    let sse = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/log/stream")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data: String = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:")))
+        .filter(|l| *l != "{}")
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(data, queue_log, "SSE carries the whole log");
     assert!(sse.contains("event: end"));
-    let first_id: u64 = sse.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().parse().unwrap();
+    let first_id: u64 = sse
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .parse()
+        .unwrap();
     let rest = app
         .client
         .get(app.url(&format!("/api/v1/queues/{id}/log/stream")))
@@ -286,10 +431,23 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         .text()
         .await
         .unwrap();
-    let rest_data: String = rest.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).filter(|l| *l != "{}").map(|l| format!("{l}\n")).collect();
+    let rest_data: String = rest
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:")))
+        .filter(|l| *l != "{}")
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(rest_data, queue_log[first_id as usize..]);
 
-    let workers: Value = app.client.get(app.url("/api/v1/workers")).send().await.unwrap().json().await.unwrap();
+    let workers: Value = app
+        .client
+        .get(app.url("/api/v1/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
 }
 
@@ -298,47 +456,115 @@ async fn failures_are_reported_with_their_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
-    let scenarios = json!(["checks/fail_expect.xml", "checks/panic.xml", "checks/hang.xml", "checks/missing.xml", "checks/host.xml"]);
-    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": scenarios})).await;
+    let scenarios = json!([
+        "checks/fail_expect.xml",
+        "checks/panic.xml",
+        "checks/hang.xml",
+        "checks/missing.xml",
+        "checks/host.xml"
+    ]);
+    let id = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": scenarios}),
+    )
+    .await;
     let q = wait_finished(&app, id).await;
-    assert_eq!(q["status"], "error", "a missing scenario file is an infrastructure error: {q:#}");
+    assert_eq!(
+        q["status"], "error",
+        "a missing scenario file is an infrastructure error: {q:#}"
+    );
 
     let wrong = case(&q, "TC_WRONG");
     assert_eq!(wrong["status"], "failed");
     let msg = wrong["message"].as_str().unwrap();
-    assert!(msg.contains("^pang$") && msg.contains("pong"), "names the pattern and the last lines: {msg}");
-    assert_eq!(case(&q, "TC_AFTER")["status"], "passed", "unconsumed output does not leak into the next case");
+    assert!(
+        msg.contains("^pang$") && msg.contains("pong"),
+        "names the pattern and the last lines: {msg}"
+    );
+    assert_eq!(
+        case(&q, "TC_AFTER")["status"],
+        "passed",
+        "unconsumed output does not leak into the next case"
+    );
 
     let panic = case(&q, "TC_PANIC");
     assert_eq!(panic["status"], "failed");
-    assert!(panic["message"].as_str().unwrap().contains("Guru Meditation Error"), "{panic}");
+    assert!(
+        panic["message"]
+            .as_str()
+            .unwrap()
+            .contains("Guru Meditation Error"),
+        "{panic}"
+    );
 
     let hang = case(&q, "TC_HANG");
     assert_eq!(hang["status"], "failed");
-    assert!(hang["message"].as_str().unwrap().contains("timed out after 3s"), "{hang}");
+    assert!(
+        hang["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 3s"),
+        "{hang}"
+    );
     let idle = case(&q, "TC_IDLE");
     assert_eq!(idle["status"], "failed");
-    assert!(idle["message"].as_str().unwrap().contains("silent"), "{idle}");
+    assert!(
+        idle["message"].as_str().unwrap().contains("silent"),
+        "{idle}"
+    );
 
-    let missing = q["tasks"].as_array().unwrap().iter().find(|t| t["scenario"] == "checks/missing.xml").unwrap();
+    let missing = q["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scenario"] == "checks/missing.xml")
+        .unwrap();
     assert_eq!(missing["status"], "error");
-    assert!(missing["error"].as_str().unwrap().contains("checks/missing.xml"));
+    assert!(missing["error"]
+        .as_str()
+        .unwrap()
+        .contains("checks/missing.xml"));
 
     assert_eq!(case(&q, "TC_RUN")["status"], "passed", "{q:#}");
     assert_eq!(case(&q, "TC_REBOOT")["status"], "passed", "{q:#}");
-    let run_log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/05-host/TC_RUN.log"))).unwrap();
+    let run_log =
+        std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/05-host/TC_RUN.log")))
+            .unwrap();
     assert!(run_log.contains("console at tcp://127.0.0.1:"), "{run_log}");
-    let junit = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/junit.xml"))).unwrap();
-    assert!(junit.contains("<failure") && junit.contains("<error"), "{junit}");
+    let junit =
+        std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/junit.xml"))).unwrap();
+    assert!(
+        junit.contains("<failure") && junit.contains("<error"),
+        "{junit}"
+    );
 
     // Re-run only what failed: the failed cases of their scenarios, and the scenario that could not run.
-    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/rerun"))).json(&json!({"only_failed": true})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/queues/{id}/rerun")))
+        .json(&json!({"only_failed": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let again = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let q2 = wait_finished(&app, again).await;
-    let ids: Vec<&str> = q2["tasks"].as_array().unwrap().iter().flat_map(|t| t["cases"].as_array().unwrap()).map(|c| c["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec!["TC_WRONG", "TC_PANIC", "TC_HANG", "TC_IDLE"], "{q2:#}");
-    assert!(q2["scenarios"].as_array().unwrap().contains(&json!("checks/missing.xml")));
+    let ids: Vec<&str> = q2["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["cases"].as_array().unwrap())
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["TC_WRONG", "TC_PANIC", "TC_HANG", "TC_IDLE"],
+        "{q2:#}"
+    );
+    assert!(q2["scenarios"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("checks/missing.xml")));
 }
 
 #[tokio::test]
@@ -358,17 +584,35 @@ async fn per_case_boot_runs_teardown_and_reboot_keeps_fail_pattern() {
         "lifecycle scenario",
     );
     let app = up(&tmp.path().join("data"), &[]);
-    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/lifecycle.xml"]})).await;
+    let id = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/lifecycle.xml"]}),
+    )
+    .await;
     let q = wait_finished(&app, id).await;
     assert_eq!(case(&q, "TC_A")["status"], "passed", "{q:#}");
     let crash = case(&q, "TC_CRASH_AFTER_REBOOT");
     assert_eq!(crash["status"], "failed");
-    assert!(crash["message"].as_str().unwrap().contains("Guru Meditation"), "fail pattern still armed after reboot: {crash}");
+    assert!(
+        crash["message"]
+            .as_str()
+            .unwrap()
+            .contains("Guru Meditation"),
+        "fail pattern still armed after reboot: {crash}"
+    );
     let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
     // The crashed firmware answers nothing, so only the first teardown's echo comes back.
-    assert_eq!(log.matches("# teardown\n").count(), 2, "teardown after each per-case boot");
+    assert_eq!(
+        log.matches("# teardown\n").count(),
+        2,
+        "teardown after each per-case boot"
+    );
     assert_eq!(log.matches("| teardown ran").count(), 1);
-    assert_eq!(log.matches("| setup ran").count(), 2, "setup after each per-case boot");
+    assert_eq!(
+        log.matches("| setup ran").count(),
+        2,
+        "setup after each per-case boot"
+    );
 }
 
 #[tokio::test]
@@ -376,10 +620,18 @@ async fn build_failure_is_an_error_and_new_commits_are_fetched() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
-    let first = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]})).await;
+    let first = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]}),
+    )
+    .await;
     let q1 = wait_finished(&app, first).await;
     assert_eq!(q1["status"], "passed", "{q1:#}");
-    let mirrors: Vec<_> = std::fs::read_dir(app.data_dir.join("git")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    let mirrors: Vec<_> = std::fs::read_dir(app.data_dir.join("git"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
     assert_eq!(mirrors.len(), 1);
     let mirror = mirrors[0].path();
     let marker = mirror.join("testarena-marker");
@@ -390,19 +642,36 @@ async fn build_failure_is_an_error_and_new_commits_are_fetched() {
     let qb = wait_finished(&app, bad).await;
     assert_eq!(qb["status"], "error", "{qb:#}");
     assert_eq!(qb["commit"], broken.as_str());
-    assert!(qb["error"].as_str().unwrap().contains("build failed"), "{qb:#}");
+    assert!(
+        qb["error"].as_str().unwrap().contains("build failed"),
+        "{qb:#}"
+    );
 
     let newer = server.commit("main", "NEWS", "a new commit\n", "news");
-    let second = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]})).await;
+    let second = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]}),
+    )
+    .await;
     let q2 = wait_finished(&app, second).await;
     assert_eq!(q2["status"], "passed");
-    assert_eq!(q2["commit"], newer.as_str(), "the next queue tests the new head");
+    assert_eq!(
+        q2["commit"],
+        newer.as_str(),
+        "the next queue tests the new head"
+    );
     assert_ne!(q2["commit"], q1["commit"]);
-    assert!(marker.exists(), "the mirror was fetched into, not cloned again");
+    assert!(
+        marker.exists(),
+        "the mirror was fetched into, not cloned again"
+    );
 
     let exact = submit(&app, json!({"repo": server.url, "branch": "main", "commit": q1["commit"], "scenarios": ["scenarios/smoke.xml"]})).await;
     let q3 = wait_finished(&app, exact).await;
-    assert_eq!(q3["commit"], q1["commit"], "an explicit commit wins over the branch head");
+    assert_eq!(
+        q3["commit"], q1["commit"],
+        "an explicit commit wins over the branch head"
+    );
 }
 
 #[tokio::test]
@@ -411,18 +680,41 @@ async fn abort_stops_a_running_queue_within_two_seconds() {
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
     let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml", "scenarios/smoke.xml"]})).await;
-    wait_until(&app, id, Duration::from_secs(120), |q| q["tasks"][0]["cases"][0]["status"] == "running").await;
+    wait_until(&app, id, Duration::from_secs(120), |q| {
+        q["tasks"][0]["cases"][0]["status"] == "running"
+    })
+    .await;
     let work = app.data_dir.join("queues").join(id.to_string());
-    assert!(!processes_under(&work).is_empty(), "qemu runs while the case runs");
+    assert!(
+        !processes_under(&work).is_empty(),
+        "qemu runs while the case runs"
+    );
     let asked = Instant::now();
-    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/abort"))).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/queues/{id}/abort")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let q = wait_until(&app, id, Duration::from_secs(10), |q| q["status"] == "aborted").await;
-    assert!(asked.elapsed() < Duration::from_secs(2) + Duration::from_secs(3), "abort took {:?}", asked.elapsed());
+    let q = wait_until(&app, id, Duration::from_secs(10), |q| {
+        q["status"] == "aborted"
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2) + Duration::from_secs(3),
+        "abort took {:?}",
+        asked.elapsed()
+    );
     assert_no_leftovers(&app, id);
     assert_eq!(case(&q, "TC_FOREVER")["status"], "error");
     assert_eq!(q["tasks"][1]["status"], "skipped", "{q:#}");
-    let r = app.client.delete(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/queues/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert!(!work.exists());
 }
@@ -433,8 +725,15 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
     let server = GitServer::start(tmp.path());
     let data = tmp.path().join("data");
     let app = up(&data, &[]);
-    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]})).await;
-    wait_until(&app, id, Duration::from_secs(120), |q| q["tasks"][0]["cases"][0]["status"] == "running").await;
+    let id = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]}),
+    )
+    .await;
+    wait_until(&app, id, Duration::from_secs(120), |q| {
+        q["tasks"][0]["cases"][0]["status"] == "running"
+    })
+    .await;
     let work = data.join("queues").join(id.to_string());
     let before = processes_under(&work);
     assert!(!before.is_empty());
@@ -445,13 +744,26 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
     drop(app);
     let app = up(&data, &[]);
     // The new worker kills what the dead one left, and takes the queue back.
-    let q = wait_until(&app, id, Duration::from_secs(60), |q| q["attempts"].as_i64() == Some(2)).await;
+    let q = wait_until(&app, id, Duration::from_secs(60), |q| {
+        q["attempts"].as_i64() == Some(2)
+    })
+    .await;
     for (old, cmd) in &before {
-        let alive = std::fs::read(format!("/proc/{old}/cmdline")).map(|c| !c.is_empty()).unwrap_or(false);
-        assert!(!alive, "process {old} ({cmd}) of the killed worker still runs");
+        let alive = std::fs::read(format!("/proc/{old}/cmdline"))
+            .map(|c| !c.is_empty())
+            .unwrap_or(false);
+        assert!(
+            !alive,
+            "process {old} ({cmd}) of the killed worker still runs"
+        );
     }
     assert_ne!(q["status"], "waiting");
-    let r = app.client.post(app.url(&format!("/api/v1/queues/{id}/abort"))).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/queues/{id}/abort")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let q = wait_finished(&app, id).await;
     assert_eq!(q["status"], "aborted");
@@ -472,15 +784,138 @@ async fn a_50mb_burst_streams_without_memory_growing_and_logs_are_capped() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &["--log-cap", "20000000"]);
-    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/burst.xml"]})).await;
+    let id = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/burst.xml"]}),
+    )
+    .await;
     let q = wait_finished(&app, id).await;
     assert_eq!(q["status"], "passed", "{q:#}");
     let peak = peak_rss_kb(app.child.id());
     // ~55 MB of console output (plus timestamps) went through; the worker must not hold it.
     assert!(peak > 0 && peak < 120 * 1024, "peak RSS {peak} kB");
-    let log = app.data_dir.join(format!("queues/{id}/01-burst/TC_BURST.log"));
+    let log = app
+        .data_dir
+        .join(format!("queues/{id}/01-burst/TC_BURST.log"));
     let size = std::fs::metadata(&log).unwrap().len();
     assert!(size <= 20_000_000 + 1000, "case log capped: {size}");
     let text = std::fs::read(&log).unwrap();
-    assert!(String::from_utf8_lossy(&text[text.len().saturating_sub(2000)..]).contains("log truncated"));
+    assert!(
+        String::from_utf8_lossy(&text[text.len().saturating_sub(2000)..]).contains("log truncated")
+    );
+}
+
+/// What the stand-in Gitea server received.
+#[derive(Debug, Clone)]
+struct StatusCall {
+    path: String,
+    auth: String,
+    body: Value,
+}
+
+/// A stand-in for Gitea's `POST /api/v1/repos/{owner}/{repo}/statuses/{sha}` (API as documented
+/// for Gitea 1.20–1.22): records each call; the first call is answered 500 to exercise retries.
+async fn fake_gitea() -> (String, std::sync::Arc<std::sync::Mutex<Vec<StatusCall>>>) {
+    use axum::extract::{Path as AxPath, State};
+    use axum::http::HeaderMap;
+    let calls: std::sync::Arc<std::sync::Mutex<Vec<StatusCall>>> = Default::default();
+    async fn status(
+        State(calls): State<std::sync::Arc<std::sync::Mutex<Vec<StatusCall>>>>,
+        AxPath((owner, repo, sha)): AxPath<(String, String, String)>,
+        headers: HeaderMap,
+        body: axum::Json<Value>,
+    ) -> axum::http::StatusCode {
+        let mut c = calls.lock().unwrap();
+        let first = c.is_empty();
+        c.push(StatusCall {
+            path: format!("/api/v1/repos/{owner}/{repo}/statuses/{sha}"),
+            auth: headers.get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+            body: body.0,
+        });
+        if first { axum::http::StatusCode::INTERNAL_SERVER_ERROR } else { axum::http::StatusCode::CREATED }
+    }
+    let app = axum::Router::new().route("/api/v1/repos/{owner}/{repo}/statuses/{sha}", axum::routing::post(status)).with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let (gitea_url, calls) = fake_gitea().await;
+    let cfg = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gitea]\nsecret = \"s3cret\"\nurl = \"{gitea_url}\"\ntoken = \"tok123\"\npublic_url = \"http://arena.example\"\n\
+             [[gitea.rules]]\nrepo = \"acme/fw\"\nbranches = [\"main\", \"release/*\"]\nset = \"smoke\"\n"
+        ),
+    )
+    .unwrap();
+    let app = up(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let sha = {
+        let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&server.work).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let push = |branch: &str, repo: &str| {
+        json!({"ref": format!("refs/heads/{branch}"), "before": "0".repeat(40), "after": sha,
+               "repository": {"full_name": repo, "clone_url": server.url, "html_url": "http://gitea/acme/fw"}})
+        .to_string()
+    };
+    let hook = app.url("/api/v1/hooks/gitea");
+    let send = |body: String, sig: Option<String>| {
+        let mut r = app.client.post(&hook).header("content-type", "application/json").header("x-gitea-event", "push").body(body);
+        if let Some(sig) = sig {
+            r = r.header("x-gitea-signature", sig);
+        }
+        r.send()
+    };
+    // Bad or missing signatures: 401, nothing queued.
+    let body = push("main", "acme/fw");
+    assert_eq!(send(body.clone(), None).await.unwrap().status(), 401);
+    assert_eq!(send(body.clone(), Some(sign("wrong", body.as_bytes()))).await.unwrap().status(), 401);
+    let list: Value = app.client.get(app.url("/api/v1/queues")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["queues"], json!([]));
+    // Unknown repository or branch: 202 with the reason.
+    for (branch, repo) in [("main", "other/repo"), ("feature/x", "acme/fw")] {
+        let b = push(branch, repo);
+        let r = send(b.clone(), Some(sign("s3cret", b.as_bytes()))).await.unwrap();
+        assert_eq!(r.status(), 202);
+        assert!(r.json::<Value>().await.unwrap()["ignored"].as_str().unwrap().contains("no rule"));
+    }
+    // A matching push: a queue of the default scenarios at the pushed commit.
+    let r = send(body.clone(), Some(sign("s3cret", body.as_bytes()))).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q["status"], "passed", "{q:#}");
+    assert_eq!(q["commit"], sha.as_str());
+    // pending at the start, success at the end (the first call got a 500 and was retried).
+    let start = Instant::now();
+    while !calls.lock().unwrap().iter().any(|c| c.body["state"] == "success") {
+        assert!(start.elapsed() < Duration::from_secs(30), "no success status: {:?}", calls.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls.len() >= 3, "{calls:?}");
+    for c in &calls {
+        assert_eq!(c.path, format!("/api/v1/repos/acme/fw/statuses/{sha}"));
+        assert_eq!(c.auth, "token tok123");
+        assert_eq!(c.body["context"], "testarena/smoke");
+        assert_eq!(c.body["target_url"], format!("http://arena.example/#/queues/{id}"));
+        assert!(c.body["description"].is_string());
+    }
+    assert_eq!(calls[0].body["state"], "pending");
+    assert_eq!(calls[1].body["state"], "pending", "retried after the 500");
+    assert_eq!(calls.last().unwrap().body["state"], "success");
 }

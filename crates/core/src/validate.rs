@@ -64,6 +64,8 @@ pub struct ValidQueue {
     pub commit: Option<String>,
     /// Only these cases of these scenarios run (a re-run of failed cases); `None` runs all.
     pub case_filter: Option<BTreeMap<String, Vec<String>>>,
+    /// Where the queue came from (a Gitea push), for reporting back.
+    pub origin: Option<crate::gitea::Origin>,
 }
 
 impl NewQueue {
@@ -143,6 +145,7 @@ impl NewQueue {
             priority,
             commit,
             case_filter: None,
+            origin: None,
         })
     }
 }

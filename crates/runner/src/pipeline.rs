@@ -30,6 +30,8 @@ pub struct RunnerConfig {
     pub clone_timeout: Duration,
     /// Largest size of one log file; past it a truncation marker is written.
     pub log_cap: u64,
+    /// Commit statuses for queues from Gitea pushes, when configured.
+    pub gitea: Option<crate::gitea::GiteaNotifier>,
 }
 
 /// Why a running queue is being stopped early.
@@ -122,6 +124,9 @@ pub async fn run_queue(
         crate::git::redact(&queue.repo),
         queue.branch
     ));
+    if let (Some(g), Some(origin), Some(sha)) = (&cfg.gitea, &queue.origin, &queue.requested_commit) {
+        g.notify(origin, sha, queue.id, QueueStatus::Running, "TestArena is testing this commit");
+    }
     let mut run = Run {
         store,
         cfg,
@@ -886,8 +891,24 @@ impl Run<'_> {
             .await
         {
             tracing::warn!(queue = id, error = %e, "cannot record the queue's verdict");
+        } else if let Some(g) = &self.cfg.gitea {
+            self.report_to_gitea(g, status, error.as_deref()).await;
         }
         self.logs.lock().flush();
+    }
+
+    /// Sets the verdict as the commit status on Gitea, if the queue came from a Gitea push.
+    async fn report_to_gitea(&self, g: &crate::gitea::GiteaNotifier, status: QueueStatus, error: Option<&str>) {
+        let Some(origin) = &self.queue.origin else { return };
+        let detail = self.store.queue(self.queue.id).await.ok();
+        let sha = detail.as_ref().and_then(|d| d.queue.commit.clone()).or_else(|| self.queue.requested_commit.clone());
+        let Some(sha) = sha else { return };
+        let description = match (error, detail.map(|d| d.to_api().summary)) {
+            (Some(e), _) => format!("{status}: {}", e.lines().next().unwrap_or("")),
+            (None, Some(s)) => format!("{status}: {} passed, {} failed, {} error of {}", s.passed, s.failed, s.error, s.total),
+            (None, None) => status.to_string(),
+        };
+        g.notify(origin, &sha, self.queue.id, status, &description);
     }
 
     /// Writes junit.xml from what the database holds (it has every case, run or not).

@@ -26,7 +26,12 @@ pub enum QueueEvent {
 }
 
 /// Follows the change counter until the process ends; `poke` makes it look at once.
-pub async fn poll_changes(store: Store, tx: broadcast::Sender<QueueEvent>, poke: std::sync::Arc<Notify>) {
+pub async fn poll_changes(
+    store: Store,
+    tx: broadcast::Sender<QueueEvent>,
+    poke: std::sync::Arc<Notify>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     let mut rev = store.current_rev().await.unwrap_or(0);
     loop {
         tokio::select! {
@@ -40,17 +45,19 @@ pub async fn poll_changes(store: Store, tx: broadcast::Sender<QueueEvent>, poke:
                 continue;
             }
         };
-        if now == rev || tx.receiver_count() == 0 {
+        if now == rev {
             rev = now;
             continue;
         }
         match store.changes_since(rev).await {
             Ok((changed, deleted)) => {
-                for q in &changed {
-                    let _ = tx.send(QueueEvent::Changed(Box::new(q.to_api())));
-                }
-                for id in deleted {
-                    let _ = tx.send(QueueEvent::Deleted(id));
+                let events = changed
+                    .iter()
+                    .map(|q| QueueEvent::Changed(Box::new(q.to_api())))
+                    .chain(deleted.into_iter().map(QueueEvent::Deleted));
+                for ev in events {
+                    metrics.observe(&ev);
+                    let _ = tx.send(ev);
                 }
                 // At most 500 queues come at a time: continue from the last one seen.
                 rev = if changed.len() >= 500 { changed.iter().map(|q| q.queue.rev).max().unwrap_or(now) } else { now };

@@ -178,6 +178,7 @@ pub(crate) async fn rerun_queue(
         priority: q.priority,
         commit: q.requested_commit.clone(),
         case_filter: None,
+        origin: q.origin.clone(),
     };
     if opts.only_failed {
         let mut scenarios = Vec::new();

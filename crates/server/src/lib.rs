@@ -5,7 +5,9 @@ mod assets;
 mod error;
 mod events;
 mod files;
+mod gitea;
 mod handlers;
+pub mod metrics;
 
 pub use error::ApiError;
 pub use events::QueueEvent;
@@ -32,6 +34,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Roots local repositories may live under.
     pub allowed_roots: Vec<PathBuf>,
+    /// Gitea webhook settings, if configured.
+    pub gitea: Option<testarena_core::gitea::GiteaConfig>,
 }
 
 /// Shared state of every handler.
@@ -45,13 +49,15 @@ pub struct AppState {
     pub events: tokio::sync::broadcast::Sender<QueueEvent>,
     /// Makes the change poller look at once (after this server changed something).
     pub poke: Arc<Notify>,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
     /// State for a server on `store`; `new_work` is shared with an in-process worker, if any.
     pub fn new(store: Store, config: ServerConfig, new_work: Arc<Notify>) -> AppState {
         let (events, _) = tokio::sync::broadcast::channel(4096);
-        AppState { store, config: Arc::new(config), new_work, events, poke: Arc::new(Notify::new()) }
+        AppState { store, config: Arc::new(config), new_work, events, poke: Arc::new(Notify::new()), metrics: Arc::new(metrics::Metrics::new()) }
     }
 }
 
@@ -78,12 +84,15 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{id}/junit.xml", get(files::junit))
         .route("/queues/{id}/archive", get(files::archive))
         .route("/workers", get(handlers::workers))
+        .route("/hooks/gitea", post(gitea::hook))
         .route("/events", get(events::events))
         .fallback(handlers::not_found);
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(assets::index))
         .route("/assets/{name}", get(assets::file))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -108,7 +117,12 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let poller = tokio::spawn(events::poll_changes(state.store.clone(), state.events.clone(), state.poke.clone()));
+    let poller = tokio::spawn(events::poll_changes(
+        state.store.clone(),
+        state.events.clone(),
+        state.poke.clone(),
+        state.metrics.clone(),
+    ));
     let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     poller.abort();
     result

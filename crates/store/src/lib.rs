@@ -161,6 +161,15 @@ impl Store {
         self.backend.changes_since(rev).await
     }
 
+    /// How many queues there are of each status.
+    pub async fn count_by_status(&self) -> Result<std::collections::HashMap<QueueStatus, i64>> {
+        let mut map = std::collections::HashMap::new();
+        for (status, n) in self.backend.count_by_status().await? {
+            map.insert(status.parse().map_err(StoreError::Corrupt)?, n);
+        }
+        Ok(map)
+    }
+
     /// Which queue ids each worker runs now.
     pub async fn running_by_worker(&self) -> Result<std::collections::HashMap<String, Vec<i64>>> {
         let mut map: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();

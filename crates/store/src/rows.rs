@@ -28,6 +28,7 @@ pub struct QueueRow {
     pub case_filter: Option<BTreeMap<String, Vec<String>>>,
     /// Change counter: higher means changed later.
     pub rev: i64,
+    pub origin: Option<testarena_core::gitea::Origin>,
 }
 
 /// A task row (one scenario file of a queue).

@@ -17,7 +17,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
-     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev";
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin";
 
 /// Condition that the queue `queues.id` is running and held by worker `$W`.
 const HELD: &str = "status = 'running' AND worker_id = ";
@@ -63,6 +63,10 @@ fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
             None => None,
         },
         rev: r.try_get("rev")?,
+        origin: match r.try_get::<Option<String>, _>("origin")? {
+            Some(json) => serde_json::from_str(&json).ok(),
+            None => None,
+        },
     })
 }
 
@@ -146,10 +150,14 @@ impl Sqlite {
             Some(f) => Some(serde_json::to_string(f).map_err(|e| StoreError::Corrupt(e.to_string()))?),
             None => None,
         };
+        let origin = match &q.origin {
+            Some(o) => Some(serde_json::to_string(o).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            None => None,
+        };
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter) \
-             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8) RETURNING id",
+            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin) \
+             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9) RETURNING id",
         )
         .bind(&q.name)
         .bind(&q.repo)
@@ -159,6 +167,7 @@ impl Sqlite {
         .bind(q.priority)
         .bind(now)
         .bind(&case_filter)
+        .bind(&origin)
         .fetch_one(&mut *tx)
         .await?;
         for (pos, s) in q.scenarios.iter().flatten().enumerate() {
@@ -257,6 +266,11 @@ impl Sqlite {
             .fetch_all(&self.pool)
             .await?;
         Ok((self.details(queues).await?, deleted))
+    }
+
+    pub(crate) async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM queues GROUP BY status").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
     }
 
     pub(crate) async fn running_by_worker(&self) -> Result<Vec<(String, i64)>> {

@@ -16,6 +16,7 @@ fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
         priority,
         commit: None,
         case_filter: None,
+        origin: None,
     }
 }
 

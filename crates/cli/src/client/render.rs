@@ -247,7 +247,10 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
     }
     if let Some(t) = &q.finished_at {
         let took = match (q.started_at.as_deref().and_then(parse_time), parse_time(t)) {
-            (Some(a), Some(b)) => format!(" (took {})", long_span((b - a).whole_seconds().max(0) as u64)),
+            (Some(a), Some(b)) => format!(
+                " (took {})",
+                long_span((b - a).whole_seconds().max(0) as u64)
+            ),
             _ => String::new(),
         };
         field("finished", format!("{t}{took}"));
@@ -295,7 +298,10 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
                 ]);
             }
         }
-        out.push_str(&table(&["SCENARIO / CASE", "STATUS", "TIME", "MESSAGE"], &rows));
+        out.push_str(&table(
+            &["SCENARIO / CASE", "STATUS", "TIME", "MESSAGE"],
+            &rows,
+        ));
     }
     out
 }
@@ -355,6 +361,8 @@ mod tests {
                     status: CaseStatus::Failed,
                     duration_ms: Some(3200),
                     message: Some("expect '^ok$' missed".into()),
+                    log_url: String::new(),
+                    html_url: String::new(),
                 }],
             }],
         }

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use testarena_core::api::Queue;
+use testarena_core::{Phase, QueueStatus};
 
 /// How often the server is asked for news.
 pub const POLL: Duration = Duration::from_millis(300);
@@ -22,15 +23,27 @@ fn transient(e: &CallError) -> bool {
     }
 }
 
-/// Tracks how long calls have been failing, and says when to give up.
+/// Tracks how long calls have been failing, and says when to give up. A server that never
+/// answered is not waited for: that is a wrong address, not a restart.
 #[derive(Debug, Default)]
-struct Trouble(Option<Instant>);
+struct Trouble {
+    since: Option<Instant>,
+    contact: bool,
+}
 
 impl Trouble {
+    /// Trouble tracking for a server that has already answered.
+    fn after_contact() -> Trouble {
+        Trouble {
+            since: None,
+            contact: true,
+        }
+    }
+
     /// Records a failure; gives the error back when it is not worth another try.
     fn failed(&mut self, e: CallError) -> Result<String, CallError> {
-        let since = *self.0.get_or_insert_with(Instant::now);
-        if transient(&e) && since.elapsed() < RETRY_FOR {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if self.contact && transient(&e) && since.elapsed() < RETRY_FOR {
             Ok(format!("{e}; retrying"))
         } else {
             Err(e)
@@ -38,7 +51,8 @@ impl Trouble {
     }
 
     fn ok(&mut self) {
-        self.0 = None;
+        self.since = None;
+        self.contact = true;
     }
 }
 
@@ -161,7 +175,17 @@ impl Progress {
     /// Stops the spinner at the end, leaving its last line on screen (the verdict itself is
     /// printed by the caller).
     pub fn finish(&mut self, q: &Queue) {
-        self.finish_bar(q.status == testarena_core::QueueStatus::Passed);
+        if let Some(bar) = &self.bar {
+            if self.key == Phase::Testing.as_str() {
+                // Show the final case counts on the testing line, not the last polled ones.
+                let mut last = q.clone();
+                last.status = QueueStatus::Running;
+                last.phase = Some(Phase::Testing);
+                last.abort_requested = false;
+                bar.set_message(describe(&last));
+            }
+        }
+        self.finish_bar(q.status == QueueStatus::Passed);
     }
 
     /// Writes console output to stdout without tearing the spinner.
@@ -203,7 +227,7 @@ pub async fn wait(api: &Api, id: i64, stream_log: bool, tty: bool) -> Result<Que
     let mut lines = Lines::default();
     let mut offset = 0u64;
     let mut out_ok = stream_log;
-    let mut trouble = Trouble::default();
+    let mut trouble = Trouble::after_contact();
     loop {
         let mut more = false;
         let step = async {
@@ -278,7 +302,11 @@ pub async fn copy_log(api: &Api, id: i64, follow: bool) -> Result<(), CallError>
         offset = chunk.next;
         if !chunk.data.is_empty() {
             let mut out = std::io::stdout().lock();
-            if out.write_all(&chunk.data).and_then(|()| out.flush()).is_err() {
+            if out
+                .write_all(&chunk.data)
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 // The reader went away (`| head`): nothing more to do.
                 return Ok(());
             }
@@ -313,6 +341,8 @@ mod tests {
     #[test]
     fn trouble_gives_up_on_client_errors_at_once() {
         let mut t = Trouble::default();
+        assert!(t.failed(CallError::Unreachable("x".into())).is_err());
+        t.ok();
         assert!(t.failed(CallError::Unreachable("x".into())).is_ok());
         let e = CallError::Api {
             status: 404,
