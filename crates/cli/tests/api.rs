@@ -646,3 +646,71 @@ async fn metrics_pass_promtool() {
         .expect("promtool (Debian package prometheus) must be installed: make test installs it");
     assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// Every routed API path, as the router in crates/server/src/lib.rs declares them.
+const ROUTED_PATHS: &[&str] = &[
+    "/api/v1/events",
+    "/api/v1/health",
+    "/api/v1/hooks/gitea",
+    "/api/v1/queues",
+    "/api/v1/queues/{id}",
+    "/api/v1/queues/{id}/abort",
+    "/api/v1/queues/{id}/archive",
+    "/api/v1/queues/{id}/cases/{case}/log",
+    "/api/v1/queues/{id}/cases/{case}/log.html",
+    "/api/v1/queues/{id}/junit.xml",
+    "/api/v1/queues/{id}/log",
+    "/api/v1/queues/{id}/log/stream",
+    "/api/v1/queues/{id}/rerun",
+    "/api/v1/workers",
+    "/metrics",
+];
+
+#[tokio::test]
+async fn openapi_spec_validates_and_lists_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (s, spec) = get(&app, "/api/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(spec["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = spec["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    paths.sort();
+    assert_eq!(paths, ROUTED_PATHS);
+    // Every routed path answers something other than the router's 404 fallback.
+    for p in ROUTED_PATHS {
+        let url = app.url(&p.replace("{id}", "1").replace("{case}", "TC"));
+        let r = app.client.get(&url).send().await.unwrap();
+        if *p == "/api/v1/events" {
+            // A live stream never ends: its status is enough.
+            assert_eq!(r.status(), StatusCode::OK);
+            continue;
+        }
+        let body = r.text().await.unwrap_or_default();
+        assert!(!body.contains("no such endpoint"), "{p} is documented but not routed");
+    }
+    // Every operation documents its error body where it has errors.
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (code, resp) in op["responses"].as_object().unwrap() {
+                if code.starts_with('4') {
+                    let schema = &resp["content"]["application/json"]["schema"]["$ref"];
+                    assert!(schema.is_string(), "{method} {path} {code} has no error body");
+                }
+            }
+        }
+    }
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = std::process::Command::new("openapi-spec-validator")
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator (PyPI) must be installed: make test installs it");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let page = app.client.get(app.url("/api/docs")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("/api/docs/swagger-ui-bundle.js") && page.contains("/api/openapi.json"));
+    for asset in ["/api/docs/swagger-ui-bundle.js", "/api/docs/swagger-ui.css"] {
+        let r = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        assert!(r.bytes().await.unwrap().len() > 10_000, "{asset} is the real viewer");
+    }
+}

@@ -579,7 +579,10 @@ async fn submit_wait_follows_a_real_run_to_its_verdict() {
         out.contains("| pong"),
         "the console is streamed to stdout: {out}"
     );
-    assert!(err.contains("testing"), "progress on stderr: {err}");
+    assert!(
+        err.contains("] queue 1: "),
+        "plain progress lines on stderr: {err}"
+    );
     assert!(err.contains("passed: 1/1 cases passed"), "{err}");
     let id = 1;
 

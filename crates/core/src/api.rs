@@ -4,7 +4,7 @@ use crate::{CaseStatus, Phase, QueueStatus};
 use serde::{Deserialize, Serialize};
 
 /// A queue as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Queue {
     pub id: i64,
     pub name: String,
@@ -32,7 +32,7 @@ pub struct Queue {
 }
 
 /// Counts of a queue's cases by verdict.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Summary {
     pub total: u64,
     pub passed: u64,
@@ -42,7 +42,7 @@ pub struct Summary {
 }
 
 /// One scenario file of a queue.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Task {
     pub id: i64,
     pub scenario: String,
@@ -55,7 +55,7 @@ pub struct Task {
 }
 
 /// One test case of a task.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Case {
     /// The test case id from the scenario file.
     pub id: String,
@@ -70,7 +70,7 @@ pub struct Case {
 }
 
 /// `GET /api/v1/queues`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueueList {
     pub queues: Vec<Queue>,
     /// Pass as `before` to get the next (older) page; null on the last page.
@@ -78,7 +78,7 @@ pub struct QueueList {
 }
 
 /// `GET /api/v1/health`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
     pub database: String,
@@ -86,13 +86,13 @@ pub struct Health {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// What went wrong, for machines (`code`) and people (`message`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -113,13 +113,13 @@ impl Summary {
 }
 
 /// `GET /api/v1/workers`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<Worker>,
 }
 
 /// A live worker process.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Worker {
     pub id: String,
     pub hostname: String,
@@ -132,7 +132,7 @@ pub struct Worker {
 }
 
 /// Body of `POST /api/v1/queues/{id}/rerun`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rerun {
     /// Only the cases that failed or errored (and scenarios that could not run).

@@ -32,7 +32,7 @@ impl ValidationError {
 }
 
 /// The body of `POST /api/v1/queues`, as sent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewQueue {
     /// Git URL or an allowed local path.
@@ -47,6 +47,7 @@ pub struct NewQueue {
     pub name: Option<String>,
     /// 0..=9, higher runs first.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i64>,
     /// Exact commit to test instead of the branch head.
     #[serde(default)]

@@ -68,6 +68,8 @@ pub async fn poll_changes(
 }
 
 /// `GET /api/v1/events`: `queue` events (the queue object) and `deleted` events (`{"id": N}`).
+#[utoipa::path(get, path = "/api/v1/events", tag = "system",
+    responses((status = 200, description = "SSE: `queue` events (the queue object) and `deleted` events ({\"id\": N})", content_type = "text/event-stream", body = String)))]
 pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = s.events.subscribe();
     let stream = BroadcastStream::new(rx).filter_map(|msg| {

@@ -1,6 +1,7 @@
 //! A queue's files over HTTP: its log (plain, or streamed live as SSE), its cases' logs, its
 //! JUnit report and an archive of everything.
 
+use testarena_core::api::ErrorBody;
 use crate::error::ApiError;
 use crate::handlers::id_from_path;
 use crate::AppState;
@@ -47,6 +48,9 @@ pub(crate) struct OffsetParams {
 
 /// `GET /api/v1/queues/{id}/log?offset=N`: the queue log from byte N (at most 1 MiB), with
 /// `X-Next-Offset` saying where to continue; poll it to follow a running queue.
+#[utoipa::path(get, path = "/api/v1/queues/{id}/log", tag = "logs",
+    params(("id" = i64, Path, description = "Queue id"), ("offset" = Option<u64>, Query, description = "Byte offset to read from")),
+    responses((status = 200, description = "Up to 1 MiB of queue.log from the offset; X-Next-Offset tells where to continue", content_type = "text/plain", body = String), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn queue_log(
     State(s): State<AppState>,
     Path(raw): Path<String>,
@@ -68,6 +72,10 @@ pub(crate) async fn queue_log(
 /// `GET /api/v1/queues/{id}/log/stream?offset=N` (SSE): `log` events carrying complete lines,
 /// each with the byte offset after it as its id, so `Last-Event-ID` resumes without loss or
 /// duplicates; an `end` event once the queue finished and everything was sent.
+#[utoipa::path(get, path = "/api/v1/queues/{id}/log/stream", tag = "logs",
+    params(("id" = i64, Path, description = "Queue id"), ("offset" = Option<u64>, Query, description = "Byte offset to start from (Last-Event-ID wins)"),
+           ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this offset")),
+    responses((status = 200, description = "SSE: `log` events with complete lines (id = offset after them), `end` when finished", content_type = "text/event-stream", body = String), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn queue_log_stream(
     State(s): State<AppState>,
     Path(raw): Path<String>,
@@ -132,6 +140,9 @@ async fn find_case_log(s: &AppState, raw: &str, case: &str, task: Option<i64>) -
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log[?task=T]`: a case's plain-text log.
+#[utoipa::path(get, path = "/api/v1/queues/{id}/cases/{case}/log", tag = "logs",
+    params(("id" = i64, Path, description = "Queue id"), ("case" = String, Path, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id")),
+    responses((status = 200, description = "The case's log", content_type = "text/plain", body = String), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn case_log_text(
     State(s): State<AppState>,
     Path((raw, case)): Path<(String, String)>,
@@ -143,6 +154,9 @@ pub(crate) async fn case_log_text(
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: a case's HTML log.
+#[utoipa::path(get, path = "/api/v1/queues/{id}/cases/{case}/log.html", tag = "logs",
+    params(("id" = i64, Path, description = "Queue id"), ("case" = String, Path, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id")),
+    responses((status = 200, description = "The case's log as a self-contained HTML page", content_type = "text/html", body = String), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn case_log_html(
     State(s): State<AppState>,
     Path((raw, case)): Path<(String, String)>,
@@ -156,6 +170,8 @@ pub(crate) async fn case_log_html(
 }
 
 /// `GET /api/v1/queues/{id}/junit.xml`.
+#[utoipa::path(get, path = "/api/v1/queues/{id}/junit.xml", tag = "logs", params(("id" = i64, Path, description = "Queue id")),
+    responses((status = 200, description = "JUnit XML: one testsuite per scenario", content_type = "application/xml", body = String), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn junit(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = id_from_path(&raw)?;
     s.store.queue(id).await?;
@@ -166,6 +182,8 @@ pub(crate) async fn junit(State(s): State<AppState>, Path(raw): Path<String>) ->
 }
 
 /// `GET /api/v1/queues/{id}/archive`: a tar.gz of the queue's logs and reports (not the checkout).
+#[utoipa::path(get, path = "/api/v1/queues/{id}/archive", tag = "logs", params(("id" = i64, Path, description = "Queue id")),
+    responses((status = 200, description = "tar.gz of the queue's logs and reports", content_type = "application/gzip", body = Vec<u8>), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn archive(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = id_from_path(&raw)?;
     s.store.queue(id).await?;

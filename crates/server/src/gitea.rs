@@ -3,6 +3,7 @@
 //! push to a branch a configured rule matches becomes a queue of the repository's default
 //! scenarios at the pushed commit.
 
+use testarena_core::api::{ErrorBody, Queue};
 use crate::error::{error_response, ApiError};
 use crate::AppState;
 use axum::body::Bytes;
@@ -43,6 +44,16 @@ fn ignored(reason: String) -> Response {
 }
 
 /// The webhook handler.
+#[utoipa::path(post, path = "/api/v1/hooks/gitea", tag = "integrations",
+    params(("X-Gitea-Signature" = String, Header, description = "Hex HMAC-SHA256 of the body under the configured secret"),
+           ("X-Gitea-Event" = Option<String>, Header, description = "Only `push` is acted on")),
+    request_body(content = Object, description = "Gitea push event payload", content_type = "application/json"),
+    responses((status = 201, description = "A rule matched: the queue", body = Queue),
+              (status = 202, description = "Ignored, with the reason", body = Object),
+              (status = 400, description = "Bad payload", body = ErrorBody),
+              (status = 401, description = "Missing or wrong signature", body = ErrorBody),
+              (status = 404, description = "Webhook not configured", body = ErrorBody),
+              (status = 422, description = "Clone URL refused", body = ErrorBody)))]
 pub(crate) async fn hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let Some(gitea) = s.config.gitea.as_ref() else {
         return Ok(error_response(StatusCode::NOT_FOUND, "not_found", "the Gitea webhook is not configured on this server".into()));

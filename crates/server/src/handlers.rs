@@ -1,5 +1,6 @@
 //! Request handlers. Each checks its input, calls the store, and shapes the answer.
 
+use testarena_core::api::ErrorBody;
 use crate::error::{error_response, ApiError};
 use crate::{queue_dir, AppState, CREATED};
 use axum::extract::rejection::JsonRejection;
@@ -22,6 +23,9 @@ pub(crate) fn id_from_path(raw: &str) -> Result<i64, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/health", tag = "system",
+    responses((status = 200, description = "Server and database are up", body = Health),
+              (status = 503, description = "Database unreachable", body = Health)))]
 pub(crate) async fn health(State(s): State<AppState>) -> Response {
     let db_ok = s.store.ping().await.is_ok();
     let body = Health {
@@ -37,6 +41,12 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = NewQueue,
+    responses((status = 201, description = "Queue created; Location header names it", body = Queue),
+              (status = 400, description = "Malformed JSON", body = ErrorBody),
+              (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+              (status = 415, description = "Not application/json", body = ErrorBody),
+              (status = 422, description = "A field is missing, wrong or refused; the message names it", body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<AppState>,
     body: Result<Json<NewQueue>, JsonRejection>,
@@ -61,6 +71,12 @@ pub(crate) struct ListParams {
     before: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
+    params(("status" = Option<QueueStatus>, Query, description = "Only queues of this status"),
+           ("limit" = Option<u32>, Query, description = "Page size, 1..=500, default 50"),
+           ("before" = Option<i64>, Query, description = "Cursor: only queues with a smaller id (the `next` of the previous page)")),
+    responses((status = 200, description = "Newest first", body = QueueList),
+              (status = 400, description = "Bad query parameter", body = ErrorBody)))]
 pub(crate) async fn list_queues(
     State(s): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -101,6 +117,8 @@ pub(crate) async fn list_queues(
     }))
 }
 
+#[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
+    responses((status = 200, description = "The queue", body = Queue), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<AppState>,
     Path(raw): Path<String>,
@@ -109,6 +127,9 @@ pub(crate) async fn get_queue(
     Ok(Json(s.store.queue(id).await?.to_api()))
 }
 
+#[utoipa::path(post, path = "/api/v1/queues/{id}/abort", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
+    responses((status = 200, description = "Aborted (waiting) or marked for abort (running)", body = Queue), (status = 404, description = "No such queue", body = ErrorBody),
+              (status = 409, description = "Already finished", body = ErrorBody)))]
 pub(crate) async fn abort_queue(
     State(s): State<AppState>,
     Path(raw): Path<String>,
@@ -119,6 +140,8 @@ pub(crate) async fn abort_queue(
     Ok(Json(q))
 }
 
+#[utoipa::path(delete, path = "/api/v1/queues/{id}", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
+    responses((status = 204, description = "Deleted with its files (a running queue is aborted first)"), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn delete_queue(
     State(s): State<AppState>,
     Path(raw): Path<String>,
@@ -155,6 +178,10 @@ pub(crate) async fn method_not_allowed() -> Response {
 
 /// `POST /api/v1/queues/{id}/rerun` `{"only_failed": bool}`: a new queue with the same repo,
 /// branch and scenarios (only the failed cases' scenarios and cases if asked).
+#[utoipa::path(post, path = "/api/v1/queues/{id}/rerun", tag = "queues", params(("id" = i64, Path, description = "Queue id")), request_body(content = Option<Rerun>, description = "Optional; default only_failed = false"),
+    responses((status = 201, description = "The new queue", body = Queue), (status = 404, description = "No such queue", body = ErrorBody),
+              (status = 400, description = "Bad body", body = ErrorBody),
+              (status = 409, description = "only_failed, but nothing failed", body = ErrorBody)))]
 pub(crate) async fn rerun_queue(
     State(s): State<AppState>,
     Path(raw): Path<String>,
@@ -212,6 +239,8 @@ pub(crate) async fn rerun_queue(
 }
 
 /// `GET /api/v1/workers`: workers with a heartbeat in the last minute and what they run.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "system",
+    responses((status = 200, description = "Workers with a heartbeat in the last minute", body = WorkerList)))]
 pub(crate) async fn workers(State(s): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
     let running = s.store.running_by_worker().await?;
     let workers = s

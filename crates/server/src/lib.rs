@@ -8,6 +8,7 @@ mod files;
 mod gitea;
 mod handlers;
 pub mod metrics;
+pub mod openapi;
 
 pub use error::ApiError;
 pub use events::QueueEvent;
@@ -92,6 +93,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/assets/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/openapi.json", get(openapi::spec))
+        .route("/api/docs", get(openapi::docs))
+        .route("/api/docs/swagger-ui-bundle.js", get(openapi::docs_js))
+        .route("/api/docs/swagger-ui.css", get(openapi::docs_css))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -247,21 +247,24 @@ pub async fn wait(api: &Api, id: i64, stream_log: bool, tty: bool) -> Result<Que
         match step {
             Ok(q) if q.status.is_finished() => {
                 // The worker writes the log before it sets the verdict: drain what is left.
-                while stream_log {
-                    match api.log(id, offset).await {
-                        Ok(chunk) if !chunk.data.is_empty() => {
-                            offset = chunk.next;
-                            let whole = lines.push(&chunk.data);
-                            if out_ok && progress.write_out(&whole).is_err() {
-                                out_ok = false;
-                            }
+                if stream_log {
+                    loop {
+                        let Ok(chunk) = api.log(id, offset).await else {
+                            break;
+                        };
+                        if chunk.data.is_empty() {
+                            break;
                         }
-                        _ => break,
+                        offset = chunk.next;
+                        let whole = lines.push(&chunk.data);
+                        if out_ok && progress.write_out(&whole).is_err() {
+                            out_ok = false;
+                        }
                     }
-                }
-                let rest = lines.rest();
-                if out_ok && !rest.is_empty() {
-                    let _ = progress.write_out(&rest);
+                    let rest = lines.rest();
+                    if out_ok && !rest.is_empty() {
+                        let _ = progress.write_out(&rest);
+                    }
                 }
                 progress.finish(&q);
                 return Ok(q);
