@@ -1,0 +1,107 @@
+//! Contract test of the ESP-IDF profile. Espressif's toolchain and esp32 QEMU cannot be
+//! installed here, so recording stand-ins for `idf.py`, `esptool.py` and `qemu-system-xtensa`
+//! are put first on PATH: the test checks that TestArena detects an ESP-IDF project, calls
+//! them with the documented command lines, and talks to the UART over the TCP port it gave.
+//! Tested against the real toolchain: not in CI.
+
+mod common;
+
+use common::App;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const IDF_PY: &str = r#"#!/bin/sh
+echo "idf.py $*" >> "$RECORD"
+mkdir -p build
+printf -- '--flash_mode dio 0x1000 bootloader/bootloader.bin\n' > build/flash_args
+echo "Project build complete."
+"#;
+
+const ESPTOOL_PY: &str = r#"#!/bin/sh
+echo "esptool.py $* (cwd $(basename "$PWD"))" >> "$RECORD"
+: > merged-flash.bin
+"#;
+
+/// Plays an ESP32 on the `-serial tcp:HOST:PORT,server=on,wait=on` UART: a boot banner, then
+/// answers `ping` with `pong`.
+const QEMU: &str = r#"#!/usr/bin/env python3
+import os, re, socket, sys
+with open(os.environ["RECORD"], "a") as f:
+    f.write("qemu-system-xtensa " + " ".join(sys.argv[1:]) + "\n")
+args = " ".join(sys.argv[1:])
+m = re.search(r"-serial tcp:([0-9.]+):(\d+),server=on,wait=on", args)
+if not m or "-machine esp32" not in args or "file=build/merged-flash.bin,if=mtd,format=raw" not in args:
+    sys.exit("unexpected command line: " + args)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((m.group(1), int(m.group(2))))
+srv.listen(1)
+conn, _ = srv.accept()
+conn.sendall(b"ESP-ROM:esp32\r\nI (0) cpu_start: Starting scheduler.\r\nmain_task: Calling app_main()\r\n")
+buf = b""
+while True:
+    data = conn.recv(1024)
+    if not data:
+        break
+    buf += data
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        if line.strip() == b"ping":
+            conn.sendall(b"pong\r\n")
+"#;
+
+fn write_exe(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let mut perm = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(path, perm).unwrap();
+}
+
+#[tokio::test]
+async fn esp_idf_profile_contract_with_recording_stand_ins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    write_exe(&bin.join("idf.py"), IDF_PY);
+    write_exe(&bin.join("esptool.py"), ESPTOOL_PY);
+    write_exe(&bin.join("qemu-system-xtensa"), QEMU);
+    let repo = tmp.path().join("repos/hello");
+    std::fs::create_dir_all(repo.join("scenarios")).unwrap();
+    std::fs::write(repo.join("CMakeLists.txt"), "cmake_minimum_required(VERSION 3.16)\ninclude($ENV{IDF_PATH}/tools/cmake/project.cmake)\nproject(hello)\n").unwrap();
+    std::fs::write(
+        repo.join("scenarios/boot.xml"),
+        r#"<scenario name="boot"><testcase id="TC_BOOT"><expect timeout="20">app_main</expect><send>ping</send><expect timeout="5">^pong$</expect></testcase></scenario>"#,
+    )
+    .unwrap();
+    for args in [&["init", "-q", "-b", "main"][..], &["add", "-A"], &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "esp-idf app"]] {
+        assert!(Command::new("git").args(args).current_dir(&repo).status().unwrap().success());
+    }
+    let record = tmp.path().join("record.txt");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    std::env::set_var("PATH", &path);
+    std::env::set_var("RECORD", &record);
+    let roots = tmp.path().join("repos");
+    let app = App::start("up", &tmp.path().join("data"), &["--allow-local-repos", roots.to_str().unwrap()]);
+    let r = app.client.post(app.url("/api/v1/queues")).json(&json!({"repo": repo, "branch": "main"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let start = Instant::now();
+    let q = loop {
+        let q: Value = app.client.get(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap().json().await.unwrap();
+        if !matches!(q["status"].as_str(), Some("waiting" | "running")) {
+            break q;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{q:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let calls = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(q["status"], "passed", "{q:#}\n{calls}");
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines[0], "idf.py build");
+    assert_eq!(lines[1], "esptool.py --chip esp32 merge_bin --fill-flash-size 4MB -o merged-flash.bin @flash_args (cwd build)");
+    assert!(lines[2].starts_with("qemu-system-xtensa -nographic -monitor none -machine esp32 -drive file=build/merged-flash.bin,if=mtd,format=raw -serial tcp:127.0.0.1:"));
+    let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
+    assert!(log.contains("# profile: esp-idf"), "{log}");
+}
