@@ -3,7 +3,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 fn main() {
-    let web = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("../../web");
+    let web =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("../../web");
     println!("cargo:rerun-if-changed={}", web.display());
     let mut entries = Vec::new();
     if let Ok(dir) = std::fs::read_dir(&web) {
@@ -11,7 +12,10 @@ fn main() {
             let path = e.path();
             println!("cargo:rerun-if-changed={}", path.display());
             if path.is_file() {
-                if let (Some(name), Ok(abs)) = (path.file_name().and_then(|n| n.to_str()).map(String::from), path.canonicalize()) {
+                if let (Some(name), Ok(abs)) = (
+                    path.file_name().and_then(|n| n.to_str()).map(String::from),
+                    path.canonicalize(),
+                ) {
                     entries.push((name, abs));
                 }
             }
@@ -23,7 +27,12 @@ fn main() {
     writeln!(f, "/// Files of web/, embedded at build time.").expect("write");
     writeln!(f, "pub static ASSETS: &[(&str, &[u8])] = &[").expect("write");
     for (name, abs) in entries {
-        writeln!(f, "    ({name:?}, include_bytes!({:?})),", abs.display().to_string()).expect("write");
+        writeln!(
+            f,
+            "    ({name:?}, include_bytes!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("write");
     }
     writeln!(f, "];").expect("write");
 }

@@ -183,7 +183,10 @@ pub fn settings(
         .or(file.log_cap)
         .unwrap_or(256 * 1024 * 1024);
     let mut gitea = file.gitea;
-    for (var, is_token) in [("TESTARENA_GITEA_SECRET", false), ("TESTARENA_GITEA_TOKEN", true)] {
+    for (var, is_token) in [
+        ("TESTARENA_GITEA_SECRET", false),
+        ("TESTARENA_GITEA_TOKEN", true),
+    ] {
         if let Ok(value) = std::env::var(var) {
             let g = gitea.get_or_insert_with(Default::default);
             if is_token {

@@ -116,7 +116,10 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
         queue_timeout: s.queue_timeout,
         clone_timeout: std::time::Duration::from_secs(600),
         log_cap: s.log_cap,
-        gitea: s.gitea.as_ref().and_then(testarena_runner::gitea::GiteaNotifier::from_config),
+        gitea: s
+            .gitea
+            .as_ref()
+            .and_then(testarena_runner::gitea::GiteaNotifier::from_config),
     };
     Worker {
         store,
@@ -231,7 +234,19 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; bad usage is "bad input" (3), so it never looks
+            // like a queue verdict (`submit --wait` exits 1 failed, 2 error) to a CI job.
+            return if e.use_stderr() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

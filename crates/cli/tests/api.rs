@@ -622,7 +622,11 @@ async fn metrics_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let app = serve(&dir);
     let (_, q) = post(&app, good()).await;
-    app.client.get(app.url(&format!("/api/v1/queues/{}", q["id"]))).send().await.unwrap();
+    app.client
+        .get(app.url(&format!("/api/v1/queues/{}", q["id"])))
+        .send()
+        .await
+        .unwrap();
     let r = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
@@ -644,7 +648,12 @@ async fn metrics_pass_promtool() {
         .stdin(std::fs::File::open(&path).unwrap())
         .output()
         .expect("promtool (Debian package prometheus) must be installed: make test installs it");
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every routed API path, as the router in crates/server/src/lib.rs declares them.
@@ -673,7 +682,12 @@ async fn openapi_spec_validates_and_lists_every_route() {
     let (s, spec) = get(&app, "/api/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(spec["openapi"], "3.1.0");
-    let mut paths: Vec<&str> = spec["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut paths: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     paths.sort();
     assert_eq!(paths, ROUTED_PATHS);
     // Every routed path answers something other than the router's 404 fallback.
@@ -686,7 +700,10 @@ async fn openapi_spec_validates_and_lists_every_route() {
             continue;
         }
         let body = r.text().await.unwrap_or_default();
-        assert!(!body.contains("no such endpoint"), "{p} is documented but not routed");
+        assert!(
+            !body.contains("no such endpoint"),
+            "{p} is documented but not routed"
+        );
     }
     // Every operation documents its error body where it has errors.
     for (path, ops) in spec["paths"].as_object().unwrap() {
@@ -694,7 +711,10 @@ async fn openapi_spec_validates_and_lists_every_route() {
             for (code, resp) in op["responses"].as_object().unwrap() {
                 if code.starts_with('4') {
                     let schema = &resp["content"]["application/json"]["schema"]["$ref"];
-                    assert!(schema.is_string(), "{method} {path} {code} has no error body");
+                    assert!(
+                        schema.is_string(),
+                        "{method} {path} {code} has no error body"
+                    );
                 }
             }
         }
@@ -705,12 +725,28 @@ async fn openapi_spec_validates_and_lists_every_route() {
         .arg(&file)
         .output()
         .expect("openapi-spec-validator (PyPI) must be installed: make test installs it");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let page = app.client.get(app.url("/api/docs")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = app
+        .client
+        .get(app.url("/api/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("/api/docs/swagger-ui-bundle.js") && page.contains("/api/openapi.json"));
     for asset in ["/api/docs/swagger-ui-bundle.js", "/api/docs/swagger-ui.css"] {
         let r = app.client.get(app.url(asset)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{asset}");
-        assert!(r.bytes().await.unwrap().len() > 10_000, "{asset} is the real viewer");
+        assert!(
+            r.bytes().await.unwrap().len() > 10_000,
+            "{asset} is the real viewer"
+        );
     }
 }

@@ -93,8 +93,12 @@ fn unit_section(text: &str, section: &str) -> HashMap<String, Vec<String>> {
             continue;
         }
         if current == section {
-            let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("not KEY=VALUE: {line}"));
-            map.entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+            let (k, v) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not KEY=VALUE: {line}"));
+            map.entry(k.trim().to_string())
+                .or_default()
+                .push(v.trim().to_string());
         }
     }
     map
@@ -112,7 +116,9 @@ fn seconds(span: &str) -> u64 {
     span.split_whitespace()
         .map(|part| {
             let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-            let n: u64 = digits.parse().unwrap_or_else(|_| panic!("bad time span {span:?}"));
+            let n: u64 = digits
+                .parse()
+                .unwrap_or_else(|_| panic!("bad time span {span:?}"));
             match &part[digits.len()..] {
                 "" | "s" | "sec" => n,
                 "m" | "min" => n * 60,
@@ -380,8 +386,9 @@ fn example_config_and_unit_command_lines_work() {
         let limit = seconds(one(&unit_section(&text, "Service"), "TimeoutStopSec", unit));
         let t = Instant::now();
         sigterm(&g.0);
-        let st = wait_within(&mut g.0, Duration::from_secs(limit))
-            .unwrap_or_else(|| panic!("{unit}: still running {limit}s (TimeoutStopSec) after SIGTERM"));
+        let st = wait_within(&mut g.0, Duration::from_secs(limit)).unwrap_or_else(|| {
+            panic!("{unit}: still running {limit}s (TimeoutStopSec) after SIGTERM")
+        });
         assert!(st.success(), "{unit}: exit {st} after SIGTERM");
         eprintln!("{unit}: stopped {:?} after SIGTERM", t.elapsed());
     }
@@ -402,11 +409,18 @@ async fn app_stops_promptly_with_live_streams_open() {
     let mut g = Group(cmd.spawn().unwrap());
     let mut lines = BufReader::new(g.0.stdout.take().unwrap()).lines();
     let base = lines
-        .find_map(|l| l.ok().and_then(|l| l.strip_prefix("testarena listening on ").map(String::from)))
+        .find_map(|l| {
+            l.ok()
+                .and_then(|l| l.strip_prefix("testarena listening on ").map(String::from))
+        })
         .expect("listening line");
     std::thread::spawn(move || for _ in lines {});
     let client = reqwest::Client::new();
-    let events = client.get(format!("{base}/api/v1/events")).send().await.unwrap();
+    let events = client
+        .get(format!("{base}/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(events.status(), StatusCode::OK);
     // Signal handlers are installed after the address is announced.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -418,7 +432,10 @@ async fn app_stops_promptly_with_live_streams_open() {
         panic!("testarena serve still runs 5 s after SIGTERM with an open /api/v1/events stream: systemd would wait TimeoutStopSec, then SIGKILL it")
     });
     assert!(st.success(), "exit {st}");
-    eprintln!("stopped {:?} after SIGTERM with a live stream open", t.elapsed());
+    eprintln!(
+        "stopped {:?} after SIGTERM with a live stream open",
+        t.elapsed()
+    );
 }
 
 // --- nginx ---------------------------------------------------------------------------------
@@ -451,8 +468,14 @@ fn rewrite_site(text: &str, upstream: &str, listen_port: u16) -> String {
             }
         })
         .collect();
-    assert_eq!(n_up, 1, "expected one `server 127.0.0.1:8080;` line in the site file");
-    assert_eq!(n_listen, 1, "expected one `listen 80;` line in the site file");
+    assert_eq!(
+        n_up, 1,
+        "expected one `server 127.0.0.1:8080;` line in the site file"
+    );
+    assert_eq!(
+        n_listen, 1,
+        "expected one `listen 80;` line in the site file"
+    );
     out.join("\n") + "\n"
 }
 
@@ -522,7 +545,11 @@ impl Nginx {
             if let Some(st) = n.child.try_wait().unwrap() {
                 panic!("nginx exited ({st}):\n{}", n.error_log());
             }
-            assert!(Instant::now() < deadline, "nginx does not listen:\n{}", n.error_log());
+            assert!(
+                Instant::now() < deadline,
+                "nginx does not listen:\n{}",
+                n.error_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         n
@@ -595,10 +622,16 @@ fn assert_event_stream(resp: &reqwest::Response, what: &str) {
     assert_eq!(resp.status(), StatusCode::OK, "{what}");
     let h = resp.headers();
     assert!(
-        h["content-type"].to_str().unwrap().starts_with("text/event-stream"),
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
         "{what}: {h:?}"
     );
-    assert!(h.get("content-encoding").is_none(), "{what} must not be compressed: {h:?}");
+    assert!(
+        h.get("content-encoding").is_none(),
+        "{what} must not be compressed: {h:?}"
+    );
     assert_eq!(
         h.get("x-accel-buffering").map(|v| v.to_str().unwrap()),
         Some("no"),
@@ -646,7 +679,11 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         .build()
         .unwrap();
 
-    let health = client.get(format!("{ng}/api/v1/health")).send().await.unwrap();
+    let health = client
+        .get(format!("{ng}/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK, "{}", nginx.error_log());
 
     // 1. Dashboard events: a queue created through nginx shows up within a second.
@@ -671,7 +708,10 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
     let took = read_until(&mut events, &mut seen, &format!("\"id\":{id},"), t).await;
     assert!(seen.contains("event: queue"), "{seen}");
     eprintln!("event: queue through nginx {took:?} after the POST");
-    assert!(took < LIVE_LIMIT, "event took {took:?} through nginx (buffered?)");
+    assert!(
+        took < LIVE_LIMIT,
+        "event took {took:?} through nginx (buffered?)"
+    );
 
     // 2. A queue's live log: each line written to queue.log arrives through nginx at once.
     let qdir = data.path().join("queues").join(id.to_string());
@@ -685,7 +725,10 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         .await
         .unwrap();
     assert_event_stream(&stream, "the log stream");
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap();
     let mut seen = String::new();
     for i in 1..=3 {
         let line = format!("line {i} of the live log through nginx");
@@ -694,7 +737,10 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         log.flush().unwrap();
         let took = read_until(&mut stream, &mut seen, &line, t).await;
         eprintln!("log line {i} through nginx after {took:?}");
-        assert!(took < LIVE_LIMIT, "log line {i} took {took:?} through nginx (buffered?)");
+        assert!(
+            took < LIVE_LIMIT,
+            "log line {i} took {took:?} through nginx (buffered?)"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(stream);
@@ -710,7 +756,11 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         .send()
         .await
         .unwrap();
-    assert_eq!(at_limit.status(), StatusCode::UNPROCESSABLE_ENTITY, "a 256 KiB body must reach the server");
+    assert_eq!(
+        at_limit.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a 256 KiB body must reach the server"
+    );
     let v: Value = at_limit.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_input", "{v}");
     let over = client
@@ -721,7 +771,10 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         .await
         .unwrap();
     assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(over.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(over.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let v: Value = over.json().await.unwrap();
     assert_eq!(v["error"]["code"], "payload_too_large", "{v}");
     assert_eq!(
@@ -731,7 +784,11 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
 
     // 4. Compression of the dashboard's assets and of JSON; the server itself sends plain.
     let mut paths = Vec::new();
-    for e in std::fs::read_dir(repo().join("web")).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(repo().join("web"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         let big = e.metadata().map(|m| m.len() >= 1024).unwrap_or(false);
         if big && (name.ends_with(".css") || name.ends_with(".js")) {
@@ -750,16 +807,32 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
     paths.push("/api/v1/queues".to_string());
     let mut compressed = 0;
     for path in &paths {
-        let direct = client.get(app.url(path)).header("accept-encoding", "gzip").send().await.unwrap();
+        let direct = client
+            .get(app.url(path))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
         if direct.status() == StatusCode::NOT_FOUND && path.starts_with("/assets/") {
             eprintln!("{path}: not embedded in this binary, skipped");
             continue;
         }
         assert_eq!(direct.status(), StatusCode::OK, "{path}");
-        assert!(direct.headers().get("content-encoding").is_none(), "{path}: the server compresses itself");
-        let ctype = direct.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(
+            direct.headers().get("content-encoding").is_none(),
+            "{path}: the server compresses itself"
+        );
+        let ctype = direct.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let plain = direct.bytes().await.unwrap();
-        let r = client.get(format!("{ng}{path}")).header("accept-encoding", "gzip").send().await.unwrap();
+        let r = client
+            .get(format!("{ng}{path}"))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let h = r.headers().clone();
         assert_eq!(
@@ -769,7 +842,8 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
             plain.len()
         );
         assert!(
-            h.get("vary").is_some_and(|v| v.to_str().unwrap().contains("Accept-Encoding")),
+            h.get("vary")
+                .is_some_and(|v| v.to_str().unwrap().contains("Accept-Encoding")),
             "{path}: {h:?}"
         );
         let body = r.bytes().await.unwrap();
@@ -779,12 +853,20 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
             let v: Value = serde_json::from_slice(&gunzip(&body)).expect("gzipped JSON");
             assert!(v["queues"].as_array().unwrap().len() >= 6, "{v}");
         }
-        eprintln!("{path} ({ctype}): {} -> {} bytes through nginx", plain.len(), body.len());
+        eprintln!(
+            "{path} ({ctype}): {} -> {} bytes through nginx",
+            plain.len(),
+            body.len()
+        );
         compressed += 1;
     }
     assert!(compressed >= 1);
     // Without Accept-Encoding, plain.
-    let r = client.get(format!("{ng}/api/v1/queues")).send().await.unwrap();
+    let r = client
+        .get(format!("{ng}/api/v1/queues"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get("content-encoding").is_none());
 
     // 5. nginx goes away entirely: master and workers.
@@ -824,13 +906,23 @@ fn install_sh_stages_everything_and_is_idempotent() {
     );
 
     let installed = r.join("usr/local/bin/testarena");
-    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(bin()).unwrap());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(bin()).unwrap()
+    );
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&installed).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755, "binary mode {mode:o}");
-        let mode = std::fs::metadata(r.join("etc/testarena/config.toml")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o007, 0, "config.toml must not be world-readable: {mode:o}");
+        let mode = std::fs::metadata(r.join("etc/testarena/config.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "config.toml must not be world-readable: {mode:o}"
+        );
     }
     for u in UNITS {
         assert_eq!(
@@ -860,7 +952,10 @@ fn install_sh_stages_everything_and_is_idempotent() {
         read(&r.join("etc/systemd/system/testarena-app.service")),
         read(&deploy("systemd/testarena-app.service"))
     );
-    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(bin()).unwrap());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(bin()).unwrap()
+    );
     // A third run with nothing to do changes nothing.
     let out = run_install(r, Path::new(bin()));
     assert!(out.status.success(), "third run failed");
@@ -870,7 +965,10 @@ fn install_sh_stages_everything_and_is_idempotent() {
     for d in ["etc/testarena", "usr/local/bin"] {
         for e in std::fs::read_dir(r.join(d)).unwrap().flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            assert!(!n.ends_with(".tmp") && !n.ends_with(".new"), "left behind: {d}/{n}");
+            assert!(
+                !n.ends_with(".tmp") && !n.ends_with(".new"),
+                "left behind: {d}/{n}"
+            );
         }
     }
 
@@ -879,5 +977,8 @@ fn install_sh_stages_everything_and_is_idempotent() {
     let out = run_install(empty.path(), &r.join("no-such-binary"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-binary"));
-    assert!(!empty.path().join("etc").exists(), "wrote files before failing");
+    assert!(
+        !empty.path().join("etc").exists(),
+        "wrote files before failing"
+    );
 }

@@ -829,12 +829,24 @@ async fn fake_gitea() -> (String, std::sync::Arc<std::sync::Mutex<Vec<StatusCall
         let first = c.is_empty();
         c.push(StatusCall {
             path: format!("/api/v1/repos/{owner}/{repo}/statuses/{sha}"),
-            auth: headers.get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+            auth: headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default(),
             body: body.0,
         });
-        if first { axum::http::StatusCode::INTERNAL_SERVER_ERROR } else { axum::http::StatusCode::CREATED }
+        if first {
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            axum::http::StatusCode::CREATED
+        }
     }
-    let app = axum::Router::new().route("/api/v1/repos/{owner}/{repo}/statuses/{sha}", axum::routing::post(status)).with_state(calls.clone());
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/repos/{owner}/{repo}/statuses/{sha}",
+            axum::routing::post(status),
+        )
+        .with_state(calls.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -862,9 +874,16 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
         ),
     )
     .unwrap();
-    let app = up(&tmp.path().join("data"), &["--config", cfg.to_str().unwrap()]);
+    let app = up(
+        &tmp.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
     let sha = {
-        let out = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&server.work).output().unwrap();
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&server.work)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let push = |branch: &str, repo: &str| {
@@ -874,7 +893,12 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
     };
     let hook = app.url("/api/v1/hooks/gitea");
     let send = |body: String, sig: Option<String>| {
-        let mut r = app.client.post(&hook).header("content-type", "application/json").header("x-gitea-event", "push").body(body);
+        let mut r = app
+            .client
+            .post(&hook)
+            .header("content-type", "application/json")
+            .header("x-gitea-event", "push")
+            .body(body);
         if let Some(sig) = sig {
             r = r.header("x-gitea-signature", sig);
         }
@@ -883,18 +907,39 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
     // Bad or missing signatures: 401, nothing queued.
     let body = push("main", "acme/fw");
     assert_eq!(send(body.clone(), None).await.unwrap().status(), 401);
-    assert_eq!(send(body.clone(), Some(sign("wrong", body.as_bytes()))).await.unwrap().status(), 401);
-    let list: Value = app.client.get(app.url("/api/v1/queues")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        send(body.clone(), Some(sign("wrong", body.as_bytes())))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let list: Value = app
+        .client
+        .get(app.url("/api/v1/queues"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["queues"], json!([]));
     // Unknown repository or branch: 202 with the reason.
     for (branch, repo) in [("main", "other/repo"), ("feature/x", "acme/fw")] {
         let b = push(branch, repo);
-        let r = send(b.clone(), Some(sign("s3cret", b.as_bytes()))).await.unwrap();
+        let r = send(b.clone(), Some(sign("s3cret", b.as_bytes())))
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
-        assert!(r.json::<Value>().await.unwrap()["ignored"].as_str().unwrap().contains("no rule"));
+        assert!(r.json::<Value>().await.unwrap()["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("no rule"));
     }
     // A matching push: a queue of the default scenarios at the pushed commit.
-    let r = send(body.clone(), Some(sign("s3cret", body.as_bytes()))).await.unwrap();
+    let r = send(body.clone(), Some(sign("s3cret", body.as_bytes())))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let q = wait_finished(&app, id).await;
@@ -902,8 +947,17 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
     assert_eq!(q["commit"], sha.as_str());
     // pending at the start, success at the end (the first call got a 500 and was retried).
     let start = Instant::now();
-    while !calls.lock().unwrap().iter().any(|c| c.body["state"] == "success") {
-        assert!(start.elapsed() < Duration::from_secs(30), "no success status: {:?}", calls.lock().unwrap());
+    while !calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.body["state"] == "success")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no success status: {:?}",
+            calls.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let calls = calls.lock().unwrap().clone();
@@ -912,7 +966,10 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
         assert_eq!(c.path, format!("/api/v1/repos/acme/fw/statuses/{sha}"));
         assert_eq!(c.auth, "token tok123");
         assert_eq!(c.body["context"], "testarena/smoke");
-        assert_eq!(c.body["target_url"], format!("http://arena.example/#/queues/{id}"));
+        assert_eq!(
+            c.body["target_url"],
+            format!("http://arena.example/#/queues/{id}")
+        );
         assert!(c.body["description"].is_string());
     }
     assert_eq!(calls[0].body["state"], "pending");

@@ -75,21 +75,60 @@ async fn esp_idf_profile_contract_with_recording_stand_ins() {
         r#"<scenario name="boot"><testcase id="TC_BOOT"><expect timeout="20">app_main</expect><send>ping</send><expect timeout="5">^pong$</expect></testcase></scenario>"#,
     )
     .unwrap();
-    for args in [&["init", "-q", "-b", "main"][..], &["add", "-A"], &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "esp-idf app"]] {
-        assert!(Command::new("git").args(args).current_dir(&repo).status().unwrap().success());
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "esp-idf app",
+        ],
+    ] {
+        assert!(Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .status()
+            .unwrap()
+            .success());
     }
     let record = tmp.path().join("record.txt");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     std::env::set_var("PATH", &path);
     std::env::set_var("RECORD", &record);
     let roots = tmp.path().join("repos");
-    let app = App::start("up", &tmp.path().join("data"), &["--allow-local-repos", roots.to_str().unwrap()]);
-    let r = app.client.post(app.url("/api/v1/queues")).json(&json!({"repo": repo, "branch": "main"})).send().await.unwrap();
+    let app = App::start(
+        "up",
+        &tmp.path().join("data"),
+        &["--allow-local-repos", roots.to_str().unwrap()],
+    );
+    let r = app
+        .client
+        .post(app.url("/api/v1/queues"))
+        .json(&json!({"repo": repo, "branch": "main"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let start = Instant::now();
     let q = loop {
-        let q: Value = app.client.get(app.url(&format!("/api/v1/queues/{id}"))).send().await.unwrap().json().await.unwrap();
+        let q: Value = app
+            .client
+            .get(app.url(&format!("/api/v1/queues/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if !matches!(q["status"].as_str(), Some("waiting" | "running")) {
             break q;
         }

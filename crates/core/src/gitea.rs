@@ -56,7 +56,8 @@ pub struct Origin {
 impl GiteaRule {
     /// Whether a push of `branch` to `repo` matches this rule.
     pub fn matches(&self, repo: &str, branch: &str) -> bool {
-        self.repo.eq_ignore_ascii_case(repo) && (self.branches.is_empty() || self.branches.iter().any(|p| glob_match(p, branch)))
+        self.repo.eq_ignore_ascii_case(repo)
+            && (self.branches.is_empty() || self.branches.iter().any(|p| glob_match(p, branch)))
     }
 
     /// The status context of queues this rule makes.
@@ -72,7 +73,10 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         return pattern == text;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -102,7 +106,13 @@ mod tests {
 
     #[test]
     fn rules() {
-        let r = GiteaRule { repo: "Org/FW".into(), branches: vec!["main".into()], set: None, priority: None, clone_url: None };
+        let r = GiteaRule {
+            repo: "Org/FW".into(),
+            branches: vec!["main".into()],
+            set: None,
+            priority: None,
+            clone_url: None,
+        };
         assert!(r.matches("org/fw", "main"));
         assert!(!r.matches("org/fw", "dev"));
         assert_eq!(r.context(), "testarena/default");

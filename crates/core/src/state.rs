@@ -82,11 +82,10 @@ impl CaseStatus {
     /// Whether a case (or task) may go from `self` to `to`.
     pub fn can_become(self, to: CaseStatus) -> bool {
         use CaseStatus::*;
-        match (self, to) {
-            (Pending, Running | Skipped | Error) => true,
-            (Running, Passed | Failed | Error | Skipped) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Pending, Running | Skipped | Error) | (Running, Passed | Failed | Error | Skipped)
+        )
     }
 
     /// Combines verdicts: the worst one wins (error > failed > passed > skipped).

@@ -35,15 +35,38 @@ impl GiteaNotifier {
     pub fn from_config(cfg: &GiteaConfig) -> Option<GiteaNotifier> {
         let url = cfg.url.as_deref()?.trim_end_matches('/').to_string();
         let token = cfg.token.clone().filter(|t| !t.is_empty())?;
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok()?;
-        let public_url = cfg.public_url.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into()).trim_end_matches('/').to_string();
-        Some(GiteaNotifier { client, url, token, public_url })
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .ok()?;
+        let public_url = cfg
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+            .trim_end_matches('/')
+            .to_string();
+        Some(GiteaNotifier {
+            client,
+            url,
+            token,
+            public_url,
+        })
     }
 
     /// Sets the status of `sha` in the background; failures are logged, never returned.
-    pub fn notify(&self, origin: &Origin, sha: &str, queue_id: i64, status: QueueStatus, description: &str) {
+    pub fn notify(
+        &self,
+        origin: &Origin,
+        sha: &str,
+        queue_id: i64,
+        status: QueueStatus,
+        description: &str,
+    ) {
         let this = self.clone();
-        let path = format!("{}/api/v1/repos/{}/statuses/{}", self.url, origin.gitea_repo, sha);
+        let path = format!(
+            "{}/api/v1/repos/{}/statuses/{}",
+            self.url, origin.gitea_repo, sha
+        );
         let body = serde_json::json!({
             "state": gitea_state(status),
             "target_url": format!("{}/#/queues/{queue_id}", self.public_url),
@@ -53,7 +76,13 @@ impl GiteaNotifier {
         tokio::spawn(async move {
             let mut delay = FIRST_BACKOFF;
             for attempt in 1..=ATTEMPTS {
-                let sent = this.client.post(&path).header("Authorization", format!("token {}", this.token)).json(&body).send().await;
+                let sent = this
+                    .client
+                    .post(&path)
+                    .header("Authorization", format!("token {}", this.token))
+                    .json(&body)
+                    .send()
+                    .await;
                 match sent {
                     Ok(r) if r.status().is_success() => return,
                     // A 4xx other than rate limiting will not get better by retrying.
@@ -61,8 +90,12 @@ impl GiteaNotifier {
                         tracing::warn!(queue = queue_id, status = %r.status(), "Gitea refused the commit status");
                         return;
                     }
-                    Ok(r) => tracing::warn!(queue = queue_id, attempt, status = %r.status(), "Gitea status failed; retrying"),
-                    Err(e) => tracing::warn!(queue = queue_id, attempt, error = %e, "Gitea unreachable; retrying"),
+                    Ok(r) => {
+                        tracing::warn!(queue = queue_id, attempt, status = %r.status(), "Gitea status failed; retrying")
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = queue_id, attempt, error = %e, "Gitea unreachable; retrying")
+                    }
                 }
                 tokio::time::sleep(delay).await;
                 delay *= 2;

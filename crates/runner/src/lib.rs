@@ -8,4 +8,3 @@ pub mod process;
 pub mod profile;
 pub mod report;
 pub mod worker;
-

@@ -124,8 +124,15 @@ pub async fn run_queue(
         crate::git::redact(&queue.repo),
         queue.branch
     ));
-    if let (Some(g), Some(origin), Some(sha)) = (&cfg.gitea, &queue.origin, &queue.requested_commit) {
-        g.notify(origin, sha, queue.id, QueueStatus::Running, "TestArena is testing this commit");
+    if let (Some(g), Some(origin), Some(sha)) = (&cfg.gitea, &queue.origin, &queue.requested_commit)
+    {
+        g.notify(
+            origin,
+            sha,
+            queue.id,
+            QueueStatus::Running,
+            "TestArena is testing this commit",
+        );
     }
     let mut run = Run {
         store,
@@ -426,9 +433,15 @@ impl Run<'_> {
             }
         };
         suite.name = scenario.name.clone();
-        if let Some(only) = self.queue.case_filter.as_ref().and_then(|f| f.get(scenario_path)) {
+        if let Some(only) = self
+            .queue
+            .case_filter
+            .as_ref()
+            .and_then(|f| f.get(scenario_path))
+        {
             scenario.cases.retain(|c| only.contains(&c.id));
-            self.logs.event(&format!("re-run of failed cases only: {}", only.join(", ")));
+            self.logs
+                .event(&format!("re-run of failed cases only: {}", only.join(", ")));
         }
         let new_cases: Vec<NewCase> = scenario
             .cases
@@ -562,12 +575,19 @@ impl Run<'_> {
     }
 
     /// Runs the scenario's teardown (failures are logged only) and stops the emulator.
-    async fn teardown_and_stop(&self, scenario: &Scenario, c: &mut Console, spec: &EmulatorSpec, cancel: &CancellationToken) {
+    async fn teardown_and_stop(
+        &self,
+        scenario: &Scenario,
+        c: &mut Console,
+        spec: &EmulatorSpec,
+        cancel: &CancellationToken,
+    ) {
         if !scenario.teardown.is_empty() && !cancel.is_cancelled() {
             self.logs.event("teardown");
             for step in &scenario.teardown {
                 if let Err(f) = self.run_step(step, c, spec, None, cancel).await {
-                    self.logs.event(&format!("teardown step {step} failed: {}", c.describe(&f)));
+                    self.logs
+                        .event(&format!("teardown step {step} failed: {}", c.describe(&f)));
                     break;
                 }
             }
@@ -898,14 +918,27 @@ impl Run<'_> {
     }
 
     /// Sets the verdict as the commit status on Gitea, if the queue came from a Gitea push.
-    async fn report_to_gitea(&self, g: &crate::gitea::GiteaNotifier, status: QueueStatus, error: Option<&str>) {
-        let Some(origin) = &self.queue.origin else { return };
+    async fn report_to_gitea(
+        &self,
+        g: &crate::gitea::GiteaNotifier,
+        status: QueueStatus,
+        error: Option<&str>,
+    ) {
+        let Some(origin) = &self.queue.origin else {
+            return;
+        };
         let detail = self.store.queue(self.queue.id).await.ok();
-        let sha = detail.as_ref().and_then(|d| d.queue.commit.clone()).or_else(|| self.queue.requested_commit.clone());
+        let sha = detail
+            .as_ref()
+            .and_then(|d| d.queue.commit.clone())
+            .or_else(|| self.queue.requested_commit.clone());
         let Some(sha) = sha else { return };
         let description = match (error, detail.map(|d| d.to_api().summary)) {
             (Some(e), _) => format!("{status}: {}", e.lines().next().unwrap_or("")),
-            (None, Some(s)) => format!("{status}: {} passed, {} failed, {} error of {}", s.passed, s.failed, s.error, s.total),
+            (None, Some(s)) => format!(
+                "{status}: {} passed, {} failed, {} error of {}",
+                s.passed, s.failed, s.error, s.total
+            ),
             (None, None) => status.to_string(),
         };
         g.notify(origin, &sha, self.queue.id, status, &description);
@@ -940,8 +973,7 @@ impl Run<'_> {
                             status: c.status,
                             duration_ms: c.duration_ms.unwrap_or(0).max(0) as u64,
                             message: c.message.clone(),
-                            log_path: Some(case_log(&tdir, &c.key))
-                                .filter(|p| p.exists()),
+                            log_path: Some(case_log(&tdir, &c.key)).filter(|p| p.exists()),
                         })
                         .collect(),
                 }

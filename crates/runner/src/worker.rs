@@ -52,13 +52,23 @@ impl Worker {
     pub async fn recover(&self) -> Result<(), StoreError> {
         // First the provably dead workers of this host (their rows go), then every process
         // group recorded by a worker that is no longer registered is theirs: kill it.
-        let dead = self.store.dead_workers_on(&self.cfg.hostname, &self.cfg.boot_id, pid_alive).await?;
+        let dead = self
+            .store
+            .dead_workers_on(&self.cfg.hostname, &self.cfg.boot_id, pid_alive)
+            .await?;
         for w in &dead {
             tracing::warn!(worker = %w, "expiring the leases of a dead worker on this host");
         }
         let stale_ms = WORKER_STALE.as_millis() as i64;
-        let stale = self.store.take_stale_groups(&self.cfg.hostname, stale_ms).await?;
-        let mine: Vec<i32> = stale.iter().filter(|g| g.boot_id == self.cfg.boot_id).map(|g| g.pgid).collect();
+        let stale = self
+            .store
+            .take_stale_groups(&self.cfg.hostname, stale_ms)
+            .await?;
+        let mine: Vec<i32> = stale
+            .iter()
+            .filter(|g| g.boot_id == self.cfg.boot_id)
+            .map(|g| g.pgid)
+            .collect();
         let killed = process::kill_stale_groups(&mine);
         if killed > 0 {
             tracing::warn!(killed, "killed process groups left by a crashed worker");

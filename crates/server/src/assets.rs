@@ -37,14 +37,19 @@ pub async fn index() -> Response {
         page
     });
     let mut resp = Html(page.clone()).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
 
 /// `GET /assets/{name}`: one embedded file, cached for a year (URLs carry the version).
 pub async fn file(Path(name): Path<String>) -> Response {
     let Some(bytes) = asset(&name) else {
-        return crate::error::error_response(StatusCode::NOT_FOUND, "not_found", format!("no asset '{name}'"));
+        return crate::error::error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no asset '{name}'"),
+        );
     };
     let ctype = match name.rsplit('.').next() {
         Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
@@ -59,6 +64,9 @@ pub async fn file(Path(name): Path<String>) -> Response {
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
     resp
 }

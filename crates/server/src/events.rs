@@ -60,7 +60,11 @@ pub async fn poll_changes(
                     let _ = tx.send(ev);
                 }
                 // At most 500 queues come at a time: continue from the last one seen.
-                rev = if changed.len() >= 500 { changed.iter().map(|q| q.queue.rev).max().unwrap_or(now) } else { now };
+                rev = if changed.len() >= 500 {
+                    changed.iter().map(|q| q.queue.rev).max().unwrap_or(now)
+                } else {
+                    now
+                };
             }
             Err(e) => tracing::warn!(error = %e, "cannot read changes"),
         }
@@ -70,12 +74,21 @@ pub async fn poll_changes(
 /// `GET /api/v1/events`: `queue` events (the queue object) and `deleted` events (`{"id": N}`).
 #[utoipa::path(get, path = "/api/v1/events", tag = "system",
     responses((status = 200, description = "SSE: `queue` events (the queue object) and `deleted` events ({\"id\": N})", content_type = "text/event-stream", body = String)))]
-pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = s.events.subscribe();
-    let stream = BroadcastStream::new(rx).filter_map(|msg| {
+    let updates = futures::StreamExt::take_until(
+        BroadcastStream::new(rx),
+        s.shutdown.clone().cancelled_owned(),
+    );
+    let stream = updates.filter_map(|msg| {
         let ev = match msg {
             Ok(QueueEvent::Changed(q)) => Event::default().event("queue").json_data(&*q).ok(),
-            Ok(QueueEvent::Deleted(id)) => Event::default().event("deleted").json_data(serde_json::json!({ "id": id })).ok(),
+            Ok(QueueEvent::Deleted(id)) => Event::default()
+                .event("deleted")
+                .json_data(serde_json::json!({ "id": id }))
+                .ok(),
             // A slow client missed some events: tell it to reload its list.
             Err(_) => Some(Event::default().event("resync").data("{}")),
         };

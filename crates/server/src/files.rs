@@ -1,7 +1,6 @@
 //! A queue's files over HTTP: its log (plain, or streamed live as SSE), its cases' logs, its
 //! JUnit report and an archive of everything.
 
-use testarena_core::api::ErrorBody;
 use crate::error::ApiError;
 use crate::handlers::id_from_path;
 use crate::AppState;
@@ -14,6 +13,7 @@ use serde::Deserialize;
 use std::io::SeekFrom;
 use std::path::PathBuf;
 use std::time::Duration;
+use testarena_core::api::ErrorBody;
 use testarena_core::paths::{case_log, queue_dir, task_dir};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -26,8 +26,13 @@ async fn read_from(path: &std::path::Path, offset: u64, max: u64) -> Result<Vec<
     let mut data = Vec::new();
     match tokio::fs::File::open(path).await {
         Ok(mut f) => {
-            f.seek(SeekFrom::Start(offset)).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-            f.take(max).read_to_end(&mut data).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+            f.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            f.take(max)
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(ApiError::Internal(e.to_string())),
@@ -37,7 +42,8 @@ async fn read_from(path: &std::path::Path, offset: u64, max: u64) -> Result<Vec<
 
 fn text_response(data: Vec<u8>, content_type: &'static str) -> Response {
     let mut resp = Response::new(Body::from(data));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
@@ -60,12 +66,20 @@ pub(crate) async fn queue_log(
     let Query(p) = params?;
     let q = s.store.queue(id).await?;
     let offset = p.offset.unwrap_or(0);
-    let data = read_from(&queue_dir(&s.config.data_dir, id).join("queue.log"), offset, LOG_CHUNK).await?;
+    let data = read_from(
+        &queue_dir(&s.config.data_dir, id).join("queue.log"),
+        offset,
+        LOG_CHUNK,
+    )
+    .await?;
     let next = offset + data.len() as u64;
     let mut resp = text_response(data, "text/plain; charset=utf-8");
     let h = resp.headers_mut();
     h.insert("x-next-offset", HeaderValue::from(next));
-    h.insert("x-queue-status", HeaderValue::from_static(q.queue.status.as_str()));
+    h.insert(
+        "x-queue-status",
+        HeaderValue::from_static(q.queue.status.as_str()),
+    );
     Ok(resp)
 }
 
@@ -85,7 +99,10 @@ pub(crate) async fn queue_log_stream(
     let id = id_from_path(&raw)?;
     let Query(p) = params?;
     s.store.queue(id).await?;
-    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let offset = resume.or(p.offset).unwrap_or(0);
     let path = queue_dir(&s.config.data_dir, id).join("queue.log");
     let store = s.store.clone();
@@ -99,24 +116,39 @@ pub(crate) async fn queue_log_stream(
                     Ok(q) => q.queue.status.is_finished(),
                     Err(_) => true,
                 };
-                let data = read_from(&path, offset, LOG_CHUNK).await.unwrap_or_default();
+                let data = read_from(&path, offset, LOG_CHUNK)
+                    .await
+                    .unwrap_or_default();
                 // Only whole lines: a resumed stream then starts at a line boundary.
-                let whole = data.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+                let whole = data
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
                 if whole > 0 {
                     offset += whole as u64;
                     let text = String::from_utf8_lossy(&data[..whole]);
-                    let event = Event::default().event("log").id(offset.to_string()).data(text.trim_end_matches('\n'));
+                    let event = Event::default()
+                        .event("log")
+                        .id(offset.to_string())
+                        .data(text.trim_end_matches('\n'));
                     return Some((Ok::<_, std::convert::Infallible>(event), Some(offset)));
                 }
                 if finished {
-                    let event = Event::default().event("end").id(offset.to_string()).data("{}");
+                    let event = Event::default()
+                        .event("end")
+                        .id(offset.to_string())
+                        .data("{}");
                     return Some((Ok(event), None));
                 }
                 tokio::time::sleep(FOLLOW_EVERY).await;
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    let stream = futures::StreamExt::take_until(stream, s.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +156,12 @@ pub(crate) struct CaseParams {
     task: Option<i64>,
 }
 
-async fn find_case_log(s: &AppState, raw: &str, case: &str, task: Option<i64>) -> Result<PathBuf, ApiError> {
+async fn find_case_log(
+    s: &AppState,
+    raw: &str,
+    case: &str,
+    task: Option<i64>,
+) -> Result<PathBuf, ApiError> {
     let id = id_from_path(raw)?;
     let q = s.store.queue(id).await?;
     let dir = queue_dir(&s.config.data_dir, id);
@@ -136,7 +173,9 @@ async fn find_case_log(s: &AppState, raw: &str, case: &str, task: Option<i64>) -
             return Ok(case_log(&task_dir(&dir, t.position, &t.scenario), case));
         }
     }
-    Err(ApiError::NotFound(format!("queue {id} has no case '{case}'")))
+    Err(ApiError::NotFound(format!(
+        "queue {id} has no case '{case}'"
+    )))
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log[?task=T]`: a case's plain-text log.
@@ -162,29 +201,41 @@ pub(crate) async fn case_log_html(
     Path((raw, case)): Path<(String, String)>,
     Query(p): Query<CaseParams>,
 ) -> Result<Response, ApiError> {
-    let path = find_case_log(&s, &raw, &case, p.task).await?.with_extension("html");
+    let path = find_case_log(&s, &raw, &case, p.task)
+        .await?
+        .with_extension("html");
     match tokio::fs::read(&path).await {
         Ok(data) => Ok(text_response(data, "text/html; charset=utf-8")),
-        Err(_) => Err(ApiError::NotFound(format!("case '{case}' has no HTML log yet (it is written when the case ends)"))),
+        Err(_) => Err(ApiError::NotFound(format!(
+            "case '{case}' has no HTML log yet (it is written when the case ends)"
+        ))),
     }
 }
 
 /// `GET /api/v1/queues/{id}/junit.xml`.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/junit.xml", tag = "logs", params(("id" = i64, Path, description = "Queue id")),
     responses((status = 200, description = "JUnit XML: one testsuite per scenario", content_type = "application/xml", body = String), (status = 404, description = "No such queue", body = ErrorBody)))]
-pub(crate) async fn junit(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn junit(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = id_from_path(&raw)?;
     s.store.queue(id).await?;
     match tokio::fs::read(queue_dir(&s.config.data_dir, id).join("junit.xml")).await {
         Ok(data) => Ok(text_response(data, "application/xml; charset=utf-8")),
-        Err(_) => Err(ApiError::NotFound(format!("queue {id} has no junit.xml yet (it is written when the queue ends)"))),
+        Err(_) => Err(ApiError::NotFound(format!(
+            "queue {id} has no junit.xml yet (it is written when the queue ends)"
+        ))),
     }
 }
 
 /// `GET /api/v1/queues/{id}/archive`: a tar.gz of the queue's logs and reports (not the checkout).
 #[utoipa::path(get, path = "/api/v1/queues/{id}/archive", tag = "logs", params(("id" = i64, Path, description = "Queue id")),
     responses((status = 200, description = "tar.gz of the queue's logs and reports", content_type = "application/gzip", body = Vec<u8>), (status = 404, description = "No such queue", body = ErrorBody)))]
-pub(crate) async fn archive(State(s): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn archive(
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = id_from_path(&raw)?;
     s.store.queue(id).await?;
     let dir = queue_dir(&s.config.data_dir, id);
@@ -192,11 +243,18 @@ pub(crate) async fn archive(State(s): State<AppState>, Path(raw): Path<String>) 
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(format!("cannot build the archive: {e}")))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"testarena-queue-{id}.tar.gz\"")) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"testarena-queue-{id}.tar.gz\""
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)

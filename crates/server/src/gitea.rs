@@ -3,7 +3,6 @@
 //! push to a branch a configured rule matches becomes a queue of the repository's default
 //! scenarios at the pushed commit.
 
-use testarena_core::api::{ErrorBody, Queue};
 use crate::error::{error_response, ApiError};
 use crate::AppState;
 use axum::body::Bytes;
@@ -14,6 +13,7 @@ use axum::Json;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
+use testarena_core::api::{ErrorBody, Queue};
 use testarena_core::gitea::Origin;
 use testarena_core::validate::{check_branch, check_repo, ValidQueue, DEFAULT_PRIORITY};
 
@@ -33,14 +33,22 @@ struct Repository {
 
 /// Whether `signature` (hex) is the HMAC-SHA256 of `body` under `secret`, compared in constant time.
 pub fn signature_valid(secret: &str, body: &[u8], signature: &str) -> bool {
-    let Ok(given) = hex::decode(signature.trim()) else { return false };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
+    let Ok(given) = hex::decode(signature.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
     mac.update(body);
     mac.verify_slice(&given).is_ok()
 }
 
 fn ignored(reason: String) -> Response {
-    (StatusCode::ACCEPTED, Json(serde_json::json!({ "ignored": reason }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "ignored": reason })),
+    )
+        .into_response()
 }
 
 /// The webhook handler.
@@ -54,36 +62,78 @@ fn ignored(reason: String) -> Response {
               (status = 401, description = "Missing or wrong signature", body = ErrorBody),
               (status = 404, description = "Webhook not configured", body = ErrorBody),
               (status = 422, description = "Clone URL refused", body = ErrorBody)))]
-pub(crate) async fn hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn hook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let Some(gitea) = s.config.gitea.as_ref() else {
-        return Ok(error_response(StatusCode::NOT_FOUND, "not_found", "the Gitea webhook is not configured on this server".into()));
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the Gitea webhook is not configured on this server".into(),
+        ));
     };
     let Some(secret) = gitea.secret.as_deref().filter(|s| !s.is_empty()) else {
-        return Ok(error_response(StatusCode::NOT_FOUND, "not_found", "the Gitea webhook has no secret configured".into()));
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the Gitea webhook has no secret configured".into(),
+        ));
     };
-    let signature = headers.get("x-gitea-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let signature = headers
+        .get("x-gitea-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if signature.is_empty() || !signature_valid(secret, &body, signature) {
-        return Ok(error_response(StatusCode::UNAUTHORIZED, "bad_signature", "missing or wrong X-Gitea-Signature".into()));
+        return Ok(error_response(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "missing or wrong X-Gitea-Signature".into(),
+        ));
     }
-    let event = headers.get("x-gitea-event").and_then(|v| v.to_str().ok()).unwrap_or("push");
+    let event = headers
+        .get("x-gitea-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("push");
     if event != "push" {
         return Ok(ignored(format!("event '{event}' is not a push")));
     }
-    let push: PushEvent = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest { code: "invalid_input", message: format!("push payload: {e}") })?;
+    let push: PushEvent = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        code: "invalid_input",
+        message: format!("push payload: {e}"),
+    })?;
     let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
         return Ok(ignored(format!("'{}' is not a branch", push.git_ref)));
     };
     if push.after.bytes().all(|b| b == b'0') {
         return Ok(ignored(format!("branch '{branch}' was deleted")));
     }
-    let Some(rule) = gitea.rules.iter().find(|r| r.matches(&push.repository.full_name, branch)) else {
-        return Ok(ignored(format!("no rule matches {} branch '{branch}'", push.repository.full_name)));
+    let Some(rule) = gitea
+        .rules
+        .iter()
+        .find(|r| r.matches(&push.repository.full_name, branch))
+    else {
+        return Ok(ignored(format!(
+            "no rule matches {} branch '{branch}'",
+            push.repository.full_name
+        )));
     };
-    check_branch(branch).map_err(|m| ApiError::BadRequest { code: "invalid_input", message: format!("branch: {m}") })?;
-    let repo = check_repo(rule.clone_url.as_deref().unwrap_or(&push.repository.clone_url), &s.config.allowed_roots)?;
+    check_branch(branch).map_err(|m| ApiError::BadRequest {
+        code: "invalid_input",
+        message: format!("branch: {m}"),
+    })?;
+    let repo = check_repo(
+        rule.clone_url
+            .as_deref()
+            .unwrap_or(&push.repository.clone_url),
+        &s.config.allowed_roots,
+    )?;
     if push.after.len() != 40 || !push.after.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::BadRequest { code: "invalid_input", message: "after: must be a 40-character commit SHA".into() });
+        return Err(ApiError::BadRequest {
+            code: "invalid_input",
+            message: "after: must be a 40-character commit SHA".into(),
+        });
     }
     let queue = ValidQueue {
         repo,
@@ -93,7 +143,10 @@ pub(crate) async fn hook(State(s): State<AppState>, headers: HeaderMap, body: By
         priority: rule.priority.unwrap_or(DEFAULT_PRIORITY).clamp(0, 9),
         commit: Some(push.after.to_ascii_lowercase()),
         case_filter: None,
-        origin: Some(Origin { gitea_repo: push.repository.full_name.clone(), context: rule.context() }),
+        origin: Some(Origin {
+            gitea_repo: push.repository.full_name.clone(),
+            context: rule.context(),
+        }),
     };
     let created = s.store.create_queue(&queue).await?.to_api();
     s.new_work.notify_waiters();

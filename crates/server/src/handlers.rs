@@ -1,6 +1,5 @@
 //! Request handlers. Each checks its input, calls the store, and shapes the answer.
 
-use testarena_core::api::ErrorBody;
 use crate::error::{error_response, ApiError};
 use crate::{queue_dir, AppState, CREATED};
 use axum::extract::rejection::JsonRejection;
@@ -9,11 +8,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use testarena_core::api::ErrorBody;
 use testarena_core::api::{Health, Queue, QueueList, Rerun, Worker, WorkerList};
 use testarena_core::validate::ValidQueue;
 use testarena_core::CaseStatus;
-use testarena_store::rfc3339;
 use testarena_core::{parse_id, NewQueue, QueueStatus};
+use testarena_store::rfc3339;
 
 pub(crate) fn id_from_path(raw: &str) -> Result<i64, ApiError> {
     parse_id(raw).ok_or_else(|| {
@@ -192,8 +192,10 @@ pub(crate) async fn rerun_queue(
     let opts: Rerun = if body.iter().all(u8::is_ascii_whitespace) {
         Rerun::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest { code: "invalid_input", message: format!("rerun body: {e}") })?
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+            code: "invalid_input",
+            message: format!("rerun body: {e}"),
+        })?
     };
     let old = s.store.queue(id).await?;
     let q = &old.queue;
@@ -211,18 +213,24 @@ pub(crate) async fn rerun_queue(
         let mut scenarios = Vec::new();
         let mut filter = std::collections::BTreeMap::new();
         for (t, cases) in &old.tasks {
-            let bad: Vec<String> =
-                cases.iter().filter(|c| matches!(c.status, CaseStatus::Failed | CaseStatus::Error)).map(|c| c.key.clone()).collect();
+            let bad: Vec<String> = cases
+                .iter()
+                .filter(|c| matches!(c.status, CaseStatus::Failed | CaseStatus::Error))
+                .map(|c| c.key.clone())
+                .collect();
             if !bad.is_empty() {
                 scenarios.push(t.scenario.clone());
                 filter.insert(t.scenario.clone(), bad);
-            } else if cases.is_empty() && matches!(t.status, CaseStatus::Failed | CaseStatus::Error) {
+            } else if cases.is_empty() && matches!(t.status, CaseStatus::Failed | CaseStatus::Error)
+            {
                 // The whole scenario could not run: run all of it again.
                 scenarios.push(t.scenario.clone());
             }
         }
         if scenarios.is_empty() {
-            return Err(ApiError::Conflict(format!("queue {id} has no failed cases to re-run")));
+            return Err(ApiError::Conflict(format!(
+                "queue {id} has no failed cases to re-run"
+            )));
         }
         again.scenarios = Some(scenarios);
         again.case_filter = Some(filter);

@@ -52,13 +52,23 @@ pub struct AppState {
     pub poke: Arc<Notify>,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Cancelled when the server shuts down, so endless streams (SSE) end and let it stop.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
     /// State for a server on `store`; `new_work` is shared with an in-process worker, if any.
     pub fn new(store: Store, config: ServerConfig, new_work: Arc<Notify>) -> AppState {
         let (events, _) = tokio::sync::broadcast::channel(4096);
-        AppState { store, config: Arc::new(config), new_work, events, poke: Arc::new(Notify::new()), metrics: Arc::new(metrics::Metrics::new()) }
+        AppState {
+            store,
+            config: Arc::new(config),
+            new_work,
+            events,
+            poke: Arc::new(Notify::new()),
+            metrics: Arc::new(metrics::Metrics::new()),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        }
     }
 }
 
@@ -81,7 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{id}/log", get(files::queue_log))
         .route("/queues/{id}/log/stream", get(files::queue_log_stream))
         .route("/queues/{id}/cases/{case}/log", get(files::case_log_text))
-        .route("/queues/{id}/cases/{case}/log.html", get(files::case_log_html))
+        .route(
+            "/queues/{id}/cases/{case}/log.html",
+            get(files::case_log_html),
+        )
         .route("/queues/{id}/junit.xml", get(files::junit))
         .route("/queues/{id}/archive", get(files::archive))
         .route("/workers", get(handlers::workers))
@@ -97,7 +110,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/docs", get(openapi::docs))
         .route("/api/docs/swagger-ui-bundle.js", get(openapi::docs_js))
         .route("/api/docs/swagger-ui.css", get(openapi::docs_css))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -128,7 +144,15 @@ pub async fn serve_on(
         state.poke.clone(),
         state.metrics.clone(),
     ));
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let streams = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Graceful shutdown waits for every open connection: end the live streams first.
+        streams.cancel();
+    };
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     poller.abort();
     result
 }

@@ -64,9 +64,17 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let queues = Family::<StatusLabel, Gauge>::default();
-        registry.register("testarena_queues", "Queues in the database by status", queues.clone());
+        registry.register(
+            "testarena_queues",
+            "Queues in the database by status",
+            queues.clone(),
+        );
         let workers = Gauge::default();
-        registry.register("testarena_workers", "Workers with a heartbeat in the last minute", workers.clone());
+        registry.register(
+            "testarena_workers",
+            "Workers with a heartbeat in the last minute",
+            workers.clone(),
+        );
         let heartbeat_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "testarena_worker_heartbeat_age_seconds",
@@ -74,19 +82,49 @@ impl Metrics {
             heartbeat_age.clone(),
         );
         let wait_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 20));
-        registry.register("testarena_queue_wait_seconds", "Time from submit to claim", wait_seconds.clone());
+        registry.register(
+            "testarena_queue_wait_seconds",
+            "Time from submit to claim",
+            wait_seconds.clone(),
+        );
         let run_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 16));
-        registry.register("testarena_queue_run_seconds", "Time from claim to verdict", run_seconds.clone());
+        registry.register(
+            "testarena_queue_run_seconds",
+            "Time from claim to verdict",
+            run_seconds.clone(),
+        );
         let cases = Family::<StatusLabel, Counter>::default();
-        registry.register("testarena_case_results", "Finished test cases by verdict", cases.clone());
-        let http = Family::<HttpLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
-        registry.register("testarena_http_request_duration_seconds", "HTTP request durations by route", http.clone());
-        Metrics { registry, queues, workers, heartbeat_age, wait_seconds, run_seconds, cases, http, seen: Mutex::default() }
+        registry.register(
+            "testarena_case_results",
+            "Finished test cases by verdict",
+            cases.clone(),
+        );
+        let http = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "testarena_http_request_duration_seconds",
+            "HTTP request durations by route",
+            http.clone(),
+        );
+        Metrics {
+            registry,
+            queues,
+            workers,
+            heartbeat_age,
+            wait_seconds,
+            run_seconds,
+            cases,
+            http,
+            seen: Mutex::default(),
+        }
     }
 
     /// Counts what a queue change shows: a claim (wait time), a verdict (run time), case results.
     pub fn observe(&self, event: &QueueEvent) {
-        let QueueEvent::Changed(q) = event else { return };
+        let QueueEvent::Changed(q) = event else {
+            return;
+        };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let secs = |a: &Option<String>, b: &str| -> Option<f64> {
             let fmt = time::format_description::well_known::Rfc3339;
@@ -108,8 +146,17 @@ impl Metrics {
         }
         for t in &q.tasks {
             for c in &t.cases {
-                if c.status.is_finished() && seen.cases.insert((q.id, t.id, c.id.clone()), c.status).is_none() {
-                    self.cases.get_or_create(&StatusLabel { status: c.status.to_string() }).inc();
+                if c.status.is_finished()
+                    && seen
+                        .cases
+                        .insert((q.id, t.id, c.id.clone()), c.status)
+                        .is_none()
+                {
+                    self.cases
+                        .get_or_create(&StatusLabel {
+                            status: c.status.to_string(),
+                        })
+                        .inc();
                 }
             }
         }
@@ -123,7 +170,11 @@ impl Metrics {
         if let Ok(counts) = store.count_by_status().await {
             for s in QueueStatus::ALL {
                 let n = counts.get(s).copied().unwrap_or(0);
-                self.queues.get_or_create(&StatusLabel { status: s.to_string() }).set(n);
+                self.queues
+                    .get_or_create(&StatusLabel {
+                        status: s.to_string(),
+                    })
+                    .set(n);
             }
         }
         if let Ok(ws) = store.workers(60_000).await {
@@ -145,17 +196,31 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         return crate::error::ApiError::Internal("cannot encode metrics".into()).into_response();
     }
     let mut resp = body.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     resp
 }
 
 /// Middleware: times every request, labelled by its route pattern (not the raw path).
 pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
-    let labels = HttpLabels { method, route, status: resp.status().as_u16() };
-    s.metrics.http.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    let labels = HttpLabels {
+        method,
+        route,
+        status: resp.status().as_u16(),
+    };
+    s.metrics
+        .http
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
     resp
 }

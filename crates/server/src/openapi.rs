@@ -63,16 +63,25 @@ fn vendored(bytes: &'static [u8], ctype: &'static str) -> Response {
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
     resp
 }
 
 /// `GET /api/docs/swagger-ui-bundle.js`.
 pub async fn docs_js() -> Response {
-    vendored(include_bytes!("../vendor/swagger-ui/swagger-ui-bundle.js"), "text/javascript; charset=utf-8")
+    vendored(
+        include_bytes!("../vendor/swagger-ui/swagger-ui-bundle.js"),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 /// `GET /api/docs/swagger-ui.css`.
 pub async fn docs_css() -> Response {
-    vendored(include_bytes!("../vendor/swagger-ui/swagger-ui.css"), "text/css; charset=utf-8")
+    vendored(
+        include_bytes!("../vendor/swagger-ui/swagger-ui.css"),
+        "text/css; charset=utf-8",
+    )
 }

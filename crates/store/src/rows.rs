@@ -116,8 +116,18 @@ impl QueueDetail {
                     cases: cases
                         .iter()
                         .map(|c| api::Case {
-                            log_url: format!("/api/v1/queues/{}/cases/{}/log?task={}", q.id, urlencode(&c.key), t.id),
-                            html_url: format!("/api/v1/queues/{}/cases/{}/log.html?task={}", q.id, urlencode(&c.key), t.id),
+                            log_url: format!(
+                                "/api/v1/queues/{}/cases/{}/log?task={}",
+                                q.id,
+                                urlencode(&c.key),
+                                t.id
+                            ),
+                            html_url: format!(
+                                "/api/v1/queues/{}/cases/{}/log.html?task={}",
+                                q.id,
+                                urlencode(&c.key),
+                                t.id
+                            ),
                             id: c.key.clone(),
                             name: c.name.clone(),
                             status: c.status,

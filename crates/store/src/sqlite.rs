@@ -59,7 +59,9 @@ fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
         worker_id: r.try_get("worker_id")?,
         attempts: r.try_get("attempts")?,
         case_filter: match r.try_get::<Option<String>, _>("case_filter")? {
-            Some(json) => Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            Some(json) => {
+                Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            }
             None => None,
         },
         rev: r.try_get("rev")?,
@@ -147,11 +149,15 @@ impl Sqlite {
             None => None,
         };
         let case_filter = match &q.case_filter {
-            Some(f) => Some(serde_json::to_string(f).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            Some(f) => {
+                Some(serde_json::to_string(f).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            }
             None => None,
         };
         let origin = match &q.origin {
-            Some(o) => Some(serde_json::to_string(o).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+            Some(o) => {
+                Some(serde_json::to_string(o).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            }
             None => None,
         };
         let mut tx = self.pool.begin().await?;
@@ -252,32 +258,45 @@ impl Sqlite {
     }
 
     pub(crate) async fn current_rev(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1").fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     pub(crate) async fn changes_since(&self, rev: i64) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
-        let rows = sqlx::query(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE rev > $1 ORDER BY id LIMIT 500"))
-            .bind(rev)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {QUEUE_COLUMNS} FROM queues WHERE rev > $1 ORDER BY id LIMIT 500"
+        ))
+        .bind(rev)
+        .fetch_all(&self.pool)
+        .await?;
         let queues = rows.iter().map(queue_row).collect::<Result<Vec<_>>>()?;
-        let deleted: Vec<i64> = sqlx::query_scalar("SELECT id FROM deleted_queues WHERE rev > $1 ORDER BY rev")
-            .bind(rev)
-            .fetch_all(&self.pool)
-            .await?;
+        let deleted: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM deleted_queues WHERE rev > $1 ORDER BY rev")
+                .bind(rev)
+                .fetch_all(&self.pool)
+                .await?;
         Ok((self.details(queues).await?, deleted))
     }
 
     pub(crate) async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM queues GROUP BY status").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM queues GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
     }
 
     pub(crate) async fn running_by_worker(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query("SELECT worker_id, id FROM queues WHERE status = 'running' AND worker_id IS NOT NULL ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("worker_id")?, r.try_get("id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("worker_id")?, r.try_get("id")?)))
+            .collect()
     }
 
     pub(crate) async fn abort_waiting(&self, id: i64, now: i64) -> Result<bool> {

@@ -189,7 +189,7 @@ async fn abort_and_delete() {
     let q = s.abort_queue(running).await.unwrap();
     assert_eq!(q.queue.status, QueueStatus::Running);
     assert!(q.queue.abort_requested);
-    assert_eq!(s.renew_lease(running, "w1", 30_000).await.unwrap(), true);
+    assert!(s.renew_lease(running, "w1", 30_000).await.unwrap());
     s.delete_queue(running).await.unwrap();
     assert!(matches!(
         s.renew_lease(running, "w1", 30_000).await,
@@ -250,10 +250,18 @@ fn rfc3339_format() {
 async fn changes_are_tracked_by_rev() {
     let (s, _d) = fresh().await;
     let r0 = s.current_rev().await.unwrap();
-    let a = s.create_queue(&vq("a", 5, Some(vec!["x.xml"]))).await.unwrap().queue.id;
+    let a = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
     let b = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
     let (changed, deleted) = s.changes_since(r0).await.unwrap();
-    assert_eq!(changed.iter().map(|q| q.queue.id).collect::<Vec<_>>(), vec![a, b]);
+    assert_eq!(
+        changed.iter().map(|q| q.queue.id).collect::<Vec<_>>(),
+        vec![a, b]
+    );
     assert!(deleted.is_empty());
     let r1 = s.current_rev().await.unwrap();
     s.claim("w", 30_000).await.unwrap().unwrap();
