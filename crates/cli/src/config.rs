@@ -68,6 +68,9 @@ pub struct WorkerArgs {
     /// Largest size of one log file in bytes; past it a truncation marker is written [default: 256 MiB]
     #[arg(long, env = "TESTARENA_LOG_CAP", value_name = "BYTES")]
     pub log_cap: Option<u64>,
+    /// Limit of fetching and checking out a repository, e.g. 10m [default: 10m]
+    #[arg(long, env = "TESTARENA_CLONE_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
+    pub clone_timeout: Option<Duration>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -88,6 +91,8 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
     pub log_cap: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub clone_timeout: Option<Duration>,
     /// Server the client commands (`submit`, `queues`, ...) talk to.
     pub server_url: Option<String>,
     /// Bearer token the client commands send.
@@ -107,6 +112,7 @@ pub struct Settings {
     pub concurrency: usize,
     pub queue_timeout: Duration,
     pub log_cap: u64,
+    pub clone_timeout: Duration,
     /// `[gitea]` with `TESTARENA_GITEA_SECRET` / `TESTARENA_GITEA_TOKEN` over the file's values.
     pub gitea: Option<testarena_core::gitea::GiteaConfig>,
 }
@@ -182,6 +188,10 @@ pub fn settings(
         .and_then(|w| w.log_cap)
         .or(file.log_cap)
         .unwrap_or(256 * 1024 * 1024);
+    let clone_timeout = worker
+        .and_then(|w| w.clone_timeout)
+        .or(file.clone_timeout)
+        .unwrap_or(Duration::from_secs(600));
     let mut gitea = file.gitea;
     for (var, is_token) in [
         ("TESTARENA_GITEA_SECRET", false),
@@ -205,6 +215,7 @@ pub fn settings(
         concurrency,
         queue_timeout,
         log_cap,
+        clone_timeout,
         gitea,
     })
 }

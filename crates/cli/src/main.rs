@@ -114,7 +114,7 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
         hostname,
         boot_id: worker::boot_id(),
         queue_timeout: s.queue_timeout,
-        clone_timeout: std::time::Duration::from_secs(600),
+        clone_timeout: s.clone_timeout,
         log_cap: s.log_cap,
         gitea: s
             .gitea

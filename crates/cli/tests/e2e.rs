@@ -741,7 +741,10 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
     let pid = app.child.id() as i32;
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    drop(app);
+    // Reap it without App's Drop, which would also kill the orphans this test is about.
+    let mut app = app;
+    let _ = app.child.wait();
+    std::mem::forget(app);
     let app = up(&data, &[]);
     // The new worker kills what the dead one left, and takes the queue back.
     let q = wait_until(&app, id, Duration::from_secs(60), |q| {

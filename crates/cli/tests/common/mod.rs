@@ -77,5 +77,25 @@ impl Drop for App {
         // SAFETY: kill(2) on our own child's process group has no memory effects.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         let _ = self.child.wait();
+        // A test that failed half-way must not leave its emulators running either: kill what
+        // still works inside this app's data directory (its checkouts).
+        kill_processes_under(&self.data_dir);
+    }
+}
+
+/// SIGKILLs every process whose working directory is inside `dir`.
+pub fn kill_processes_under(dir: &Path) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)) {
+            // SAFETY: kill(2) has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
