@@ -71,21 +71,16 @@ fn init_logging(json: bool) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown signal received");
+/// Registers SIGTERM and SIGINT handlers now (before the address is announced, so a signal
+/// sent right after never finds the default action) and returns a future that completes on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutdown signal received");
+    })
 }
 
 async fn open_store(s: &Settings) -> Result<Store> {
@@ -131,12 +126,13 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
 
 /// Runs the server, the worker, or both, until SIGTERM/SIGINT.
 async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Result<()> {
+    let signal = shutdown_signal()?;
     let store = open_store(&s).await?;
     let new_work = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         signal_stop.cancel();
     });
     let worker_task = with_worker.then(|| {
