@@ -83,9 +83,11 @@ else
         say "starting: testarena up --listen $LISTEN --data-dir $DATA --allow-local-repos $REPOS"
         mkdir -p "$DATA"
         # setsid: the server gets its own session, so it outlives this script and make.
-        # Environment settings that would change what the demo does are cleared.
+        # Environment settings that would change what the demo does are cleared, and so is
+        # make's own (MAKEFLAGS would leak into the firmware build the worker runs).
         nohup setsid env -u TESTARENA_CONFIG -u TESTARENA_DATABASE_URL -u TESTARENA_LISTEN \
             -u TESTARENA_DATA_DIR -u TESTARENA_ALLOW_LOCAL_REPOS \
+            -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES \
             "$BIN" up --listen "$LISTEN" --data-dir "$DATA" --allow-local-repos "$REPOS" \
             >>"$LOG" 2>&1 </dev/null &
         echo $! >"$PIDFILE"
@@ -178,6 +180,7 @@ Files of this queue ($QDIR/):
     build.log     the build's output
     junit.xml     JUnit report
     NN-<scenario>/<case>.log and .html   one log (and a readable HTML page) per test case
+    work/         the checkout that was built and tested
 $( [ -d "$QDIR" ] && (cd "$QDIR" && find . -type f ! -path './work/*' | sort | sed 's|^\./|      |') )
 
 Try the API:
@@ -185,9 +188,11 @@ Try the API:
     curl -s $BASE/api/v1/queues
     curl -s $BASE/api/v1/queues/$id
     curl -s $BASE/api/v1/queues/$id/log
+    curl -s $BASE/api/v1/queues/$id/junit.xml
     curl -s -X POST -H 'Content-Type: application/json' \\
          -d '{"repo":"$REPO_REAL","branch":"main"}' $BASE/api/v1/queues
-    open $BASE/ in a browser (placeholder page for now)
+
+The dashboard: $BASE/  (this queue: $BASE/#/queues/$id)
 
 Server log: $LOG
 The server keeps running$( [ "$started_here" = 1 ] && echo " (pid $(cat "$PIDFILE"), in $PIDFILE)"). Stop it with: make stop

@@ -575,7 +575,7 @@ async fn rerun_workers_and_missing_reports() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         app.client
             .post(app.url("/api/v1/queues/999/rerun"))
@@ -749,4 +749,51 @@ async fn openapi_spec_validates_and_lists_every_route() {
             "{asset} is the real viewer"
         );
     }
+}
+
+#[tokio::test]
+async fn symlinks_out_of_an_allowed_root_and_bad_case_queries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    std::fs::create_dir_all(root.join("fw")).unwrap();
+    let app = App::start(
+        "serve",
+        &dir.path().join("data"),
+        &["--allow-local-repos", root.to_str().unwrap()],
+    );
+    let (s, err) = post(&app, json!({"repo": root.join("escape"), "branch": "main"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not under an allowed root"),
+        "{err}"
+    );
+    let (s, q) = post(&app, json!({"repo": root.join("fw"), "branch": "main"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, body) = get(
+        &app,
+        &format!("/api/v1/queues/{}/cases/TC/log?task=abc", q["id"]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "bad_query");
+    // Credentials in a clone URL are never shown.
+    let (s, q) = post(
+        &app,
+        json!({"repo": "https://bot:hunter2@git.example.com/fw.git", "branch": "main"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(q["repo"], "https://***@git.example.com/fw.git");
+    let (_, status_err) = get(&app, "/api/v1/queues?status=bogus").await;
+    assert!(status_err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown queue status 'bogus'"));
 }

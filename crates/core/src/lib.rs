@@ -4,6 +4,7 @@
 pub mod api;
 pub mod gitea;
 pub mod paths;
+pub mod redact;
 pub mod repo_config;
 pub mod state;
 pub mod validate;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident ($what:literal) { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
@@ -31,7 +31,7 @@ macro_rules! string_enum {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
                         "unknown {} '{}' (expected one of: {})",
-                        stringify!($name).to_lowercase(), other,
+                        $what, other,
                         [$($text),+].join(", ")
                     )),
                 }
@@ -42,17 +42,17 @@ macro_rules! string_enum {
 
 string_enum!(
     /// Where a queue is in its life.
-    QueueStatus { Waiting => "waiting", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Aborted => "aborted" }
+    QueueStatus ("queue status") { Waiting => "waiting", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Aborted => "aborted" }
 );
 
 string_enum!(
     /// What a running queue is doing now.
-    Phase { Cloning => "cloning", Building => "building", Testing => "testing", Reporting => "reporting" }
+    Phase ("phase") { Cloning => "cloning", Building => "building", Testing => "testing", Reporting => "reporting" }
 );
 
 string_enum!(
     /// Where a task (one scenario) or a test case is in its life.
-    CaseStatus { Pending => "pending", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Skipped => "skipped" }
+    CaseStatus ("case status") { Pending => "pending", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Skipped => "skipped" }
 );
 
 impl QueueStatus {

@@ -53,6 +53,20 @@ impl From<PathRejection> for ApiError {
 }
 
 impl ApiError {
+    /// A JSON body that could not be read: 400 `malformed_json` for bad syntax, 422
+    /// `invalid_input` for well-formed JSON of the wrong shape (as for `POST /api/v1/queues`).
+    pub fn from_json_error(what: &str, e: &serde_json::Error) -> ApiError {
+        let message = format!("{what}: {e}");
+        if e.is_syntax() || e.is_eof() {
+            ApiError::BadRequest {
+                code: "malformed_json",
+                message,
+            }
+        } else {
+            ApiError::Invalid(ValidationError::new(what, e.to_string()))
+        }
+    }
+
     /// The HTTP status and the machine-readable code of this error.
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {

@@ -185,11 +185,24 @@ async fn find_case_log(
 pub(crate) async fn case_log_text(
     State(s): State<AppState>,
     Path((raw, case)): Path<(String, String)>,
-    Query(p): Query<CaseParams>,
+    params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(p) = params?;
     let path = find_case_log(&s, &raw, &case, p.task).await?;
-    let data = read_from(&path, 0, u64::MAX).await?;
-    Ok(text_response(data, "text/plain; charset=utf-8"))
+    // Streamed: a case log can be hundreds of MB.
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(text_response(Vec::new(), "text/plain; charset=utf-8"))
+        }
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    let mut resp = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(file)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(resp)
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: a case's HTML log.
@@ -199,8 +212,9 @@ pub(crate) async fn case_log_text(
 pub(crate) async fn case_log_html(
     State(s): State<AppState>,
     Path((raw, case)): Path<(String, String)>,
-    Query(p): Query<CaseParams>,
+    params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(p) = params?;
     let path = find_case_log(&s, &raw, &case, p.task)
         .await?
         .with_extension("html");

@@ -16,6 +16,7 @@ use sha2::Sha256;
 use testarena_core::api::{ErrorBody, Queue};
 use testarena_core::gitea::Origin;
 use testarena_core::validate::{check_branch, check_repo, ValidQueue, DEFAULT_PRIORITY};
+use testarena_core::ValidationError;
 
 #[derive(Debug, Deserialize)]
 struct PushEvent {
@@ -99,10 +100,8 @@ pub(crate) async fn hook(
     if event != "push" {
         return Ok(ignored(format!("event '{event}' is not a push")));
     }
-    let push: PushEvent = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-        code: "invalid_input",
-        message: format!("push payload: {e}"),
-    })?;
+    let push: PushEvent =
+        serde_json::from_slice(&body).map_err(|e| ApiError::from_json_error("push payload", &e))?;
     let Some(branch) = push.git_ref.strip_prefix("refs/heads/") else {
         return Ok(ignored(format!("'{}' is not a branch", push.git_ref)));
     };
@@ -119,10 +118,7 @@ pub(crate) async fn hook(
             push.repository.full_name
         )));
     };
-    check_branch(branch).map_err(|m| ApiError::BadRequest {
-        code: "invalid_input",
-        message: format!("branch: {m}"),
-    })?;
+    check_branch(branch).map_err(|m| ValidationError::new("ref", m))?;
     let repo = check_repo(
         rule.clone_url
             .as_deref()
@@ -130,10 +126,7 @@ pub(crate) async fn hook(
         &s.config.allowed_roots,
     )?;
     if push.after.len() != 40 || !push.after.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_input",
-            message: "after: must be a 40-character commit SHA".into(),
-        });
+        return Err(ValidationError::new("after", "must be a 40-character commit SHA").into());
     }
     let queue = ValidQueue {
         repo,

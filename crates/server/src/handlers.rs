@@ -12,6 +12,7 @@ use testarena_core::api::ErrorBody;
 use testarena_core::api::{Health, Queue, QueueList, Rerun, Worker, WorkerList};
 use testarena_core::validate::ValidQueue;
 use testarena_core::CaseStatus;
+use testarena_core::ValidationError;
 use testarena_core::{parse_id, NewQueue, QueueStatus};
 use testarena_store::rfc3339;
 
@@ -53,6 +54,7 @@ pub(crate) async fn create_queue(
 ) -> Result<Response, ApiError> {
     let Json(new) = body?;
     let valid = new.validate(&s.config.allowed_roots)?;
+    check_real_location(&valid.repo, &s.config.allowed_roots)?;
     let created = s.store.create_queue(&valid).await?.to_api();
     s.new_work.notify_waiters();
     s.poke.notify_one();
@@ -192,10 +194,7 @@ pub(crate) async fn rerun_queue(
     let opts: Rerun = if body.iter().all(u8::is_ascii_whitespace) {
         Rerun::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-            code: "invalid_input",
-            message: format!("rerun body: {e}"),
-        })?
+        serde_json::from_slice(&body).map_err(|e| ApiError::from_json_error("rerun body", &e))?
     };
     let old = s.store.queue(id).await?;
     let q = &old.queue;
@@ -267,4 +266,23 @@ pub(crate) async fn workers(State(s): State<AppState>) -> Result<Json<WorkerList
         })
         .collect();
     Ok(Json(WorkerList { workers }))
+}
+
+/// A local repository must really be under an allowed root: a symlink inside a root that points
+/// elsewhere is refused. (Paths that do not exist yet are left to the clone to report.)
+fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), ApiError> {
+    if !repo.starts_with('/') {
+        return Ok(());
+    }
+    match std::fs::canonicalize(repo) {
+        Ok(real) if !roots.iter().any(|r| real.starts_with(r)) => Err(ValidationError::new(
+            "repo",
+            format!(
+                "local path '{repo}' resolves to '{}', which is not under an allowed root",
+                real.display()
+            ),
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }

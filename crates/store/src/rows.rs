@@ -141,7 +141,8 @@ impl QueueDetail {
         api::Queue {
             id: q.id,
             name: q.name.clone(),
-            repo: q.repo.clone(),
+            // The clone URL may carry a token: the API never shows it.
+            repo: testarena_core::redact::redact(&q.repo),
             branch: q.branch.clone(),
             commit: q.commit.clone(),
             status: q.status,

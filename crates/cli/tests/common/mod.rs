@@ -24,7 +24,8 @@ impl App {
             .args(extra)
             .env_remove("TESTARENA_DATABASE_URL")
             .env_remove("TESTARENA_LISTEN")
-            .env_remove("TESTARENA_CONFIG")
+            // Never read the machine's /etc/testarena/config.toml; --config still overrides this.
+            .env("TESTARENA_CONFIG", "/dev/null")
             .env("TESTARENA_LOG", "info,sqlx=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
