@@ -2,7 +2,8 @@
 #
 #   make demo    install what is missing, build, run the server and a demo queue against
 #                examples/demo-firmware; the server keeps running (make stop ends it)
-#   make test    install what is missing, lint, then run every test (unit, integration, end-to-end)
+#   make test    install what is missing, lint, then run every test: the benchmark harness in
+#                tiny mode, the browser tests, unit, integration and end-to-end tests
 #
 # Other targets: deps, build, lint, stop, bench, clean, help.
 
@@ -13,11 +14,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIRMWARE_DIR := examples/demo-firmware
 
-.PHONY: help deps build lint test demo stop bench clean
+.PHONY: help deps test-deps build lint test unit-test browser-test bench-tiny demo stop bench clean
 
 help:
 	@echo "make demo    build, start the server on 127.0.0.1:8080 and run a demo queue (server keeps running)"
-	@echo "make test    lint, then cargo test --workspace (needs the Xtensa compiler and QEMU: make deps)"
+	@echo "make test    install test tools, lint, bench --tiny, browser tests, cargo test --workspace"
 	@echo "make deps    install the Xtensa cross compiler, QEMU, curl, rustfmt and clippy if missing"
 	@echo "make build   cargo build --release (target/release/testarena) and build the demo firmware"
 	@echo "make lint    cargo fmt --check and cargo clippy -D warnings"
@@ -41,12 +42,35 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings || status=1; \
 	exit $$status
 
-# The integration and end-to-end tests (crates/cli/tests/) build the demo firmware and boot it
-# in QEMU themselves. --no-fail-fast: every test binary runs, so every `test result:` line is
-# printed even when an earlier binary fails. Nothing is printed after cargo's own output.
-test: deps
-	@$(MAKE) --no-print-directory lint
+test-deps: deps
+	@bash scripts/install-deps.sh --test
+
+# Everything, in one run: lint, the benchmark harness in its tiny mode (so it cannot rot; it
+# asserts nothing about time), the browser tests against a real `testarena up`, then the cargo
+# suite (unit, integration, end-to-end with real git, the Xtensa cross compiler and QEMU) last,
+# so its `test result:` lines close the output. Every step runs even if an earlier one failed;
+# the exit status says whether all passed.
+test: test-deps
+	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	$(MAKE) --no-print-directory bench-tiny || status=1; \
+	$(MAKE) --no-print-directory browser-test || status=1; \
+	$(MAKE) --no-print-directory unit-test || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: some step failed (see above)"; fi; \
+	exit $$status
+
+# --no-fail-fast: every test binary runs, so every `test result:` line is printed.
+unit-test:
 	$(CARGO) test --workspace --locked --no-fail-fast
+
+# Headless Chromium (Debian's) driven by playwright-core against a real `testarena up`.
+browser-test:
+	$(CARGO) build -p testarena --locked
+	cd tests/browser && npm ci --no-audit --no-fund
+	cd tests/browser && TESTARENA_BIN=$(CURDIR)/target/debug/testarena node --test dashboard.test.mjs
+
+bench-tiny:
+	bash bench/run --tiny
 
 demo: deps build
 	@bash scripts/demo.sh
@@ -55,8 +79,8 @@ stop:
 	@bash scripts/stop.sh
 
 # bench/run builds what it needs itself; BENCH_ARGS passes options (e.g. BENCH_ARGS=--tiny).
-bench:
-	bench/run $(BENCH_ARGS)
+bench: test-deps
+	bash bench/run $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

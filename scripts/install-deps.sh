@@ -4,6 +4,11 @@
 #   - QEMU for Xtensa (Debian: qemu-system-misc, which has qemu-system-xtensa)
 #   - curl (used by scripts/demo.sh)
 #   - the rustfmt and clippy components (used by `make lint`)
+# With --test it also installs what `make test` needs beyond that:
+#   - nginx and systemd (systemd-analyze) for the deployment tests
+#   - prometheus (promtool) for the metrics test, chromium for the browser tests
+#   - hyperfine and wrk for the benchmark harness's tiny run
+#   - openapi-spec-validator (PyPI) for the OpenAPI test
 # Idempotent: when everything is present it only checks and prints one line.
 set -euo pipefail
 
@@ -78,6 +83,49 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
         say "cargo fmt / cargo clippy are not available; install the rustfmt and clippy components" >&2
         exit 1
     fi
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    # Package installs must not start services (a stray nginx on port 80): Debian's
+    # policy-rc.d convention tells maintainer scripts not to.
+    added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    test_pkgs=()
+    { have nginx || [ -x /usr/sbin/nginx ]; } || test_pkgs+=(nginx)
+    have systemd-analyze || test_pkgs+=(systemd)
+    have promtool || test_pkgs+=(prometheus)
+    have hyperfine || test_pkgs+=(hyperfine)
+    have wrk || test_pkgs+=(wrk)
+    if [ "${#test_pkgs[@]}" -gt 0 ]; then
+        missing=1
+        apt_install "${test_pkgs[@]}"
+    fi
+    # Chromium is large: its own call, like QEMU.
+    if ! have chromium; then
+        missing=1
+        apt_install chromium
+    fi
+    if ! have node || ! have npm; then
+        missing=1
+        apt_install nodejs npm
+    fi
+    [ "$added_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+    if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+        missing=1
+        say "pip install openapi-spec-validator"
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore openapi-spec-validator
+    fi
+    python3 -c 'import openapi_spec_validator' || { say "openapi-spec-validator did not install" >&2; exit 1; }
+    for tool in systemd-analyze promtool hyperfine wrk chromium node npm; do
+        if ! have "$tool"; then
+            say "$tool is still not on PATH after installing it" >&2
+            exit 1
+        fi
+    done
 fi
 
 if [ "$missing" -eq 0 ]; then
