@@ -721,7 +721,8 @@ async fn openapi_spec_validates_and_lists_every_route() {
     }
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, spec.to_string()).unwrap();
-    let out = std::process::Command::new("openapi-spec-validator")
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
         .arg(&file)
         .output()
         .expect("openapi-spec-validator (PyPI) must be installed: make test installs it");
