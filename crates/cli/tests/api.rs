@@ -11,21 +11,11 @@ fn serve(dir: &tempfile::TempDir) -> App {
 }
 
 async fn post(app: &App, body: Value) -> (StatusCode, Value) {
-    let r = app
-        .client
-        .post(app.url("/api/v1/queues"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap())
+    app.post_queue(&body).await
 }
 
 async fn get(app: &App, path: &str) -> (StatusCode, Value) {
-    let r = app.client.get(app.url(path)).send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.get_json(path).await
 }
 
 async fn count(app: &App) -> usize {

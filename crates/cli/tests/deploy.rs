@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::free_port;
+
 use common::App;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -439,14 +441,6 @@ async fn app_stops_promptly_with_live_streams_open() {
 }
 
 // --- nginx ---------------------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The site file with its upstream and listen lines rewritten; each must occur exactly once.
 fn rewrite_site(text: &str, upstream: &str, listen_port: u16) -> String {

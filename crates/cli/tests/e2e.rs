@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::free_port;
+
 use common::App;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -78,14 +80,6 @@ fn git(dir: &Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A bare repository served by `git daemon` on loopback, and a working clone to push from.
@@ -224,26 +218,13 @@ fn processes_under(dir: &Path) -> Vec<(i32, String)> {
 }
 
 async fn submit(app: &App, body: Value) -> i64 {
-    let r = app
-        .client
-        .post(app.url("/api/v1/queues"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    let (status, q) = app.post_queue(&body).await;
+    assert_eq!(status, 201, "{q}");
+    q["id"].as_i64().unwrap()
 }
 
 async fn get_queue(app: &App, id: i64) -> Value {
-    app.client
-        .get(app.url(&format!("/api/v1/queues/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json(&format!("/api/v1/queues/{id}")).await.1
 }
 
 async fn wait_until(app: &App, id: i64, within: Duration, done: impl Fn(&Value) -> bool) -> Value {

@@ -141,10 +141,7 @@ pub(crate) async fn hook(
             context: rule.context(),
         }),
     };
-    let created = s.store.create_queue(&queue).await?.to_api();
-    s.new_work.notify_waiters();
-    s.poke.notify_one();
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    crate::handlers::queue_created(&s, &queue).await
 }
 
 #[cfg(test)]

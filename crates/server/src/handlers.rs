@@ -55,15 +55,7 @@ pub(crate) async fn create_queue(
     let Json(new) = body?;
     let valid = new.validate(&s.config.allowed_roots)?;
     check_real_location(&valid.repo, &s.config.allowed_roots)?;
-    let created = s.store.create_queue(&valid).await?.to_api();
-    s.new_work.notify_waiters();
-    s.poke.notify_one();
-    let location = format!("/api/v1/queues/{}", created.id);
-    let mut resp = (CREATED, Json(created)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    queue_created(&s, &valid).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,15 +226,7 @@ pub(crate) async fn rerun_queue(
         again.scenarios = Some(scenarios);
         again.case_filter = Some(filter);
     }
-    let created = s.store.create_queue(&again).await?.to_api();
-    s.new_work.notify_waiters();
-    s.poke.notify_one();
-    let location = format!("/api/v1/queues/{}", created.id);
-    let mut resp = (CREATED, Json(created)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    queue_created(&s, &again).await
 }
 
 /// `GET /api/v1/workers`: workers with a heartbeat in the last minute and what they run.
@@ -285,4 +269,18 @@ fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), A
         .into()),
         _ => Ok(()),
     }
+}
+
+/// Stores a new queue, wakes the worker and the live-update poller, and answers `201 Created`
+/// with the queue and its `Location`.
+pub(crate) async fn queue_created(s: &AppState, queue: &ValidQueue) -> Result<Response, ApiError> {
+    let created = s.store.create_queue(queue).await?.to_api();
+    s.new_work.notify_waiters();
+    s.poke.notify_one();
+    let location = format!("/api/v1/queues/{}", created.id);
+    let mut resp = (CREATED, Json(created)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
 }

@@ -31,14 +31,24 @@ fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
+/// Reads a nullable JSON column.
+fn json_column<T: serde::de::DeserializeOwned>(r: &SqliteRow, column: &str) -> Result<Option<T>> {
+    match r.try_get::<Option<String>, _>(column)? {
+        Some(json) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Writes a nullable JSON column.
+fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<String>> {
+    value
+        .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
 fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
-    let scenarios: Option<String> = r.try_get("scenarios")?;
-    let scenarios = match scenarios {
-        Some(json) => {
-            Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-        }
-        None => None,
-    };
     let phase: Option<String> = r.try_get("phase")?;
     Ok(QueueRow {
         id: r.try_get("id")?,
@@ -47,7 +57,7 @@ fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
         branch: r.try_get("branch")?,
         requested_commit: r.try_get("requested_commit")?,
         commit: r.try_get("commit_sha")?,
-        scenarios,
+        scenarios: json_column(r, "scenarios")?,
         status: parse(r.try_get::<&str, _>("status")?)?,
         phase: phase.as_deref().map(parse::<Phase>).transpose()?,
         priority: r.try_get("priority")?,
@@ -58,17 +68,9 @@ fn queue_row(r: &SqliteRow) -> Result<QueueRow> {
         abort_requested: r.try_get::<i64, _>("abort_requested")? != 0,
         worker_id: r.try_get("worker_id")?,
         attempts: r.try_get("attempts")?,
-        case_filter: match r.try_get::<Option<String>, _>("case_filter")? {
-            Some(json) => {
-                Some(serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            }
-            None => None,
-        },
+        case_filter: json_column(r, "case_filter")?,
         rev: r.try_get("rev")?,
-        origin: match r.try_get::<Option<String>, _>("origin")? {
-            Some(json) => serde_json::from_str(&json).ok(),
-            None => None,
-        },
+        origin: json_column(r, "origin")?,
     })
 }
 
@@ -142,24 +144,9 @@ impl Sqlite {
     }
 
     pub(crate) async fn create_queue(&self, q: &ValidQueue, now: i64) -> Result<i64> {
-        let scenarios = match &q.scenarios {
-            Some(list) => {
-                Some(serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            }
-            None => None,
-        };
-        let case_filter = match &q.case_filter {
-            Some(f) => {
-                Some(serde_json::to_string(f).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            }
-            None => None,
-        };
-        let origin = match &q.origin {
-            Some(o) => {
-                Some(serde_json::to_string(o).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            }
-            None => None,
-        };
+        let scenarios = to_json(q.scenarios.as_ref())?;
+        let case_filter = to_json(q.case_filter.as_ref())?;
+        let origin = to_json(q.origin.as_ref())?;
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin) \
