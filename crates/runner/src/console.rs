@@ -5,6 +5,8 @@
 //! yet consumed stays searchable by the next `expect`. The pending partial line (a prompt with
 //! no newline) is searchable too; the part an `expect` matched is not matched again.
 
+#[cfg(test)]
+use crate::logs::LogFile;
 use crate::logs::Logs;
 use crate::process::{self, Group, Spec};
 use crate::report::LineKind;
@@ -75,7 +77,7 @@ pub enum ConsoleError {
 }
 
 struct State {
-    lines: VecDeque<(u64, Vec<u8>)>,
+    lines: VecDeque<Line>,
     next_seq: u64,
     partial: Vec<u8>,
     partial_consumed: usize,
@@ -83,38 +85,46 @@ struct State {
     last_output: Instant,
     fail_pattern: Option<Regex>,
     fail_hit: Option<u64>,
-    recent: VecDeque<(u64, Vec<u8>)>,
+    recent: VecDeque<(u64, Arc<[u8]>)>,
+}
+
+/// One unconsumed console line: shared with the recent-lines ring (one allocation per line).
+struct Line {
+    seq: u64,
+    text: Arc<[u8]>,
+    /// Bytes at the start already consumed by an `expect` that matched the partial line.
+    skip: usize,
+}
+
+impl Line {
+    /// The part an `expect` may still match.
+    fn searchable(&self) -> &[u8] {
+        &self.text[self.skip.min(self.text.len())..]
+    }
 }
 
 impl State {
-    fn push_line(&mut self, mut line: Vec<u8>) {
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
+    fn push_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.fail_hit.is_none() {
             if let Some(re) = &self.fail_pattern {
-                if re.is_match(&String::from_utf8_lossy(&line)) {
+                if re.is_match(&String::from_utf8_lossy(line)) {
                     self.fail_hit = Some(seq);
                 }
             }
         }
+        let text: Arc<[u8]> = Arc::from(line);
         if self.recent.len() == RECENT_LINES {
             self.recent.pop_front();
         }
-        self.recent.push_back((seq, line.clone()));
-        let searchable = if self.partial_consumed > 0 {
-            let skip = self.partial_consumed.min(line.len());
-            self.partial_consumed = 0;
-            line[skip..].to_vec()
-        } else {
-            line
-        };
+        self.recent.push_back((seq, text.clone()));
+        let skip = std::mem::take(&mut self.partial_consumed);
         if self.lines.len() == MAX_BUFFERED_LINES {
             self.lines.pop_front();
         }
-        self.lines.push_back((seq, searchable));
+        self.lines.push_back(Line { seq, text, skip });
     }
 }
 
@@ -135,6 +145,15 @@ pub struct Console {
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Grows the emulator's stdout pipe to 1 MiB (Linux), so a burst of output does not stall the
+/// emulator while the reader is busy writing logs. Best effort: the default 64 KiB still works.
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl(F_SETPIPE_SZ) on a pipe descriptor we own has no memory effects.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -161,8 +180,9 @@ impl Console {
             }
         };
         logs.event(&format!("starting emulator: {command}"));
-        // `exec` lets the emulator replace the shell, so signals reach it directly.
-        let mut proc_spec = Spec::shell(&format!("exec {command}"))
+        // Any shell command line works (`cd x && qemu …`): signals go to the whole process
+        // group, so the emulator gets them whether or not the shell stays in between.
+        let mut proc_spec = Spec::shell(&command)
             .with_cwd(&spec.cwd)
             .with_stdin(port.is_none());
         proc_spec.env = spec.env.clone();
@@ -193,6 +213,7 @@ impl Console {
                         "emulator pipes missing",
                     )));
                 };
+                widen_pipe(&out);
                 tasks.push(tokio::spawn(read_console(
                     out,
                     state.clone(),
@@ -329,12 +350,12 @@ impl Console {
                 if let Some(seq) = s.fail_hit {
                     return Err(StepFailure::FailPattern(seq));
                 }
-                let front = s.lines.front().map(|l| l.0).unwrap_or(s.next_seq);
+                let front = s.lines.front().map(|l| l.seq).unwrap_or(s.next_seq);
                 cursor = cursor.max(front);
                 let start = (cursor - front) as usize;
                 let mut hit = None;
-                for (i, (_, line)) in s.lines.iter().enumerate().skip(start) {
-                    if re.is_match(&lossy(line)) {
+                for (i, line) in s.lines.iter().enumerate().skip(start) {
+                    if re.is_match(&lossy(line.searchable())) {
                         hit = Some(i);
                         break;
                     }
@@ -343,7 +364,7 @@ impl Console {
                     let drained: Vec<_> = s.lines.drain(..=i).collect();
                     return Ok(drained
                         .last()
-                        .map(|l| lossy(&l.1).into_owned())
+                        .map(|l| lossy(l.searchable()).into_owned())
                         .unwrap_or_default());
                 }
                 cursor = s.next_seq;
@@ -401,8 +422,8 @@ impl Console {
                 let seen = s
                     .lines
                     .iter()
-                    .map(|l| &l.1)
-                    .chain(std::iter::once(&s.partial));
+                    .map(|l| l.searchable())
+                    .chain(std::iter::once(&s.partial[..]));
                 for line in seen {
                     if re.is_match(&lossy(line)) {
                         return Err(StepFailure::Unexpected(format!(
@@ -569,23 +590,23 @@ async fn read_console(
             s.last_output = Instant::now();
             let mut rest = chunk;
             while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                let line = if s.partial.is_empty() {
-                    rest[..pos].to_vec()
+                if s.partial.is_empty() {
+                    let line = &rest[..pos];
+                    sinks.line(LineKind::Output, line.strip_suffix(b"\r").unwrap_or(line));
+                    s.push_line(line);
                 } else {
-                    let mut l = std::mem::take(&mut s.partial);
-                    l.extend_from_slice(&rest[..pos]);
-                    l
-                };
-                let shown = line.strip_suffix(b"\r").unwrap_or(&line);
-                sinks.line(LineKind::Output, shown);
-                s.push_line(line);
+                    let mut line = std::mem::take(&mut s.partial);
+                    line.extend_from_slice(&rest[..pos]);
+                    sinks.line(LineKind::Output, line.strip_suffix(b"\r").unwrap_or(&line));
+                    s.push_line(&line);
+                }
                 rest = &rest[pos + 1..];
             }
             s.partial.extend_from_slice(rest);
             if s.partial.len() >= MAX_LINE {
                 let line = std::mem::take(&mut s.partial);
                 sinks.line(LineKind::Output, &line);
-                s.push_line(line);
+                s.push_line(&line);
             }
             sinks.flush();
         }
@@ -596,7 +617,7 @@ async fn read_console(
     if !s.partial.is_empty() {
         let line = std::mem::take(&mut s.partial);
         logs.lock().line(LineKind::Output, &line);
-        s.push_line(line);
+        s.push_line(&line);
     }
     s.closed = Some(format!(
         "the emulator closed its console (exited); last lines:\n{}",
@@ -692,5 +713,160 @@ async fn serve_bridge(
             };
             tokio::select! { _ = to_client => {}, _ = from_client => {} }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &str) -> EmulatorSpec {
+        // As the worker does: orphaned group members become ours to reap, so stops are quick.
+        let _ = process::become_subreaper();
+        EmulatorSpec {
+            command: command.to_string(),
+            console: ConsoleKind::Stdio,
+            ready: None,
+            boot_timeout: Duration::from_secs(10),
+            cwd: std::env::temp_dir(),
+            env: Vec::new(),
+        }
+    }
+
+    fn re(p: &str) -> Regex {
+        Regex::new(p).unwrap()
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn expect_consumes_through_its_match_and_keeps_the_rest() {
+        let cancel = CancellationToken::new();
+        // An "emulator" that prints three lines (CRLF), a prompt without newline, then echoes input.
+        let c = Console::start(
+            &spec("printf 'one\\r\\ntwo\\nthree\\nprompt> '; cat"),
+            Logs::new(None),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            c.expect(&re("^two$"), T, None, &cancel).await.unwrap(),
+            "two",
+            "\\r is not part of the line"
+        );
+        // "one" was consumed by the match on "two" (output up to and including it).
+        let again = c
+            .expect(&re("^one$"), Duration::from_millis(200), None, &cancel)
+            .await;
+        assert!(matches!(again, Err(StepFailure::Timeout(_))), "{again:?}");
+        // "three" arrived earlier and is still there; then the prompt, a partial line.
+        assert_eq!(
+            c.expect(&re("^three$"), T, None, &cancel).await.unwrap(),
+            "three"
+        );
+        assert_eq!(
+            c.expect(&re("^prompt> $"), T, None, &cancel).await.unwrap(),
+            "prompt> "
+        );
+        // The matched prompt is not matched again; what follows it on the line is.
+        c.send("hello", true).await.unwrap();
+        assert_eq!(
+            c.expect(&re("^hello$"), T, None, &cancel).await.unwrap(),
+            "hello"
+        );
+        c.stop().await;
+    }
+
+    #[tokio::test]
+    async fn expect_not_idle_and_fail_pattern() {
+        let cancel = CancellationToken::new();
+        let c = Console::start(&spec("cat"), Logs::new(None), &cancel)
+            .await
+            .unwrap();
+        c.send("calm", true).await.unwrap();
+        assert!(matches!(
+            c.expect_not(&re("PANIC"), Duration::from_millis(300), &cancel)
+                .await,
+            Ok(())
+        ));
+        c.send("PANIC now", true).await.unwrap();
+        assert!(matches!(
+            c.expect_not(&re("PANIC"), T, &cancel).await,
+            Err(StepFailure::Unexpected(_))
+        ));
+        let idle = c
+            .expect(&re("^never$"), T, Some(Duration::from_millis(300)), &cancel)
+            .await;
+        assert_eq!(idle, Err(StepFailure::Idle(Duration::from_millis(300))));
+        c.set_fail_pattern(Some(re("Guru Meditation")));
+        c.send("Guru Meditation Error: boom", true).await.unwrap();
+        let hit = c.expect(&re("^never$"), T, None, &cancel).await;
+        let Err(StepFailure::FailPattern(seq)) = hit else {
+            panic!("{hit:?}")
+        };
+        assert!(c.context(seq).contains("> Guru Meditation Error: boom"));
+        c.set_fail_pattern(None);
+        cancel.cancel();
+        assert_eq!(
+            c.expect(&re("^never$"), T, None, &cancel).await,
+            Err(StepFailure::Cancelled)
+        );
+        c.stop().await;
+    }
+
+    #[tokio::test]
+    async fn non_utf8_is_kept_and_an_exit_is_reported() {
+        let cancel = CancellationToken::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("q.log");
+        let logs = Logs::new(Some(LogFile::create(&log, 1 << 20).unwrap()));
+        let c = Console::start(
+            &spec("printf 'bad \\377\\376 bytes\\nbye\\n'"),
+            logs,
+            &cancel,
+        )
+        .await
+        .unwrap();
+        assert!(c
+            .expect(&re("^bad .* bytes$"), T, None, &cancel)
+            .await
+            .is_ok());
+        let closed = c.expect(&re("^never$"), T, None, &cancel).await;
+        assert!(
+            matches!(closed, Err(StepFailure::Closed(ref m)) if m.contains("bye")),
+            "{closed:?}"
+        );
+        c.stop().await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("| bad \\xff\\xfe bytes"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn ready_pattern_and_boot_failures() {
+        let cancel = CancellationToken::new();
+        let mut s = spec("printf 'booting\\nready> '; cat");
+        s.ready = Some(re("^ready> $"));
+        let c = Console::start(&s, Logs::new(None), &cancel).await.unwrap();
+        c.stop().await;
+        let mut s = spec("sleep 30");
+        s.ready = Some(re("^ready$"));
+        s.boot_timeout = Duration::from_millis(300);
+        let err = Console::start(&s, Logs::new(None), &cancel)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not seen within"), "{err}");
+        // TCP console: the command gets a port; nobody listens there, so connecting times out.
+        let mut s = spec("sleep 30 # {console_port}");
+        s.console = ConsoleKind::Tcp;
+        s.boot_timeout = Duration::from_millis(300);
+        let err = Console::start(&s, Logs::new(None), &cancel)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("did not accept a connection"), "{err}");
     }
 }

@@ -179,21 +179,26 @@ impl Sqlite {
         if queues.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = queues.iter().map(|q| q.id.to_string()).collect();
-        // Ids are integers from our own rows, so joining them into the SQL is safe.
-        let list = ids.join(",");
-        let tasks = sqlx::query(&format!(
+        // One statement text whatever the ids (bound as a JSON array), so SQLite's prepared
+        // statement is reused; one connection for both reads.
+        let ids = serde_json::to_string(&queues.iter().map(|q| q.id).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.pool.acquire().await?;
+        let tasks = sqlx::query(
             "SELECT id, queue_id, position, scenario, status, started_at, finished_at, error FROM tasks \
-             WHERE queue_id IN ({list}) ORDER BY queue_id, position"
-        ))
-        .fetch_all(&self.pool)
+             WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY queue_id, position",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
         .await?;
-        let cases = sqlx::query(&format!(
+        let cases = sqlx::query(
             "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
-             WHERE queue_id IN ({list}) ORDER BY task_id, position"
-        ))
-        .fetch_all(&self.pool)
+             WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
         .await?;
+        drop(conn);
         let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
         for r in &cases {
             let c = case_row(r)?;
