@@ -1,0 +1,1527 @@
+#!/usr/bin/env python3
+"""TestArena benchmarks. Run through `bench/run` (which builds the binaries and cleans up).
+
+    python3 bench/bench.py --bin target/release/testarena --fw FW_ELF --work DIR [--tiny]
+                           [--out FILE] [--only N,N] [--skip N,N]
+
+Each benchmark measures TestArena and, in the same run on the same machine, a plain baseline
+(bench/baseline_*.{sh,py}, git, nginx) driving the same firmware in the same QEMU. Figures are
+medians with min/max; the ratio to the baseline is what counts on a noisy machine. Writes the
+report (markdown) to --out and the raw figures to --json. Exits 1 if a benchmark crashed, never
+because a goal was missed.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+FIRMWARE_SRC = ROOT / "examples" / "demo-firmware"
+
+# The same QEMU command line as examples/demo-firmware/testarena.toml and the baseline scripts.
+QEMU = "qemu-system-xtensa -M sim -cpu lx106 -semihosting -nographic -monitor none"
+BENCH_TOML = f"""\
+# Written by bench/bench.py. The firmware is prebuilt and committed, so the build step is a
+# trivial check: the dispatch benchmark measures TestArena's own overhead, not the compiler.
+[build]
+command = "test -s build/fw.elf"
+timeout = "1m"
+[emulator]
+command = "{QEMU} -kernel build/fw.elf"
+console = "stdio"
+ready = "^ready$"
+boot_timeout = "30s"
+firmware = "build/fw.elf"
+[scenarios]
+default = ["bench/dispatch.xml"]
+"""
+
+SIZES = {
+    "full": {
+        "spam_lines": 200_000,  # ~11 MB of console output per case
+        "spam_cases": 2,
+        "tp_rounds": 5,
+        "raw_runs": 4,  # per round
+        "pp_cases": 100,
+        "pp_rounds": 10,
+        "pp_base_runs": 2,  # per round
+        "pb_cases": 100,
+        "pb_rounds": 5,
+        "pb_base_runs": 1,  # per round
+        "py_runs": 10,
+        "bare_steps_boots": 20,
+        "dispatch_queues": 20,
+        "clone_runs": 10,
+        # A "vendored SDK": 600 generated files of ~12 KiB in 30 commits (~7 MiB of history).
+        "ballast": (600, 12, 30),
+        "api_queues": 10_000,
+        "wrk_secs": 10,
+        "wrk_conns": 50,
+        "mem_lines": [200_000, 2_000_000],  # ~11 MB and ~113 MB of console output
+        "dash_queues": 1_000,
+        "dash_runs": 10,
+    },
+    "tiny": {
+        "spam_lines": 2_000,
+        "spam_cases": 2,
+        "tp_rounds": 1,
+        "raw_runs": 2,
+        "pp_cases": 5,
+        "pp_rounds": 1,
+        "pp_base_runs": 2,
+        "pb_cases": 5,
+        "pb_rounds": 1,
+        "pb_base_runs": 1,
+        "py_runs": 2,
+        "bare_steps_boots": 2,
+        "dispatch_queues": 2,
+        "clone_runs": 2,
+        "ballast": (10, 2, 2),
+        "api_queues": 100,
+        "wrk_secs": 2,
+        "wrk_conns": 10,
+        "mem_lines": [2_000, 20_000],  # ~0.1 MB and ~1 MB
+        "dash_queues": 20,
+        "dash_runs": 1,
+    },
+}
+
+BENCHMARKS = {
+    1: "Console throughput",
+    2: "Ping/pong cases, one boot",
+    3: "Ping/pong cases, boot per case",
+    4: "Dispatch",
+    5: "API under load",
+    6: "Worker memory",
+    7: "Dashboard load",
+}
+
+
+class BenchError(Exception):
+    """A benchmark could not run (not: it was slow)."""
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small statistics and formatting helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def pct(xs: list[float], p: float) -> float:
+    """Percentile with linear interpolation between closest ranks."""
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * p / 100.0
+    f = math.floor(k)
+    c = min(f + 1, len(s) - 1)
+    return s[f] + (s[c] - s[f]) * (k - f)
+
+
+def stats(xs: list[float]) -> dict:
+    return {
+        "n": len(xs),
+        "median": statistics.median(xs),
+        "min": min(xs),
+        "max": max(xs),
+        "p95": pct(xs, 95),
+        "values": xs,
+    }
+
+
+def fmt(s: dict, unit: str = "ms", digits: int = 0) -> str:
+    m, lo, hi = (f"{s[k]:.{digits}f}" for k in ("median", "min", "max"))
+    return f"{m} {unit} (min {lo}, max {hi}, n={s['n']})"
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def parse_time(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def ms_between(a: str, b: str) -> float:
+    return (parse_time(b) - parse_time(a)).total_seconds() * 1000.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(argv, **kw) -> str:
+    """Runs a command, returns stdout; raises BenchError with stderr on failure."""
+    r = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise BenchError(f"{' '.join(map(str, argv))} exited {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def first_line(argv) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        out = (r.stdout or r.stderr).strip().splitlines()
+        return out[0].strip() if out else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started here gets its own process group, recorded in a pid file that
+# bench/run reads to kill leftovers if this script dies.
+# ---------------------------------------------------------------------------------------------
+
+
+class Procs:
+    def __init__(self, pidfile: Path):
+        self.pidfile = pidfile
+        self.items: list[subprocess.Popen] = []
+
+    def spawn(self, argv, **kw) -> subprocess.Popen:
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen([str(a) for a in argv], **kw)
+        self.items.append(p)
+        with open(self.pidfile, "a") as f:
+            f.write(f"{p.pid}\n")
+        return p
+
+    @staticmethod
+    def stop(p: subprocess.Popen, grace: float = 15.0, group_first: bool = False) -> None:
+        """TERM (the process, or its group), wait `grace`, then KILL the group."""
+        if p.poll() is None:
+            try:
+                if group_first:
+                    os.killpg(p.pid, signal.SIGTERM)
+                else:
+                    p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop_all(self) -> None:
+        for p in reversed(self.items):
+            self.stop(p, grace=5)
+
+
+def processes_under(d: Path) -> list[tuple[int, str]]:
+    """Live processes whose working directory is inside `d` (e.g. a QEMU in a checkout)."""
+    d = d.resolve()
+    found = []
+    for e in Path("/proc").iterdir():
+        if not e.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(e / "cwd"))
+            cmd = (e / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.strip() and (cwd == d or d in cwd.parents):
+            found.append((int(e.name), cmd.strip()))
+    return found
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM of a process in KiB."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) used so far by `pid` and its live child processes, in ms."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def one(p: str) -> tuple[int, float]:
+        f = Path(f"/proc/{p}/stat").read_text()
+        rest = f[f.rindex(")") + 2:].split()
+        return int(rest[1]), (int(rest[11]) + int(rest[12])) * 1000.0 / tick
+
+    total = 0.0
+    for e in Path("/proc").iterdir():
+        if not e.name.isdigit():
+            continue
+        try:
+            ppid, ms = one(e.name)
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(e.name) == pid or ppid == pid:
+            total += ms
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The TestArena process and its API
+# ---------------------------------------------------------------------------------------------
+
+_no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Api:
+    def __init__(self, base: str):
+        self.base = base
+
+    def request(self, method: str, path: str, body=None, timeout: float = 60):
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with _no_proxy.open(req, timeout=timeout) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            raise BenchError(f"{method} {path}: HTTP {e.code}: {e.read()[:500]!r}") from None
+
+    def get(self, path: str):
+        return json.loads(self.request("GET", path))
+
+    def post(self, path: str, body):
+        return json.loads(self.request("POST", path, body))
+
+
+class TestArena:
+    """`testarena up|serve` on a free loopback port with its own data directory."""
+
+    def __init__(self, ctx: "Ctx", mode: str, data_dir: Path, extra=()):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        config = data_dir / "bench-config.toml"
+        config.write_text("# empty: built-in defaults only (ignores /etc/testarena/config.toml)\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TESTARENA_")}
+        self.log_path = data_dir / "server.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = ctx.procs.spawn(
+                [ctx.bin, mode, "--config", config, "--data-dir", data_dir,
+                 "--listen", "127.0.0.1:0", *extra],
+                stdout=subprocess.PIPE, stderr=log, env=env)
+        self.base = self._wait_listening()
+        self.api = Api(self.base)
+        self.ctx = ctx
+
+    def _wait_listening(self) -> str:
+        found: list[str] = []
+        ready = threading.Event()
+
+        def drain():
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").strip()
+                if not found and line.startswith("testarena listening on "):
+                    found.append(line.removeprefix("testarena listening on ").strip())
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(30) or not found:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"testarena did not start listening; its log ends:\n{tail}")
+        return found[0]
+
+    def stop(self) -> None:
+        Procs.stop(self.proc, grace=20)
+
+    def vm(self) -> dict[str, int]:
+        return proc_status(self.proc.pid)
+
+    def submit(self, repo: str, scenarios=None, **extra) -> dict:
+        body = {"repo": repo, "branch": "main", **extra}
+        if scenarios:
+            body["scenarios"] = scenarios
+        return self.api.post("/api/v1/queues", body)
+
+    def wait(self, qid: int, timeout: float = 1800, every: float = 0.1, on_poll=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            q = self.api.get(f"/api/v1/queues/{qid}")
+            if q["status"] not in ("waiting", "running"):
+                return q
+            if time.monotonic() > deadline:
+                raise BenchError(f"queue {qid} did not finish within {timeout:.0f}s: {q['status']}")
+            if on_poll:
+                on_poll()
+            time.sleep(every)
+
+    def run_queue(self, repo: str, scenarios=None, timeout: float = 1800, on_poll=None) -> dict:
+        q = self.submit(repo, scenarios)
+        q = self.wait(q["id"], timeout=timeout, on_poll=on_poll)
+        if q["status"] != "passed":
+            msgs = [f"{c['id']}: {c['status']}: {(c.get('message') or '')[:300]}"
+                    for t in q["tasks"] for c in t["cases"] if c["status"] != "passed"]
+            raise BenchError(f"queue {q['id']} ended {q['status']}: {q.get('error')}\n"
+                             + "\n".join(msgs[:5]) + "\n" + self.log_tail(q["id"]))
+        return q
+
+    def queue_dir(self, qid: int) -> Path:
+        return self.data_dir / "queues" / str(qid)
+
+    def log_tail(self, qid: int, n: int = 2000) -> str:
+        try:
+            return (self.queue_dir(qid) / "queue.log").read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+Z) ([#|]) ?(.*)$")
+
+
+def read_log(path: Path) -> list[tuple[dt.datetime, str, str]]:
+    """(time, '#' or '|', text) for each line of a queue.log."""
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            m = LOG_LINE.match(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            if m:
+                out.append((parse_time(m.group(1)), m.group(2), m.group(3)))
+    return out
+
+
+def event_profile(lines, start: dt.datetime, end: dt.datetime) -> list[tuple[str, float, int]]:
+    """Where the time went between `start` and `end`: each gap between two consecutive log lines
+    is charged to the later line's kind ("console output", or the event text without numbers).
+    Returns (kind, total ms, count), largest first."""
+    acc: dict[str, list[float]] = {}
+    prev = start
+    booting = False
+    for t, kind, text in lines:
+        if t < start or t > end:
+            continue
+        if kind == "|" and booting:
+            key = "first console line after `starting emulator` (QEMU boot)"
+            booting = False
+        elif kind == "|":
+            key = "console output line (the firmware answering)"
+        else:
+            key = re.sub(r"\d+", "N", text.split(":")[0])[:50]
+            booting = text.startswith("starting emulator")
+        a = acc.setdefault(key, [0.0, 0])
+        a[0] += (t - prev).total_seconds() * 1000
+        a[1] += 1
+        prev = t
+    a = acc.setdefault("(after the last log line, until finished_at)", [0.0, 0])
+    a[0] += (end - prev).total_seconds() * 1000
+    a[1] += 1
+    return sorted(((k, v[0], v[1]) for k, v in acc.items()), key=lambda x: -x[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing whole commands (hyperfine; a plain loop if it is missing) and HTTP load (wrk)
+# ---------------------------------------------------------------------------------------------
+
+
+def time_command(ctx: "Ctx", name: str, cmd: str, runs: int, prepare: str | None = None,
+                 warmup: int = 1) -> dict:
+    """Times a shell command `runs` times; returns stats in ms."""
+    if shutil.which("hyperfine"):
+        out = ctx.work / f"hyperfine-{name}.json"
+        argv = ["hyperfine", "--style", "none", "--warmup", str(warmup), "--runs", str(runs),
+                "--export-json", str(out)]
+        if prepare:
+            argv += ["--prepare", prepare]
+        run(argv + [cmd], cwd=ctx.work)
+        times = json.loads(out.read_text())["results"][0]["times"]
+        ctx.tools_used.add("hyperfine")
+        return stats([t * 1000 for t in times])
+    ctx.tools_used.add("python timer (hyperfine missing)")
+    times = []
+    for i in range(warmup + runs):
+        if prepare:
+            subprocess.run(prepare, shell=True, cwd=ctx.work, check=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, shell=True, cwd=ctx.work, check=True, stdout=subprocess.DEVNULL)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    return stats(times)
+
+
+def wrk(ctx: "Ctx", url: str) -> dict:
+    """Loads `url` with wrk; returns req/s, latency percentiles (ms) and error counts."""
+    sz = ctx.size
+    out = run(["wrk", "-t2", f"-c{sz['wrk_conns']}", f"-d{sz['wrk_secs']}s", "--timeout", "5s",
+               "--latency", url], timeout=sz["wrk_secs"] + 60)
+
+    def to_ms(v: str) -> float:
+        m = re.match(r"([\d.]+)(us|ms|s|m)", v)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[m.group(2)]
+
+    res = {"raw": out}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for p in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{p}%\s+(\S+)", out, re.M)
+        res[f"p{p}"] = to_ms(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(map(int, m.groups())) if m else 0
+    if res["requests"] == 0:
+        raise BenchError(f"wrk made no request:\n{out}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench repository (served by git daemon)
+# ---------------------------------------------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com",
+                "-c", "init.defaultBranch=main", *args], cwd=cwd)
+
+
+def spam_xml(name: str, lines: int, cases: int) -> str:
+    body = "".join(
+        f'  <testcase id="TC_SPAM_{i + 1}" timeout="3000">\n'
+        f"    <send>spam {lines}</send>\n"
+        f'    <expect timeout="3000">^spam done$</expect>\n'
+        f"  </testcase>\n" for i in range(cases))
+    return f'<scenario name="{name}" timeout="7200">\n{body}</scenario>\n'
+
+
+def pingpong_xml(name: str, cases: int, boot: str) -> str:
+    body = "".join(
+        f'  <testcase id="TC_PING_{i + 1:03d}" timeout="30">\n'
+        f"    <send>ping</send>\n"
+        f'    <expect timeout="10">^pong$</expect>\n'
+        f"  </testcase>\n" for i in range(cases))
+    return f'<scenario name="{name}" timeout="3600" boot="{boot}">\n{body}</scenario>\n'
+
+
+def write_ballast(work: Path, files: int, kib: int, commits: int) -> None:
+    """Generated C tables under vendor/, added over `commits` commits (later commits also rewrite
+    some earlier files, so the history is larger than the checkout)."""
+    rnd = random.Random(42)
+    vendor = work / "vendor"
+    vendor.mkdir(exist_ok=True)
+    per_commit = max(1, files // commits)
+    for c in range(commits):
+        idx = list(range(c * per_commit, min(files, (c + 1) * per_commit)))
+        if c:
+            idx += rnd.sample(range(c * per_commit), min(per_commit // 4, c * per_commit))
+        for i in idx:
+            words = []
+            while len(words) * 12 < kib * 1024:
+                words.append(f"0x{rnd.getrandbits(32):08x},")
+            rows = [" ".join(words[j:j + 8]) for j in range(0, len(words), 8)]
+            (vendor / f"table_{i:04d}.c").write_text(
+                f"/* generated table {i}, revision {c} */\n"
+                f"const unsigned int table_{i}[] = {{\n    " + "\n    ".join(rows) + "\n};\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-qm", f"vendor: tables, revision {c}")
+
+
+def make_repo(ctx: "Ctx", name: str, ballast=None) -> str:
+    """A copy of the demo firmware with the prebuilt fw.elf, BENCH_TOML and the benchmark
+    scenarios, committed and served by the git daemon; returns its git:// URL."""
+    sz = ctx.size
+    work = ctx.work / "src" / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    shutil.copytree(FIRMWARE_SRC / "src", work / "src")
+    for f in ("Makefile", "README.md"):
+        if (FIRMWARE_SRC / f).exists():
+            shutil.copy(FIRMWARE_SRC / f, work / f)
+    (work / "build").mkdir()
+    shutil.copy(ctx.fw, work / "build" / "fw.elf")
+    (work / "testarena.toml").write_text(BENCH_TOML)
+    sc = work / "bench"
+    sc.mkdir()
+    (sc / "throughput.xml").write_text(spam_xml("throughput", sz["spam_lines"], sz["spam_cases"]))
+    (sc / "pingpong.xml").write_text(pingpong_xml("pingpong", sz["pp_cases"], "once"))
+    (sc / "perboot.xml").write_text(pingpong_xml("perboot", sz["pb_cases"], "per-case"))
+    (sc / "dispatch.xml").write_text(pingpong_xml("dispatch", 1, "once"))
+    for n in sz["mem_lines"]:
+        (sc / f"mem_{n}.xml").write_text(spam_xml(f"memory {n}", n, 1))
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A", "-f")
+    git(work, "commit", "-qm", "bench firmware")
+    if ballast:
+        write_ballast(work, *ballast)
+    served = ctx.work / "served"
+    served.mkdir(exist_ok=True)
+    if (served / f"{name}.git").exists():
+        shutil.rmtree(served / f"{name}.git")
+    git(served, "clone", "-q", "--bare", str(work), f"{name}.git")
+    return f"git://127.0.0.1:{ctx.git_port}/{name}.git"
+
+
+def start_git_daemon(ctx: "Ctx") -> None:
+    served = ctx.work / "served"
+    served.mkdir(exist_ok=True)
+    ctx.git_port = free_port()
+    p = ctx.procs.spawn(["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+                         f"--port={ctx.git_port}", f"--base-path={served}", served],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", ctx.git_port), timeout=1).close()
+            return
+        except OSError:
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("git daemon did not start") from None
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmarks
+# ---------------------------------------------------------------------------------------------
+
+
+class Ctx:
+    def __init__(self, args):
+        self.tiny = args.tiny
+        self.size = SIZES["tiny" if args.tiny else "full"]
+        self.bin = Path(args.bin).resolve()
+        self.fw = Path(args.fw).resolve()
+        self.work = Path(args.work).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.procs = Procs(self.work / "pids")
+        self.tools_used: set[str] = set()
+        self.git_port = 0
+        self.main: TestArena | None = None
+        self.repo = ""
+        self.big_repo = ""
+        self.python_start: dict | None = None
+
+    def main_server(self) -> TestArena:
+        """The `testarena up` shared by benchmarks 1 to 4 (bench repos created on first use)."""
+        if self.main is None:
+            if not self.git_port:
+                start_git_daemon(self)
+            self.repo = make_repo(self, "bench")
+            self.main = TestArena(self, "up", self.work / "data-main")
+        return self.main
+
+
+def result(num, figure, baseline, ratio_, goal, met, details, raw) -> dict:
+    return {"num": num, "name": BENCHMARKS[num], "figure": figure, "baseline": baseline,
+            "ratio": ratio_, "goal": goal, "met": met, "details": details, "raw": raw}
+
+
+def profile_table(title: str, prof, total: float, top: int = 8) -> list[str]:
+    out = [f"{title}", "", "| time before this log line | total ms | share | count |",
+           "|---|---:|---:|---:|"]
+    for k, ms, n in prof[:top]:
+        share = f"{100 * ms / total:.0f}%" if total else "-"
+        out.append(f"| {k} | {ms:.0f} | {share} | {n} |")
+    return out + [""]
+
+
+SEGMENTS = [
+    ("boot", "QEMU boot: `# starting emulator` → first console line"),
+    ("ready", "first console line → `# emulator ready`"),
+    ("first_case", "`# emulator ready` → `# case … started`"),
+    ("between", "previous `# case … passed` → `# case … started` (same boot)"),
+    ("run", "case: `# case … started` → `# case … passed` (send, expect)"),
+    ("stop", "stop: `# case … passed` → `# emulator stopped` (SIGTERM to the group, wait)"),
+    ("restart", "`# emulator stopped` → next `# starting emulator`"),
+]
+
+
+def case_segments(lines) -> dict[str, list[float]]:
+    """Durations (ms) of the steps around each case, from queue.log event lines."""
+    segs: dict[str, list[float]] = {k: [] for k, _ in SEGMENTS}
+    last_kind, last_t, t_start, t_first, t_case = None, None, None, None, None
+    ms = lambda a, b: (b - a).total_seconds() * 1000  # noqa: E731
+    for t, kind, text in lines:
+        if kind == "|":
+            if t_start is not None and t_first is None:
+                t_first = t
+                segs["boot"].append(ms(t_start, t))
+            continue
+        if text.startswith("starting emulator"):
+            if last_kind == "stopped":
+                segs["restart"].append(ms(last_t, t))
+            t_start, t_first, k = t, None, "start"
+        elif text.startswith("emulator ready") and t_first is not None:
+            segs["ready"].append(ms(t_first, t))
+            k = "ready"
+        elif re.match(r"case \S+ .*started", text):
+            if last_kind == "ready":
+                segs["first_case"].append(ms(last_t, t))
+            elif last_kind == "passed":
+                segs["between"].append(ms(last_t, t))
+            t_case, k = t, "case"
+        elif re.match(r"case \S+ (passed|failed|error)", text) and t_case is not None:
+            segs["run"].append(ms(t_case, t))
+            k = "passed"
+        elif text.startswith("emulator stopped"):
+            if last_kind == "passed":
+                segs["stop"].append(ms(last_t, t))
+            k = "stopped"
+        else:
+            continue
+        last_kind, last_t = k, t
+    return segs
+
+
+def segment_table(segs: dict[str, list[float]], queues: int) -> list[str]:
+    out = ["| step | n | median ms | p95 ms | total per queue ms |", "|---|---:|---:|---:|---:|"]
+    for k, label in SEGMENTS:
+        xs = segs.get(k) or []
+        if xs:
+            out.append(f"| {label} | {len(xs)} | {statistics.median(xs):.1f} | "
+                       f"{pct(xs, 95):.1f} | {sum(xs) / queues:.0f} |")
+    return out + [""]
+
+
+def bench_throughput(ctx: Ctx) -> dict:
+    sz = ctx.size
+    ta = ctx.main_server()
+    n = sz["spam_lines"]
+    fw = shlex.quote(str(ctx.fw))
+    script = shlex.quote(str(BENCH_DIR / "baseline_throughput.sh"))
+    bytes_spam = int(run([BENCH_DIR / "baseline_throughput.sh", ctx.fw, str(n)]).strip())
+    bytes_boot = int(run([BENCH_DIR / "baseline_throughput.sh", ctx.fw, "0"]).strip())
+    out_bytes = bytes_spam - bytes_boot
+    durs, raw_t, boot_t, cpus, gaps, queues = [], [], [], [], [], []
+    rounds = sz["tp_rounds"]
+    for i in range(rounds):
+        say(f"1: throughput: round {i + 1}/{rounds}: {sz['spam_cases']} cases of 'spam {n}' in "
+            "TestArena, then the raw pipe (hyperfine)")
+        cpu0 = cpu_ms(ta.proc.pid)
+        q = ta.run_queue(ctx.repo, ["bench/throughput.xml"])
+        cpus.append(cpu_ms(ta.proc.pid) - cpu0)
+        queues.append(q["id"])
+        durs += [float(c["duration_ms"]) for t in q["tasks"] for c in t["cases"]]
+        gaps += case_segments(read_log(ta.queue_dir(q["id"]) / "queue.log"))["between"]
+        w = 1 if i == 0 else 0
+        raw_t += time_command(ctx, "raw-spam", f"{script} {fw} {n}", sz["raw_runs"], warmup=w)["values"]
+        boot_t += time_command(ctx, "raw-boot", f"{script} {fw} 0", sz["raw_runs"], warmup=w)["values"]
+    ta_s, raw, boot = stats(durs), stats(raw_t), stats(boot_t)
+    cpu = statistics.median(cpus) / sz["spam_cases"]
+    qdir = ta.queue_dir(queues[-1])
+    case_dir = next(p for p in qdir.iterdir() if p.is_dir() and p.name != "work")
+    raw_stream = raw["median"] - boot["median"]
+    if raw_stream < max(1.0, 0.05 * raw["median"]):
+        # Only in --tiny mode: the output is too small to time against the boot's noise.
+        raw_stream = float("nan")
+    mbps = lambda ms: out_bytes / 1e6 / (ms / 1000) if ms else float("inf")  # noqa: E731
+    r = None if math.isnan(raw_stream) else ratio(raw_stream, ta_s["median"])
+    logs = {p.name: p.stat().st_size for p in sorted(case_dir.iterdir())[:2]}
+    details = [
+        f"Output per case: {out_bytes / 1e6:.1f} MB (`spam {n}`, {n} lines), measured with "
+        f"`wc -c`. {rounds} rounds, each: one queue of {sz['spam_cases']} such cases (one boot), "
+        f"then {sz['raw_runs']} raw runs and {sz['raw_runs']} boot-only runs, so both sides see "
+        "the same moments of the machine's load.",
+        f"- TestArena: case `duration_ms` {fmt(ta_s)} → **{mbps(ta_s['median']):.1f} MB/s**.",
+        f"- Raw `printf 'spam {n}\\nexit 0\\n' | qemu … | wc -c`: {fmt(raw)}; boot and exit "
+        f"alone (`exit 0`): {fmt(boot)}; streaming = difference of medians = {raw_stream:.0f} ms "
+        f"→ **{mbps(raw_stream):.1f} MB/s**.",
+        "- Ratio = TestArena throughput / raw throughput = raw streaming time / case time.",
+        f"- CPU time of the testarena process: {cpu:.0f} ms per case (median over the queues; "
+        "streaming, and the case's HTML page and logs after it; QEMU's own CPU not included), "
+        f"i.e. {out_bytes / 1e6 / (cpu / 1000) if cpu else float('inf'):.0f} MB/s per core.",
+        f"- Between one case's `# case … passed` and the next case's start, outside "
+        f"`duration_ms`, the worker spends {fmt(stats(gaps or [0]))} (the case's HTML page and "
+        "database writes).",
+        "- Files per case: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in logs.items())
+        + f"; queue.log {(qdir / 'queue.log').stat().st_size / 1e6:.1f} MB for the queue.",
+    ]
+    return result(1, f"{mbps(ta_s['median']):.1f} MB/s ({ta_s['median']:.0f} ms/case)",
+                  f"{mbps(raw_stream):.1f} MB/s ({raw_stream:.0f} ms)", r, "≥ 0.8×",
+                  None if r is None else r >= 0.8, details,
+                  {"ta_ms": ta_s, "raw_ms": raw, "boot_ms": boot, "bytes": out_bytes,
+                   "ta_cpu_ms_per_case": cpu, "after_case_ms": gaps, "queues": queues})
+
+
+def task_ms(q: dict) -> float:
+    t = q["tasks"][0]
+    return ms_between(t["started_at"], t["finished_at"])
+
+
+def bare_steps(fw: Path, boots: int) -> dict[str, list[float]]:
+    """The per-case steps of benchmark 3 in a bare loop, for comparison with TestArena's: QEMU
+    spawn → `ready`, one ping/pong, and the exit after closing stdin (what the bare script does)
+    or after SIGTERM to its process group (what TestArena does), alternately."""
+    from baseline_perboot import QEMU as BARE_QEMU, wait_line
+    out: dict[str, list[float]] = {"ready": [], "ping": [], "exit_eof": [], "exit_term": []}
+    for i in range(boots):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(BARE_QEMU + [str(fw)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
+                             start_new_session=True)
+        try:
+            buf = wait_line(p, b"", b"ready")
+            t1 = time.perf_counter()
+            p.stdin.write(b"ping\n")
+            wait_line(p, buf, b"pong")
+            t2 = time.perf_counter()
+            if i % 2:
+                os.killpg(p.pid, signal.SIGTERM)
+            else:
+                p.stdin.close()
+            p.wait(timeout=10)
+            t3 = time.perf_counter()
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            for f in (p.stdin, p.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        out["ready"].append((t1 - t0) * 1000)
+        out["ping"].append((t2 - t1) * 1000)
+        out["exit_term" if i % 2 else "exit_eof"].append((t3 - t2) * 1000)
+    return out
+
+
+def bench_cases(ctx: Ctx, num: int) -> dict:
+    sz = ctx.size
+    ta = ctx.main_server()
+    once = num == 2
+    key = "pp" if once else "pb"
+    cases, rounds, base_runs = sz[f"{key}_cases"], sz[f"{key}_rounds"], sz[f"{key}_base_runs"]
+    scen = "bench/pingpong.xml" if once else "bench/perboot.xml"
+    script = "baseline_pingpong.py" if once else "baseline_perboot.py"
+    cmd = (f"{shlex.quote(sys.executable)} {shlex.quote(str(BENCH_DIR / script))} "
+           f"{shlex.quote(str(ctx.fw))} {cases}")
+    times, queues, cpus, base_t = [], [], [], []
+    segs: dict[str, list[float]] = {}
+    for i in range(rounds):
+        say(f"{num}: round {i + 1}/{rounds}: {cases} ping/pong cases, boot "
+            f"{'once' if once else 'per-case'}, in TestArena; then {base_runs}× {script}")
+        cpu0 = cpu_ms(ta.proc.pid)
+        q = ta.run_queue(ctx.repo, [scen])
+        cpus.append(cpu_ms(ta.proc.pid) - cpu0)
+        if len(q["tasks"][0]["cases"]) != cases:
+            raise BenchError(f"queue {q['id']} has {len(q['tasks'][0]['cases'])} cases")
+        queues.append(q)
+        times.append(task_ms(q))
+        for k, v in case_segments(read_log(ta.queue_dir(q["id"]) / "queue.log")).items():
+            segs.setdefault(k, []).extend(v)
+        base_t += time_command(ctx, f"bare-{num}", cmd, base_runs,
+                               warmup=1 if i == 0 else 0)["values"]
+    base = stats(base_t)
+    py = python_start(ctx)
+    net = max(base["median"] - py["median"], 0.001)
+    ta_s = stats(times)
+    r = ratio(ta_s["median"], net)
+    # Where TestArena's time went, for the median queue.
+    mid = sorted(queues, key=task_ms)[len(queues) // 2]
+    t = mid["tasks"][0]
+    lines = read_log(ta.queue_dir(mid["id"]) / "queue.log")
+    start, end = parse_time(t["started_at"]), parse_time(t["finished_at"])
+    prof = event_profile(lines, start, end)
+    per_case = ta_s["median"] / cases
+    base_per_case = net / cases
+    goal = 1.5 if once else 1.2
+    details = [
+        f"{rounds} rounds, each: one TestArena queue, then {base_runs} run(s) of the bare script "
+        "(timed whole by hyperfine).",
+        f"- TestArena: the task's `started_at` → `finished_at` (boot, {cases} cases recorded in "
+        f"the database, logs and HTML written, emulator stopped): {fmt(ta_s)}; "
+        f"{per_case:.1f} ms per case.",
+        f"- Bare `bench/{script}` ({'one QEMU, ' if once else ''}{cases} "
+        f"{'exchanges' if once else 'boots'} over pipes): {fmt(base)}, less the Python "
+        f"interpreter's start-up (`python3 -c 'import …'`, {py['median']:.0f} ms) = "
+        f"{net:.0f} ms; {base_per_case:.1f} ms per case.",
+        "- Ratio = TestArena / bare (net).",
+        f"- CPU time of the testarena process per queue: {statistics.median(cpus):.0f} ms "
+        f"(median; {statistics.median(cpus) / cases:.1f} ms per case; QEMU not included).",
+        "",
+        f"Steps around each case, from the queue.log event lines of all {rounds} queues:",
+        "",
+    ] + segment_table(segs, rounds)
+    if not once:
+        bare = bare_steps(ctx.fw, 2 * sz["bare_steps_boots"])
+        med = {k: statistics.median(v) for k, v in bare.items() if v}
+        details += [
+            f"The same steps timed in a bare Python loop ({2 * sz['bare_steps_boots']} boots, "
+            f"right after): spawn → `ready` {med['ready']:.1f} ms; ping → pong "
+            f"{med['ping']:.1f} ms; QEMU's exit after closing its stdin (as the bare script "
+            f"does) {med['exit_eof']:.1f} ms, after SIGTERM to its group (as TestArena does) "
+            f"{med.get('exit_term', float('nan')):.1f} ms.",
+            "",
+        ]
+    details += profile_table(f"Where the time went in queue {mid['id']} (the median one; from "
+                             f"queue.log timestamps, {task_ms(mid):.0f} ms):", prof, task_ms(mid))
+    return result(num, f"{ta_s['median']:.0f} ms", f"{net:.0f} ms", r,
+                  f"≤ {goal}×", r is not None and r <= goal, details,
+                  {"ta_ms": ta_s, "bare_ms": base, "python_start_ms": py, "ta_cpu_ms": cpus,
+                   "segments_ms": segs, "profile": prof})
+
+
+def python_start(ctx: Ctx) -> dict:
+    """How long starting the Python interpreter with the baselines' imports takes."""
+    if ctx.python_start is None:
+        ctx.python_start = time_command(
+            ctx, "python-start",
+            f'{shlex.quote(sys.executable)} -c "import os, select, subprocess, sys, time"',
+            ctx.size["py_runs"])
+    return ctx.python_start
+
+
+DISPATCH_STEPS = [
+    ("claim", "submit → claimed (API `created_at` → `started_at`)"),
+    ("fetch", "claimed → fetch done (`# testing commit`)"),
+    ("fetch_git", "  of which `git fetch` + `rev-parse` (from its `| $ git … fetch` line)"),
+    ("checkout", "fetch done → checkout done (`# phase: building`)"),
+    ("clone_shared", "  of which `git clone --shared --no-checkout` of the mirror"),
+    ("checkout_git", "  of which `git checkout --detach`"),
+    ("profile_tasks", "  of which reading testarena.toml and recording the tasks"),
+    ("build", "build (`# phase: building` → `# build passed`)"),
+    ("to_emulator", "build passed → `# starting emulator`"),
+    ("first_line", "`# starting emulator` → first console line"),
+    ("total", "**submit → first console line**"),
+    ("clone_phase", "**warm-mirror checkout**: `# phase: cloning` → `# phase: building`"),
+]
+
+
+def dispatch_steps(ta: TestArena, q: dict) -> dict:
+    lines = read_log(ta.queue_dir(q["id"]) / "queue.log")
+
+    def find(kind: str, prefix: str, after: dt.datetime | None = None,
+             required: bool = True) -> dt.datetime | None:
+        for t, k, text in lines:
+            if k == kind and text.startswith(prefix) and (after is None or t >= after):
+                return t
+        if required:
+            raise BenchError(f"queue {q['id']}: no '{kind} {prefix}' line in queue.log")
+        return None
+
+    created, started = parse_time(q["created_at"]), parse_time(q["started_at"])
+    cloning = find("#", "phase: cloning")
+    commit = find("#", "testing commit")
+    building = find("#", "phase: building")
+    built = find("#", "build passed")
+    emu = find("#", "starting emulator")
+    first = next((t for t, kind, _ in lines if kind == "|" and t >= emu), None)
+    if first is None:
+        raise BenchError(f"queue {q['id']}: no console line after '# starting emulator'")
+    # The git command lines the worker logs (`| $ git …`); optional, they only refine the steps.
+    fetch_cmd = find("|", "$ git --git-dir=", cloning, required=False)
+    clone_cmd = find("|", "$ git clone --shared", commit, required=False)
+    checkout_cmd = find("|", "$ git -C ", commit, required=False)
+    profile = find("#", "profile:", commit, required=False)
+
+    def ms(a, b):
+        return None if a is None or b is None else (b - a).total_seconds() * 1000
+
+    return {
+        "claim": ms(created, started),
+        "fetch": ms(started, commit),
+        "fetch_git": ms(fetch_cmd, commit),
+        "checkout": ms(commit, building),
+        "clone_shared": ms(clone_cmd, checkout_cmd),
+        "checkout_git": ms(checkout_cmd, profile),
+        "profile_tasks": ms(profile, building),
+        "build": ms(building, built),
+        "to_emulator": ms(built, emu),
+        "first_line": ms(emu, first),
+        "total": ms(created, first),
+        "clone_phase": ms(cloning, building),
+    }
+
+
+def bench_dispatch(ctx: Ctx) -> dict:
+    sz = ctx.size
+    ta = ctx.main_server()
+    if not ctx.big_repo:
+        say("4: dispatch: generating the large bench repository (vendored tables)")
+        ctx.big_repo = make_repo(ctx, "bench-large", ballast=sz["ballast"])
+    repos = [("bench", ctx.repo), ("bench-large", ctx.big_repo)]
+    per_repo = {}
+    for name, url in repos:
+        say(f"4: dispatch: {sz['dispatch_queues']} queues one after another on {name} "
+            "(warm mirror)")
+        sha = ta.run_queue(url, ["bench/dispatch.xml"])["commit"]  # warms the mirror
+        samples = []
+        for _ in range(sz["dispatch_queues"]):
+            q = ta.run_queue(url, ["bench/dispatch.xml"])
+            samples.append(dispatch_steps(ta, q))
+        say(f"4: dispatch: fresh `git clone {url}`, and the worker's git commands run alone "
+            "(hyperfine)")
+        dest = shlex.quote(str(ctx.work / f"clone-{name}"))
+        clone = time_command(ctx, f"clone-{name}", f"git clone -q {url} {dest}",
+                             sz["clone_runs"], prepare=f"rm -rf {dest}")
+        mirrors = sorted((ta.data_dir / "git").glob(f"{name}-*.git"))
+        alone = {}
+        if mirrors:
+            m = shlex.quote(str(mirrors[0]))
+            alone = {
+                "`git ls-remote` (one round trip to the git daemon)":
+                    time_command(ctx, f"ls-remote-{name}", f"git ls-remote {url}",
+                                 sz["clone_runs"]),
+                "the worker's no-op `git fetch` into its mirror":
+                    time_command(ctx, f"fetch-{name}",
+                                 f"git --git-dir={m} fetch --prune --quiet --no-write-fetch-head "
+                                 f"-- {url} '+refs/*:refs/*'", sz["clone_runs"]),
+                "`git clone --shared --no-checkout` of the mirror + `git checkout --detach`":
+                    time_command(ctx, f"shared-{name}",
+                                 f"git clone --shared --no-checkout --quiet -- {m} {dest} && "
+                                 f"git -C {dest} checkout --quiet --detach {sha} --",
+                                 sz["clone_runs"], prepare=f"rm -rf {dest}"),
+            }
+        size = run(["du", "-sk", str(ctx.work / "served" / f"{name}.git")]).split()[0]
+        steps = {k: [s[k] for s in samples if s[k] is not None] for k, _ in DISPATCH_STEPS}
+        per_repo[name] = {"steps": steps, "clone_ms": clone, "alone_ms": alone,
+                          "repo_kib": int(size)}
+    small = per_repo["bench"]
+    claim_p50 = pct(small["steps"]["claim"], 50)
+    ratios = {n: pct(d["steps"]["clone_phase"], 50) / d["clone_ms"]["median"]
+              for n, d in per_repo.items()}
+    details = [
+        "Queues are submitted one at a time to an idle `testarena up` whose mirror of the "
+        "repository is warm. Step times come from the API's `created_at`/`started_at` and the "
+        "timestamps (ms) of the `# …` event lines and `| $ git …` command lines of queue.log. "
+        "The bench repositories commit a prebuilt `build/fw.elf` and build with "
+        "`test -s build/fw.elf`, so the build step is TestArena's own overhead. Both "
+        "repositories are served by `git daemon` on loopback.",
+        "",
+    ]
+    for name, d in per_repo.items():
+        details += [f"**{name}** repository ({d['repo_kib']} KiB bare; "
+                    f"{len(d['steps']['claim'])} queues):", "",
+                    "| step | p50 ms | p95 ms | max ms |", "|---|---:|---:|---:|"]
+        for k, label in DISPATCH_STEPS:
+            xs = d["steps"][k]
+            if xs:
+                details.append(f"| {label} | {pct(xs, 50):.0f} | {pct(xs, 95):.0f} | "
+                               f"{max(xs):.0f} |")
+        c = d["clone_ms"]
+        details.append(f"| **fresh `git clone`** of the same repository over git:// "
+                       f"(hyperfine) | {c['median']:.0f} | {pct(c['values'], 95):.0f} "
+                       f"| {c['max']:.0f} |")
+        for label, st in d["alone_ms"].items():
+            details.append(f"| for comparison, run alone: {label} | {st['median']:.0f} | "
+                           f"{pct(st['values'], 95):.0f} | {st['max']:.0f} |")
+        details += ["", f"Warm-mirror checkout / fresh clone = **{ratios[name]:.2f}×**.", ""]
+    met = claim_p50 <= 50 and ratios["bench-large"] <= 0.2
+    details.append(
+        "Met/not met is judged on the claim of the small repository and the checkout ratio of "
+        "`bench-large`: for a repository of a few hundred KiB, one round trip to the remote "
+        "(which a warm mirror still needs, to learn the branch head) already costs about half "
+        "a fresh clone, so no mirror can reach 0.2× there.")
+    return result(
+        4, f"claim p50 {claim_p50:.0f} ms; checkout/clone " + ", ".join(
+            f"{r:.2f}× ({n})" for n, r in ratios.items()),
+        "fresh clone " + ", ".join(f"{d['clone_ms']['median']:.0f} ms ({n})"
+                                   for n, d in per_repo.items()),
+        ratios["bench-large"], "claim p50 ≤ 50 ms; checkout ≤ 0.2× clone", met, details,
+        per_repo)
+
+
+def bulk_create(base: str, n: int, start_index: int = 0, threads: int = 8) -> float:
+    """POSTs n queues from `threads` keep-alive connections; returns seconds taken."""
+    u = urllib.parse.urlparse(base)
+    errors: list[str] = []
+
+    def worker(k: int):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        for i in range(start_index + k, start_index + n, threads):
+            body = json.dumps({
+                "repo": f"https://git.example.com/team-{i % 7}/firmware-{i % 13}.git",
+                "branch": f"feature/bench-{i}", "name": f"bench queue {i}",
+                "priority": i % 10, "scenarios": ["scenarios/smoke.xml", "scenarios/shell.xml"],
+            })
+            conn.request("POST", "/api/v1/queues", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+            if r.status != 201:
+                errors.append(f"HTTP {r.status}: {data[:200]!r}")
+                return
+        conn.close()
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise BenchError(f"creating queues failed: {errors[0]}")
+    return time.perf_counter() - t0
+
+
+def abort_some(api: Api, every: int) -> None:
+    """Aborts every `every`-th queue so the board shows more than one status."""
+    qs = api.get("/api/v1/queues?limit=500")["queues"]
+    for q in qs[::every]:
+        api.request("POST", f"/api/v1/queues/{q['id']}/abort")
+
+
+class StaticServer:
+    """nginx (or, if missing, python3 -m http.server) serving files of `root` on loopback."""
+
+    def __init__(self, ctx: Ctx, root: Path):
+        self.port = free_port()
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                          else None)
+        pre = ctx.work / "nginx"
+        if nginx:
+            for d in ("tmp", "logs"):
+                (pre / d).mkdir(parents=True, exist_ok=True)
+            conf = pre / "nginx.conf"
+            conf.write_text(f"""\
+user root;
+worker_processes 2;
+daemon off;
+pid {pre}/nginx.pid;
+error_log {pre}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {pre}/tmp/body;
+    proxy_temp_path {pre}/tmp/proxy;
+    fastcgi_temp_path {pre}/tmp/fastcgi;
+    uwsgi_temp_path {pre}/tmp/uwsgi;
+    scgi_temp_path {pre}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {root};
+        default_type application/json;
+        location / {{ }}
+    }}
+}}
+""")
+            self.kind = "nginx " + first_line([nginx, "-v"]).split("/")[-1]
+            self.proc = ctx.procs.spawn([nginx, "-p", pre, "-e", pre / "logs" / "error.log",
+                                         "-c", conf], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        else:
+            self.kind = "python3 -m http.server (nginx missing)"
+            self.proc = ctx.procs.spawn([sys.executable, "-m", "http.server", "--bind",
+                                         "127.0.0.1", "--directory", root, str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"{self.kind} did not start") from None
+                time.sleep(0.05)
+
+    def stop(self):
+        Procs.stop(self.proc, grace=5, group_first=True)
+
+
+def bench_api_and_dashboard(ctx: Ctx, want: set[int]) -> list[dict]:
+    sz = ctx.size
+    out = []
+    ta = TestArena(ctx, "serve", ctx.work / "data-api")
+    try:
+        n_dash = min(sz["dash_queues"], sz["api_queues"]) if 7 in want else 0
+        created = 0
+        secs = 0.0
+        if n_dash:
+            say(f"7: dashboard: creating {n_dash} queues")
+            secs += bulk_create(ta.base, n_dash)
+            created = n_dash
+            abort_some(ta.api, 4)
+            try:
+                out.append(bench_dashboard(ctx, ta, n_dash))
+            except Exception as e:  # noqa: BLE001
+                out.append(crashed(7, e))
+        if 5 in want:
+            say(f"5: api: creating {sz['api_queues'] - created} more queues "
+                f"({sz['api_queues']} in all, 8 parallel keep-alive POST loops)")
+            secs += bulk_create(ta.base, sz["api_queues"] - created, start_index=created)
+            out.append(bench_api(ctx, ta, secs))
+    finally:
+        ta.stop()
+    return out
+
+
+def bench_api(ctx: Ctx, ta: TestArena, create_secs: float) -> dict:
+    sz = ctx.size
+    n = sz["api_queues"]
+    total = ta.api.get("/api/v1/queues?limit=1")["queues"][0]["id"]
+    qid = max(1, total // 2)
+    urls = {"one": f"/api/v1/queues/{qid}", "list": "/api/v1/queues?limit=50"}
+    static = ctx.work / "static"
+    static.mkdir(exist_ok=True)
+    sizes = {}
+    for k, path in urls.items():
+        body = ta.api.request("GET", path)
+        (static / f"{k}.json").write_bytes(body)
+        sizes[k] = len(body)
+    res = {}
+
+    def load(key: str, url: str, pid: int):
+        c0 = cpu_ms(pid)
+        w = wrk(ctx, url)
+        w["cpu_us_per_req"] = (cpu_ms(pid) - c0) * 1000 / w["requests"]
+        res[key] = w
+
+    for k, path in urls.items():
+        say(f"5: api: wrk {sz['wrk_secs']}s on GET {path}")
+        load(f"ta_{k}", ta.base + path, ta.proc.pid)
+    srv = StaticServer(ctx, static)
+    try:
+        for k in urls:
+            say(f"5: api: wrk {sz['wrk_secs']}s on {srv.kind} serving {k}.json")
+            load(f"static_{k}", f"http://127.0.0.1:{srv.port}/{k}.json", srv.proc.pid)
+    finally:
+        srv.stop()
+    ta_rss = ta.vm()
+    one, lst = res["ta_one"], res["ta_list"]
+    r = ratio(one["rps"], res["static_one"]["rps"])
+    rows = []
+    for k, label in (("one", f"`GET {urls['one']}`"), ("list", f"`GET {urls['list']}`")):
+        a, b = res[f"ta_{k}"], res[f"static_{k}"]
+        rows.append(f"| {label} ({sizes[k]} B) | {a['rps']:.0f} | {a['p50']:.2f} | "
+                    f"{a['p99']:.2f} | {a['cpu_us_per_req']:.0f} | "
+                    f"{a['non2xx'] + a['socket_errors']} | {b['rps']:.0f} | "
+                    f"{b['p99']:.2f} | {b['cpu_us_per_req']:.0f} | "
+                    f"{ratio(a['rps'], b['rps']):.2f}× |")
+    details = [
+        f"{n} queues in SQLite, created through `POST /api/v1/queues` from 8 parallel keep-alive "
+        f"connections in {create_secs:.1f} s ({n / create_secs:.0f} queues/s) on `testarena serve` "
+        f"(no worker, so they stay waiting; every 4th of the newest 500 aborted). Each has two "
+        f"scenario tasks. Load: `wrk -t2 -c{sz['wrk_conns']} -d{sz['wrk_secs']}s --latency` on "
+        f"loopback. Baseline: {srv.kind} serving a static file with the very bytes of the same "
+        f"answer (worker_processes 2, access log off).",
+        "",
+        "| request | TestArena req/s | p50 ms | p99 ms | CPU µs/req | errors | static req/s "
+        "| static p99 ms | static CPU µs/req | ratio (req/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "CPU µs/req: CPU time (user + system) of the server's processes during the wrk run "
+        "divided by the requests served; unlike req/s it does not depend much on what else "
+        "the machine is doing.",
+        "",
+        f"TestArena RSS after the load: {ta_rss.get('VmRSS', 0) / 1024:.0f} MiB "
+        f"(peak {ta_rss.get('VmHWM', 0) / 1024:.0f} MiB).",
+    ]
+    met = one["rps"] >= 10_000 and one["p99"] < 10 and one["non2xx"] == 0
+    return result(5, f"{one['rps']:.0f} req/s, p99 {one['p99']:.2f} ms (one queue); "
+                  f"{lst['rps']:.0f} req/s, p99 {lst['p99']:.2f} ms (list of 50)",
+                  f"{res['static_one']['rps']:.0f} req/s (static, {srv.kind.split(' (')[0]})", r,
+                  "≥ 10,000 req/s, p99 < 10 ms (one queue)", met, details,
+                  {k: {kk: vv for kk, vv in v.items() if kk != "raw"} for k, v in res.items()})
+
+
+def bench_dashboard(ctx: Ctx, ta: TestArena, n: int) -> dict:
+    sz = ctx.size
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise BenchError("chromium is not installed (apt-get install chromium)")
+    if not (BENCH_DIR / "node_modules" / "playwright-core").exists():
+        raise BenchError("bench/node_modules/playwright-core is missing (npm ci --prefix bench)")
+    page = ta.api.request("GET", "/").decode(errors="replace")
+    if 'data-testid="view-board"' not in page:
+        raise BenchError("GET / of this binary serves no dashboard (no data-testid=\"view-board\")"
+                         f"; it starts: {page[:200]!r}")
+    out = ctx.work / "dashboard.json"
+    say(f"7: dashboard: {sz['dash_runs']} loads of {ta.base}/ in headless Chromium")
+    run(["node", BENCH_DIR / "dashboard.mjs", "--url", ta.base + "/", "--runs",
+         str(sz["dash_runs"]), "--chromium", chromium, "--profiles", ctx.work / "chromium",
+         "--out", out], timeout=600)
+    runs = json.loads(out.read_text())["runs"]
+    paint = stats([r["painted"] for r in runs])
+    dom = stats([r["rendered"] for r in runs])
+    api_ms = stats([r["list_api_ms"] for r in runs if r.get("list_api_ms") is not None] or [0])
+    dcl = stats([r["dom_content_loaded"] for r in runs])
+    last = runs[-1]
+    details = [
+        f"{n} queues in the database (created through the API as in benchmark 5; every 4th of "
+        "the newest aborted, the rest waiting, each with two scenario tasks). Each run launches "
+        "Chromium headless with a fresh user-data-dir (cold cache) and loads `/`. Measured from "
+        "navigation start (`performance.timeOrigin`) until the first page of queue rows "
+        "(`[data-testid^=\"queue-row-\"]`) is in the DOM and `[data-testid=\"queue-count\"]` "
+        "shows the count (a MutationObserver notes the time), then one more animation frame "
+        "so that it has been painted. The board asks for one page of queues "
+        f"(`limit` = its page size): {last['rows']} rows; the count reads “{last['count_text']}”.",
+        "",
+        f"- rendered in the DOM: {fmt(dom)}",
+        f"- painted (figure): {fmt(paint)}",
+        f"- DOMContentLoaded: {fmt(dcl)}",
+        f"- the list request `{last.get('list_url', '?')}` (resource timing, "
+        f"{last.get('list_bytes', 0)} B): {fmt(api_ms)}",
+    ]
+    return result(7, f"{paint['median']:.0f} ms to first page painted", "—", None, "< 1 s",
+                  paint["median"] < 1000, details, runs)
+
+
+def bench_memory(ctx: Ctx) -> dict:
+    sz = ctx.size
+    if not ctx.git_port:
+        start_git_daemon(ctx)
+    if not ctx.repo:
+        ctx.repo = make_repo(ctx, "bench")
+    rows, raw = [], []
+    for n in sz["mem_lines"]:
+        say(f"6: memory: one case of 'spam {n}' on a fresh `testarena up`")
+        ta = TestArena(ctx, "up", ctx.work / f"data-mem-{n}")
+        try:
+            idle = ta.vm()
+            samples: list[tuple[float, int]] = []
+            t0 = time.monotonic()
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    v = ta.vm().get("VmRSS")
+                    if v:
+                        samples.append((time.monotonic() - t0, v))
+                    stop.wait(0.05)
+
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            try:
+                q = ta.run_queue(ctx.repo, [f"bench/mem_{n}.xml"], timeout=3600)
+            finally:
+                stop.set()
+                th.join()
+            end = ta.vm()
+            qlog = (ta.queue_dir(q["id"]) / "queue.log").stat().st_size
+            case = q["tasks"][0]["cases"][0]
+            peak_at = max(samples, key=lambda s: s[1]) if samples else (0, 0)
+            raw.append({"lines": n, "idle_kib": idle, "end_kib": end, "queue_log": qlog,
+                        "case_ms": case["duration_ms"], "peak_sample": peak_at,
+                        "samples": samples[::max(1, len(samples) // 200)]})
+            rows.append((n, idle.get("VmHWM", 0), end.get("VmHWM", 0), end.get("VmRSS", 0),
+                         qlog, case["duration_ms"], peak_at))
+        finally:
+            ta.stop()
+    small, large = rows[0], rows[-1]
+    growth = (large[2] - small[2]) / 1024
+    peak = large[2] / 1024
+    details = [
+        "VmHWM (peak resident set) of the `testarena up` process (server and worker; QEMU is a "
+        "separate process and not counted), read from /proc/PID/status. A fresh process per "
+        "size, default `--log-cap` (256 MiB). RSS was also sampled every 50 ms while the "
+        "queue ran, to see when the peak happens.",
+        "",
+        "| console output | idle peak | peak after the queue | RSS after | queue.log | case time "
+        "| largest sample (at s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, idle, hwm, rss, qlog, case_ms, (at, v) in rows:
+        details.append(f"| `spam {n}` | {idle / 1024:.1f} MiB | **{hwm / 1024:.1f} MiB** | "
+                       f"{rss / 1024:.1f} MiB | {qlog / 1e6:.1f} MB | {case_ms} ms | "
+                       f"{v / 1024:.1f} MiB ({at:.1f}) |")
+    details += ["", f"Growth from the small to the large output: {growth:+.1f} MiB "
+                f"(flat = less than 10 MiB for ten times the output)."]
+    met = peak < 50 and growth < 10
+    return result(6, f"{peak:.1f} MiB peak at {large[4] / 1e6:.0f} MB of log "
+                  f"({small[2] / 1024:.1f} MiB at {small[4] / 1e6:.1f} MB)",
+                  "—", ratio(large[2], small[2]), "< 50 MiB and flat", met, details, raw)
+
+
+def crashed(num: int, e: BaseException) -> dict:
+    tb = traceback.format_exc()
+    say(f"{num}: CRASHED: {e}")
+    return {"num": num, "name": BENCHMARKS[num], "crashed": f"{e}", "traceback": tb}
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_info(ctx: Ctx) -> dict:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "0")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    os_name = "?"
+    if Path("/etc/os-release").exists():
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory": f"{int(mem) / 1024 / 1024:.1f} GiB",
+        "os": f"{os_name}, Linux {platform.release()}",
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "versions": {
+            "testarena": first_line([ctx.bin, "--version"]),
+            "qemu": first_line(["qemu-system-xtensa", "--version"]),
+            "git": first_line(["git", "--version"]),
+            "hyperfine": first_line(["hyperfine", "--version"]),
+            "wrk": first_line(["wrk", "-v"]),
+            "chromium": first_line(["chromium", "--version"]),
+            "python": platform.python_version(),
+            "node": first_line(["node", "--version"]),
+        },
+    }
+
+
+def render(ctx: Ctx, info: dict, results: list[dict], load_end: str, elapsed: float) -> str:
+    mode = "tiny (harness check: sizes far too small for the figures to mean anything)" \
+        if ctx.tiny else "full"
+    v = info["versions"]
+    out = [
+        "# TestArena benchmarks",
+        "",
+        "Written by `bench/run` (`make bench`); do not edit by hand. Each figure is measured "
+        "together with its baseline in the same run on the same machine; the machines are "
+        "noisy, so the ratio is what counts.",
+        "",
+        f"- Date: {info['date']}; mode: {mode}; run took {elapsed / 60:.1f} min",
+        f"- Commit: {info['commit']}",
+        f"- Machine: {info['cores']} cores, {info['cpu']}, {info['memory']} RAM; {info['os']}",
+        f"- Load average (1, 5, 15 min) at start: {info['load']}; at end: {load_end}",
+        f"- Versions: {v['testarena']}; {v['qemu']}; {v['git']}; {v['hyperfine']}; "
+        f"{v['wrk'].split(' [')[0]}; {v['chromium']}; Python {v['python']}; node {v['node']}",
+        f"- Timing of whole commands: {', '.join(sorted(ctx.tools_used)) or '-'}",
+        "",
+        "| # | Benchmark | TestArena | Baseline | Ratio | Goal | Met |",
+        "|---|---|---|---|---:|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: r["num"]):
+        if r.get("crashed"):
+            out.append(f"| {r['num']} | {r['name']} | **crashed** | | | | |")
+            continue
+        rt = "—" if r["ratio"] is None else f"{r['ratio']:.2f}×"
+        met = "—" if r["met"] is None else "yes" if r["met"] else "**no**"
+        out.append(f"| {r['num']} | {r['name']} | {r['figure']} | {r['baseline']} | {rt} | "
+                   f"{r['goal']} | {met} |")
+    out += ["", "Ratios: 1 = TestArena's throughput relative to the raw pipe (higher is better); "
+            "2, 3 = TestArena's time relative to the bare script (lower is better); 4 = warm "
+            "checkout time relative to a fresh clone (lower is better); 5 = TestArena's req/s "
+            "relative to a static file server; 6 = peak RSS at 10× the output relative to the "
+            "smaller output (1 = flat).", ""]
+    for r in sorted(results, key=lambda r: r["num"]):
+        out.append(f"## {r['num']}. {r['name']}")
+        out.append("")
+        if r.get("crashed"):
+            out += ["Crashed:", "", "```", r["traceback"].rstrip(), "```", ""]
+            continue
+        out += r["details"] + [""]
+    notes = BENCH_DIR / "NOTES.md"
+    if notes.exists() and not ctx.tiny:
+        out += [notes.read_text().rstrip(), ""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", required=True, help="the testarena binary")
+    ap.add_argument("--fw", required=True, help="the prebuilt demo firmware (build/fw.elf)")
+    ap.add_argument("--work", required=True, help="scratch directory")
+    ap.add_argument("--out", help="where to write the markdown report")
+    ap.add_argument("--json", help="where to write the raw figures")
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes: checks the harness runs")
+    ap.add_argument("--only", default="", help="comma-separated benchmark numbers to run")
+    ap.add_argument("--skip", default="", help="comma-separated benchmark numbers to skip")
+    args = ap.parse_args()
+    ctx = Ctx(args)
+    want = set(BENCHMARKS)
+    if args.only:
+        want = {int(x) for x in args.only.split(",") if x.strip()}
+    want -= {int(x) for x in args.skip.split(",") if x.strip()}
+    info = machine_info(ctx)
+    t_start = time.monotonic()
+    results: list[dict] = []
+    try:
+        for num, fn in ((1, bench_throughput), (2, lambda c: bench_cases(c, 2)),
+                        (3, lambda c: bench_cases(c, 3)), (4, bench_dispatch)):
+            if num in want:
+                try:
+                    results.append(fn(ctx))
+                except Exception as e:  # noqa: BLE001
+                    results.append(crashed(num, e))
+        if ctx.main is not None:
+            ctx.main.stop()
+            ctx.main = None
+        if want & {5, 7}:
+            try:
+                results += bench_api_and_dashboard(ctx, want)
+            except Exception as e:  # noqa: BLE001
+                results.append(crashed(5 if 5 in want else 7, e))
+        if 6 in want:
+            try:
+                results.append(bench_memory(ctx))
+            except Exception as e:  # noqa: BLE001
+                results.append(crashed(6, e))
+    finally:
+        ctx.procs.stop_all()
+    left = processes_under(ctx.work)
+    for pid, cmd in left:
+        say(f"left running after the benchmarks (killing): {pid} {cmd}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report = render(ctx, info, results, load_end, time.monotonic() - t_start)
+    if left:
+        report += "\n**Processes were left running under the work directory: " + \
+            "; ".join(c for _, c in left) + "**\n"
+    print()
+    print(report)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report + "\n")
+        say(f"wrote {args.out}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(
+            {"info": info, "results": results}, indent=1, default=str) + "\n")
+    bad = [r for r in results if r.get("crashed")]
+    if bad or left:
+        say(f"{len(bad)} benchmark(s) crashed" + (", processes were left running" if left else ""))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
