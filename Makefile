@@ -51,11 +51,12 @@ test-deps: deps
 # so its `test result:` lines close the output. Every step runs even if an earlier one failed;
 # the exit status says whether all passed.
 test: test-deps
-	@status=0; \
+	@status=0; mkdir -p test-output; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory bench-tiny || status=1; \
-	$(MAKE) --no-print-directory browser-test || status=1; \
-	$(MAKE) --no-print-directory unit-test || status=1; \
+	$(MAKE) --no-print-directory browser-test 2>&1 | tee test-output/browser-test.log || status=1; \
+	$(MAKE) --no-print-directory unit-test 2>&1 | tee test-output/cargo-test.log || status=1; \
+	bash scripts/test-summary.sh test-output/cargo-test.log test-output/browser-test.log; \
 	if [ $$status -ne 0 ]; then echo "make test: some step failed (see above)"; fi; \
 	exit $$status
 
