@@ -31,6 +31,8 @@ const MAX_LINE: usize = 64 * 1024;
 const RECENT_LINES: usize = 40;
 /// Grace between SIGTERM and SIGKILL when stopping the emulator.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a stopping emulator gets to exit by itself once its stdin is closed.
+const EOF_GRACE: Duration = Duration::from_millis(100);
 
 /// How to start the emulator.
 #[derive(Debug, Clone)]
@@ -139,6 +141,9 @@ pub struct Console {
     writer: mpsc::Sender<Vec<u8>>,
     group: tokio::sync::Mutex<Group>,
     tasks: Vec<JoinHandle<()>>,
+    /// Owns the emulator's stdin (stdio consoles): aborting it closes stdin.
+    writer_task: JoinHandle<()>,
+    stdio: bool,
     bridge_port: u16,
     logs: Logs,
 }
@@ -252,7 +257,7 @@ impl Console {
                 "[emulator stderr] ",
             )));
         }
-        tasks.push(tokio::spawn(write_console(console_out, writer_rx)));
+        let writer_task = tokio::spawn(write_console(console_out, writer_rx));
         let bridge = TcpListener::bind(("127.0.0.1", 0)).await?;
         let bridge_port = bridge.local_addr()?.port();
         tasks.push(tokio::spawn(serve_bridge(
@@ -266,6 +271,8 @@ impl Console {
             writer,
             group: tokio::sync::Mutex::new(group),
             tasks,
+            writer_task,
+            stdio: port.is_none(),
             bridge_port,
             logs,
         };
@@ -518,7 +525,15 @@ impl Console {
 
     /// Stops the emulator: TERM to its group, grace, KILL; returns its exit code if known.
     pub async fn stop(&self) -> Option<i32> {
-        let status = self.group.lock().await.terminate(STOP_GRACE).await;
+        // Close stdin first: firmware that exits at end of input (as a console program on a
+        // closed line should) then stops in a few ms, where QEMU blocked in a semihosting read
+        // may take tens of ms to act on SIGTERM. TERM, grace and KILL follow regardless.
+        self.writer_task.abort();
+        let mut group = self.group.lock().await;
+        if self.stdio {
+            let _ = tokio::time::timeout(EOF_GRACE, group.child.wait()).await;
+        }
+        let status = group.terminate(STOP_GRACE).await;
         for t in &self.tasks {
             t.abort();
         }
@@ -529,6 +544,7 @@ impl Console {
 
 impl Drop for Console {
     fn drop(&mut self) {
+        self.writer_task.abort();
         for t in &self.tasks {
             t.abort();
         }

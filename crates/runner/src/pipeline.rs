@@ -719,8 +719,16 @@ impl Run<'_> {
             duration_ms: ms,
             message: message.clone(),
         };
-        if let Err(e) = report::write_case_html(&log_path, &log_path.with_extension("html"), &meta)
-        {
+        // Rendering reads the whole case log: off the async threads, which serve the API too.
+        let html_path = log_path.with_extension("html");
+        let log_for_html = log_path.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            report::write_case_html(&log_for_html, &html_path, &meta)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        if let Err(e) = rendered {
             tracing::warn!(error = %e, "cannot write the case's HTML log");
         }
         if status == CaseStatus::Error && self.ctl.cancel.is_cancelled() {

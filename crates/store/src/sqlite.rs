@@ -128,6 +128,8 @@ impl Sqlite {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file: checking each connection before use only adds a round trip.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;

@@ -30,19 +30,43 @@ pub struct CaseMeta {
 
 /// Longest log line rendered; the rest of a longer line is skipped with a note.
 const MAX_LINE: usize = 256 * 1024;
+/// Most log bytes rendered into one page: a longer log shows its end (where failures are),
+/// with a note pointing to the raw log, so the page stays loadable in a browser.
+pub const MAX_HTML_LOG: u64 = 8 * 1024 * 1024;
 
 /// Renders the log at `log_path` as a self-contained HTML page at `html_path`, streaming line by line.
 ///
 /// A missing log gives a page that says no output was recorded. The page is written to a
 /// temporary sibling and renamed into place, so readers never see half a page.
 pub fn write_case_html(log_path: &Path, html_path: &Path, meta: &CaseMeta) -> io::Result<()> {
+    let mut skipped = 0;
     let log = match File::open(log_path) {
-        Ok(file) => Some(BufReader::with_capacity(64 * 1024, file)),
+        Ok(mut file) => {
+            let len = file.metadata()?.len();
+            if len > MAX_HTML_LOG {
+                use std::io::{BufRead, Seek, SeekFrom};
+                file.seek(SeekFrom::Start(len - MAX_HTML_LOG))?;
+                let mut reader = BufReader::with_capacity(64 * 1024, file);
+                // Start at a line boundary.
+                let mut partial = Vec::new();
+                reader.read_until(b'\n', &mut partial)?;
+                skipped = len - MAX_HTML_LOG + partial.len() as u64;
+                Some(reader)
+            } else {
+                Some(BufReader::with_capacity(64 * 1024, file))
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
     super::write_atomically(html_path, |out| {
         out.write_all(head(meta).as_bytes())?;
+        if skipped > 0 {
+            let note = format!(
+                "<p class=\"none\">The first {skipped} bytes of this case's log are not shown here; the raw log has everything.</p>\n"
+            );
+            out.write_all(note.as_bytes())?;
+        }
         match log {
             Some(log) => write_lines(log, out)?,
             None => {
@@ -541,5 +565,38 @@ mod tests {
         assert!(html.contains("raw \u{fffd} bytes"));
         assert!(html.ends_with("<span class=\"x\">last line without newline</span></div>\n"));
         assert_eq!(html.matches("<div class=\"l").count(), 4);
+    }
+
+    #[test]
+    fn a_huge_log_shows_its_end_with_a_note() {
+        let dir = TempDir::new("html-cap");
+        let log = dir.path().join("big.log");
+        let mut text = Vec::new();
+        let mut line = Vec::new();
+        let mut i = 0u64;
+        while (text.len() as u64) < MAX_HTML_LOG + 1_000_000 {
+            format_line(
+                &mut line,
+                at(),
+                LineKind::Output,
+                format!("line {i}").as_bytes(),
+            );
+            text.extend_from_slice(&line);
+            i += 1;
+        }
+        std::fs::write(&log, &text).unwrap();
+        let html = dir.path().join("big.html");
+        write_case_html(&log, &html, &meta()).unwrap();
+        let page = std::fs::read_to_string(&html).unwrap();
+        assert!(
+            page.contains("bytes of this case&#x27;s log are not shown")
+                || page.contains("bytes of this case's log are not shown")
+        );
+        assert!(
+            page.contains(&format!(">line {}<", i - 1)),
+            "the end is shown"
+        );
+        assert!(!page.contains(">line 0<"), "the start is not");
+        assert!((page.len() as u64) < 4 * MAX_HTML_LOG);
     }
 }
