@@ -99,6 +99,8 @@ struct Run<'a> {
     logs: Logs,
     suites: Vec<JunitSuite>,
     phase: Phase,
+    /// Case HTML pages being rendered in the background; awaited at the end of each task.
+    html_jobs: std::sync::Mutex<Vec<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
 
 /// Runs one claimed queue to its end and records the verdict (unless the claim was lost).
@@ -145,6 +147,7 @@ pub async fn run_queue(
         logs,
         suites: Vec::new(),
         phase: Phase::Cloning,
+        html_jobs: Default::default(),
     };
     let started = Instant::now();
     let outcome = tokio::select! {
@@ -362,6 +365,17 @@ impl Run<'_> {
         result
     }
 
+    /// Waits until every case's HTML page started so far is written.
+    async fn wait_for_html(&self) {
+        let jobs = std::mem::take(&mut *self.html_jobs.lock().unwrap_or_else(|p| p.into_inner()));
+        for job in jobs {
+            match job.await.map_err(std::io::Error::other).and_then(|r| r) {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot write a case's HTML log"),
+            }
+        }
+    }
+
     /// Starts the emulator, records its process group, and logs what happened.
     async fn boot(
         &self,
@@ -469,6 +483,7 @@ impl Run<'_> {
             .run_cases(&scenario, &case_ids, tdir, spec, &task_cancel, &mut results)
             .await;
         timer.abort();
+        self.wait_for_html().await;
         let scenario_timed_out = task_cancel.is_cancelled() && !self.ctl.cancel.is_cancelled();
         // Cases that never ran: skipped, or error when the whole task could not run.
         for (i, case) in scenario.cases.iter().enumerate().skip(results.len()) {
@@ -722,15 +737,13 @@ impl Run<'_> {
         // Rendering reads the whole case log: off the async threads, which serve the API too.
         let html_path = log_path.with_extension("html");
         let log_for_html = log_path.clone();
-        let rendered = tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
             report::write_case_html(&log_for_html, &html_path, &meta)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        if let Err(e) = rendered {
-            tracing::warn!(error = %e, "cannot write the case's HTML log");
-        }
+        });
+        self.html_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(job);
         if status == CaseStatus::Error && self.ctl.cancel.is_cancelled() {
             // Recorded by the queue's close-out, with the stop reason.
             let r = CaseResult {
@@ -837,6 +850,8 @@ impl Run<'_> {
         let id = self.queue.id;
         let worker = self.cfg.worker_id.clone();
         self.logs.set_current(None);
+        // Pages of cases of a task that was cut short.
+        self.wait_for_html().await;
         let reason = self.ctl.reason();
         if reason == Some(StopReason::ClaimLost) {
             self.logs
