@@ -960,3 +960,44 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
     assert_eq!(calls[1].body["state"], "pending", "retried after the 500");
     assert_eq!(calls.last().unwrap().body["state"], "success");
 }
+
+#[tokio::test]
+async fn concurrency_runs_queues_side_by_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &["--concurrency", "2"]);
+    let body = json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]});
+    let a = submit(&app, body.clone()).await;
+    let b = submit(&app, body.clone()).await;
+    let c = submit(&app, body).await;
+    for id in [a, b] {
+        wait_until(&app, id, Duration::from_secs(120), |q| {
+            q["tasks"][0]["cases"][0]["status"] == "running"
+        })
+        .await;
+    }
+    assert_eq!(
+        get_queue(&app, c).await["status"],
+        "waiting",
+        "a third waits for a free slot"
+    );
+    let workers = app.get_json("/api/v1/workers").await.1;
+    let mut running: Vec<i64> = workers["workers"][0]["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    running.sort();
+    assert_eq!(running, vec![a, b]);
+    for id in [a, b, c] {
+        app.client
+            .post(app.url(&format!("/api/v1/queues/{id}/abort")))
+            .send()
+            .await
+            .unwrap();
+    }
+    for id in [a, b, c] {
+        assert_eq!(wait_finished(&app, id).await["status"], "aborted");
+    }
+}
