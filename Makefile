@@ -71,7 +71,7 @@ browser-test:
 	cd tests/browser && TESTARENA_BIN=$(CURDIR)/target/debug/testarena node --test dashboard.test.mjs
 
 bench-tiny:
-	bash bench/run --tiny
+	bash bench/run --tiny --quiet
 
 demo: deps build
 	@bash scripts/demo.sh
