@@ -178,56 +178,19 @@ impl Sqlite {
     }
 
     async fn details(&self, queues: Vec<QueueRow>) -> Result<Vec<QueueDetail>> {
-        if queues.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One statement text whatever the ids (bound as a JSON array), so SQLite's prepared
-        // statement is reused; one connection for both reads.
-        let ids = serde_json::to_string(&queues.iter().map(|q| q.id).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut conn = self.pool.acquire().await?;
-        let tasks = sqlx::query(
-            "SELECT id, queue_id, position, scenario, status, started_at, finished_at, error FROM tasks \
-             WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY queue_id, position",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        let cases = sqlx::query(
-            "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
-             WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        drop(conn);
-        let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
-        for r in &cases {
-            let c = case_row(r)?;
-            cases_by_task.entry(c.task_id).or_default().push(c);
-        }
-        let mut tasks_by_queue: HashMap<i64, Vec<(TaskRow, Vec<CaseRow>)>> = HashMap::new();
-        for r in &tasks {
-            let t = task_row(r)?;
-            let cs = cases_by_task.remove(&t.id).unwrap_or_default();
-            tasks_by_queue.entry(t.queue_id).or_default().push((t, cs));
-        }
-        Ok(queues
-            .into_iter()
-            .map(|queue| {
-                let tasks = tasks_by_queue.remove(&queue.id).unwrap_or_default();
-                QueueDetail { queue, tasks }
-            })
-            .collect())
+        details_on(&mut conn, queues).await
     }
 
     pub(crate) async fn queue(&self, id: i64) -> Result<Option<QueueDetail>> {
+        // One connection for the three reads: this is the API's hottest path.
+        let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         match row {
-            Some(r) => Ok(self.details(vec![queue_row(&r)?]).await?.pop()),
+            Some(r) => Ok(details_on(&mut conn, vec![queue_row(&r)?]).await?.pop()),
             None => Ok(None),
         }
     }
@@ -771,4 +734,50 @@ impl Sqlite {
             })
             .collect()
     }
+}
+
+/// Tasks and cases of `queues`, read on one connection.
+async fn details_on(
+    conn: &mut sqlx::SqliteConnection,
+    queues: Vec<QueueRow>,
+) -> Result<Vec<QueueDetail>> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement text whatever the ids (bound as a JSON array), so SQLite's prepared
+    // statement is reused; one connection for both reads.
+    let ids = serde_json::to_string(&queues.iter().map(|q| q.id).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let tasks = sqlx::query(
+        "SELECT id, queue_id, position, scenario, status, started_at, finished_at, error FROM tasks \
+         WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY queue_id, position",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let cases = sqlx::query(
+        "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
+         WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
+    for r in &cases {
+        let c = case_row(r)?;
+        cases_by_task.entry(c.task_id).or_default().push(c);
+    }
+    let mut tasks_by_queue: HashMap<i64, Vec<(TaskRow, Vec<CaseRow>)>> = HashMap::new();
+    for r in &tasks {
+        let t = task_row(r)?;
+        let cs = cases_by_task.remove(&t.id).unwrap_or_default();
+        tasks_by_queue.entry(t.queue_id).or_default().push((t, cs));
+    }
+    Ok(queues
+        .into_iter()
+        .map(|queue| {
+            let tasks = tasks_by_queue.remove(&queue.id).unwrap_or_default();
+            QueueDetail { queue, tasks }
+        })
+        .collect())
 }
