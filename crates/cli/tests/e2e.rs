@@ -57,7 +57,25 @@ const EXTRA_SCENARIOS: &[(&str, &str)] = &[
   <testcase id="TC_REBOOT" timeout="30">
     <reboot/><send>echo rebooted</send><expect timeout="5">^rebooted$</expect>
   </testcase>
+  <testcase id="TC_BRIDGE" timeout="30">
+    <run timeout="20">python3 tools/bridge.py</run>
+    <expect timeout="5">^via bridge$</expect>
+  </testcase>
 </scenario>"#,
+    ),
+    (
+        // A host command that talks to the console through TESTARENA_CONSOLE while the worker
+        // keeps logging (and matching) the same output.
+        "tools/bridge.py",
+        r#"import os, socket
+host, port = os.environ["TESTARENA_CONSOLE"].removeprefix("tcp://").rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(b"echo via bridge\n")
+seen = b""
+while b"via bridge\n" not in seen:
+    seen += s.recv(4096)
+print("bridge ok")
+"#,
     ),
 ];
 
@@ -508,6 +526,16 @@ async fn failures_are_reported_with_their_reason() {
 
     assert_eq!(case(&q, "TC_RUN")["status"], "passed", "{q:#}");
     assert_eq!(case(&q, "TC_REBOOT")["status"], "passed", "{q:#}");
+    assert_eq!(case(&q, "TC_BRIDGE")["status"], "passed", "{q:#}");
+    let bridge_log = std::fs::read_to_string(
+        app.data_dir
+            .join(format!("queues/{id}/05-host/TC_BRIDGE.log")),
+    )
+    .unwrap();
+    assert!(
+        bridge_log.contains("| [run] bridge ok") && bridge_log.contains("| via bridge"),
+        "{bridge_log}"
+    );
     let run_log =
         std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/05-host/TC_RUN.log")))
             .unwrap();
