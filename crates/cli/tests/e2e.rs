@@ -1029,3 +1029,40 @@ async fn concurrency_runs_queues_side_by_side() {
         assert_eq!(wait_finished(&app, id).await["status"], "aborted");
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_running_queues_and_their_emulators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let data = tmp.path().join("data");
+    let app = up(&data, &[]);
+    let id = submit(
+        &app,
+        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]}),
+    )
+    .await;
+    wait_until(&app, id, Duration::from_secs(120), |q| {
+        q["tasks"][0]["cases"][0]["status"] == "running"
+    })
+    .await;
+    let work = data.join("queues").join(id.to_string());
+    assert!(!processes_under(&work).is_empty());
+    let asked = Instant::now();
+    let status = app.stop();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        processes_under(&work).is_empty(),
+        "the emulator died with the worker"
+    );
+    // The verdict was recorded before exit: a new server shows it.
+    let app = App::start("serve", &data, &[]);
+    let q = get_queue(&app, id).await;
+    assert_eq!(q["status"], "error", "{q:#}");
+    assert!(q["error"].as_str().unwrap().contains("shut down"), "{q:#}");
+    assert_eq!(case(&q, "TC_FOREVER")["status"], "error");
+}
