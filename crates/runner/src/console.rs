@@ -106,6 +106,29 @@ impl Line {
 }
 
 impl State {
+    /// The last `n` lines seen (and the pending partial line), indented, for messages.
+    fn last_lines(&self, n: usize) -> String {
+        let mut out: Vec<String> = self
+            .recent
+            .iter()
+            .rev()
+            .take(n)
+            .rev()
+            .map(|(_, l)| format!("  {}", lossy(l)))
+            .collect();
+        if !self.partial.is_empty() {
+            out.push(format!(
+                "  {} (no newline yet)",
+                lossy(&self.partial).trim_end()
+            ));
+        }
+        if out.is_empty() {
+            "  (no output)".into()
+        } else {
+            out.join("\n")
+        }
+    }
+
     fn push_line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let seq = self.next_seq;
@@ -470,28 +493,7 @@ impl Console {
 
     /// The last `n` lines seen, indented, for messages.
     pub fn last_lines(&self, n: usize) -> String {
-        let s = lock(&self.state);
-        let mut out: Vec<String> = s
-            .recent
-            .iter()
-            .rev()
-            .take(n)
-            .rev()
-            .map(|(_, l)| format!("  {}", lossy(l)))
-            .collect();
-        let consumed = s.partial_consumed.min(s.partial.len());
-        if !s.partial.is_empty() {
-            out.push(format!(
-                "  {} (no newline yet)",
-                lossy(&s.partial[..]).trim_end()
-            ));
-        }
-        let _ = consumed;
-        if out.is_empty() {
-            "  (no output)".into()
-        } else {
-            out.join("\n")
-        }
+        lock(&self.state).last_lines(n)
     }
 
     /// The lines around line `seq` (a crash): a few before and what followed.
@@ -635,23 +637,9 @@ async fn read_console(
         logs.lock().line(LineKind::Output, &line);
         s.push_line(&line);
     }
+    let last = s.last_lines(10);
     s.closed = Some(format!(
-        "the emulator closed its console (exited); last lines:\n{}",
-        {
-            let lines: Vec<String> = s
-                .recent
-                .iter()
-                .rev()
-                .take(10)
-                .rev()
-                .map(|(_, l)| format!("  {}", lossy(l)))
-                .collect();
-            if lines.is_empty() {
-                "  (no output)".to_string()
-            } else {
-                lines.join("\n")
-            }
-        }
+        "the emulator closed its console (exited); last lines:\n{last}"
     ));
     drop(s);
     logs.lock().flush();

@@ -486,7 +486,7 @@ impl Run<'_> {
         self.wait_for_html().await;
         let scenario_timed_out = task_cancel.is_cancelled() && !self.ctl.cancel.is_cancelled();
         // Cases that never ran: skipped, or error when the whole task could not run.
-        for (i, case) in scenario.cases.iter().enumerate().skip(results.len()) {
+        for case_row in case_ids.iter().skip(results.len()) {
             let (status, msg) = match &task_error {
                 Some(m) => (CaseStatus::Error, Some(m.clone())),
                 None if scenario_timed_out => (
@@ -503,7 +503,7 @@ impl Run<'_> {
             }
             self.store
                 .finish_case(
-                    case_ids[i],
+                    *case_row,
                     &worker,
                     &CaseResult {
                         status,
@@ -513,7 +513,6 @@ impl Run<'_> {
                 )
                 .await?;
             results.push((status, msg, 0));
-            let _ = case;
         }
         self.check_stopped()?;
         for (case, (status, message, ms)) in scenario.cases.iter().zip(&results) {
