@@ -288,6 +288,17 @@ fn case<'a>(q: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("case {id} not in {q:#}"))
 }
 
+/// Asserts a case's status and that its message says `says`.
+fn assert_case(q: &Value, id: &str, status: &str, says: &str) {
+    let c = case(q, id);
+    assert_eq!(c["status"], status, "{c}");
+    let message = c["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(says),
+        "{id}'s message should say {says:?}: {message}"
+    );
+}
+
 fn up(dir: &Path, extra: &[&str]) -> App {
     App::start("up", dir, extra)
 }
@@ -486,31 +497,10 @@ async fn failures_are_reported_with_their_reason() {
         "unconsumed output does not leak into the next case"
     );
 
-    let panic = case(&q, "TC_PANIC");
-    assert_eq!(panic["status"], "failed");
-    assert!(
-        panic["message"]
-            .as_str()
-            .unwrap()
-            .contains("Guru Meditation Error"),
-        "{panic}"
-    );
+    assert_case(&q, "TC_PANIC", "failed", "Guru Meditation Error");
 
-    let hang = case(&q, "TC_HANG");
-    assert_eq!(hang["status"], "failed");
-    assert!(
-        hang["message"]
-            .as_str()
-            .unwrap()
-            .contains("timed out after 3s"),
-        "{hang}"
-    );
-    let idle = case(&q, "TC_IDLE");
-    assert_eq!(idle["status"], "failed");
-    assert!(
-        idle["message"].as_str().unwrap().contains("silent"),
-        "{idle}"
-    );
+    assert_case(&q, "TC_HANG", "failed", "timed out after 3s");
+    assert_case(&q, "TC_IDLE", "failed", "silent");
 
     let missing = q["tasks"]
         .as_array()
