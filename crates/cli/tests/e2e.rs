@@ -288,6 +288,14 @@ fn case<'a>(q: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("case {id} not in {q:#}"))
 }
 
+/// Waits until the first case of the queue runs (its emulator is up).
+async fn wait_first_case_running(app: &App, id: i64) -> Value {
+    wait_until(app, id, Duration::from_secs(120), |q| {
+        q["tasks"][0]["cases"][0]["status"] == "running"
+    })
+    .await
+}
+
 /// Asserts a case's status and that its message says `says`.
 fn assert_case(q: &Value, id: &str, status: &str, says: &str) {
     let c = case(q, id);
@@ -679,10 +687,7 @@ async fn abort_stops_a_running_queue_within_two_seconds() {
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
     let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml", "scenarios/smoke.xml"]})).await;
-    wait_until(&app, id, Duration::from_secs(120), |q| {
-        q["tasks"][0]["cases"][0]["status"] == "running"
-    })
-    .await;
+    wait_first_case_running(&app, id).await;
     let work = app.data_dir.join("queues").join(id.to_string());
     assert!(
         !processes_under(&work).is_empty(),
@@ -729,10 +734,7 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
         json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]}),
     )
     .await;
-    wait_until(&app, id, Duration::from_secs(120), |q| {
-        q["tasks"][0]["cases"][0]["status"] == "running"
-    })
-    .await;
+    wait_first_case_running(&app, id).await;
     let work = data.join("queues").join(id.to_string());
     let before = processes_under(&work);
     assert!(!before.is_empty());
@@ -989,10 +991,7 @@ async fn concurrency_runs_queues_side_by_side() {
     let b = submit(&app, body.clone()).await;
     let c = submit(&app, body).await;
     for id in [a, b] {
-        wait_until(&app, id, Duration::from_secs(120), |q| {
-            q["tasks"][0]["cases"][0]["status"] == "running"
-        })
-        .await;
+        wait_first_case_running(&app, id).await;
     }
     assert_eq!(
         get_queue(&app, c).await["status"],
@@ -1031,10 +1030,7 @@ async fn sigterm_stops_running_queues_and_their_emulators() {
         json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]}),
     )
     .await;
-    wait_until(&app, id, Duration::from_secs(120), |q| {
-        q["tasks"][0]["cases"][0]["status"] == "running"
-    })
-    .await;
+    wait_first_case_running(&app, id).await;
     let work = data.join("queues").join(id.to_string());
     assert!(!processes_under(&work).is_empty());
     let asked = Instant::now();
