@@ -3,6 +3,7 @@
 #   - the Xtensa cross compiler (Debian: gcc-xtensa-lx106, binutils-xtensa-lx106)
 #   - QEMU for Xtensa (Debian: qemu-system-misc, which has qemu-system-xtensa)
 #   - curl (used by scripts/demo.sh)
+#   - bubblewrap (bwrap: the worker's sandbox for builds, emulators and <run> steps)
 #   - the rustfmt and clippy components (used by `make lint`)
 # With --test it also installs what `make test` needs beyond that:
 #   - nginx and systemd (systemd-analyze) for the deployment tests
@@ -64,7 +65,13 @@ if ! have curl; then
     apt_install curl ca-certificates
 fi
 
-for tool in xtensa-lx106-elf-gcc qemu-system-xtensa curl; do
+# bubblewrap: the sandbox every build, emulator and <run> step of a worker runs in.
+if ! have bwrap; then
+    missing=1
+    apt_install bubblewrap
+fi
+
+for tool in xtensa-lx106-elf-gcc qemu-system-xtensa curl bwrap; do
     if ! have "$tool"; then
         say "$tool is still not on PATH after installing its package" >&2
         exit 1

@@ -1146,6 +1146,13 @@ function renderTasks(q) {
       }
       sec.append(ul);
     }
+    // A big task lists only its first cases; the rest are paged through the API.
+    if (t.cases_next) {
+      const shown = (t.cases || []).length;
+      sec.append(h('p', { class: 'muted small', testid: 'cases-truncated' },
+        h('span', { text: `Showing ${shown} of ${t.cases_total} cases. ` }),
+        h('a', { href: t.cases_next, target: '_blank', rel: 'noopener', text: 'Next cases (JSON)' })));
+    }
     frag.append(sec);
   }
   box.replaceChildren(frag);

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use testarena_runner::sandbox::{SandboxConfig, SandboxMode};
 
 /// Where the config file is looked for when `--config` is not given.
 const DEFAULT_CONFIG: &str = "/etc/testarena/config.toml";
@@ -46,6 +47,24 @@ pub struct ServerArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "TESTARENA_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Connections served at once [default: min(10000, open-file limit - 256)]
+    #[arg(long, env = "TESTARENA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request head, from its first byte [default: 10s]
+    #[arg(long, env = "TESTARENA_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
+    pub header_timeout: Option<Duration>,
+    /// Time a connection may stay idle between requests (or not read an answer) [default: 60s]
+    #[arg(long, env = "TESTARENA_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Time a client has to send a whole request body [default: 30s]
+    #[arg(long, env = "TESTARENA_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
+    pub body_timeout: Option<Duration>,
+}
+
+/// Which repositories may be tested (`serve`, `worker`, `up`): the server checks a queue's
+/// repository at submit, the worker again right before every fetch.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RepoArgs {
     /// Accept local repository paths (and file:// URLs) under DIR; repeatable
     #[arg(
         long = "allow-local-repos",
@@ -54,6 +73,14 @@ pub struct ServerArgs {
         value_delimiter = ':'
     )]
     pub allow_local_repos: Vec<PathBuf>,
+    /// Repository hosts allowed, e.g. git.example.com or '*.corp.example'; repeatable or comma-separated [default: any host]
+    #[arg(
+        long = "allowed-hosts",
+        env = "TESTARENA_ALLOWED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Options of the worker (`worker`, `up`).
@@ -71,6 +98,28 @@ pub struct WorkerArgs {
     /// Limit of fetching and checking out a repository, e.g. 10m [default: 10m]
     #[arg(long, env = "TESTARENA_CLONE_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
     pub clone_timeout: Option<Duration>,
+    /// Kill a fetch when git shows no progress for this long, e.g. 2m; 0s disables [default: 60s]
+    #[arg(long, env = "TESTARENA_CLONE_STALL_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
+    pub clone_stall_timeout: Option<Duration>,
+    /// How builds, emulators and <run> steps are confined: bwrap or off [default: bwrap]
+    #[arg(long, env = "TESTARENA_SANDBOX", value_name = "MODE")]
+    pub sandbox: Option<SandboxMode>,
+    /// Extra directory the sandbox shows read-only (a toolchain); repeatable
+    #[arg(
+        long = "sandbox-path",
+        env = "TESTARENA_SANDBOX_PATHS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub sandbox_paths: Vec<PathBuf>,
+    /// Extra worker environment variable passed into the sandbox; repeatable
+    #[arg(
+        long = "sandbox-env",
+        env = "TESTARENA_SANDBOX_ENV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub sandbox_env: Vec<String>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -86,13 +135,31 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub allow_local_repos: Vec<PathBuf>,
+    /// Host patterns repositories must be on; empty: any host.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     pub log_format: Option<String>,
+    pub max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub body_timeout: Option<Duration>,
     pub concurrency: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
     pub log_cap: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub clone_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub clone_stall_timeout: Option<Duration>,
+    /// `bwrap` or `off`.
+    pub sandbox: Option<String>,
+    #[serde(default)]
+    pub sandbox_paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub sandbox_env: Vec<String>,
     /// Server the client commands (`submit`, `queues`, ...) talk to.
     pub server_url: Option<String>,
     /// Bearer token the client commands send.
@@ -108,11 +175,19 @@ pub struct Settings {
     pub database_url: String,
     pub data_dir: PathBuf,
     pub allowed_roots: Vec<PathBuf>,
+    /// Connection limits and timeouts of the API server.
+    pub limits: testarena_server::Limits,
+    /// Host patterns repositories must be on (`git.example.com`, `*.corp.example`); empty: any.
+    pub allowed_hosts: Vec<String>,
+    /// How long a fetch may show no progress before it is killed; zero: no limit.
+    pub clone_stall_timeout: Duration,
     pub log_json: bool,
     pub concurrency: usize,
     pub queue_timeout: Duration,
     pub log_cap: u64,
     pub clone_timeout: Duration,
+    /// How the worker confines repository commands.
+    pub sandbox: SandboxConfig,
     /// `[gitea]` with `TESTARENA_GITEA_SECRET` / `TESTARENA_GITEA_TOKEN` over the file's values.
     pub gitea: Option<testarena_core::gitea::GiteaConfig>,
 }
@@ -134,14 +209,16 @@ pub fn settings(
     common: &CommonArgs,
     server: Option<&ServerArgs>,
     worker: Option<&WorkerArgs>,
+    repos: Option<&RepoArgs>,
 ) -> Result<Settings> {
     let file = read_file(common.config.as_deref())?;
     let data_dir = common
         .data_dir
         .clone()
-        .or(file.data_dir)
+        .or(file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("./testarena-data"));
     let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
+    let sandbox = sandbox_config(worker, &file, &data_dir)?;
     let database_url = common
         .database
         .clone()
@@ -151,10 +228,22 @@ pub fn settings(
         .and_then(|s| s.listen)
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let roots = match server {
-        Some(s) if !s.allow_local_repos.is_empty() => s.allow_local_repos.clone(),
+    let roots = match repos {
+        Some(r) if !r.allow_local_repos.is_empty() => r.allow_local_repos.clone(),
         _ => file.allow_local_repos,
     };
+    let allowed_hosts: Vec<String> = match repos {
+        Some(r) if !r.allowed_hosts.is_empty() => r.allowed_hosts.clone(),
+        _ => file.allowed_hosts,
+    }
+    .into_iter()
+    .map(|h| h.trim().to_string())
+    .filter(|h| !h.is_empty())
+    .collect();
+    let clone_stall_timeout = worker
+        .and_then(|w| w.clone_stall_timeout)
+        .or(file.clone_stall_timeout)
+        .unwrap_or(testarena_runner::git::DEFAULT_STALL_TIMEOUT);
     let mut allowed_roots = Vec::new();
     for root in roots.into_iter().filter(|r| !r.as_os_str().is_empty()) {
         // Compare against the real location, so a symlinked root still matches.
@@ -162,6 +251,34 @@ pub fn settings(
             .or_else(|_| std::path::absolute(&root))
             .unwrap_or(root);
         allowed_roots.push(abs);
+    }
+    let defaults = testarena_server::Limits::default();
+    let limits = testarena_server::Limits {
+        max_connections: server
+            .and_then(|s| s.max_connections)
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        header_timeout: server
+            .and_then(|s| s.header_timeout)
+            .or(file.header_timeout)
+            .unwrap_or(defaults.header_timeout),
+        idle_timeout: server
+            .and_then(|s| s.idle_timeout)
+            .or(file.idle_timeout)
+            .unwrap_or(defaults.idle_timeout),
+        body_timeout: server
+            .and_then(|s| s.body_timeout)
+            .or(file.body_timeout)
+            .unwrap_or(defaults.body_timeout),
+    };
+    for (name, d) in [
+        ("header_timeout", limits.header_timeout),
+        ("idle_timeout", limits.idle_timeout),
+        ("body_timeout", limits.body_timeout),
+    ] {
+        if d.is_zero() {
+            anyhow::bail!("{name} must be more than 0");
+        }
     }
     let log_format = common
         .log_format
@@ -211,11 +328,86 @@ pub fn settings(
         database_url,
         data_dir,
         allowed_roots,
+        limits,
+        allowed_hosts,
+        clone_stall_timeout,
         log_json,
         concurrency,
         queue_timeout,
         log_cap,
         clone_timeout,
+        sandbox,
         gitea,
     })
+}
+
+/// The worker's sandbox settings: flag/env over the file over bubblewrap with no extras.
+fn sandbox_config(
+    worker: Option<&WorkerArgs>,
+    file: &FileConfig,
+    data_dir: &Path,
+) -> Result<SandboxConfig> {
+    let mode = match (worker.and_then(|w| w.sandbox), &file.sandbox) {
+        (Some(m), _) => m,
+        (None, Some(m)) => m.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?,
+        (None, None) => SandboxMode::Bwrap,
+    };
+    let mut cfg = SandboxConfig::bwrap(data_dir.to_path_buf());
+    cfg.mode = mode;
+    cfg.ro_paths = match worker {
+        Some(w) if !w.sandbox_paths.is_empty() => w.sandbox_paths.clone(),
+        _ => file.sandbox_paths.clone(),
+    };
+    cfg.env_allow = match worker {
+        Some(w) if !w.sandbox_env.is_empty() => w.sandbox_env.clone(),
+        _ => file.sandbox_env.clone(),
+    };
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod repo_policy_tests {
+    use super::*;
+
+    fn common(config: &Path, data_dir: &Path) -> CommonArgs {
+        CommonArgs {
+            config: Some(config.to_path_buf()),
+            database: None,
+            data_dir: Some(data_dir.to_path_buf()),
+            log_format: None,
+        }
+    }
+
+    #[test]
+    fn repository_policy_layers_flag_over_file_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "allow_local_repos = [\"{}\"]\nallowed_hosts = [\"git.example.com\", \"*.corp.example\"]\nclone_stall_timeout = \"90s\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let c = common(&file, dir.path());
+        // The worker alone reads the same roots and hosts as the server.
+        let s = settings(&c, None, None, Some(&RepoArgs::default())).unwrap();
+        assert_eq!(
+            s.allowed_roots,
+            vec![std::fs::canonicalize(dir.path()).unwrap()]
+        );
+        assert_eq!(s.allowed_hosts, ["git.example.com", "*.corp.example"]);
+        assert_eq!(s.clone_stall_timeout, Duration::from_secs(90));
+        let flags = RepoArgs {
+            allow_local_repos: Vec::new(),
+            allowed_hosts: vec!["only.example".into()],
+        };
+        let s = settings(&c, None, None, Some(&flags)).unwrap();
+        assert_eq!(s.allowed_hosts, ["only.example"]);
+        std::fs::write(&file, "").unwrap();
+        let s = settings(&c, None, None, None).unwrap();
+        assert!(s.allowed_hosts.is_empty() && s.allowed_roots.is_empty());
+        assert_eq!(s.clone_stall_timeout, Duration::from_secs(60));
+    }
 }

@@ -5,7 +5,7 @@ mod config;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use config::{CommonArgs, ServerArgs, Settings, WorkerArgs};
+use config::{CommonArgs, RepoArgs, ServerArgs, Settings, WorkerArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,11 +33,15 @@ enum Command {
     Serve {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        repos: RepoArgs,
     },
     /// Claim waiting queues from the database and run them
     Worker {
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        repos: RepoArgs,
     },
     /// Run the API server and one worker in one process (the single-machine default)
     Up {
@@ -45,6 +49,8 @@ enum Command {
         server: ServerArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        repos: RepoArgs,
     },
     /// Check scenario files: print their errors with line and column (exit 1) or a summary
     Validate {
@@ -115,18 +121,59 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
             .gitea
             .as_ref()
             .and_then(testarena_runner::gitea::GiteaNotifier::from_config),
+        sandbox: Arc::new(s.sandbox.clone()),
     };
     Worker {
         store,
         cfg: Arc::new(cfg),
         concurrency: s.concurrency,
         new_work,
+        fetch_policy: testarena_runner::git::FetchPolicy {
+            allowed_roots: s.allowed_roots.clone(),
+            allowed_hosts: s.allowed_hosts.clone(),
+            stall_timeout: s.clone_stall_timeout,
+        },
     }
+}
+
+/// Runs the worker on an async runtime of its own, with its own database pool, so that its
+/// work (console matching, log writing) never runs on the threads that serve HTTP.
+fn spawn_worker_runtime(
+    s: Settings,
+    new_work: Arc<Notify>,
+    stop: CancellationToken,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let thread = std::thread::Builder::new()
+        .name("testarena-worker".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("testarena-worker")
+                .enable_all()
+                .build()
+                .context("cannot start the worker's async runtime")?;
+            rt.block_on(async {
+                let store = open_store(&s).await?;
+                let result = make_worker(&s, store.clone(), new_work)
+                    .run(stop)
+                    .await
+                    .context("worker failed");
+                store.close().await;
+                result
+            })
+        })
+        .context("cannot start the worker thread")?;
+    Ok(thread)
 }
 
 /// Runs the server, the worker, or both, until SIGTERM/SIGINT.
 async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Result<()> {
     let signal = shutdown_signal()?;
+    if with_worker {
+        s.sandbox.check()?;
+        if s.sandbox.mode == testarena_runner::sandbox::SandboxMode::Off {
+            tracing::warn!("--sandbox off: builds, emulators and <run> steps can read and change everything this worker can");
+        }
+    }
     let store = open_store(&s).await?;
     let new_work = Arc::new(Notify::new());
     let stop = CancellationToken::new();
@@ -135,15 +182,26 @@ async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Resu
         signal.await;
         signal_stop.cancel();
     });
-    let worker_task = with_worker.then(|| {
-        let w = make_worker(&s, store.clone(), new_work.clone());
-        tokio::spawn(w.run(stop.clone()))
-    });
+    let worker_thread = match with_worker {
+        true => Some(spawn_worker_runtime(
+            s.clone(),
+            new_work.clone(),
+            stop.clone(),
+        )?),
+        false => None,
+    };
     if with_server {
+        // Each connection is a file descriptor: allow as many as the hard limit does.
+        match testarena_server::conn::raise_nofile_limit() {
+            Ok(n) => tracing::debug!(nofile = n, "open-file limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
         let config = ServerConfig {
             data_dir: s.data_dir.clone(),
             allowed_roots: s.allowed_roots.clone(),
+            allowed_hosts: s.allowed_hosts.clone(),
             gitea: s.gitea.clone(),
+            limits: s.limits.clone(),
         };
         let state = AppState::new(store.clone(), config, new_work);
         let listener = tokio::net::TcpListener::bind(s.listen)
@@ -159,10 +217,10 @@ async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Resu
         .await
         .context("server failed")?;
     }
-    if let Some(t) = worker_task {
-        match t.await {
-            Ok(r) => r.context("worker failed")?,
-            Err(e) => anyhow::bail!("worker task failed: {e}"),
+    if let Some(t) = worker_thread {
+        match tokio::task::spawn_blocking(move || t.join()).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) | Err(_) => anyhow::bail!("the worker thread panicked"),
         }
     }
     store.close().await;
@@ -195,18 +253,22 @@ fn validate(files: &[PathBuf]) -> Result<bool> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { server } => {
-            let s = config::settings(&cli.common, Some(&server), None)?;
+        Command::Serve { server, repos } => {
+            let s = config::settings(&cli.common, Some(&server), None, Some(&repos))?;
             init_logging(s.log_json);
             run_services(s, true, false).await
         }
-        Command::Worker { worker } => {
-            let s = config::settings(&cli.common, None, Some(&worker))?;
+        Command::Worker { worker, repos } => {
+            let s = config::settings(&cli.common, None, Some(&worker), Some(&repos))?;
             init_logging(s.log_json);
             run_services(s, false, true).await
         }
-        Command::Up { server, worker } => {
-            let s = config::settings(&cli.common, Some(&server), Some(&worker))?;
+        Command::Up {
+            server,
+            worker,
+            repos,
+        } => {
+            let s = config::settings(&cli.common, Some(&server), Some(&worker), Some(&repos))?;
             init_logging(s.log_json);
             run_services(s, true, true).await
         }
@@ -218,7 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Migrate => {
-            let s = config::settings(&cli.common, None, None)?;
+            let s = config::settings(&cli.common, None, None, None)?;
             init_logging(s.log_json);
             let store = open_store(&s).await?;
             store.close().await;

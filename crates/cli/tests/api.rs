@@ -661,6 +661,7 @@ const ROUTED_PATHS: &[&str] = &[
     "/api/v1/queues/{id}/log",
     "/api/v1/queues/{id}/log/stream",
     "/api/v1/queues/{id}/rerun",
+    "/api/v1/queues/{id}/tasks/{task}/cases",
     "/api/v1/workers",
     "/metrics",
 ];
@@ -682,7 +683,11 @@ async fn openapi_spec_validates_and_lists_every_route() {
     assert_eq!(paths, ROUTED_PATHS);
     // Every routed path answers something other than the router's 404 fallback.
     for p in ROUTED_PATHS {
-        let url = app.url(&p.replace("{id}", "1").replace("{case}", "TC"));
+        let url = app.url(
+            &p.replace("{id}", "1")
+                .replace("{case}", "TC")
+                .replace("{task}", "1"),
+        );
         let r = app.client.get(&url).send().await.unwrap();
         if *p == "/api/v1/events" {
             // A live stream never ends: its status is enough.
@@ -695,11 +700,18 @@ async fn openapi_spec_validates_and_lists_every_route() {
             "{p} is documented but not routed"
         );
     }
-    // Every operation documents its error body where it has errors.
+    // Every operation documents its error body where it has errors, including the answers
+    // of the layers before the handlers (400, 414, 431) and of transient trouble (503).
     for (path, ops) in spec["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
+            for code in ["400", "414", "431", "500", "503"] {
+                assert!(
+                    op["responses"][code].is_object(),
+                    "{method} {path} does not list {code}"
+                );
+            }
             for (code, resp) in op["responses"].as_object().unwrap() {
-                if code.starts_with('4') {
+                if code.starts_with('4') || (code.starts_with('5') && path != "/api/v1/health") {
                     let schema = &resp["content"]["application/json"]["schema"]["$ref"];
                     assert!(
                         schema.is_string(),
@@ -819,4 +831,499 @@ fn json_log_format_writes_one_json_object_per_line() {
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["fields"]["message"], "listening");
+}
+
+/// Sends raw bytes to the server and reads its whole answer (it closes the connection).
+async fn raw_exchange(app: &App, request: &[u8]) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer before it read everything: a failed write is fine.
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes the connection");
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no answer head in {text:?}"));
+    let status = head[9..12].parse().unwrap();
+    let body: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: not JSON: {text:?}"));
+    (status, head.to_ascii_lowercase(), body)
+}
+
+/// Errors of the HTTP layer, before any route: unparsable requests, heads too large.
+#[tokio::test]
+async fn errors_before_routing_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let long_target = format!(
+        "GET /api/v1/queues?status={} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        "x".repeat(10_000)
+    );
+    // Exactly 64 KiB of head that never ends: the server reads all of it, then refuses.
+    let mut huge_head = b"GET /api/v1/health HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    huge_head.resize(64 * 1024, b'a');
+    let mut many_headers = String::from("GET /api/v1/health HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..120 {
+        many_headers.push_str(&format!("x-h{i}: {i}\r\n"));
+    }
+    many_headers.push_str("\r\n");
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "garbage request line",
+            b"\x01\x02 what\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "space in the target",
+            b"GET /a b HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "bad header",
+            b"GET / HTTP/1.1\r\nhost x\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "target over 8 KiB",
+            long_target.into_bytes(),
+            414,
+            "uri_too_long",
+        ),
+        ("head over 64 KiB", huge_head, 431, "headers_too_large"),
+        (
+            "more than 100 headers",
+            many_headers.into_bytes(),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "path not UTF-8",
+            b"GET /api/v1/queues/%FF HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "unknown path",
+            b"GET /nope HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_vec(),
+            404,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            b"POST /api/v1/health HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_vec(),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let (got, head, body) = raw_exchange(&app, &request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{what}: {head}"
+        );
+        assert_error(&body, code, "");
+    }
+    // The server is still fine.
+    assert_eq!(get(&app, "/api/v1/health").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn huge_log_offsets_are_refused_not_a_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (_, q) = post(&app, good()).await;
+    let id = q["id"].as_i64().unwrap();
+    let (s, body) = get(
+        &app,
+        &format!("/api/v1/queues/{id}/log?offset=9223372036854775808"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&body, "bad_query", "offset");
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/queues/{id}/log?offset=9223372036854775807"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-next-offset"], "9223372036854775807");
+}
+
+#[tokio::test]
+async fn the_archive_stores_symbolic_links_as_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let (_, q) = post(&app, good()).await;
+    let id = q["id"].as_i64().unwrap();
+    let files = app.data_dir.join("queues").join(id.to_string());
+    std::fs::create_dir_all(files.join("001-a")).unwrap();
+    std::fs::write(files.join("queue.log"), "hello\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", files.join("001-a/TC_X.log")).unwrap();
+    std::os::unix::fs::symlink("/etc", files.join("etc")).unwrap();
+    std::os::unix::fs::symlink(".", files.join("001-a/loop")).unwrap();
+    std::os::unix::fs::symlink("b", files.join("a")).unwrap();
+    std::os::unix::fs::symlink("a", files.join("b")).unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/archive")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let tgz = dir.path().join("a.tgz");
+    std::fs::write(&tgz, r.bytes().await.unwrap()).unwrap();
+    let list = std::process::Command::new("tar")
+        .arg("-tvzf")
+        .arg(&tgz)
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("TC_X.log -> /etc/passwd"), "{list}");
+    assert!(list.contains("loop -> ."), "{list}");
+    assert!(
+        !list
+            .lines()
+            .any(|l| l.contains(&format!("queue-{id}/etc/"))),
+        "the link to /etc was followed: {list}"
+    );
+    let contents = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(&tgz)
+        .output()
+        .unwrap();
+    let contents = String::from_utf8_lossy(&contents.stdout);
+    assert!(contents.contains("hello"));
+    assert!(!contents.contains("root:"), "{contents}");
+}
+
+/// Raises this process's soft open-file limit to its hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// Whether the server closed this connection (without blocking to find out).
+fn closed_by_peer(c: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 1];
+    match c.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// This process's hard open-file limit (the server started by the test inherits it).
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+fn hard_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_max as u64
+}
+
+/// Opens up to `n` TCP connections to `addr` that send nothing, 500 at a time.
+async fn open_idle(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let mut open = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(500);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..batch {
+            set.spawn(tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::net::TcpStream::connect(addr),
+            ));
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(Ok(Ok(tcp))) = r {
+                open.push(tcp);
+            }
+        }
+        left -= batch;
+    }
+    open
+}
+
+/// A number from the Prometheus text `metrics`: the sample whose name and labels are `series`.
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Not a test of its own: a process of its own (with an open-file limit of its own) that holds
+/// idle connections for `twenty_thousand_idle_connections_leave_the_api_answering`. Without
+/// its environment it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process of twenty_thousand_idle_connections_leave_the_api_answering"]
+async fn idle_connection_holder() {
+    let (Ok(addr), Ok(n)) = (
+        std::env::var("TESTARENA_HOLD_ADDR"),
+        std::env::var("TESTARENA_HOLD_COUNT"),
+    ) else {
+        return;
+    };
+    raise_fd_limit();
+    let conns = open_idle(&addr, n.parse().unwrap()).await;
+    println!("\nHOLDING {}", conns.len());
+    // "check" asks how many the server closed; end of input ends the helper.
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "check" {
+                let closed = conns.iter().filter(|c| closed_by_peer(c)).count();
+                println!("\nCLOSED {closed}");
+            }
+        }
+    });
+    lines.await.unwrap();
+}
+
+/// Waits (at most `secs`) for a helper's line `PREFIX n`; returns n.
+async fn helper_says(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+    secs: u64,
+) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {prefix} from the helper in {secs}s"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the helper ended before {prefix}"));
+        if let Some(n) = line.trim().strip_prefix(prefix) {
+            return n.trim().parse().unwrap();
+        }
+    }
+}
+
+/// 20,000 connections that never send a byte (loopback only) cannot keep others out: the
+/// server serves at most its cap (10,000 here) and makes room by closing the oldest idle ones.
+/// The connections are held by two helper processes, so no process needs more than 10,000
+/// file descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_idle_connections_leave_the_api_answering() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    const WANT: usize = 20_000;
+    let per_helper = (WANT / 2).min((hard_fd_limit() as usize).saturating_sub(500));
+    if per_helper * 2 < WANT {
+        eprintln!(
+            "open-file limit {}: holding {} idle connections instead of {WANT}",
+            hard_fd_limit(),
+            per_helper * 2
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    let cap = 10_000.min(hard_fd_limit().saturating_sub(256) as usize);
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut helpers = Vec::new();
+    for _ in 0..2 {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "idle_connection_holder",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TESTARENA_HOLD_ADDR", &addr)
+            .env("TESTARENA_HOLD_COUNT", per_helper.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        helpers.push((child, lines));
+    }
+    let mut held = 0;
+    for (_, lines) in &mut helpers {
+        held += helper_says(lines, "HOLDING", 120).await;
+    }
+    eprintln!("{held} idle connections open after {:?}", started.elapsed());
+    assert!(
+        held >= per_helper * 2 * 95 / 100,
+        "only {held} connections opened"
+    );
+    let fresh = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = fresh.get(app.url("/api/v1/health")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let r = fresh
+        .post(app.url("/api/v1/queues"))
+        .json(&good())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // The server never served more than its cap: it closed the oldest idle connections.
+    let text = fresh
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open = metric(&text, "testarena_http_connections");
+    let evicted = metric(
+        &text,
+        "testarena_http_connections_closed_total{reason=\"evicted\"}",
+    );
+    eprintln!("server: {open} connections open, {evicted} evicted");
+    assert!(open <= (cap + 5) as f64, "{open} open, cap {cap}");
+    if held > cap {
+        assert!(evicted >= 1.0, "nothing evicted:\n{text}");
+    }
+    let mut closed = 0;
+    for (child, lines) in &mut helpers {
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin.write_all(b"check\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        closed += helper_says(lines, "CLOSED", 30).await;
+    }
+    eprintln!("the helpers saw {closed} of {held} connections closed by the server");
+    if held > cap {
+        assert!(closed >= 1, "the server closed none of {held}");
+    }
+    for (mut child, _) in helpers {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await;
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(180));
+    assert_eq!(get(&app, "/api/v1/health").await.0, StatusCode::OK);
+}
+
+/// 200 clients that send a request head one byte a second are closed after the header
+/// timeout (here 2 s), and the API answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        "serve",
+        dir.path(),
+        &["--header-timeout", "2s", "--idle-timeout", "30s"],
+    );
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let addr = addr.clone();
+        clients.push(tokio::spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let opened = std::time::Instant::now();
+            let head = b"GET /api/v1/health HTTP/1.1\r\nhost: slow\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+            for b in head {
+                if tcp.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                let mut buf = [0u8; 256];
+                // Wait a second, unless the server closes the connection.
+                match tokio::time::timeout(std::time::Duration::from_secs(1), tcp.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(_)) => panic!("the slow client got an answer"),
+                    Err(_) => {}
+                }
+            }
+            opened.elapsed()
+        }));
+    }
+    // Meanwhile the API answers others.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(get(&app, "/api/v1/health").await.0, StatusCode::OK);
+    for c in clients {
+        let lasted = c.await.unwrap();
+        assert!(
+            lasted >= std::time::Duration::from_millis(1_500)
+                && lasted < std::time::Duration::from_secs(8),
+            "a slow client lasted {lasted:?}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(get(&app, "/api/v1/health").await.0, StatusCode::OK);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let timed_out = metric(
+        &text,
+        "testarena_http_connections_closed_total{reason=\"header_timeout\"}",
+    );
+    assert!(
+        timed_out >= 200.0,
+        "{timed_out} closed for the header timeout"
+    );
+}
+
+#[tokio::test]
+async fn repositories_on_hosts_outside_allowed_hosts_are_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        "serve",
+        dir.path(),
+        &["--allowed-hosts", "git.example.com,*.corp.example"],
+    );
+    for (repo, ok) in [
+        ("https://git.example.com/fw.git", true),
+        ("ssh://git@build.corp.example/fw.git", true),
+        ("https://evil.example/fw.git", false),
+        ("git@evil.example:fw.git", false),
+        ("http://169.254.169.254/latest/meta-data", false),
+    ] {
+        let (status, body) = post(&app, json!({"repo": repo, "branch": "main"})).await;
+        if ok {
+            assert_eq!(status, 201, "{repo}: {body}");
+        } else {
+            assert_eq!(status, 422, "{repo}: {body}");
+            assert_error(&body, "invalid_input", "repo");
+        }
+    }
 }

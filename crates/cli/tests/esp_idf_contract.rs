@@ -1,6 +1,7 @@
 //! Contract test of the ESP-IDF profile. Espressif's toolchain and esp32 QEMU cannot be
 //! installed here, so recording stand-ins for `idf.py`, `esptool.py` and `qemu-system-xtensa`
-//! are put first on PATH: the test checks that TestArena detects an ESP-IDF project, calls
+//! are put first on PATH (and so are visible, read-only, in the worker's sandbox, where the
+//! TCP console lives in the emulator's own network namespace): the test checks that TestArena detects an ESP-IDF project, calls
 //! them with the documented command lines, and talks to the UART over the TCP port it gave.
 //! Tested against the real toolchain: not in CI.
 
@@ -13,14 +14,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const IDF_PY: &str = r#"#!/bin/sh
-echo "idf.py $*" >> "$RECORD"
+echo "RECORD idf.py $*"
 mkdir -p build
 printf -- '--flash_mode dio 0x1000 bootloader/bootloader.bin\n' > build/flash_args
 echo "Project build complete."
 "#;
 
 const ESPTOOL_PY: &str = r#"#!/bin/sh
-echo "esptool.py $* (cwd $(basename "$PWD"))" >> "$RECORD"
+echo "RECORD esptool.py $* (cwd $(basename "$PWD"))"
 : > merged-flash.bin
 "#;
 
@@ -28,8 +29,7 @@ echo "esptool.py $* (cwd $(basename "$PWD"))" >> "$RECORD"
 /// answers `ping` with `pong`.
 const QEMU: &str = r#"#!/usr/bin/env python3
 import os, re, socket, sys
-with open(os.environ["RECORD"], "a") as f:
-    f.write("qemu-system-xtensa " + " ".join(sys.argv[1:]) + "\n")
+print("RECORD qemu-system-xtensa " + " ".join(sys.argv[1:]), flush=True)
 args = " ".join(sys.argv[1:])
 m = re.search(r"-serial tcp:([0-9.]+):(\d+),server=on,wait=on", args)
 if not m or "-machine esp32" not in args or "file=build/merged-flash.bin,if=mtd,format=raw" not in args:
@@ -95,14 +95,12 @@ async fn esp_idf_profile_contract_with_recording_stand_ins() {
             .unwrap()
             .success());
     }
-    let record = tmp.path().join("record.txt");
     let path = format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     std::env::set_var("PATH", &path);
-    std::env::set_var("RECORD", &record);
     let roots = tmp.path().join("repos");
     let app = App::start(
         "up",
@@ -135,12 +133,16 @@ async fn esp_idf_profile_contract_with_recording_stand_ins() {
         assert!(start.elapsed() < Duration::from_secs(60), "{q:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let calls = std::fs::read_to_string(&record).unwrap();
-    assert_eq!(q["status"], "passed", "{q:#}\n{calls}");
-    let lines: Vec<&str> = calls.lines().collect();
+    // The stand-ins run in the worker's sandbox: they say how they were called on stdout,
+    // which the queue's log keeps.
+    let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
+    assert_eq!(q["status"], "passed", "{q:#}\n{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("| RECORD ").map(|(_, call)| call))
+        .collect();
     assert_eq!(lines[0], "idf.py build");
     assert_eq!(lines[1], "esptool.py --chip esp32 merge_bin --fill-flash-size 4MB -o merged-flash.bin @flash_args (cwd build)");
     assert!(lines[2].starts_with("qemu-system-xtensa -nographic -monitor none -machine esp32 -drive file=build/merged-flash.bin,if=mtd,format=raw -serial tcp:127.0.0.1:"));
-    let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
     assert!(log.contains("# profile: esp-idf"), "{log}");
 }

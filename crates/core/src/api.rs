@@ -51,7 +51,25 @@ pub struct Task {
     pub finished_at: Option<String>,
     /// Why the whole task failed (scenario missing or invalid, emulator would not start).
     pub error: Option<String>,
+    /// The task's cases in file order; only the first ones when `cases_next` is set.
     pub cases: Vec<Case>,
+    /// How many cases the task has.
+    #[serde(default)]
+    pub cases_total: u64,
+    /// Null when `cases` lists every case; else the path of the page with the next ones
+    /// (`GET /api/v1/queues/{id}/tasks/{task}/cases?after=N`).
+    #[serde(default)]
+    pub cases_next: Option<String>,
+}
+
+/// `GET /api/v1/queues/{id}/tasks/{task}/cases`: one page of a task's cases.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct CaseList {
+    pub cases: Vec<Case>,
+    /// How many cases the task has.
+    pub total: u64,
+    /// Pass as `after` to get the next page; null on the last page.
+    pub next: Option<i64>,
 }
 
 /// One test case of a task.

@@ -6,6 +6,7 @@ pub mod gitea;
 pub mod paths;
 pub mod redact;
 pub mod repo_config;
+pub mod repo_url;
 pub mod state;
 pub mod validate;
 

@@ -13,6 +13,9 @@ pub struct RepoConfig {
     pub emulator: EmulatorConfig,
     #[serde(default)]
     pub scenarios: ScenariosConfig,
+    /// `[env]`: variables set for the build, the emulator and `<run>` steps.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// `[build]`: how to build the firmware.
@@ -24,6 +27,8 @@ pub struct BuildConfig {
     /// How long the build may take.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// Whether the build may use the network (fetch dependencies). Default: yes.
+    pub network: Option<bool>,
 }
 
 /// How the worker talks to the emulator's console.
@@ -52,6 +57,10 @@ pub struct EmulatorConfig {
     pub boot_timeout: Option<Duration>,
     /// Path of the built firmware image, given to host commands as `TESTARENA_FIRMWARE`.
     pub firmware: Option<String>,
+    /// Whether the emulator and `<run>` steps may use the host's network. Default: no (they
+    /// share a loopback-only namespace with the worker's console connection).
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// `[scenarios]`: which scenario files run when a queue names none.
@@ -74,8 +83,23 @@ impl RepoConfig {
         let cfg: RepoConfig =
             toml::from_str(text).map_err(|e| RepoConfigError(e.to_string().trim().to_string()))?;
         if let Some(ready) = &cfg.emulator.ready {
-            regex::Regex::new(ready)
-                .map_err(|e| RepoConfigError(format!("emulator.ready: bad regex: {e}")))?;
+            crate::validate::check_pattern(ready)
+                .map_err(|e| RepoConfigError(format!("emulator.ready: pattern {ready:?} {e}")))?;
+        }
+        for name in cfg.env.keys() {
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(RepoConfigError(format!(
+                    "env: '{name}' is not a valid variable name (letters, digits, _)"
+                )));
+            }
+            if name.starts_with("TESTARENA_") {
+                return Err(RepoConfigError(format!(
+                    "env: '{name}': TESTARENA_* variables are set by TestArena"
+                )));
+            }
         }
         for (field, value) in [
             ("build.command", &cfg.build.command),
@@ -127,5 +151,23 @@ default = ["scenarios/*.xml"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("ready"), "{e}");
+    }
+
+    #[test]
+    fn slow_or_huge_ready_patterns_are_refused() {
+        let e = RepoConfig::parse("[emulator]\nready = '(?:.{0,30}){30}Q'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("emulator.ready") && e.contains("the limit is 50 ms"),
+            "{e}"
+        );
+        let e = RepoConfig::parse("[emulator]\nready = '.{0,10000}Z'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("emulator.ready") && e.contains("too large"),
+            "{e}"
+        );
     }
 }

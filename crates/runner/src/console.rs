@@ -10,6 +10,7 @@ use crate::logs::LogFile;
 use crate::logs::Logs;
 use crate::process::{self, Group, Spec};
 use crate::report::LineKind;
+use crate::sandbox::{NetNs, Sandbox};
 use regex::Regex;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -29,6 +30,9 @@ const MAX_BUFFERED_LINES: usize = 50_000;
 const MAX_LINE: usize = 64 * 1024;
 /// Lines kept for error messages ("last lines seen") and crash context.
 const RECENT_LINES: usize = 40;
+/// Lines quoted before a fail pattern's line, and at most after it.
+const CRASH_BEFORE: usize = 5;
+const CRASH_AFTER: u64 = 15;
 /// Grace between SIGTERM and SIGKILL when stopping the emulator.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long a stopping emulator gets to exit by itself once its stdin is closed.
@@ -43,7 +47,8 @@ pub struct EmulatorSpec {
     pub ready: Option<Regex>,
     pub boot_timeout: Duration,
     pub cwd: PathBuf,
-    pub env: Vec<(String, String)>,
+    /// Where the emulator (and the task's `<run>` steps) run; its jail sets their environment.
+    pub sandbox: Sandbox,
 }
 
 /// Why a console step did not succeed.
@@ -87,6 +92,9 @@ struct State {
     last_output: Instant,
     fail_pattern: Option<Regex>,
     fail_hit: Option<u64>,
+    /// The lines around the fail pattern's hit, kept apart from `recent` so that a crash
+    /// followed by a long reboot banner is still quoted with its own lines.
+    crash: Vec<(u64, Arc<[u8]>)>,
     recent: VecDeque<(u64, Arc<[u8]>)>,
 }
 
@@ -141,6 +149,7 @@ impl State {
             }
         }
         let text: Arc<[u8]> = Arc::from(line);
+        self.keep_crash_context(seq, &text);
         if self.recent.len() == RECENT_LINES {
             self.recent.pop_front();
         }
@@ -150,6 +159,20 @@ impl State {
             self.lines.pop_front();
         }
         self.lines.push_back(Line { seq, text, skip });
+    }
+}
+
+impl State {
+    /// On the fail pattern's hit, keeps the lines before it; then the lines after it.
+    fn keep_crash_context(&mut self, seq: u64, text: &Arc<[u8]>) {
+        let Some(hit) = self.fail_hit else { return };
+        if seq == hit {
+            let before = self.recent.len().saturating_sub(CRASH_BEFORE);
+            self.crash = self.recent.iter().skip(before).cloned().collect();
+        }
+        if seq <= hit + CRASH_AFTER {
+            self.crash.push((seq, text.clone()));
+        }
     }
 }
 
@@ -184,10 +207,50 @@ fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
+/// A free TCP port on 127.0.0.1 of `netns` (or of the host).
+async fn free_port(netns: Option<&Arc<NetNs>>) -> std::io::Result<u16> {
+    let l = std_in_netns(netns, || std::net::TcpListener::bind(("127.0.0.1", 0))).await?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Runs a blocking socket call, inside `netns` if there is one (on a thread that joins it),
+/// so that the socket it makes lives in that namespace.
+async fn std_in_netns<T: Send + 'static>(
+    netns: Option<&Arc<NetNs>>,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let ns = netns.cloned();
+    tokio::task::spawn_blocking(move || match ns {
+        Some(ns) => ns.run(f),
+        None => f(),
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Listens on a free port of 127.0.0.1 in `netns` (or the host).
+async fn listen_local(netns: Option<&Arc<NetNs>>) -> std::io::Result<TcpListener> {
+    let l = std_in_netns(netns, || {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    })
+    .await?;
+    TcpListener::from_std(l)
+}
+
+/// Connects to 127.0.0.1:`port` in `netns` (or the host).
+async fn connect_local(netns: Option<&Arc<NetNs>>, port: u16) -> std::io::Result<TcpStream> {
+    let s = std_in_netns(netns, move || {
+        let s = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(2),
+        )?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .await?;
+    TcpStream::from_std(s)
 }
 
 impl Console {
@@ -200,7 +263,7 @@ impl Console {
         let (command, port) = match spec.console {
             ConsoleKind::Stdio => (spec.command.clone(), None),
             ConsoleKind::Tcp => {
-                let port = free_port()?;
+                let port = free_port(spec.sandbox.netns()).await?;
                 (
                     spec.command.replace("{console_port}", &port.to_string()),
                     Some(port),
@@ -210,10 +273,11 @@ impl Console {
         logs.event(&format!("starting emulator: {command}"));
         // Any shell command line works (`cd x && qemu …`): signals go to the whole process
         // group, so the emulator gets them whether or not the shell stays in between.
-        let mut proc_spec = Spec::shell(&command)
-            .with_cwd(&spec.cwd)
-            .with_stdin(port.is_none());
-        proc_spec.env = spec.env.clone();
+        let proc_spec = spec.sandbox.wrap(
+            Spec::shell(&command)
+                .with_cwd(&spec.cwd)
+                .with_stdin(port.is_none()),
+        );
         let mut group = process::spawn(&proc_spec)?;
         let state = Arc::new(Mutex::new(State {
             lines: VecDeque::new(),
@@ -224,6 +288,7 @@ impl Console {
             last_output: Instant::now(),
             fail_pattern: None,
             fail_hit: None,
+            crash: Vec::new(),
             recent: VecDeque::new(),
         }));
         let (changed_tx, changed) = watch::channel(0u64);
@@ -255,13 +320,15 @@ impl Console {
                 if let Some(out) = stdout {
                     tasks.push(tokio::spawn(read_side_output(out, logs.clone(), "")));
                 }
-                let stream = match connect_tcp(port, spec.boot_timeout, cancel, &mut group).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        group.terminate(STOP_GRACE).await;
-                        return Err(e);
-                    }
-                };
+                let netns = spec.sandbox.netns();
+                let stream =
+                    match connect_tcp(netns, port, spec.boot_timeout, cancel, &mut group).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            group.terminate(STOP_GRACE).await;
+                            return Err(e);
+                        }
+                    };
                 let (r, w) = stream.into_split();
                 tasks.push(tokio::spawn(read_console(
                     r,
@@ -281,7 +348,7 @@ impl Console {
             )));
         }
         let writer_task = tokio::spawn(write_console(console_out, writer_rx));
-        let bridge = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let bridge = listen_local(spec.sandbox.netns()).await?;
         let bridge_port = bridge.local_addr()?.port();
         tasks.push(tokio::spawn(serve_bridge(
             bridge,
@@ -345,6 +412,7 @@ impl Console {
         let mut s = lock(&self.state);
         s.fail_pattern = re;
         s.fail_hit = None;
+        s.crash.clear();
     }
 
     /// Sends `text` (and a newline) to the console.
@@ -474,15 +542,31 @@ impl Console {
         }
     }
 
-    /// Waits `d`, failing early on a fail pattern or cancellation.
+    /// Waits `d`, failing at once on a fail pattern or cancellation.
     pub async fn sleep(&self, d: Duration, cancel: &CancellationToken) -> Result<(), StepFailure> {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
+            seq = self.fail_hit_seen() => return Err(StepFailure::FailPattern(seq)),
             _ = cancel.cancelled() => return Err(StepFailure::Cancelled),
         }
         match lock(&self.state).fail_hit {
             Some(seq) => Err(StepFailure::FailPattern(seq)),
             None => Ok(()),
+        }
+    }
+
+    /// Resolves (with the line's number) once the fail pattern has matched a line.
+    pub async fn fail_hit_seen(&self) -> u64 {
+        let mut changed = self.changed.clone();
+        loop {
+            changed.borrow_and_update();
+            if let Some(seq) = lock(&self.state).fail_hit {
+                return seq;
+            }
+            if changed.changed().await.is_err() {
+                // The reader is gone: no line can match any more.
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -499,12 +583,27 @@ impl Console {
     /// The lines around line `seq` (a crash): a few before and what followed.
     pub fn context(&self, seq: u64) -> String {
         let s = lock(&self.state);
-        s.recent
-            .iter()
-            .filter(|(n, _)| *n + 5 >= seq && *n <= seq + 15)
+        let lines: Box<dyn Iterator<Item = &(u64, Arc<[u8]>)>> =
+            if s.fail_hit == Some(seq) && !s.crash.is_empty() {
+                Box::new(s.crash.iter())
+            } else {
+                Box::new(s.recent.iter())
+            };
+        lines
+            .filter(|(n, _)| *n + CRASH_BEFORE as u64 >= seq && *n <= seq + CRASH_AFTER)
             .map(|(n, l)| format!("{} {}", if *n == seq { ">" } else { " " }, lossy(l)))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The text of the line the fail pattern matched, while it is remembered.
+    fn crash_line(&self, seq: u64) -> Option<String> {
+        let s = lock(&self.state);
+        s.crash
+            .iter()
+            .chain(s.recent.iter())
+            .find(|(n, _)| *n == seq)
+            .map(|(_, l)| lossy(l).into_owned())
     }
 
     /// Turns a failure into the message a user reads.
@@ -518,9 +617,11 @@ impl Console {
                 humantime::format_duration(*d),
                 self.last_lines(10)
             ),
-            StepFailure::FailPattern(seq) => {
-                format!("fail pattern matched:\n{}", self.context(*seq))
-            }
+            StepFailure::FailPattern(seq) => format!(
+                "fail pattern matched: {}\n{}",
+                self.crash_line(*seq).unwrap_or_default(),
+                self.context(*seq)
+            ),
             StepFailure::Cancelled => "cancelled".into(),
         }
     }
@@ -554,6 +655,7 @@ impl Drop for Console {
 }
 
 async fn connect_tcp(
+    netns: Option<&Arc<NetNs>>,
     port: u16,
     within: Duration,
     cancel: &CancellationToken,
@@ -561,7 +663,7 @@ async fn connect_tcp(
 ) -> Result<TcpStream, ConsoleError> {
     let start = Instant::now();
     loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
+        if let Ok(s) = connect_local(netns, port).await {
             let _ = s.set_nodelay(true);
             return Ok(s);
         }
@@ -733,7 +835,7 @@ mod tests {
             ready: None,
             boot_timeout: Duration::from_secs(10),
             cwd: std::env::temp_dir(),
-            env: Vec::new(),
+            sandbox: Sandbox::unconfined(),
         }
     }
 
@@ -816,6 +918,39 @@ mod tests {
             c.expect(&re("^never$"), T, None, &cancel).await,
             Err(StepFailure::Cancelled)
         );
+        c.stop().await;
+    }
+
+    /// A crash during a `<sleep>`, followed by a reboot banner longer than the recent-lines
+    /// ring: the sleep fails at once, and the message quotes the crash, not the banner.
+    #[tokio::test]
+    async fn a_crash_during_sleep_fails_at_once_with_its_own_lines() {
+        let cancel = CancellationToken::new();
+        let script = "sleep 0.3; echo 'Guru Meditation Error: Core 0 panic'; \
+                      echo 'Backtrace: 0x400d1234:0x3ffb1f00'; \
+                      for i in $(seq 1 100); do echo \"boot banner $i\"; done; cat";
+        let c = Console::start(&spec(script), Logs::new(None), &cancel)
+            .await
+            .unwrap();
+        c.set_fail_pattern(Some(re("Guru Meditation")));
+        let started = Instant::now();
+        let r = c.sleep(Duration::from_secs(10), &cancel).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let Err(f @ StepFailure::FailPattern(_)) = r else {
+            panic!("{r:?}")
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = c.describe(&f);
+        assert!(
+            text.contains("> Guru Meditation Error: Core 0 panic"),
+            "{text}"
+        );
+        assert!(text.contains("Backtrace: 0x400d1234"), "{text}");
+        assert!(!text.contains("boot banner 90"), "{text}");
         c.stop().await;
     }
 

@@ -7,4 +7,6 @@ pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod report;
+pub mod reserve;
+pub mod sandbox;
 pub mod worker;

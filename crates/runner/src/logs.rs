@@ -15,6 +15,8 @@ pub struct LogFile {
     written: u64,
     cap: u64,
     truncated: bool,
+    /// The first error writing the file, if any.
+    error: Option<std::io::Error>,
 }
 
 impl LogFile {
@@ -25,6 +27,7 @@ impl LogFile {
             written: 0,
             cap,
             truncated: false,
+            error: None,
         })
     }
 
@@ -40,36 +43,63 @@ impl LogFile {
             written,
             cap,
             truncated: false,
+            error: None,
         })
     }
 
-    fn write(&mut self, formatted: &[u8]) {
+    /// Writes one formatted line unless the file's cap is reached; returns the bytes written.
+    fn write(&mut self, formatted: &[u8]) -> u64 {
+        if self.truncated {
+            return 0;
+        }
+        if self.written + formatted.len() as u64 > self.cap {
+            self.truncate(&format!(
+                "log truncated: the cap of {} bytes was reached; later lines are not in this file",
+                self.cap
+            ));
+            return 0;
+        }
+        self.written += formatted.len() as u64;
+        if let Err(e) = self.out.write_all(formatted) {
+            self.fail(e);
+        }
+        formatted.len() as u64
+    }
+
+    /// Keeps the first write error (a full disk) for the queue to report, and stops writing:
+    /// whatever space is freed goes to the verdict, not to more log lines.
+    fn fail(&mut self, e: std::io::Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.truncated = true;
+    }
+
+    /// Writes `note` as the file's last line; later lines are dropped.
+    fn truncate(&mut self, note: &str) {
         if self.truncated {
             return;
         }
-        if self.written + formatted.len() as u64 > self.cap {
-            self.truncated = true;
-            let mut marker = Vec::new();
-            let note = format!(
-                "log truncated: the cap of {} bytes was reached; later lines are not in this file",
-                self.cap
-            );
-            format_line(
-                &mut marker,
-                SystemTime::now(),
-                LineKind::Event,
-                note.as_bytes(),
-            );
-            let _ = self.out.write_all(&marker);
-            return;
-        }
-        self.written += formatted.len() as u64;
-        // A full disk must not stop the test run; the run reports what it can.
-        let _ = self.out.write_all(formatted);
+        self.truncated = true;
+        let mut marker = Vec::new();
+        format_line(
+            &mut marker,
+            SystemTime::now(),
+            LineKind::Event,
+            note.as_bytes(),
+        );
+        let _ = self.out.write_all(&marker);
     }
 
     fn flush(&mut self) {
-        let _ = self.out.flush();
+        if let Err(e) = self.out.flush() {
+            self.fail(e);
+        }
+    }
+
+    /// Takes the first write error, if there was one.
+    fn take_error(&mut self) -> Option<std::io::Error> {
+        self.error.take()
     }
 }
 
@@ -80,6 +110,12 @@ pub struct Sinks {
     /// The current case's or the build's log.
     pub current: Option<LogFile>,
     buf: Vec<u8>,
+    /// Bytes written to all build and case logs of the queue so far, and their common cap: a
+    /// flooding firmware cannot fill the disk one capped case at a time.
+    case_bytes: u64,
+    case_budget: u64,
+    /// Called once with the first error writing any log file.
+    on_error: Option<Box<dyn FnOnce(std::io::Error) + Send>>,
 }
 
 /// Sinks shared between the console reader, process runners and the pipeline.
@@ -93,7 +129,22 @@ impl Logs {
             queue,
             current: None,
             buf: Vec::with_capacity(64 * 1024),
+            case_bytes: 0,
+            case_budget: u64::MAX,
+            on_error: None,
         })))
+    }
+
+    /// Calls `handler` once with the first error writing a log file (e.g. a full disk).
+    pub fn on_write_error(self, handler: impl FnOnce(std::io::Error) + Send + 'static) -> Logs {
+        self.lock().on_error = Some(Box::new(handler));
+        self
+    }
+
+    /// Caps the build and case logs of the queue together at `bytes`.
+    pub fn with_case_budget(self, bytes: u64) -> Logs {
+        self.lock().case_budget = bytes;
+        self
     }
 
     /// Locks the sinks; a poisoned lock is still usable (a panic elsewhere must not lose logs).
@@ -138,22 +189,41 @@ impl Sinks {
             queue,
             current,
             buf,
+            case_bytes,
+            case_budget,
+            ..
         } = self;
         if let Some(q) = queue.as_mut() {
             q.write(buf);
         }
         if let Some(c) = current.as_mut() {
-            c.write(buf);
+            if *case_bytes + buf.len() as u64 > *case_budget {
+                c.truncate(&format!(
+                    "log truncated: this queue's build and case logs reached their common cap of {case_budget} bytes; later lines are not in this file"
+                ));
+            } else {
+                *case_bytes += c.write(buf);
+            }
         }
     }
 
-    /// Flushes every sink so readers see the lines.
+    /// Flushes every sink so readers see the lines; a write error (a full disk) goes to the
+    /// error handler once.
     pub fn flush(&mut self) {
         if let Some(q) = self.queue.as_mut() {
             q.flush();
         }
         if let Some(c) = self.current.as_mut() {
             c.flush();
+        }
+        let error = [self.queue.as_mut(), self.current.as_mut()]
+            .into_iter()
+            .flatten()
+            .find_map(LogFile::take_error);
+        if let Some(e) = error {
+            if let Some(handler) = self.on_error.take() {
+                handler(e);
+            }
         }
     }
 }
@@ -176,5 +246,52 @@ mod tests {
         assert!(text.len() < 400, "{}", text.len());
         assert_eq!(text.matches("log truncated").count(), 1);
         assert!(text.contains("| line 0\n"));
+    }
+
+    #[test]
+    fn the_case_logs_of_a_queue_share_one_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Logs::new(None).with_case_budget(1_000);
+        for case in 0..20 {
+            let path = dir.path().join(format!("{case}.log"));
+            logs.set_current(Some(LogFile::create(&path, 1 << 20).unwrap()));
+            for i in 0..10 {
+                logs.output(format!("case {case} line {i}").as_bytes());
+            }
+        }
+        logs.set_current(None);
+        let total: u64 = (0..20)
+            .map(|c| {
+                std::fs::metadata(dir.path().join(format!("{c}.log")))
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        assert!(total < 1_000 + 20 * 200, "{total}");
+        let last = std::fs::read_to_string(dir.path().join("19.log")).unwrap();
+        assert!(last.contains("common cap of 1000 bytes"), "{last}");
+        assert!(!last.contains("case 19 line"), "{last}");
+    }
+}
+
+#[cfg(test)]
+mod full_disk_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_calls_the_error_handler_once_and_stops_the_log() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let logs = Logs::new(Some(
+            LogFile::create(Path::new("/dev/full"), 1 << 30).unwrap(),
+        ))
+        .on_write_error(move |e| sink.lock().unwrap().push(e.kind()));
+        // Flushes without an error first: they must not use up the handler.
+        logs.set_current(None);
+        logs.lock().flush();
+        for i in 0..100_000 {
+            logs.output(format!("line {i}").as_bytes());
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![std::io::ErrorKind::StorageFull]);
     }
 }

@@ -6,6 +6,7 @@ use crate::logs::{LogFile, Logs};
 use crate::process::{self, Outcome, Spec};
 use crate::profile::{self, Profile};
 use crate::report::{self, CaseMeta, JunitCase, JunitSuite};
+use crate::sandbox::{Jail, NetNs, Network, Sandbox, SandboxConfig, SandboxMode};
 use regex::Regex;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct RunnerConfig {
     pub log_cap: u64,
     /// Commit statuses for queues from Gitea pushes, when configured.
     pub gitea: Option<crate::gitea::GiteaNotifier>,
+    /// How builds, emulators and `<run>` steps are confined.
+    pub sandbox: Arc<SandboxConfig>,
 }
 
 /// Why a running queue is being stopped early.
@@ -96,9 +99,13 @@ struct Run<'a> {
     queue: QueueRow,
     dir: PathBuf,
     work: PathBuf,
+    /// The repository's git mirror, which the checkout borrows objects from.
+    mirror: Option<PathBuf>,
     logs: Logs,
     suites: Vec<JunitSuite>,
     phase: Phase,
+    /// Why the queue's logs could not be written (e.g. no space left on device), if so.
+    write_error: Arc<Mutex<Option<String>>>,
     /// Case HTML pages being rendered in the background; awaited at the end of each task.
     html_jobs: std::sync::Mutex<Vec<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
@@ -117,7 +124,17 @@ pub async fn run_queue(
         tracing::error!(queue = id, error = %e, "cannot create the queue directory");
     }
     let queue_log = LogFile::append(&dir.join("queue.log"), cfg.log_cap).ok();
-    let logs = Logs::new(queue_log);
+    // A log that cannot be written (a full disk) stops the queue with that cause.
+    let write_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let (slot, cancel) = (write_error.clone(), ctl.cancel.clone());
+    let data_dir = cfg.data_dir.clone();
+    let logs = Logs::new(queue_log)
+        .with_case_budget(cfg.log_cap)
+        .on_write_error(move |e| {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            crate::reserve::release(&data_dir);
+            cancel.cancel();
+        });
     logs.event(&format!(
         "queue {id} '{}' claimed by worker {} (attempt {}): {} branch {}",
         queue.name,
@@ -142,12 +159,14 @@ pub async fn run_queue(
         ctl,
         mirrors,
         work: dir.join("work"),
+        mirror: None,
         dir,
         queue,
         logs,
         suites: Vec::new(),
         phase: Phase::Cloning,
         html_jobs: Default::default(),
+        write_error,
     };
     let started = Instant::now();
     let outcome = tokio::select! {
@@ -170,6 +189,14 @@ impl Run<'_> {
             .set_phase(self.queue.id, &self.cfg.worker_id, Some(phase))
             .await?;
         Ok(())
+    }
+
+    /// True once a log could not be written (the disk is full).
+    fn logs_failed(&self) -> bool {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn check_stopped(&self) -> Result<(), Failure> {
@@ -195,6 +222,7 @@ impl Run<'_> {
             )
             .await
             .map_err(|e| self.git_failure(e))?;
+        self.mirror = Some(mirror.clone());
         let sha = mirrors
             .resolve(
                 &mirror,
@@ -273,7 +301,7 @@ impl Run<'_> {
                 ready: ready.clone(),
                 boot_timeout: profile.boot_timeout,
                 cwd: self.work.clone(),
-                env: self.host_env(&profile, &tdir),
+                sandbox: self.task_sandbox(&profile, &tdir)?,
             };
             let suite = self.run_task(task.id, &task.scenario, &tdir, &spec).await?;
             self.suites.push(suite);
@@ -289,22 +317,64 @@ impl Run<'_> {
         }
     }
 
-    /// Variables every host command (build, `<run>`) sees.
-    fn host_env(&self, profile: &Profile, log_dir: &Path) -> Vec<(String, String)> {
+    /// The jail of a command whose files directory is `<dir>/files`: the workspace and that
+    /// directory writable, the mirror readable, the `TESTARENA_*` variables and `[env]` set.
+    fn jail(&self, profile: &Profile, dir: &Path, network: Network) -> Result<Jail, Failure> {
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files)
+            .map_err(|e| Failure::Infra(format!("cannot create {}: {e}", files.display())))?;
         let firmware = profile
             .firmware
             .as_deref()
             .map(|f| self.work.join(f).display().to_string())
             .unwrap_or_default();
-        vec![
+        let mut env = profile.env.clone();
+        env.extend([
             ("TESTARENA_QUEUE_ID".into(), self.queue.id.to_string()),
             (
                 "TESTARENA_WORKSPACE".into(),
                 self.work.display().to_string(),
             ),
             ("TESTARENA_FIRMWARE".into(), firmware),
-            ("TESTARENA_LOG_DIR".into(), log_dir.display().to_string()),
-        ]
+            ("TESTARENA_LOG_DIR".into(), files.display().to_string()),
+        ]);
+        Ok(Jail {
+            writable: vec![self.work.clone(), files],
+            readable: self.mirror.iter().cloned().collect(),
+            network,
+            env,
+        })
+    }
+
+    /// The sandbox of the build.
+    fn build_sandbox(&self, profile: &Profile) -> Result<Sandbox, Failure> {
+        let network = if profile.build_network {
+            Network::Host
+        } else {
+            Network::None
+        };
+        let jail = self.jail(profile, &self.dir, network)?;
+        Ok(Sandbox::new(self.cfg.sandbox.clone(), jail))
+    }
+
+    /// The sandbox shared by the emulator and the `<run>` steps of one task: a loopback-only
+    /// network namespace of their own unless the repository asks for the host's network.
+    fn task_sandbox(&self, profile: &Profile, tdir: &Path) -> Result<Sandbox, Failure> {
+        let network = if profile.emulator_network || self.cfg.sandbox.mode == SandboxMode::Off {
+            Network::Host
+        } else {
+            match NetNs::create() {
+                Ok(ns) => Network::Shared(Arc::new(ns)),
+                Err(e) => {
+                    self.logs.event(&format!(
+                        "warning: cannot create a network namespace for the emulator ({e}; it needs CAP_SYS_ADMIN): it shares the host's network"
+                    ));
+                    Network::Host
+                }
+            }
+        };
+        let jail = self.jail(profile, tdir, network)?;
+        Ok(Sandbox::new(self.cfg.sandbox.clone(), jail))
     }
 
     async fn build(&mut self, profile: &Profile) -> Result<(), Failure> {
@@ -318,8 +388,9 @@ impl Run<'_> {
             "build: {command} (timeout {})",
             humantime::format_duration(profile.build_timeout)
         ));
-        let mut spec = Spec::shell(command).with_cwd(&self.work);
-        spec.env = self.host_env(profile, &self.dir);
+        let spec = self
+            .build_sandbox(profile)?
+            .wrap(Spec::shell(command).with_cwd(&self.work));
         let logs = self.logs.clone();
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut on_line = |l: &[u8]| {
@@ -432,8 +503,11 @@ impl Run<'_> {
         };
         let scenario = match std::fs::read_to_string(self.work.join(scenario_path)) {
             Err(e) => Err(format!("cannot read scenario file {scenario_path}: {e}")),
-            Ok(text) => testarena_scenario::parse(&text)
-                .map_err(|e| format!("invalid scenario {scenario_path}:\n{e}")),
+            // Checking a file's regexes against their time budget takes up to seconds.
+            Ok(text) => tokio::task::spawn_blocking(move || testarena_scenario::parse(&text))
+                .await
+                .map_err(|e| format!("checking scenario {scenario_path} failed: {e}"))
+                .and_then(|r| r.map_err(|e| format!("invalid scenario {scenario_path}:\n{e}"))),
         };
         let mut scenario = match scenario {
             Ok(s) => s,
@@ -694,7 +768,13 @@ impl Run<'_> {
             Ok(Err(f @ StepFailure::FailPattern(_))) => {
                 // Let the crash finish printing (backtrace) before quoting it.
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                (CaseStatus::Failed, Some(console.describe(&f)))
+                let step = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let described = console.describe(&f).replacen(
+                    "fail pattern matched",
+                    &format!("fail pattern matched during step {step}"),
+                    1,
+                );
+                (CaseStatus::Failed, Some(described))
             }
             Ok(Err(f)) => (
                 CaseStatus::Failed,
@@ -733,6 +813,16 @@ impl Run<'_> {
             duration_ms: ms,
             message: message.clone(),
         };
+        if self.logs_failed() {
+            // No space for a page; the little there is goes to the verdict.
+            let r = CaseResult {
+                status,
+                duration_ms: Some(ms),
+                message: message.clone(),
+            };
+            let _ = self.store.finish_case(case_row, worker, &r).await;
+            return Err(Failure::Stopped);
+        }
         // Rendering reads the whole case log: off the async threads, which serve the API too.
         let html_path = log_path.with_extension("html");
         let log_for_html = log_path.clone();
@@ -814,18 +904,36 @@ impl Run<'_> {
                 exit_code,
             } => {
                 self.logs.event(&format!("run: {command}"));
-                let mut s = Spec::shell(command).with_cwd(&self.work);
-                s.env = spec.env.clone();
-                s.env
-                    .push(("TESTARENA_CONSOLE".into(), console.bridge_url()));
+                let s = spec.sandbox.wrap(
+                    Spec::shell(command)
+                        .with_cwd(&self.work)
+                        .with_env("TESTARENA_CONSOLE", console.bridge_url()),
+                );
                 let logs = self.logs.clone();
                 let mut on_line = |l: &[u8]| {
                     let mut shown = b"[run] ".to_vec();
                     shown.extend_from_slice(l);
                     logs.output(&shown);
                 };
-                match process::run(&s, *timeout, cancel, &mut on_line, Duration::from_secs(3)).await
-                {
+                // A crash on the console ends the step at once, whatever the command does.
+                let step_cancel = cancel.child_token();
+                let run = process::run(
+                    &s,
+                    *timeout,
+                    &step_cancel,
+                    &mut on_line,
+                    Duration::from_secs(3),
+                );
+                tokio::pin!(run);
+                let outcome = tokio::select! {
+                    r = &mut run => r,
+                    seq = console.fail_hit_seen() => {
+                        step_cancel.cancel();
+                        let _ = run.await;
+                        return Err(StepFailure::FailPattern(seq));
+                    }
+                };
+                match outcome {
                     Ok(Outcome::Exited(code)) if code == *exit_code => Ok(()),
                     Ok(Outcome::Exited(code)) => Err(StepFailure::Unexpected(format!(
                         "command exited with code {code}, expected {exit_code}"
@@ -864,7 +972,20 @@ impl Run<'_> {
             .store
             .set_phase(id, &worker, Some(Phase::Reporting))
             .await;
+        let write_error = self
+            .write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let (status, error) = match (&outcome, &reason) {
+            _ if write_error.is_some() && reason.is_none() => (
+                QueueStatus::Error,
+                Some(format!(
+                    "cannot write the queue's logs in {}: {}",
+                    self.dir.display(),
+                    write_error.unwrap_or_default()
+                )),
+            ),
             (_, Some(StopReason::Aborted)) => {
                 (QueueStatus::Aborted, Some("aborted on request".to_string()))
             }

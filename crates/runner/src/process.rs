@@ -73,6 +73,14 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Piped stdin if true, `/dev/null` otherwise.
     pub stdin: bool,
+    /// Start from an empty environment (only `env`) instead of the worker's.
+    pub clear_env: bool,
+    /// A network namespace (an open descriptor the caller keeps alive until the child has
+    /// started) that the child joins before it execs.
+    pub netns: Option<std::os::fd::RawFd>,
+    /// SIGKILL the child when the thread that started it (a long-lived runtime thread) or this
+    /// process dies, from before it execs: no window in which a killed worker leaves it behind.
+    pub die_with_parent: bool,
 }
 
 impl Spec {
@@ -93,6 +101,9 @@ impl Spec {
             cwd: None,
             env: Vec::new(),
             stdin: false,
+            clear_env: false,
+            netns: None,
+            die_with_parent: false,
         }
     }
 
@@ -136,6 +147,9 @@ pub fn spawn(spec: &Spec) -> Result<Group, ProcessError> {
 /// Starts `spec` with the given stdout and stderr; see [`spawn`].
 fn spawn_with(spec: &Spec, stdout: Stdio, stderr: Stdio) -> Result<Group, ProcessError> {
     let mut cmd = Command::new(&spec.program);
+    if spec.clear_env {
+        cmd.env_clear();
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(if spec.stdin {
@@ -153,12 +167,29 @@ fn spawn_with(spec: &Spec, stdout: Stdio, stderr: Stdio) -> Result<Group, Proces
     // (pgid = pid), and additionally has no controlling terminal, so a tool that wants to prompt
     // (ssh asking for a password, a build asking a question) fails at once instead of being
     // stopped by SIGTTIN until the timeout.
-    // SAFETY: the closure runs between fork and exec and only calls setsid(), which is
-    // async-signal-safe and touches no memory of the parent.
+    let netns = spec.netns;
+    let die_with_parent = spec.die_with_parent;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes system calls (setsid,
+    // prctl, getppid, setns), which are async-signal-safe and touch no memory of the parent.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
+            }
+            if die_with_parent {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other("the worker exited while starting this"));
+                }
+            }
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });

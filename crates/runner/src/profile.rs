@@ -31,6 +31,12 @@ pub struct Profile {
     pub boot_timeout: Duration,
     pub firmware: Option<String>,
     pub default_scenarios: Vec<String>,
+    /// The build may use the host's network.
+    pub build_network: bool,
+    /// The emulator and `<run>` steps may use the host's network.
+    pub emulator_network: bool,
+    /// `[env]` of `testarena.toml`.
+    pub env: Vec<(String, String)>,
 }
 
 /// Why no profile could be made.
@@ -74,6 +80,9 @@ pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
         boot_timeout: cfg.emulator.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
         firmware: cfg.emulator.firmware,
         default_scenarios: cfg.scenarios.default,
+        build_network: cfg.build.network.unwrap_or(true),
+        emulator_network: cfg.emulator.network,
+        env: cfg.env.into_iter().collect(),
     };
     if esp {
         p.build_command

@@ -1,7 +1,7 @@
 //! The worker loop: clean up after a crashed predecessor, claim queues, run them with a lease
 //! renewed every second (which is also how an abort from the API arrives), stop on shutdown.
 
-use crate::git::MirrorCache;
+use crate::git::{FetchPolicy, MirrorCache};
 use crate::pipeline::{self, QueueControl, RunnerConfig, StopReason};
 use crate::process;
 use std::collections::HashMap;
@@ -45,6 +45,8 @@ pub struct Worker {
     pub concurrency: usize,
     /// Woken by an in-process server when a queue is created.
     pub new_work: Arc<Notify>,
+    /// What repositories may be fetched (checked again before every fetch) and the stall limit.
+    pub fetch_policy: FetchPolicy,
 }
 
 impl Worker {
@@ -86,6 +88,7 @@ impl Worker {
         if let Err(e) = process::become_subreaper() {
             tracing::warn!(error = %e, "cannot become a child subreaper; daemonized build children may escape");
         }
+        hold_reserve(&self.cfg.data_dir);
         let now = testarena_store::now_ms();
         self.store
             .register_worker(&WorkerRow {
@@ -102,7 +105,9 @@ impl Worker {
         tracing::info!(worker = %self.cfg.worker_id, concurrency = self.concurrency, "worker started");
         let running: Arc<Mutex<HashMap<i64, Arc<QueueControl>>>> = Arc::default();
         let slots = Arc::new(Semaphore::new(self.concurrency));
-        let mirrors = Arc::new(MirrorCache::new(self.cfg.data_dir.join("git")));
+        let mirrors = Arc::new(
+            MirrorCache::new(self.cfg.data_dir.join("git")).with_policy(self.fetch_policy.clone()),
+        );
         let heartbeat = {
             let store = self.store.clone();
             let id = self.cfg.worker_id.clone();
@@ -160,14 +165,17 @@ impl Worker {
             let mirrors = mirrors.clone();
             let running = running.clone();
             handles.push(tokio::spawn(async move {
-                let renew = tokio::spawn(renew_lease(
+                // Aborted on drop: also when `run_queue` panics, so that the lease runs out
+                // and the queue is taken back instead of staying `running` for ever.
+                let renew = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renew_lease(
                     store.clone(),
                     cfg.worker_id.clone(),
                     id,
                     ctl.clone(),
-                ));
+                )));
                 pipeline::run_queue(&store, &cfg, &mirrors, queue, &ctl).await;
-                renew.abort();
+                drop(renew);
+                hold_reserve(&cfg.data_dir);
                 running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -193,6 +201,13 @@ impl Worker {
         let _ = self.store.unregister_worker(&self.cfg.worker_id).await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+/// Holds disk space back for verdicts (see `reserve`); without room for it, runs on.
+fn hold_reserve(data_dir: &std::path::Path) {
+    if let Err(e) = crate::reserve::ensure(data_dir) {
+        tracing::warn!(error = %e, "cannot reserve disk space for verdicts");
     }
 }
 

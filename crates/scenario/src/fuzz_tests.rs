@@ -422,8 +422,36 @@ enum Outcome {
     NotXml,
 }
 
+/// The pre-scan must never count less nesting than the XML parser builds (it guards the
+/// parser's recursion), nor refuse what is within the bounds.
+fn check_prescan(input: &str) {
+    let shape = crate::prescan::scan(input);
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: u32::MAX,
+    };
+    if shape.violation.is_some() {
+        return;
+    }
+    if let Ok(doc) = roxmltree::Document::parse_with_options(input, options) {
+        let depth = doc
+            .descendants()
+            .filter(|n| n.is_element())
+            .map(|n| n.ancestors().filter(|a| a.is_element()).count())
+            .max()
+            .unwrap_or(0);
+        let elements = doc.descendants().filter(|n| n.is_element()).count();
+        assert_eq!(
+            (shape.depth, shape.elements),
+            (depth, elements),
+            "{input:?}"
+        );
+    }
+}
+
 /// Parses one input, failing the test (with the input) on a panic or a broken invariant.
 fn check(input: &str) -> Outcome {
+    check_prescan(input);
     let result = catch_unwind(AssertUnwindSafe(|| parse(input)));
     let Ok(result) = result else {
         panic!("parse panicked on {input:?}")

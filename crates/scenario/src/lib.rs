@@ -3,7 +3,9 @@
 //! A scenario file describes how to drive a firmware's serial console: what to send, which
 //! output to expect, which host commands to run. [`parse`] turns the XML text into a
 //! [`Scenario`] or into a [`ParseError`] listing every problem it found, each with its line
-//! and column. The crate is pure: it does no I/O and never panics on any input.
+//! and column. The crate is pure: it does no I/O (it only reads the clock, to time regular
+//! expressions) and never panics on any input; its memory and time are bounded for any input
+//! (see [`parse`] and the `MAX_*` constants).
 //!
 //! The user reference of the format is `docs/scenarios.md` in the repository.
 //!
@@ -17,6 +19,7 @@
 
 mod parse;
 mod position;
+mod prescan;
 mod text;
 
 #[cfg(test)]
@@ -51,6 +54,22 @@ pub const DEFAULT_EXPECT_NOT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many diagnostics are reported for one file.
 pub const MAX_DIAGNOSTICS: usize = 100;
+/// Deepest element nesting [`parse`] accepts (the root is level 1; a scenario needs 3). Checked
+/// on the raw text before the XML parser runs, because that parser recurses once per level.
+pub const MAX_DEPTH: usize = 32;
+/// Most elements one scenario file may hold; checked on the raw text before parsing.
+pub const MAX_ELEMENTS: usize = 200_000;
+/// Most XML nodes (elements, text runs, comments, processing instructions) the XML parser builds.
+pub const MAX_XML_NODES: usize = 500_000;
+/// Most test cases one scenario may have.
+pub const MAX_TEST_CASES: usize = 10_000;
+/// Most compiled regex size, summed over a file's distinct patterns (each counted as 16 KiB,
+/// 128 KiB or 1 MiB, see [`testarena_core::validate::CheckedPattern::size`]).
+pub const MAX_PATTERNS_SIZE: usize = 256 << 20;
+/// Most time checking all of a file's distinct patterns may take (compiling and timing them).
+pub const MAX_PATTERNS_CHECK_TIME: Duration = Duration::from_secs(5);
+/// Longest time one search of a pattern may take on a worst-case 64 KiB console line.
+pub const PATTERN_TIME_LIMIT: Duration = testarena_core::validate::PATTERN_TIME_LIMIT;
 
 /// One parsed scenario file: global settings, setup, test cases and teardown.
 #[derive(Debug, Clone)]
@@ -286,11 +305,12 @@ pub fn format_seconds(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-/// Compiled size limit of one pattern (the regex crate's default, stated so the docs can say it):
-/// Unicode classes are large, `^\w{1,32}@\w{1,32}$` already needs over 1 MiB.
-pub const REGEX_SIZE_LIMIT: usize = 10 * (1 << 20);
+/// Compiled size limit of one pattern: Unicode classes are large, `\w{1,32}` alone is over it
+/// (`\w+` and `(?-u:\w){1,32}` are small). It also bounds the worst search time on any line.
+pub const REGEX_SIZE_LIMIT: usize = testarena_core::validate::PATTERN_SIZE_LIMIT;
 
-/// Compiles a pattern the way scenario patterns are compiled (with [`REGEX_SIZE_LIMIT`]).
+/// Compiles a pattern the way scenario patterns are compiled (with [`REGEX_SIZE_LIMIT`]),
+/// without the timing [`parse`] does on every pattern.
 pub fn compile_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
@@ -298,22 +318,28 @@ pub fn compile_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
 }
 
 /// Combines regex sources into one alternation `(?:a)|(?:b)`; a single pattern stays as is.
+pub(crate) fn combine_patterns(patterns: &[&str]) -> Result<regex::Regex, regex::Error> {
+    compile_regex(&combined_source(patterns))
+}
+
+/// The source of the alternation `(?:a)|(?:b)` of `patterns`; a single pattern stays as is.
 ///
 /// Inline flags like `(?i)` stay inside their group. A pattern in `(?x)` mode that ends in a
 /// `#` comment gets a newline before its closing parenthesis, so the comment ends there.
-pub(crate) fn combine_patterns(patterns: &[&str]) -> Result<regex::Regex, regex::Error> {
+pub(crate) fn combined_source(patterns: &[&str]) -> String {
     match patterns {
-        [single] => compile_regex(single),
-        many => {
-            let wrap = |p: &&str| {
+        [single] => single.to_string(),
+        many => many
+            .iter()
+            .map(|p| {
                 let plain = format!("(?:{p})");
                 if p.contains('#') && compile_regex(&plain).is_err() {
                     format!("(?:{p}\n)")
                 } else {
                     plain
                 }
-            };
-            compile_regex(&many.iter().map(wrap).collect::<Vec<_>>().join("|"))
-        }
+            })
+            .collect::<Vec<_>>()
+            .join("|"),
     }
 }

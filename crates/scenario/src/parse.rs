@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use regex::Regex;
 use roxmltree::{Document, Node, ParsingOptions};
+use testarena_core::validate::{check_pattern, PatternError};
 
 use crate::position::LineIndex;
 use crate::{
-    combine_patterns, compile_regex, format_seconds, Action, BootMode, Diagnostic, ParseError,
-    Scenario, Step, TestCase, DEFAULT_CASE_TIMEOUT, DEFAULT_EXPECT_NOT_TIMEOUT,
-    DEFAULT_EXPECT_TIMEOUT, DEFAULT_RUN_TIMEOUT, DEFAULT_SCENARIO_TIMEOUT, FORMAT_VERSION,
-    MAX_DIAGNOSTICS, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_SLEEP_MS, MAX_SOURCE_BYTES, MAX_TIMEOUT,
+    combined_source, format_seconds, Action, BootMode, Diagnostic, ParseError, Scenario, Step,
+    TestCase, DEFAULT_CASE_TIMEOUT, DEFAULT_EXPECT_NOT_TIMEOUT, DEFAULT_EXPECT_TIMEOUT,
+    DEFAULT_RUN_TIMEOUT, DEFAULT_SCENARIO_TIMEOUT, FORMAT_VERSION, MAX_DIAGNOSTICS, MAX_ID_CHARS,
+    MAX_NAME_CHARS, MAX_PATTERNS_CHECK_TIME, MAX_PATTERNS_SIZE, MAX_SLEEP_MS, MAX_SOURCE_BYTES,
+    MAX_TEST_CASES, MAX_TIMEOUT, MAX_XML_NODES,
 };
 
 const SCENARIO_ATTRIBUTES: &[&str] = &[
@@ -44,8 +46,20 @@ const CASE_CHILDREN: &[&str] = &[
 const QUOTE_CHARS: usize = 40;
 
 /// Parses and checks a scenario file; on failure returns every problem found.
+///
+/// Bounded for any input: the file size, nesting depth and element count are checked before
+/// the XML is parsed, the test case count before the cases are, and every regular expression
+/// is compiled and timed within [`crate::REGEX_SIZE_LIMIT`] and [`crate::PATTERN_TIME_LIMIT`],
+/// all of them together within [`MAX_PATTERNS_SIZE`] and [`MAX_PATTERNS_CHECK_TIME`].
 pub fn parse(source: &str) -> Result<Scenario, ParseError> {
-    let lines = LineIndex::new(source);
+    parse_within(
+        source,
+        PatternBudget::new(MAX_PATTERNS_SIZE, MAX_PATTERNS_CHECK_TIME),
+    )
+}
+
+/// [`parse`] with the given budget for the file's patterns (tests use small ones).
+pub(crate) fn parse_within(source: &str, patterns: PatternBudget) -> Result<Scenario, ParseError> {
     if source.len() > MAX_SOURCE_BYTES {
         return Err(ParseError {
             diagnostics: vec![Diagnostic {
@@ -58,9 +72,21 @@ pub fn parse(source: &str) -> Result<Scenario, ParseError> {
             }],
         });
     }
+    let lines = LineIndex::new(source);
+    // roxmltree recurses once per nesting level: refuse deep files before it sees them.
+    if let Err(v) = crate::prescan::check(source) {
+        let (line, column) = lines.position(v.offset);
+        return Err(ParseError {
+            diagnostics: vec![Diagnostic {
+                line,
+                column,
+                message: v.message,
+            }],
+        });
+    }
     let options = ParsingOptions {
         allow_dtd: false,
-        nodes_limit: u32::MAX,
+        nodes_limit: u32::try_from(MAX_XML_NODES).unwrap_or(u32::MAX),
     };
     let doc = match Document::parse_with_options(source, options) {
         Ok(doc) => doc,
@@ -75,6 +101,7 @@ pub fn parse(source: &str) -> Result<Scenario, ParseError> {
         lines,
         diagnostics: Vec::new(),
         truncated: false,
+        patterns,
     };
     let scenario = parser.scenario(doc.root_element());
     parser.finish(scenario)
@@ -92,6 +119,10 @@ fn xml_diagnostic(source: &str, lines: &LineIndex<'_>, e: &roxmltree::Error) -> 
     let text = text.replace(&format!(" at {}", e.pos()), "");
     let message = match e {
         E::DtdDetected => "a DOCTYPE (DTD) is not allowed in a scenario file".to_string(),
+        E::NodesLimitReached => format!(
+            "more than {MAX_XML_NODES} XML nodes (elements, text runs, comments, processing \
+             instructions); split the scenario into several files"
+        ),
         _ => format!("not well-formed XML: {text}"),
     };
     Diagnostic {
@@ -222,24 +253,82 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Shortens a regex error to its one-line cause.
-fn regex_error(e: &regex::Error) -> String {
-    let text = e.to_string();
-    if let Some(cause) = text
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("error: "))
-    {
-        return cause.to_string();
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 struct Parser<'s> {
     source: &'s str,
     lines: LineIndex<'s>,
     diagnostics: Vec<Diagnostic>,
     truncated: bool,
+    patterns: PatternBudget,
+}
+
+/// The file's patterns so far: each distinct one is compiled and timed once, and all of them
+/// together stay within a compiled size and a checking time.
+pub(crate) struct PatternBudget {
+    /// Outcome per distinct source (a clone of a `Regex` shares its compiled program).
+    seen: HashMap<String, Result<Regex, PatternError>>,
+    size: usize,
+    time: Duration,
+    max_size: usize,
+    max_time: Duration,
+    /// Set once a total is over; later patterns are then skipped without a message.
+    exhausted: bool,
+}
+
+/// Why a pattern is not usable.
+enum Refusal {
+    /// The pattern itself is bad.
+    Pattern(PatternError),
+    /// The file's patterns together are over a budget (the message), or were before.
+    Budget(Option<String>),
+}
+
+impl PatternBudget {
+    pub(crate) fn new(max_size: usize, max_time: Duration) -> Self {
+        PatternBudget {
+            seen: HashMap::new(),
+            size: 0,
+            time: Duration::ZERO,
+            max_size,
+            max_time,
+            exhausted: false,
+        }
+    }
+
+    fn check(&mut self, source: &str) -> Result<Regex, Refusal> {
+        if let Some(outcome) = self.seen.get(source) {
+            return outcome.clone().map_err(Refusal::Pattern);
+        }
+        if self.exhausted {
+            return Err(Refusal::Budget(None));
+        }
+        let start = std::time::Instant::now();
+        let outcome = check_pattern(source);
+        self.time += start.elapsed();
+        self.size += outcome.as_ref().map_or(0, |checked| checked.size);
+        let over = if self.size > self.max_size {
+            Some(format!(
+                "the regular expressions of this file together compile to over {} MiB (each \
+                 distinct one counts as 16 KiB, 128 KiB or 1 MiB); use fewer distinct patterns \
+                 or split the scenario",
+                self.max_size >> 20
+            ))
+        } else if self.time > self.max_time {
+            Some(format!(
+                "checking the regular expressions of this file took over {}; use fewer or \
+                 simpler distinct patterns or split the scenario",
+                format_seconds(self.max_time)
+            ))
+        } else {
+            None
+        };
+        if over.is_some() {
+            self.exhausted = true;
+            return Err(Refusal::Budget(over));
+        }
+        let outcome = outcome.map(|checked| checked.regex);
+        self.seen.insert(source.to_string(), outcome.clone());
+        outcome.map_err(Refusal::Pattern)
+    }
 }
 
 /// A parsed `<fail-pattern>` and the offset of its element.
@@ -451,17 +540,27 @@ impl<'s> Parser<'s> {
             );
             return None;
         }
-        match compile_regex(&text) {
+        if self.truncated {
+            // The file is refused already and no message would be shown: save the work.
+            return None;
+        }
+        match self.patterns.check(&text) {
             Ok(re) => Some(re),
-            Err(e) => {
-                self.error(
-                    node,
-                    format!(
-                        "bad regular expression {} in <{element}>: {}",
-                        quote(&text),
-                        regex_error(&e)
-                    ),
-                );
+            Err(refusal) => {
+                let message = match refusal {
+                    Refusal::Pattern(PatternError::Syntax(cause)) => {
+                        format!(
+                            "bad regular expression {} in <{element}>: {cause}",
+                            quote(&text)
+                        )
+                    }
+                    Refusal::Pattern(e) => {
+                        format!("regular expression {} in <{element}> {e}", quote(&text))
+                    }
+                    Refusal::Budget(None) => return None,
+                    Refusal::Budget(Some(message)) => message,
+                };
+                self.error(node, message);
                 None
             }
         }
@@ -484,18 +583,24 @@ impl<'s> Parser<'s> {
         if others.is_none() && patterns.len() == 1 {
             return Some(first.regex.clone());
         }
-        match combine_patterns(&sources) {
+        if self.truncated {
+            return None;
+        }
+        match self.patterns.check(&combined_source(&sources)) {
             Ok(re) => Some(re),
-            Err(e) => {
+            Err(refusal) => {
                 let what = if others.is_some() {
                     " with the scenario's"
                 } else {
                     ""
                 };
-                self.error_at(
-                    first.offset,
-                    format!("these <fail-pattern>s cannot be combined{what} into one regular expression: {}", regex_error(&e)),
-                );
+                let message = match refusal {
+                    Refusal::Pattern(PatternError::Syntax(cause)) => format!("these <fail-pattern>s cannot be combined{what} into one regular expression: {cause}"),
+                    Refusal::Pattern(e) => format!("these <fail-pattern>s combined{what} into one regular expression: it {e}"),
+                    Refusal::Budget(None) => return None,
+                    Refusal::Budget(Some(message)) => message,
+                };
+                self.error_at(first.offset, message);
                 None
             }
         }
@@ -512,6 +617,18 @@ impl<'s> Parser<'s> {
             self.error(
                 root,
                 format!("the root element must be <scenario>{hint}, not <{name}>"),
+            );
+            return None;
+        }
+        // Counted before any case is checked, so that a huge file costs no regex work.
+        let mut case_elements = root
+            .children()
+            .filter(|c| c.is_element() && Self::plain_name(*c) == Some("testcase"));
+        if let Some(over) = case_elements.nth(MAX_TEST_CASES) {
+            let total = MAX_TEST_CASES + 1 + case_elements.count();
+            self.error(
+                over,
+                format!("more than {MAX_TEST_CASES} test cases ({total}); split the scenario into several files"),
             );
             return None;
         }

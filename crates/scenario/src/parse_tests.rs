@@ -710,21 +710,245 @@ fn display_formats() {
     assert_eq!(s.cases[0].steps[1].action.to_string(), "<expect> \"ok\"");
 }
 
+/// Runs `f` in a thread with a 256 KiB stack (a tenth of a tokio worker's), so that any
+/// recursion over the nesting depth overflows it and aborts the test binary.
+fn in_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+/// A scenario whose only content is `levels` nested `<x>` elements, one start tag per line.
+fn nested(levels: usize) -> String {
+    format!(
+        "<scenario name='s'>\n{}{}</scenario>\n",
+        "<x>\n".repeat(levels),
+        "</x>".repeat(levels)
+    )
+}
+
 #[test]
-fn regex_size_is_limited_but_realistic_patterns_fit() {
-    let src = doc("<testcase id='a'><expect>x{1000}{1000}</expect></testcase>");
-    assert_one(&src, "<expect>", &["size limit"]);
-    let realistic = [
-        r"^\w{1,32}@\w{1,32}$",
-        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
-        r"[A-Fa-f0-9]{64}",
-        r"\S{1,100} \w{1,100}",
-        r"(?i)(error|fail(ed|ure)?|panic|abort|assert(ion)?)\b.{0,200}",
-        r"heap: \d+ bytes free, min \d+",
-    ];
-    for p in realistic {
-        assert!(crate::compile_regex(p).is_ok(), "{p}");
+fn deep_nesting_is_a_diagnostic_not_a_crash() {
+    for levels in [5_000, 100_000] {
+        let diagnostics = in_small_stack(move || errors(&nested(levels)));
+        assert_eq!(diagnostics.len(), 1, "{levels}: {diagnostics:?}");
+        // The root is level 1, so the 32nd <x> (on line 33) is the 33rd level.
+        let d = &diagnostics[0];
+        assert_eq!((d.line, d.column), (33, 1), "{levels}: {d}");
+        assert_eq!(
+            d.message,
+            "elements nested deeper than 32 levels (a scenario needs 3)"
+        );
     }
+}
+
+#[test]
+fn nesting_up_to_the_limit_parses_in_a_small_stack() {
+    // 32 levels reach roxmltree, which recurses on them: that must fit a small stack.
+    let diagnostics = in_small_stack(|| errors(&nested(crate::MAX_DEPTH - 1)));
+    let messages: Vec<&str> = diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[1].starts_with("unknown element <x>"),
+        "{messages:?}"
+    );
+}
+
+/// `n` test cases, each sending one line.
+fn cases(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("<testcase id='t{i}'><send>x</send></testcase>\n"))
+        .collect()
+}
+
+#[test]
+fn more_than_10000_test_cases_are_refused() {
+    assert_eq!(parse(&doc(&cases(10_000))).unwrap().cases.len(), 10_000);
+    let src = doc(&cases(10_001));
+    assert_one(
+        &src,
+        "<testcase id='t10001'>",
+        &["more than 10000 test cases (10001); split the scenario"],
+    );
+}
+
+#[test]
+fn more_than_200000_elements_are_refused_before_parsing() {
+    let steps = |n: usize| format!("<testcase id='a'>{}</testcase>", "<reboot/>".repeat(n));
+    // The scenario and the test case are two elements.
+    assert!(parse(&doc(&steps(200_000 - 2))).is_ok());
+    let src = doc(&steps(200_000 - 1));
+    let d = errors(&src);
+    assert_eq!(d.len(), 1, "{d:?}");
+    let last = src.rfind("<reboot/>").unwrap();
+    assert_eq!(
+        (d[0].line, d[0].column),
+        (2, (last - src.find('\n').unwrap()) as u32)
+    );
+    assert!(
+        d[0].message.contains("more than 200000 elements"),
+        "{}",
+        d[0].message
+    );
+}
+
+#[test]
+fn more_than_500000_xml_nodes_are_refused() {
+    // Processing instructions are nodes but not elements: only the node limit stops them.
+    let src = doc(&format!(
+        "<testcase id='a'>{}</testcase>",
+        "<?p?>".repeat(500_000)
+    ));
+    let d = errors(&src);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].message.contains("more than 500000 XML nodes"),
+        "{}",
+        d[0].message
+    );
+}
+
+/// The pattern `p` in each element that takes a regex, with the text marking where.
+fn in_each_pattern_element(p: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (
+            doc(&format!("<testcase id='a'><expect>{p}</expect></testcase>")),
+            "<expect>",
+        ),
+        (
+            doc(&format!(
+                "<testcase id='a'><expect-not>{p}</expect-not></testcase>"
+            )),
+            "<expect-not>",
+        ),
+        (
+            doc(&format!(
+                "<fail-pattern>{p}</fail-pattern><testcase id='a'/>"
+            )),
+            "<fail-pattern>",
+        ),
+        (
+            doc(&format!(
+                "<testcase id='a'><fail-pattern>{p}</fail-pattern></testcase>"
+            )),
+            "<fail-pattern>",
+        ),
+    ]
+}
+
+#[test]
+fn huge_regexes_are_refused_as_too_large() {
+    // Both take 14-18 s on a 60 KB line; compiled, each needs about 10 MiB.
+    for p in [r".{0,10000}Z", r"(?:.{0,100}){100}Q", r"x{1000}{1000}"] {
+        for (src, at) in in_each_pattern_element(p) {
+            assert_one(
+                &src,
+                at,
+                &[
+                    &format!("regular expression `{p}` in {at} is too large"),
+                    "size limit of 1 MiB",
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn slow_regexes_are_refused_with_their_time() {
+    // Both fit in 1 MiB; in a release build they take about 200 and 900 ms on a 64 KiB line.
+    for p in [r"a.{600}Z", r"(?:.{0,30}){30}Q"] {
+        for (src, at) in in_each_pattern_element(p) {
+            assert_one(
+                &src,
+                at,
+                &[
+                    &format!("regular expression `{p}` in {at} takes "),
+                    " ms on a 64 KiB line; the limit is 50 ms",
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn ordinary_regexes_pass_quickly() {
+    let ordinary = [
+        r"^ready>",
+        r"Guru Meditation|abort\(\)",
+        r"value=\d+",
+        r"(?i)error",
+        r"^\w+@\w+$",
+        r"(?-u:\w){1,32}@(?-u:\w){1,32}",
+        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+        r"(?i)(error|fail(ed|ure)?|panic|abort|assert(ion)?)\b.{0,200}",
+    ];
+    for p in ordinary {
+        for (src, _) in in_each_pattern_element(p) {
+            let start = std::time::Instant::now();
+            parse(&src).unwrap_or_else(|e| panic!("{p}: {e}"));
+            // Well under a millisecond in a release build; generous for debug and a busy machine.
+            assert!(start.elapsed() < Duration::from_secs(1), "{p}");
+        }
+    }
+}
+
+#[test]
+fn combined_fail_patterns_are_checked_too() {
+    // Each fits in 1 MiB and is fast; their alternation is over 1 MiB.
+    let src = doc(r"<fail-pattern>ERROR \w{1,16}</fail-pattern>
+<fail-pattern>PANIC \w{1,16}</fail-pattern><testcase id='a'/>");
+    assert_one(
+        &src,
+        "<fail-pattern>",
+        &[
+            "<fail-pattern>s combined into one regular expression",
+            "too large",
+        ],
+    );
+    // The scenario's and the case's are combined by the runner: checked at parse time.
+    let src = doc(r"<fail-pattern>ERROR \w{1,16}</fail-pattern>
+<testcase id='a'><fail-pattern>PANIC \w{1,16}</fail-pattern></testcase>");
+    assert_one(
+        &src,
+        "<fail-pattern>PANIC",
+        &["combined with the scenario's", "too large"],
+    );
+}
+
+#[test]
+fn regex_totals_of_a_file_are_bounded() {
+    use super::{parse_within, PatternBudget};
+    let expects = |n: usize, distinct: bool| {
+        let body: String = (0..n)
+            .map(|i| format!("<expect>^ok {}$</expect>", if distinct { i } else { 0 }))
+            .collect();
+        doc(&format!("<testcase id='a'>{body}</testcase>"))
+    };
+    let budget = || PatternBudget::new(1 << 20, Duration::from_secs(60));
+    // A literal pattern counts as 16 KiB: the 65th distinct one is over 1 MiB.
+    let src = expects(70, true);
+    let d = parse_within(&src, budget()).unwrap_err().diagnostics;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_diag(
+        &src,
+        &d[0],
+        "<expect>^ok 64$",
+        &["together compile to over 1 MiB"],
+    );
+    // A pattern used again is compiled and counted once.
+    assert!(parse_within(&expects(500, false), budget()).is_ok());
+    // The checking time is bounded too.
+    let src = expects(3, true);
+    let d = parse_within(&src, PatternBudget::new(1 << 20, Duration::ZERO))
+        .unwrap_err()
+        .diagnostics;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_diag(&src, &d[0], "<expect>", &["took over 0s"]);
+    // The real budget holds a large but honest file.
+    assert!(parse(&expects(2_000, true)).is_ok());
 }
 
 #[test]

@@ -49,7 +49,7 @@ pub async fn poll_changes(
             rev = now;
             continue;
         }
-        match store.changes_since(rev).await {
+        match store.changes_since(rev, crate::handlers::DETAIL_CAPS).await {
             Ok((changed, deleted)) => {
                 let events = changed
                     .iter()

@@ -1,7 +1,8 @@
 //! `POST /api/v1/hooks/gitea`: a Gitea push webhook. The `X-Gitea-Signature` header must be the
 //! hex HMAC-SHA256 of the raw body under the configured secret (checked in constant time); a
 //! push to a branch a configured rule matches becomes a queue of the repository's default
-//! scenarios at the pushed commit.
+//! scenarios at the pushed commit. A delivery replayed (same `X-Gitea-Delivery`) makes no
+//! second queue: it is answered `200 OK` with the queue the first one made.
 
 use crate::error::{error_response, ApiError};
 use crate::AppState;
@@ -55,18 +56,23 @@ fn ignored(reason: String) -> Response {
 /// The webhook handler.
 #[utoipa::path(post, path = "/api/v1/hooks/gitea", tag = "integrations",
     params(("X-Gitea-Signature" = String, Header, description = "Hex HMAC-SHA256 of the body under the configured secret"),
-           ("X-Gitea-Event" = Option<String>, Header, description = "Only `push` is acted on")),
+           ("X-Gitea-Event" = Option<String>, Header, description = "Only `push` is acted on"),
+           ("X-Gitea-Delivery" = Option<String>, Header, description = "Delivery id: a replay of the same delivery makes no second queue")),
     request_body(content = Object, description = "Gitea push event payload", content_type = "application/json"),
     responses((status = 201, description = "A rule matched: the queue", body = Queue),
+              (status = 200, description = "A replayed delivery: the queue the first one made", body = Queue),
               (status = 202, description = "Ignored, with the reason", body = Object),
-              (status = 400, description = "Bad payload", body = ErrorBody),
+              (status = 400, description = "Bad payload or delivery id", body = ErrorBody),
               (status = 401, description = "Missing or wrong signature", body = ErrorBody),
               (status = 404, description = "Webhook not configured", body = ErrorBody),
-              (status = 422, description = "Clone URL refused", body = ErrorBody)))]
+              (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+              (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+              (status = 422, description = "Clone URL refused", body = ErrorBody),
+              (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn hook(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Some(gitea) = s.config.gitea.as_ref() else {
         return Ok(error_response(
@@ -86,6 +92,7 @@ pub(crate) async fn hook(
         .get("x-gitea-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let body = body?;
     if signature.is_empty() || !signature_valid(secret, &body, signature) {
         return Ok(error_response(
             StatusCode::UNAUTHORIZED,
@@ -93,6 +100,7 @@ pub(crate) async fn hook(
             "missing or wrong X-Gitea-Signature".into(),
         ));
     }
+    let delivery = delivery_id(&headers)?;
     let event = headers
         .get("x-gitea-event")
         .and_then(|v| v.to_str().ok())
@@ -125,6 +133,7 @@ pub(crate) async fn hook(
             .unwrap_or(&push.repository.clone_url),
         &s.config.allowed_roots,
     )?;
+    crate::handlers::check_host(&s, &repo)?;
     if push.after.len() != 40 || !push.after.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ValidationError::new("after", "must be a 40-character commit SHA").into());
     }
@@ -141,7 +150,49 @@ pub(crate) async fn hook(
             context: rule.context(),
         }),
     };
-    crate::handlers::queue_created(&s, &queue).await
+    let Some(delivery) = delivery else {
+        return crate::handlers::queue_created(&s, &queue).await;
+    };
+    let (detail, created) = s
+        .store
+        .create_queue_once(&queue, &delivery, crate::handlers::DETAIL_CAPS)
+        .await?;
+    if !created {
+        tracing::info!(queue = detail.queue.id, %delivery, "replayed Gitea delivery; no new queue");
+        return Ok(crate::handlers::queue_answer(
+            StatusCode::OK,
+            detail.to_api(),
+        ));
+    }
+    s.new_work.notify_waiters();
+    s.poke.notify_one();
+    Ok(crate::handlers::queue_answer(
+        StatusCode::CREATED,
+        detail.to_api(),
+    ))
+}
+
+/// Longest `X-Gitea-Delivery` accepted (Gitea sends a 36-character UUID).
+const MAX_DELIVERY: usize = 128;
+
+/// The `X-Gitea-Delivery` header, if any: printable ASCII, at most [`MAX_DELIVERY`] bytes.
+fn delivery_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("x-gitea-delivery") else {
+        return Ok(None);
+    };
+    let value = raw.as_bytes().trim_ascii();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_DELIVERY || !value.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_input",
+            message: format!(
+                "X-Gitea-Delivery: must be at most {MAX_DELIVERY} printable ASCII characters"
+            ),
+        });
+    }
+    Ok(Some(String::from_utf8_lossy(value).into_owned()))
 }
 
 #[cfg(test)]

@@ -9,12 +9,28 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use testarena_core::api::ErrorBody;
-use testarena_core::api::{Health, Queue, QueueList, Rerun, Worker, WorkerList};
+use testarena_core::api::{CaseList, Health, Queue, QueueList, Rerun, Worker, WorkerList};
 use testarena_core::validate::ValidQueue;
 use testarena_core::CaseStatus;
 use testarena_core::ValidationError;
 use testarena_core::{parse_id, NewQueue, QueueStatus};
-use testarena_store::rfc3339;
+use testarena_store::{rfc3339, CaseCaps, StoreError};
+
+/// Cases a queue's detail (and its live events) lists: the first 500 of each task, 2000 in
+/// all; the rest are paged through `GET /api/v1/queues/{id}/tasks/{task}/cases`.
+pub(crate) const DETAIL_CAPS: CaseCaps = CaseCaps {
+    per_task: 500,
+    per_queue: 2000,
+};
+/// Cases each queue of a list shows: the first 50 of each task, 100 in all.
+pub(crate) const LIST_CAPS: CaseCaps = CaseCaps {
+    per_task: 50,
+    per_queue: 100,
+};
+/// Largest page of `GET /api/v1/queues/{id}/tasks/{task}/cases`.
+const MAX_CASE_PAGE: u32 = 1000;
+/// Page size of `GET /api/v1/queues/{id}/tasks/{task}/cases` when none is asked for.
+const DEFAULT_CASE_PAGE: u32 = 500;
 
 pub(crate) fn id_from_path(raw: &str) -> Result<i64, ApiError> {
     parse_id(raw).ok_or_else(|| {
@@ -45,15 +61,18 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
 #[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = NewQueue,
     responses((status = 201, description = "Queue created; Location header names it", body = Queue),
               (status = 400, description = "Malformed JSON", body = ErrorBody),
+              (status = 408, description = "The body did not arrive in time", body = ErrorBody),
               (status = 413, description = "Body over 256 KiB", body = ErrorBody),
               (status = 415, description = "Not application/json", body = ErrorBody),
-              (status = 422, description = "A field is missing, wrong or refused; the message names it", body = ErrorBody)))]
+              (status = 422, description = "A field is missing, wrong or refused; the message names it", body = ErrorBody),
+              (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<AppState>,
     body: Result<Json<NewQueue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(new) = body?;
     let valid = new.validate(&s.config.allowed_roots)?;
+    check_host(&s, &valid.repo)?;
     check_real_location(&valid.repo, &s.config.allowed_roots)?;
     queue_created(&s, &valid).await
 }
@@ -69,7 +88,7 @@ pub(crate) struct ListParams {
     params(("status" = Option<QueueStatus>, Query, description = "Only queues of this status"),
            ("limit" = Option<u32>, Query, description = "Page size, 1..=500, default 50"),
            ("before" = Option<i64>, Query, description = "Cursor: only queues with a smaller id (the `next` of the previous page)")),
-    responses((status = 200, description = "Newest first", body = QueueList),
+    responses((status = 200, description = "Newest first; each queue lists at most 50 cases per task and 100 in all", body = QueueList),
               (status = 400, description = "Bad query parameter", body = ErrorBody)))]
 pub(crate) async fn list_queues(
     State(s): State<AppState>,
@@ -104,7 +123,10 @@ pub(crate) async fn list_queues(
         ),
         None => None,
     };
-    let (page, next) = s.store.list_queues(status, limit, before).await?;
+    let (page, next) = s
+        .store
+        .list_queues(status, limit, before, LIST_CAPS)
+        .await?;
     Ok(Json(QueueList {
         queues: page.iter().map(|q| q.to_api()).collect(),
         next,
@@ -112,13 +134,76 @@ pub(crate) async fn list_queues(
 }
 
 #[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
-    responses((status = 200, description = "The queue", body = Queue), (status = 404, description = "No such queue", body = ErrorBody)))]
+    responses((status = 200, description = "The queue; each task lists at most 500 cases (2000 in all), `cases_next` pages on", body = Queue), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<Queue>, ApiError> {
     let id = id_from_path(&raw)?;
-    Ok(Json(s.store.queue(id).await?.to_api()))
+    Ok(Json(s.store.queue_capped(id, DETAIL_CAPS).await?.to_api()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CasePageParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/queues/{id}/tasks/{task}/cases?after=N&limit=M`: a page of a task's cases.
+#[utoipa::path(get, path = "/api/v1/queues/{id}/tasks/{task}/cases", tag = "queues",
+    params(("id" = i64, Path, description = "Queue id"), ("task" = i64, Path, description = "Task id"),
+           ("after" = Option<i64>, Query, description = "Cursor: only cases after this position (the `next` of the previous page)"),
+           ("limit" = Option<u32>, Query, description = "Page size, 1..=1000, default 500")),
+    responses((status = 200, description = "Cases in file order", body = CaseList),
+              (status = 400, description = "Bad query parameter", body = ErrorBody),
+              (status = 404, description = "No such queue or task", body = ErrorBody)))]
+pub(crate) async fn task_cases(
+    State(s): State<AppState>,
+    Path((raw, raw_task)): Path<(String, String)>,
+    params: Result<Query<CasePageParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<CaseList>, ApiError> {
+    let id = id_from_path(&raw)?;
+    let no_task = || ApiError::NotFound(format!("queue {id} has no task '{raw_task}'"));
+    let task = parse_id(&raw_task).ok_or_else(no_task)?;
+    let Query(p) = params?;
+    let bad = |message: String| ApiError::BadRequest {
+        code: "bad_query",
+        message,
+    };
+    let after = match p.after.as_deref().filter(|s| !s.is_empty()) {
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n),
+            _ => return Err(bad(format!("after: must be a case position, got '{raw}'"))),
+        },
+        None => None,
+    };
+    let limit = match p.limit.as_deref().filter(|s| !s.is_empty()) {
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if (1..=MAX_CASE_PAGE).contains(&n) => n,
+            _ => {
+                return Err(bad(format!(
+                    "limit: must be a number from 1 to {MAX_CASE_PAGE}, got '{raw}'"
+                )))
+            }
+        },
+        None => DEFAULT_CASE_PAGE,
+    };
+    s.store.queue_row(id).await?;
+    let (mut cases, total) = match s.store.task_cases(id, task, after, limit + 1).await {
+        Err(StoreError::NotFound(_)) => return Err(no_task()),
+        other => other?,
+    };
+    let next = if cases.len() > limit as usize {
+        cases.truncate(limit as usize);
+        cases.last().map(|c| c.position)
+    } else {
+        None
+    };
+    Ok(Json(CaseList {
+        cases: cases.iter().map(|c| c.to_api(id)).collect(),
+        total,
+        next,
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/queues/{id}/abort", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
@@ -129,7 +214,7 @@ pub(crate) async fn abort_queue(
     Path(raw): Path<String>,
 ) -> Result<Json<Queue>, ApiError> {
     let id = id_from_path(&raw)?;
-    let q = s.store.abort_queue(id).await?.to_api();
+    let q = s.store.abort_queue(id, DETAIL_CAPS).await?.to_api();
     s.poke.notify_one();
     Ok(Json(q))
 }
@@ -175,13 +260,17 @@ pub(crate) async fn method_not_allowed() -> Response {
 #[utoipa::path(post, path = "/api/v1/queues/{id}/rerun", tag = "queues", params(("id" = i64, Path, description = "Queue id")), request_body(content = Option<Rerun>, description = "Optional; default only_failed = false"),
     responses((status = 201, description = "The new queue", body = Queue), (status = 404, description = "No such queue", body = ErrorBody),
               (status = 400, description = "Bad body", body = ErrorBody),
-              (status = 409, description = "only_failed, but nothing failed", body = ErrorBody)))]
+              (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+              (status = 409, description = "only_failed, but nothing failed", body = ErrorBody),
+              (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+              (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn rerun_queue(
     State(s): State<AppState>,
     Path(raw): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = id_from_path(&raw)?;
+    let body = body?;
     // The body is optional: no body means {"only_failed": false}.
     let opts: Rerun = if body.iter().all(u8::is_ascii_whitespace) {
         Rerun::default()
@@ -277,10 +366,21 @@ pub(crate) async fn queue_created(s: &AppState, queue: &ValidQueue) -> Result<Re
     let created = s.store.create_queue(queue).await?.to_api();
     s.new_work.notify_waiters();
     s.poke.notify_one();
-    let location = format!("/api/v1/queues/{}", created.id);
-    let mut resp = (CREATED, Json(created)).into_response();
+    Ok(queue_answer(CREATED, created))
+}
+
+/// A queue as the answer, with its `Location`.
+pub(crate) fn queue_answer(status: StatusCode, queue: Queue) -> Response {
+    let location = format!("/api/v1/queues/{}", queue.id);
+    let mut resp = (status, Json(queue)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(resp)
+    resp
+}
+
+/// Refuses a repository on a host outside `allowed_hosts` (the worker checks again).
+pub(crate) fn check_host(s: &AppState, repo: &str) -> Result<(), ValidationError> {
+    testarena_core::repo_url::check_repo_host(repo, &s.config.allowed_hosts)
+        .map_err(|m| ValidationError::new("repo", m))
 }

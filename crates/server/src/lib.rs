@@ -2,6 +2,7 @@
 //! child process; the worker does that.
 
 mod assets;
+pub mod conn;
 mod error;
 mod events;
 mod files;
@@ -10,6 +11,7 @@ mod handlers;
 pub mod metrics;
 pub mod openapi;
 
+pub use conn::Limits;
 pub use error::ApiError;
 pub use events::QueueEvent;
 
@@ -35,8 +37,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Roots local repositories may live under.
     pub allowed_roots: Vec<PathBuf>,
+    /// Hosts remote repositories may live on (patterns such as `*.corp.example`); empty: any.
+    pub allowed_hosts: Vec<String>,
     /// Gitea webhook settings, if configured.
     pub gitea: Option<testarena_core::gitea::GiteaConfig>,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
 }
 
 /// Shared state of every handler.
@@ -88,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/queues/{id}/abort", post(handlers::abort_queue))
         .route("/queues/{id}/rerun", post(handlers::rerun_queue))
+        .route("/queues/{id}/tasks/{task}/cases", get(handlers::task_cases))
         .route("/queues/{id}/log", get(files::queue_log))
         .route("/queues/{id}/log/stream", get(files::queue_log_stream))
         .route("/queues/{id}/cases/{case}/log", get(files::case_log_text))
@@ -117,8 +124,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Every error answer of the layers below, whoever made it, in the API's JSON shape.
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::from_fn(error::limit_uri))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The answer to a request whose handler panicked.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    error::error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the server log".into(),
+    )
 }
 
 /// Binds `listen` and serves until `shutdown` completes; in-flight requests finish first.
@@ -145,17 +165,24 @@ pub async fn serve_on(
         state.metrics.clone(),
     ));
     let streams = state.shutdown.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Graceful shutdown waits for every open connection: end the live streams first.
-        streams.cancel();
-    };
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = state.config.limits.clone();
+    let metrics = state.metrics.clone();
+    // Graceful shutdown waits for every open connection: end the live streams first.
+    let result = conn::serve(
+        listener,
+        router(state),
+        limits,
+        metrics,
+        shutdown,
+        move || streams.cancel(),
+    )
+    .await;
     poller.abort();
     result
 }
 
 /// Status code for use in tests and handlers.
 pub(crate) const CREATED: StatusCode = StatusCode::CREATED;
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,11 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: String,
     route: String,
@@ -42,6 +47,8 @@ pub struct Metrics {
     run_seconds: Histogram,
     cases: Family<StatusLabel, Counter>,
     http: Family<HttpLabels, Histogram>,
+    connections: Gauge,
+    connections_closed: Family<ReasonLabel, Counter>,
     seen: Mutex<Seen>,
 }
 
@@ -50,7 +57,8 @@ pub struct Metrics {
 struct Seen {
     started: HashSet<i64>,
     finished: HashSet<i64>,
-    cases: HashMap<(i64, i64, String), CaseStatus>,
+    /// Each queue's case counts when last seen: the next change counts the difference.
+    summaries: HashMap<i64, testarena_core::api::Summary>,
 }
 
 impl Default for Metrics {
@@ -107,6 +115,18 @@ impl Metrics {
             "HTTP request durations by route",
             http.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "testarena_http_connections",
+            "HTTP connections open now",
+            connections.clone(),
+        );
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "testarena_http_connections_closed",
+            "HTTP connections the server closed on its own, by reason (evicted, header_timeout, idle_timeout, write_stalled)",
+            connections_closed.clone(),
+        );
         Metrics {
             registry,
             queues,
@@ -116,8 +136,24 @@ impl Metrics {
             run_seconds,
             cases,
             http,
+            connections,
+            connections_closed,
             seen: Mutex::default(),
         }
+    }
+
+    /// Counts a connection opened (`+1`) or ended (`-1`).
+    pub(crate) fn connection(&self, delta: i64) {
+        self.connections.inc_by(delta);
+    }
+
+    /// Counts a connection the server closed on its own.
+    pub(crate) fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Counts what a queue change shows: a claim (wait time), a verdict (run time), case results.
@@ -144,24 +180,27 @@ impl Metrics {
                 }
             }
         }
-        for t in &q.tasks {
-            for c in &t.cases {
-                if c.status.is_finished()
-                    && seen
-                        .cases
-                        .insert((q.id, t.id, c.id.clone()), c.status)
-                        .is_none()
-                {
-                    self.cases
-                        .get_or_create(&StatusLabel {
-                            status: c.status.to_string(),
-                        })
-                        .inc();
-                }
+        // From the counts, not the cases: a big queue's event lists only its first cases.
+        let before = seen
+            .summaries
+            .insert(q.id, q.summary.clone())
+            .unwrap_or_default();
+        for (status, now, was) in [
+            (CaseStatus::Passed, q.summary.passed, before.passed),
+            (CaseStatus::Failed, q.summary.failed, before.failed),
+            (CaseStatus::Error, q.summary.error, before.error),
+            (CaseStatus::Skipped, q.summary.skipped, before.skipped),
+        ] {
+            if now > was {
+                self.cases
+                    .get_or_create(&StatusLabel {
+                        status: status.to_string(),
+                    })
+                    .inc_by(now - was);
             }
         }
         // Bounded memory: forget old entries now and then (a re-count after that is harmless).
-        if seen.cases.len() > 200_000 || seen.started.len() > 100_000 {
+        if seen.summaries.len() > 100_000 || seen.started.len() > 100_000 {
             *seen = Seen::default();
         }
     }
@@ -223,4 +262,58 @@ pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Respo
         .get_or_create(&labels)
         .observe(start.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testarena_core::api::{Queue, Summary};
+
+    fn queue(id: i64, passed: u64, failed: u64) -> QueueEvent {
+        QueueEvent::Changed(Box::new(Queue {
+            id,
+            name: "q".into(),
+            repo: "r".into(),
+            branch: "b".into(),
+            commit: None,
+            status: QueueStatus::Running,
+            phase: None,
+            priority: 5,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: Some("2026-01-01T00:00:01.000Z".into()),
+            finished_at: None,
+            error: None,
+            scenarios: None,
+            abort_requested: false,
+            worker: None,
+            attempts: 1,
+            summary: Summary {
+                total: 100_000,
+                passed,
+                failed,
+                error: 0,
+                skipped: 0,
+            },
+            // A big queue's event lists only its first cases: the counts come from the summary.
+            tasks: vec![],
+        }))
+    }
+
+    #[test]
+    fn case_results_count_every_case_of_a_big_queue() {
+        let m = Metrics::new();
+        m.observe(&queue(1, 600, 1));
+        m.observe(&queue(1, 900, 1));
+        m.observe(&queue(2, 5, 0));
+        let mut text = String::new();
+        encode(&mut text, &m.registry).unwrap();
+        assert!(
+            text.contains("testarena_case_results_total{status=\"passed\"} 905"),
+            "{text}"
+        );
+        assert!(
+            text.contains("testarena_case_results_total{status=\"failed\"} 1"),
+            "{text}"
+        );
+    }
 }

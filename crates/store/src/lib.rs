@@ -6,9 +6,10 @@
 mod rows;
 mod sqlite;
 
-pub use rows::{CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
+pub use rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use testarena_core::validate::ValidQueue;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -16,7 +17,16 @@ use testarena_core::{CaseStatus, Phase, QueueStatus};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// SQLite said "database is locked" / "busy" even after waiting and retrying: transient.
+    #[error("database is busy: {0}")]
+    Busy(String),
+    /// No database connection became free in time (every one is in use): transient.
+    #[error("database is overloaded: {0}")]
+    Overloaded(String),
+    /// The disk (or the database's size limit) is full: writes fail until space is freed.
+    #[error("no space left on device: {0}")]
+    DiskFull(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL '{0}' (expected sqlite://PATH)")]
@@ -29,6 +39,97 @@ pub enum StoreError {
     ClaimLost(i64),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts out the errors a caller can do something about: busy, overloaded, disk full.
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut => {
+                return StoreError::Overloaded("timed out waiting for a free connection".into())
+            }
+            sqlx::Error::Database(db) => {
+                // SQLite's extended result code; the primary code is its low byte.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(-1);
+                match code & 0xff {
+                    SQLITE_BUSY | SQLITE_LOCKED => return StoreError::Busy(db.message().into()),
+                    SQLITE_FULL => return StoreError::DiskFull(db.message().into()),
+                    _ => {}
+                }
+            }
+            sqlx::Error::Io(io) if is_enospc(io) => return StoreError::DiskFull(io.to_string()),
+            _ => {}
+        }
+        StoreError::Database(e)
+    }
+}
+
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_FULL: i32 = 13;
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub fn is_enospc(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+impl StoreError {
+    /// Whether the error is transient (busy, overloaded, disk full): worth retrying later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Busy(_) | StoreError::Overloaded(_) | StoreError::DiskFull(_)
+        )
+    }
+}
+
+/// How the database is opened; [`StoreOptions::default`] is what the program uses.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long SQLite waits for another writer's lock before answering "busy".
+    pub busy_timeout: Duration,
+    /// How long a caller waits for a free pooled connection.
+    pub acquire_timeout: Duration,
+    /// Pooled connections at most.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(2),
+            acquire_timeout: Duration::from_secs(10),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Pauses (ms) between the tries of an operation SQLite refused as busy: after the busy
+/// timeout ran out, or at once for a transaction whose snapshot went stale.
+const BUSY_BACKOFF_MS: [u64; 4] = [25, 75, 200, 500];
+
+/// Runs `op`, and again after a short pause while it fails with [`StoreError::Busy`]. Every
+/// operation given here is one statement or one transaction, so a busy failure changed nothing.
+async fn retry_busy<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut pauses = BUSY_BACKOFF_MS.iter();
+    loop {
+        match op().await {
+            Err(StoreError::Busy(message)) => match pauses.next() {
+                Some(ms) => {
+                    // A little jitter, so writers that collided do not collide again.
+                    let jitter = now_ms().rem_euclid(1 + *ms as i64 / 2) as u64;
+                    tracing::debug!(%message, pause_ms = ms + jitter, "database busy; trying again");
+                    tokio::time::sleep(Duration::from_millis(ms + jitter)).await;
+                }
+                None => return Err(StoreError::Busy(message)),
+            },
+            other => return other,
+        }
+    }
 }
 
 /// Result of store operations.
@@ -69,8 +170,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `url` and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Store> {
+        Store::open_with(url, &StoreOptions::default()).await
+    }
+
+    /// As [`Store::open`], with explicit options.
+    pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Store> {
         if url.starts_with("sqlite:") {
-            let backend = sqlite::Sqlite::open(url).await?;
+            let backend = sqlite::Sqlite::open(url, options, &[]).await?;
             return Ok(Store { backend });
         }
         Err(StoreError::UnsupportedUrl(url.to_string()))
@@ -88,27 +194,81 @@ impl Store {
 
     /// Stores a new waiting queue (and its tasks when scenarios are named); returns it.
     pub async fn create_queue(&self, q: &ValidQueue) -> Result<QueueDetail> {
-        let id = self.backend.create_queue(q, now_ms()).await?;
+        let now = now_ms();
+        let id = retry_busy(|| self.backend.create_queue(q, None, now)).await?;
         self.queue(id).await
     }
 
-    /// One queue with its tasks and cases.
+    /// Stores a new queue for a webhook delivery, unless that delivery already made one: then
+    /// that queue is returned. The flag says whether the queue is new.
+    pub async fn create_queue_once(
+        &self,
+        q: &ValidQueue,
+        delivery: &str,
+        caps: CaseCaps,
+    ) -> Result<(QueueDetail, bool)> {
+        let now = now_ms();
+        let (id, created) = retry_busy(|| self.backend.create_queue_once(q, delivery, now)).await?;
+        Ok((self.queue_capped(id, caps).await?, created))
+    }
+
+    /// One queue with its tasks and all their cases.
     pub async fn queue(&self, id: i64) -> Result<QueueDetail> {
-        self.backend
-            .queue(id)
+        retry_busy(|| self.backend.queue(id, None))
             .await?
             .ok_or(StoreError::NotFound(id))
     }
 
-    /// Newest-first page of queues, optionally of one status, with ids below `before`.
-    /// Returns the page and the cursor of the next one.
+    /// One queue with its tasks and at most `caps` of their cases (and every task's counts).
+    pub async fn queue_capped(&self, id: i64, caps: CaseCaps) -> Result<QueueDetail> {
+        retry_busy(|| self.backend.queue(id, Some(caps)))
+            .await?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    /// One queue's row alone (no tasks or cases): cheap.
+    pub async fn queue_row(&self, id: i64) -> Result<QueueRow> {
+        retry_busy(|| self.backend.queue_row(id))
+            .await?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    /// A page of one task's cases: those after position `after`, at most `limit`. Returns the
+    /// cases and the task's total; `NotFound` if the queue has no such task.
+    pub async fn task_cases(
+        &self,
+        queue_id: i64,
+        task_id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<(Vec<CaseRow>, u64)> {
+        retry_busy(|| self.backend.task_cases(queue_id, task_id, after, limit))
+            .await?
+            .ok_or(StoreError::NotFound(queue_id))
+    }
+
+    /// The task (position, scenario) of a queue that has a case `key`, the first one unless
+    /// `task` names one.
+    pub async fn case_task(
+        &self,
+        queue_id: i64,
+        key: &str,
+        task: Option<i64>,
+    ) -> Result<Option<(i64, String)>> {
+        retry_busy(|| self.backend.case_task(queue_id, key, task)).await
+    }
+
+    /// Newest-first page of queues, optionally of one status, with ids below `before`, each
+    /// with at most `caps` cases. Returns the page and the cursor of the next one.
     pub async fn list_queues(
         &self,
         status: Option<QueueStatus>,
         limit: u32,
         before: Option<i64>,
+        caps: CaseCaps,
     ) -> Result<(Vec<QueueDetail>, Option<i64>)> {
-        let mut rows = self.backend.list_queues(status, limit + 1, before).await?;
+        let mut rows =
+            retry_busy(|| self.backend.list_queues(status, limit + 1, before, caps)).await?;
         let next = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|q| q.queue.id)
@@ -118,33 +278,35 @@ impl Store {
         Ok((rows, next))
     }
 
-    /// Aborts a queue: a waiting one at once, a running one by asking its worker.
-    pub async fn abort_queue(&self, id: i64) -> Result<QueueDetail> {
-        let current = self.queue(id).await?;
-        match current.queue.status {
+    /// Aborts a queue: a waiting one at once, a running one by asking its worker. Returns it
+    /// with at most `caps` cases.
+    pub async fn abort_queue(&self, id: i64, caps: CaseCaps) -> Result<QueueDetail> {
+        let current = self.queue_row(id).await?;
+        match current.status {
             QueueStatus::Waiting => {
-                if !self.backend.abort_waiting(id, now_ms()).await? {
+                let now = now_ms();
+                if !retry_busy(|| self.backend.abort_waiting(id, now)).await? {
                     // Claimed in the meantime: ask the worker instead.
-                    self.backend.request_abort(id).await?;
+                    retry_busy(|| self.backend.request_abort(id)).await?;
                 }
             }
-            QueueStatus::Running => self.backend.request_abort(id).await?,
+            QueueStatus::Running => retry_busy(|| self.backend.request_abort(id)).await?,
             done => {
                 return Err(StoreError::Conflict(format!(
                     "queue {id} already finished ({done})"
                 )))
             }
         }
-        self.queue(id).await
+        self.queue_capped(id, caps).await
     }
 
     /// Deletes a queue's rows; a running queue is asked to abort first.
     pub async fn delete_queue(&self, id: i64) -> Result<()> {
-        let current = self.queue(id).await?;
-        if current.queue.status == QueueStatus::Running {
-            self.backend.request_abort(id).await?;
+        let current = self.queue_row(id).await?;
+        if current.status == QueueStatus::Running {
+            retry_busy(|| self.backend.request_abort(id)).await?;
         }
-        if self.backend.delete_queue(id).await? {
+        if retry_busy(|| self.backend.delete_queue(id)).await? {
             Ok(())
         } else {
             Err(StoreError::NotFound(id))
@@ -153,18 +315,23 @@ impl Store {
 
     /// The change counter now; pass it to [`Store::changes_since`] later.
     pub async fn current_rev(&self) -> Result<i64> {
-        self.backend.current_rev().await
+        retry_busy(|| self.backend.current_rev()).await
     }
 
-    /// Queues changed and ids deleted after change `rev` (at most 500 queues at a time).
-    pub async fn changes_since(&self, rev: i64) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
-        self.backend.changes_since(rev).await
+    /// Queues changed (with at most `caps` cases each) and ids deleted after change `rev` (at
+    /// most 500 queues at a time).
+    pub async fn changes_since(
+        &self,
+        rev: i64,
+        caps: CaseCaps,
+    ) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
+        retry_busy(|| self.backend.changes_since(rev, caps)).await
     }
 
     /// How many queues there are of each status.
     pub async fn count_by_status(&self) -> Result<std::collections::HashMap<QueueStatus, i64>> {
         let mut map = std::collections::HashMap::new();
-        for (status, n) in self.backend.count_by_status().await? {
+        for (status, n) in retry_busy(|| self.backend.count_by_status()).await? {
             map.insert(status.parse().map_err(StoreError::Corrupt)?, n);
         }
         Ok(map)
@@ -173,7 +340,7 @@ impl Store {
     /// Which queue ids each worker runs now.
     pub async fn running_by_worker(&self) -> Result<std::collections::HashMap<String, Vec<i64>>> {
         let mut map: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
-        for (w, id) in self.backend.running_by_worker().await? {
+        for (w, id) in retry_busy(|| self.backend.running_by_worker()).await? {
             map.entry(w).or_default().push(id);
         }
         Ok(map)
@@ -183,17 +350,18 @@ impl Store {
 
     /// Registers a worker (or refreshes its heartbeat).
     pub async fn register_worker(&self, w: &WorkerRow) -> Result<()> {
-        self.backend.register_worker(w).await
+        retry_busy(|| self.backend.register_worker(w)).await
     }
 
     /// Records that a worker is alive.
     pub async fn worker_heartbeat(&self, worker_id: &str) -> Result<()> {
-        self.backend.worker_heartbeat(worker_id, now_ms()).await
+        let now = now_ms();
+        retry_busy(|| self.backend.worker_heartbeat(worker_id, now)).await
     }
 
     /// Removes a worker that stopped cleanly.
     pub async fn unregister_worker(&self, worker_id: &str) -> Result<()> {
-        self.backend.unregister_worker(worker_id).await
+        retry_busy(|| self.backend.unregister_worker(worker_id)).await
     }
 
     /// Workers registered on `hostname` that are provably dead (another boot, or their pid is
@@ -205,9 +373,9 @@ impl Store {
         pid_alive: fn(i64) -> bool,
     ) -> Result<Vec<String>> {
         let mut dead = Vec::new();
-        for w in self.backend.workers_on(hostname).await? {
+        for w in retry_busy(|| self.backend.workers_on(hostname)).await? {
             if w.boot_id != boot_id || !pid_alive(w.pid) {
-                self.backend.expire_worker(&w.id).await?;
+                retry_busy(|| self.backend.expire_worker(&w.id)).await?;
                 dead.push(w.id);
             }
         }
@@ -216,37 +384,37 @@ impl Store {
 
     /// Workers seen within `fresh_ms`.
     pub async fn workers(&self, fresh_ms: i64) -> Result<Vec<WorkerRow>> {
-        self.backend.workers(now_ms() - fresh_ms).await
+        let since = now_ms() - fresh_ms;
+        retry_busy(|| self.backend.workers(since)).await
     }
 
     /// Claims the highest-priority, oldest waiting queue for `worker_id` with a lease of `lease_ms`.
     pub async fn claim(&self, worker_id: &str, lease_ms: i64) -> Result<Option<QueueRow>> {
-        self.backend.claim(worker_id, now_ms(), lease_ms).await
+        retry_busy(|| self.backend.claim(worker_id, now_ms(), lease_ms)).await
     }
 
     /// Takes back running queues whose lease ran out: they wait again, or after `max_attempts`
     /// claims they become `error`. Returns the ids taken back and the ids given up.
     pub async fn reclaim_expired(&self, max_attempts: i64) -> Result<(Vec<i64>, Vec<i64>)> {
-        self.backend.reclaim_expired(now_ms(), max_attempts).await
+        retry_busy(|| self.backend.reclaim_expired(now_ms(), max_attempts)).await
     }
 
     /// Renews the lease; returns whether an abort was asked for. `ClaimLost` if the queue is
     /// no longer ours (deleted, taken back).
     pub async fn renew_lease(&self, id: i64, worker_id: &str, lease_ms: i64) -> Result<bool> {
-        self.backend
-            .renew_lease(id, worker_id, now_ms() + lease_ms)
+        retry_busy(|| self.backend.renew_lease(id, worker_id, now_ms() + lease_ms))
             .await?
             .ok_or(StoreError::ClaimLost(id))
     }
 
     /// Sets the phase of a queue we hold.
     pub async fn set_phase(&self, id: i64, worker_id: &str, phase: Option<Phase>) -> Result<()> {
-        self.backend.set_phase(id, worker_id, phase).await
+        retry_busy(|| self.backend.set_phase(id, worker_id, phase)).await
     }
 
     /// Stores the resolved commit of a queue we hold.
     pub async fn set_commit(&self, id: i64, worker_id: &str, sha: &str) -> Result<()> {
-        self.backend.set_commit(id, worker_id, sha).await
+        retry_busy(|| self.backend.set_commit(id, worker_id, sha)).await
     }
 
     /// Creates the tasks of a queue that named no scenarios (the repository's default set).
@@ -256,7 +424,7 @@ impl Store {
         worker_id: &str,
         scenarios: &[String],
     ) -> Result<Vec<TaskRow>> {
-        self.backend.create_tasks(id, worker_id, scenarios).await
+        retry_busy(|| self.backend.create_tasks(id, worker_id, scenarios)).await
     }
 
     /// Sets a task's status (and error) for a queue we hold.
@@ -267,9 +435,12 @@ impl Store {
         status: CaseStatus,
         error: Option<&str>,
     ) -> Result<()> {
-        self.backend
-            .set_task(task_id, worker_id, status, error, now_ms())
-            .await
+        let now = now_ms();
+        retry_busy(|| {
+            self.backend
+                .set_task(task_id, worker_id, status, error, now)
+        })
+        .await
     }
 
     /// Creates the pending cases of a task from its parsed scenario; returns their row ids in order.
@@ -279,12 +450,13 @@ impl Store {
         worker_id: &str,
         cases: &[NewCase],
     ) -> Result<Vec<i64>> {
-        self.backend.create_cases(task_id, worker_id, cases).await
+        retry_busy(|| self.backend.create_cases(task_id, worker_id, cases)).await
     }
 
     /// Marks a case running.
     pub async fn start_case(&self, case_id: i64, worker_id: &str) -> Result<()> {
-        self.backend.start_case(case_id, worker_id, now_ms()).await
+        let now = now_ms();
+        retry_busy(|| self.backend.start_case(case_id, worker_id, now)).await
     }
 
     /// Records a case's verdict.
@@ -294,9 +466,8 @@ impl Store {
         worker_id: &str,
         result: &CaseResult,
     ) -> Result<()> {
-        self.backend
-            .finish_case(case_id, worker_id, result, now_ms())
-            .await
+        let now = now_ms();
+        retry_busy(|| self.backend.finish_case(case_id, worker_id, result, now)).await
     }
 
     /// Marks every unfinished case and task of a queue `skipped` (pending) or `error` (running).
@@ -306,9 +477,12 @@ impl Store {
         worker_id: &str,
         running_message: &str,
     ) -> Result<()> {
-        self.backend
-            .close_unfinished(id, worker_id, running_message, now_ms())
-            .await
+        let now = now_ms();
+        retry_busy(|| {
+            self.backend
+                .close_unfinished(id, worker_id, running_message, now)
+        })
+        .await
     }
 
     /// Finishes a queue we hold with its final status.
@@ -319,19 +493,18 @@ impl Store {
         status: QueueStatus,
         error: Option<&str>,
     ) -> Result<()> {
-        self.backend
-            .finish_queue(id, worker_id, status, error, now_ms())
-            .await
+        let now = now_ms();
+        retry_busy(|| self.backend.finish_queue(id, worker_id, status, error, now)).await
     }
 
     /// Records a process group a worker started, so a later worker can kill it after a crash.
     pub async fn record_group(&self, g: &StaleGroup) -> Result<()> {
-        self.backend.record_group(g).await
+        retry_busy(|| self.backend.record_group(g)).await
     }
 
     /// Forgets a process group that ended.
     pub async fn forget_group(&self, hostname: &str, pgid: i32) -> Result<()> {
-        self.backend.forget_group(hostname, pgid).await
+        retry_busy(|| self.backend.forget_group(hostname, pgid)).await
     }
 
     /// Process groups on `hostname` recorded by workers that are no longer alive
@@ -341,9 +514,8 @@ impl Store {
         hostname: &str,
         stale_ms: i64,
     ) -> Result<Vec<StaleGroup>> {
-        self.backend
-            .take_stale_groups(hostname, now_ms() - stale_ms)
-            .await
+        let alive_since = now_ms() - stale_ms;
+        retry_busy(|| self.backend.take_stale_groups(hostname, alive_since)).await
     }
 }
 

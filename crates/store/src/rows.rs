@@ -1,7 +1,7 @@
 //! Rows as the store hands them out, and their conversion to the API's shapes.
 
 use crate::rfc3339;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use testarena_core::api;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -68,7 +68,27 @@ pub struct NewCase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueDetail {
     pub queue: QueueRow,
+    /// Every task; with all its cases, or only the first ones after a capped read.
     pub tasks: Vec<(TaskRow, Vec<CaseRow>)>,
+    /// Case counts by verdict of each task id, filled by a capped read (which may list only
+    /// some cases); a task missing here has all its cases in `tasks`.
+    pub counts: HashMap<i64, api::Summary>,
+}
+
+/// How many cases a capped read lists: the first `per_task` of each task, and no more than
+/// `per_queue` in all (earlier tasks first). Counts always cover every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseCaps {
+    pub per_task: u32,
+    pub per_queue: u32,
+}
+
+impl CaseCaps {
+    /// No cap at all.
+    pub const ALL: CaseCaps = CaseCaps {
+        per_task: u32::MAX,
+        per_queue: u32::MAX,
+    };
 }
 
 /// A worker process.
@@ -103,9 +123,25 @@ impl QueueDetail {
             .tasks
             .iter()
             .map(|(t, cases)| {
-                for c in cases {
-                    summary.add(c.status);
-                }
+                let counts = self.counts.get(&t.id).cloned().unwrap_or_else(|| {
+                    let mut s = api::Summary::default();
+                    for c in cases {
+                        s.add(c.status);
+                    }
+                    s
+                });
+                summary.total += counts.total;
+                summary.passed += counts.passed;
+                summary.failed += counts.failed;
+                summary.error += counts.error;
+                summary.skipped += counts.skipped;
+                let cases_next = (counts.total > cases.len() as u64).then(|| {
+                    let base = format!("/api/v1/queues/{}/tasks/{}/cases", q.id, t.id);
+                    match cases.last() {
+                        Some(c) => format!("{base}?after={}", c.position),
+                        None => base,
+                    }
+                });
                 api::Task {
                     id: t.id,
                     scenario: t.scenario.clone(),
@@ -113,28 +149,9 @@ impl QueueDetail {
                     started_at: t.started_at.map(rfc3339),
                     finished_at: t.finished_at.map(rfc3339),
                     error: t.error.clone(),
-                    cases: cases
-                        .iter()
-                        .map(|c| api::Case {
-                            log_url: format!(
-                                "/api/v1/queues/{}/cases/{}/log?task={}",
-                                q.id,
-                                urlencode(&c.key),
-                                t.id
-                            ),
-                            html_url: format!(
-                                "/api/v1/queues/{}/cases/{}/log.html?task={}",
-                                q.id,
-                                urlencode(&c.key),
-                                t.id
-                            ),
-                            id: c.key.clone(),
-                            name: c.name.clone(),
-                            status: c.status,
-                            duration_ms: c.duration_ms.map(|d| d.max(0) as u64),
-                            message: c.message.clone(),
-                        })
-                        .collect(),
+                    cases: cases.iter().map(|c| c.to_api(q.id)).collect(),
+                    cases_total: counts.total,
+                    cases_next,
                 }
             })
             .collect();
@@ -158,6 +175,29 @@ impl QueueDetail {
             attempts: q.attempts,
             summary,
             tasks,
+        }
+    }
+}
+
+impl CaseRow {
+    /// The API's view of this case of queue `queue_id`.
+    pub fn to_api(&self, queue_id: i64) -> api::Case {
+        api::Case {
+            log_url: format!(
+                "/api/v1/queues/{queue_id}/cases/{}/log?task={}",
+                urlencode(&self.key),
+                self.task_id
+            ),
+            html_url: format!(
+                "/api/v1/queues/{queue_id}/cases/{}/log.html?task={}",
+                urlencode(&self.key),
+                self.task_id
+            ),
+            id: self.key.clone(),
+            name: self.name.clone(),
+            status: self.status,
+            duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
+            message: self.message.clone(),
         }
     }
 }

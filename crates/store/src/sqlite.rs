@@ -1,7 +1,9 @@
 //! The SQLite backend.
 
-use crate::rows::{CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
-use crate::{CaseResult, Result, StoreError};
+use crate::rows::{
+    CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow,
+};
+use crate::{CaseResult, Result, StoreError, StoreOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -9,7 +11,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use testarena_core::api::Summary;
 use testarena_core::validate::ValidQueue;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -113,13 +115,22 @@ fn worker_row(r: &SqliteRow) -> Result<WorkerRow> {
 }
 
 impl Sqlite {
-    pub(crate) async fn open(url: &str) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
+    /// Opens the database; `pragmas` are set on every connection (tests use them to make a
+    /// small database "full").
+    pub(crate) async fn open(
+        url: &str,
+        options: &StoreOptions,
+        pragmas: &[(&'static str, String)],
+    ) -> Result<Self> {
+        let mut opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(options.busy_timeout);
+        for (key, value) in pragmas {
+            opts = opts.pragma(*key, value.clone());
+        }
         if let Some(parent) = opts.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)
@@ -127,7 +138,8 @@ impl Sqlite {
             }
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
             // A local file: checking each connection before use only adds a round trip.
             .test_before_acquire(false)
             .connect_with(opts)
@@ -145,14 +157,51 @@ impl Sqlite {
         self.pool.close().await
     }
 
-    pub(crate) async fn create_queue(&self, q: &ValidQueue, now: i64) -> Result<i64> {
+    /// Stores a queue; with a `delivery` that already made one, stores nothing and returns
+    /// `Ok(None)`.
+    pub(crate) async fn create_queue(
+        &self,
+        q: &ValidQueue,
+        delivery: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
+        self.insert_queue(q, delivery, now)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("delivery already seen".into()))
+    }
+
+    /// The queue of `delivery`: made now (`true`), or the one an earlier delivery made.
+    pub(crate) async fn create_queue_once(
+        &self,
+        q: &ValidQueue,
+        delivery: &str,
+        now: i64,
+    ) -> Result<(i64, bool)> {
+        if let Some(id) = self.insert_queue(q, Some(delivery), now).await? {
+            return Ok((id, true));
+        }
+        let id: i64 = sqlx::query_scalar("SELECT id FROM queues WHERE delivery = $1")
+            .bind(delivery)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((id, false))
+    }
+
+    async fn insert_queue(
+        &self,
+        q: &ValidQueue,
+        delivery: Option<&str>,
+        now: i64,
+    ) -> Result<Option<i64>> {
         let scenarios = to_json(q.scenarios.as_ref())?;
         let case_filter = to_json(q.case_filter.as_ref())?;
         let origin = to_json(q.origin.as_ref())?;
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin) \
-             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9) RETURNING id",
+        // The INSERT comes first, so the transaction takes the write lock at once.
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery) \
+             VALUES ($1, $2, $3, $4, $5, 'waiting', $6, $7, $8, $9, $10) \
+             ON CONFLICT (delivery) WHERE delivery IS NOT NULL DO NOTHING RETURNING id",
         )
         .bind(&q.name)
         .bind(&q.repo)
@@ -163,8 +212,12 @@ impl Sqlite {
         .bind(now)
         .bind(&case_filter)
         .bind(&origin)
-        .fetch_one(&mut *tx)
+        .bind(delivery)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
         for (pos, s) in q.scenarios.iter().flatten().enumerate() {
             sqlx::query("INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, 'pending')")
                 .bind(id)
@@ -174,25 +227,93 @@ impl Sqlite {
                 .await?;
         }
         tx.commit().await?;
-        Ok(id)
+        Ok(Some(id))
     }
 
-    async fn details(&self, queues: Vec<QueueRow>) -> Result<Vec<QueueDetail>> {
+    async fn details(&self, queues: Vec<QueueRow>, caps: CaseCaps) -> Result<Vec<QueueDetail>> {
         let mut conn = self.pool.acquire().await?;
-        details_on(&mut conn, queues).await
+        details_on(&mut conn, queues, Some(caps)).await
     }
 
-    pub(crate) async fn queue(&self, id: i64) -> Result<Option<QueueDetail>> {
-        // One connection for the three reads: this is the API's hottest path.
+    pub(crate) async fn queue(
+        &self,
+        id: i64,
+        caps: Option<CaseCaps>,
+    ) -> Result<Option<QueueDetail>> {
+        // One connection for the reads: this is the API's hottest path.
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE id = $1"))
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
         match row {
-            Some(r) => Ok(details_on(&mut conn, vec![queue_row(&r)?]).await?.pop()),
+            Some(r) => Ok(details_on(&mut conn, vec![queue_row(&r)?], caps)
+                .await?
+                .pop()),
             None => Ok(None),
         }
+    }
+
+    pub(crate) async fn queue_row(&self, id: i64) -> Result<Option<QueueRow>> {
+        let row = sqlx::query(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(queue_row).transpose()
+    }
+
+    pub(crate) async fn task_cases(
+        &self,
+        queue_id: i64,
+        task_id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<(Vec<CaseRow>, u64)>> {
+        let mut conn = self.pool.acquire().await?;
+        let task: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 AND queue_id = $2")
+                .bind(task_id)
+                .bind(queue_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if task.is_none() {
+            return Ok(None);
+        }
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cases WHERE task_id = $1")
+            .bind(task_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
+             WHERE task_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+        )
+        .bind(task_id)
+        .bind(after.unwrap_or(-1))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        let cases = rows.iter().map(case_row).collect::<Result<Vec<_>>>()?;
+        Ok(Some((cases, total.max(0) as u64)))
+    }
+
+    pub(crate) async fn case_task(
+        &self,
+        queue_id: i64,
+        key: &str,
+        task: Option<i64>,
+    ) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query(
+            "SELECT tasks.position, tasks.scenario FROM cases JOIN tasks ON tasks.id = cases.task_id \
+             WHERE cases.queue_id = $1 AND cases.case_key = $2 AND ($3 IS NULL OR cases.task_id = $3) \
+             ORDER BY tasks.position LIMIT 1",
+        )
+        .bind(queue_id)
+        .bind(key)
+        .bind(task)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("position")?, r.try_get("scenario")?)))
+            .transpose()
     }
 
     pub(crate) async fn list_queues(
@@ -200,6 +321,7 @@ impl Sqlite {
         status: Option<QueueStatus>,
         limit: u32,
         before: Option<i64>,
+        caps: CaseCaps,
     ) -> Result<Vec<QueueDetail>> {
         let rows = sqlx::query(&format!(
             "SELECT {QUEUE_COLUMNS} FROM queues WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR id < $2) \
@@ -211,7 +333,7 @@ impl Sqlite {
         .fetch_all(&self.pool)
         .await?;
         let queues = rows.iter().map(queue_row).collect::<Result<Vec<_>>>()?;
-        self.details(queues).await
+        self.details(queues, caps).await
     }
 
     pub(crate) async fn current_rev(&self) -> Result<i64> {
@@ -222,7 +344,11 @@ impl Sqlite {
         )
     }
 
-    pub(crate) async fn changes_since(&self, rev: i64) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
+    pub(crate) async fn changes_since(
+        &self,
+        rev: i64,
+        caps: CaseCaps,
+    ) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
         let rows = sqlx::query(&format!(
             "SELECT {QUEUE_COLUMNS} FROM queues WHERE rev > $1 ORDER BY id LIMIT 500"
         ))
@@ -235,7 +361,7 @@ impl Sqlite {
                 .bind(rev)
                 .fetch_all(&self.pool)
                 .await?;
-        Ok((self.details(queues).await?, deleted))
+        Ok((self.details(queues, caps).await?, deleted))
     }
 
     pub(crate) async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
@@ -736,16 +862,18 @@ impl Sqlite {
     }
 }
 
-/// Tasks and cases of `queues`, read on one connection.
+/// Tasks and cases of `queues`, read on one connection: every case, or with `caps` only the
+/// first ones (and the counts of all).
 async fn details_on(
     conn: &mut sqlx::SqliteConnection,
     queues: Vec<QueueRow>,
+    caps: Option<CaseCaps>,
 ) -> Result<Vec<QueueDetail>> {
     if queues.is_empty() {
         return Ok(Vec::new());
     }
     // One statement text whatever the ids (bound as a JSON array), so SQLite's prepared
-    // statement is reused; one connection for both reads.
+    // statement is reused; one connection for every read.
     let ids = serde_json::to_string(&queues.iter().map(|q| q.id).collect::<Vec<_>>())
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let tasks = sqlx::query(
@@ -755,29 +883,88 @@ async fn details_on(
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    let cases = sqlx::query(
-        "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
-         WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut counts: HashMap<i64, Summary> = HashMap::new();
+    let cases = match caps {
+        None => {
+            sqlx::query(
+                "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM cases \
+                 WHERE queue_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(caps) => {
+            let by_status = sqlx::query(
+                "SELECT task_id, status, COUNT(*) AS n FROM cases \
+                 WHERE queue_id IN (SELECT value FROM json_each($1)) GROUP BY task_id, status",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            for r in &by_status {
+                let status: CaseStatus = parse(r.try_get::<&str, _>("status")?)?;
+                let n: i64 = r.try_get("n")?;
+                let n = n.max(0) as u64;
+                let c = counts.entry(r.try_get("task_id")?).or_default();
+                c.total += n;
+                match status {
+                    CaseStatus::Passed => c.passed += n,
+                    CaseStatus::Failed => c.failed += n,
+                    CaseStatus::Error => c.error += n,
+                    CaseStatus::Skipped => c.skipped += n,
+                    CaseStatus::Pending | CaseStatus::Running => {}
+                }
+            }
+            // The first `per_task` cases of each task, then the first `per_queue` of those in
+            // task order.
+            sqlx::query(
+                "SELECT id, task_id, position, case_key, name, status, duration_ms, message FROM ( \
+                   SELECT f.*, ROW_NUMBER() OVER (PARTITION BY f.queue_id ORDER BY f.task_position, f.position) AS qn FROM ( \
+                     SELECT c.id, c.task_id, c.queue_id, c.position, c.case_key, c.name, c.status, c.duration_ms, c.message, \
+                            t.position AS task_position, \
+                            ROW_NUMBER() OVER (PARTITION BY c.task_id ORDER BY c.position) AS tn \
+                     FROM cases c JOIN tasks t ON t.id = c.task_id \
+                     WHERE c.queue_id IN (SELECT value FROM json_each($1))) f \
+                   WHERE f.tn <= $2) \
+                 WHERE qn <= $3 ORDER BY task_id, position",
+            )
+            .bind(&ids)
+            .bind(i64::from(caps.per_task))
+            .bind(i64::from(caps.per_queue))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
     let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
     for r in &cases {
         let c = case_row(r)?;
         cases_by_task.entry(c.task_id).or_default().push(c);
     }
     let mut tasks_by_queue: HashMap<i64, Vec<(TaskRow, Vec<CaseRow>)>> = HashMap::new();
+    let mut counts_by_queue: HashMap<i64, HashMap<i64, Summary>> = HashMap::new();
     for r in &tasks {
         let t = task_row(r)?;
         let cs = cases_by_task.remove(&t.id).unwrap_or_default();
+        if caps.is_some() {
+            let c = counts.remove(&t.id).unwrap_or_default();
+            counts_by_queue
+                .entry(t.queue_id)
+                .or_default()
+                .insert(t.id, c);
+        }
         tasks_by_queue.entry(t.queue_id).or_default().push((t, cs));
     }
     Ok(queues
         .into_iter()
         .map(|queue| {
             let tasks = tasks_by_queue.remove(&queue.id).unwrap_or_default();
-            QueueDetail { queue, tasks }
+            let counts = counts_by_queue.remove(&queue.id).unwrap_or_default();
+            QueueDetail {
+                queue,
+                tasks,
+                counts,
+            }
         })
         .collect())
 }

@@ -34,10 +34,10 @@ async fn create_get_list() {
             .await
             .unwrap();
     }
-    let (page, next) = s.list_queues(None, 4, None).await.unwrap();
+    let (page, next) = s.list_queues(None, 4, None, CaseCaps::ALL).await.unwrap();
     assert_eq!(page.len(), 4);
     assert_eq!(page[0].queue.branch, "b4");
-    let (rest, next2) = s.list_queues(None, 4, next).await.unwrap();
+    let (rest, next2) = s.list_queues(None, 4, next, CaseCaps::ALL).await.unwrap();
     assert_eq!(rest.len(), 2);
     assert_eq!(next2, None);
     assert_eq!(rest[1].queue.id, a.queue.id);
@@ -177,16 +177,20 @@ async fn abort_and_delete() {
     let (s, _d) = fresh().await;
     let waiting = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
     assert_eq!(
-        s.abort_queue(waiting).await.unwrap().queue.status,
+        s.abort_queue(waiting, CaseCaps::ALL)
+            .await
+            .unwrap()
+            .queue
+            .status,
         QueueStatus::Aborted
     );
     assert!(matches!(
-        s.abort_queue(waiting).await,
+        s.abort_queue(waiting, CaseCaps::ALL).await,
         Err(StoreError::Conflict(_))
     ));
     let running = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
     s.claim("w1", 30_000).await.unwrap().unwrap();
-    let q = s.abort_queue(running).await.unwrap();
+    let q = s.abort_queue(running, CaseCaps::ALL).await.unwrap();
     assert_eq!(q.queue.status, QueueStatus::Running);
     assert!(q.queue.abort_requested);
     assert!(s.renew_lease(running, "w1", 30_000).await.unwrap());
@@ -257,7 +261,7 @@ async fn changes_are_tracked_by_rev() {
         .queue
         .id;
     let b = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
-    let (changed, deleted) = s.changes_since(r0).await.unwrap();
+    let (changed, deleted) = s.changes_since(r0, CaseCaps::ALL).await.unwrap();
     assert_eq!(
         changed.iter().map(|q| q.queue.id).collect::<Vec<_>>(),
         vec![a, b]
@@ -269,11 +273,224 @@ async fn changes_are_tracked_by_rev() {
     let r2 = s.current_rev().await.unwrap();
     s.renew_lease(a, "w", 30_000).await.unwrap();
     assert_eq!(s.current_rev().await.unwrap(), r2);
-    let (changed, _) = s.changes_since(r1).await.unwrap();
+    let (changed, _) = s.changes_since(r1, CaseCaps::ALL).await.unwrap();
     assert_eq!(changed.len(), 1);
     assert_eq!(changed[0].queue.status, QueueStatus::Running);
     s.delete_queue(b).await.unwrap();
-    let (_, deleted) = s.changes_since(r2).await.unwrap();
+    let (_, deleted) = s.changes_since(r2, CaseCaps::ALL).await.unwrap();
     assert_eq!(deleted, vec![b]);
     assert_eq!(s.running_by_worker().await.unwrap()["w"], vec![a]);
+}
+
+/// A store whose SQLite gives up on a lock after 50 ms, and its URL.
+async fn impatient() -> (Store, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let opts = StoreOptions {
+        busy_timeout: std::time::Duration::from_millis(50),
+        ..StoreOptions::default()
+    };
+    (Store::open_with(&url, &opts).await.unwrap(), dir, url)
+}
+
+/// Another connection that takes the write lock and holds it.
+async fn lock_writes(url: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
+}
+
+#[tokio::test]
+async fn busy_writes_are_retried_with_a_backoff() {
+    let (s, _d, url) = impatient().await;
+    let mut locker = lock_writes(&url).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    });
+    // The lock outlasts SQLite's busy timeout, not the store's retries.
+    let q = s.create_queue(&vq("a", 5, None)).await.unwrap();
+    release.await.unwrap();
+    assert_eq!(q.queue.status, QueueStatus::Waiting);
+}
+
+#[tokio::test]
+async fn a_lock_held_for_good_is_reported_as_busy() {
+    let (s, _d, url) = impatient().await;
+    let id = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
+    let _locker = lock_writes(&url).await;
+    let started = std::time::Instant::now();
+    let err = s.create_queue(&vq("b", 5, None)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("database is busy"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let err = s.abort_queue(id, CaseCaps::ALL).await.unwrap_err();
+    assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
+    // Reads still work in WAL mode.
+    assert_eq!(s.queue(id).await.unwrap().queue.id, id);
+}
+
+#[tokio::test]
+async fn a_full_database_is_reported_as_no_space_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    // SQLite's own size limit answers SQLITE_FULL, as a full disk does.
+    let backend = sqlite::Sqlite::open(
+        &url,
+        &StoreOptions::default(),
+        &[("max_page_count", "64".into())],
+    )
+    .await
+    .unwrap();
+    let s = Store { backend };
+    let mut q = vq("a", 5, None);
+    q.name = "n".repeat(20_000);
+    let mut err = None;
+    for _ in 0..200 {
+        if let Err(e) = s.create_queue(&q).await {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.expect("the database never filled up");
+    assert!(matches!(err, StoreError::DiskFull(_)), "{err:?}");
+    assert!(err.is_transient());
+    assert!(
+        err.to_string().starts_with("no space left on device"),
+        "{err}"
+    );
+    let io = StoreError::from(sqlx::Error::Io(std::io::Error::from_raw_os_error(
+        libc::ENOSPC,
+    )));
+    assert!(matches!(io, StoreError::DiskFull(_)), "{io:?}");
+    assert!(matches!(
+        StoreError::from(sqlx::Error::PoolTimedOut),
+        StoreError::Overloaded(_)
+    ));
+}
+
+#[tokio::test]
+async fn one_delivery_makes_one_queue() {
+    let (s, _d) = fresh().await;
+    let q = vq("a", 5, Some(vec!["x.xml"]));
+    let (first, created) = s.create_queue_once(&q, "d-1", CaseCaps::ALL).await.unwrap();
+    assert!(created);
+    let (again, created) = s.create_queue_once(&q, "d-1", CaseCaps::ALL).await.unwrap();
+    assert!(!created);
+    assert_eq!(again, first);
+    let (other, created) = s.create_queue_once(&q, "d-2", CaseCaps::ALL).await.unwrap();
+    assert!(created);
+    assert_ne!(other.queue.id, first.queue.id);
+    let (page, _) = s.list_queues(None, 10, None, CaseCaps::ALL).await.unwrap();
+    assert_eq!(page.len(), 2);
+    // Concurrent replays still make one queue.
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (s, q) = (s.clone(), q.clone());
+        handles.push(tokio::spawn(async move {
+            s.create_queue_once(&q, "d-3", CaseCaps::ALL).await.unwrap()
+        }));
+    }
+    let mut made = 0;
+    let mut ids = Vec::new();
+    for h in handles {
+        let (d, created) = h.await.unwrap();
+        made += usize::from(created);
+        ids.push(d.queue.id);
+    }
+    ids.dedup();
+    assert_eq!((made, ids.len()), (1, 1));
+}
+
+#[tokio::test]
+async fn capped_reads_list_the_first_cases_and_count_them_all() {
+    let (s, _d) = fresh().await;
+    let id = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml", "y.xml", "z.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    s.claim("w", 30_000).await.unwrap().unwrap();
+    let tasks: Vec<i64> = s
+        .queue(id)
+        .await
+        .unwrap()
+        .tasks
+        .iter()
+        .map(|t| t.0.id)
+        .collect();
+    for (t, n) in tasks.iter().zip([25, 3, 10]) {
+        let cases: Vec<NewCase> = (0..n)
+            .map(|i| NewCase {
+                key: format!("TC_{i}"),
+                name: format!("case {i}"),
+            })
+            .collect();
+        let ids = s.create_cases(*t, "w", &cases).await.unwrap();
+        let failed = CaseResult {
+            status: CaseStatus::Failed,
+            duration_ms: None,
+            message: None,
+        };
+        s.finish_case(ids[n - 1], "w", &failed).await.unwrap();
+    }
+    let caps = CaseCaps {
+        per_task: 10,
+        per_queue: 12,
+    };
+    let full = s.queue(id).await.unwrap().to_api();
+    let capped = s.queue_capped(id, caps).await.unwrap().to_api();
+    assert_eq!(capped.summary, full.summary);
+    assert_eq!(capped.summary.total, 38);
+    assert_eq!(capped.summary.failed, 3);
+    let listed: Vec<usize> = capped.tasks.iter().map(|t| t.cases.len()).collect();
+    assert_eq!(listed, vec![10, 2, 0]);
+    let totals: Vec<u64> = capped.tasks.iter().map(|t| t.cases_total).collect();
+    assert_eq!(totals, vec![25, 3, 10]);
+    assert_eq!(
+        capped.tasks[0].cases_next.as_deref(),
+        Some(format!("/api/v1/queues/{id}/tasks/{}/cases?after=9", tasks[0]).as_str())
+    );
+    assert_eq!(
+        capped.tasks[2].cases_next.as_deref(),
+        Some(format!("/api/v1/queues/{id}/tasks/{}/cases", tasks[2]).as_str())
+    );
+    assert_eq!(capped.tasks[0].cases[..], full.tasks[0].cases[..10]);
+    // A complete read has no next page.
+    assert!(full.tasks.iter().all(|t| t.cases_next.is_none()));
+    assert_eq!(
+        s.queue_capped(id, CaseCaps::ALL).await.unwrap().to_api(),
+        full
+    );
+    // Pages of one task.
+    let (page, total) = s.task_cases(id, tasks[0], Some(9), 10).await.unwrap();
+    assert_eq!(total, 25);
+    assert_eq!(page.first().map(|c| c.key.as_str()), Some("TC_10"));
+    assert_eq!(page.len(), 10);
+    let (last, _) = s.task_cases(id, tasks[0], Some(19), 10).await.unwrap();
+    assert_eq!(last.len(), 5);
+    assert!(matches!(
+        s.task_cases(id + 1, tasks[0], None, 10).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Lists and change feeds are capped too.
+    let (page, _) = s.list_queues(None, 5, None, caps).await.unwrap();
+    assert_eq!(page[0].to_api(), capped);
+    let (changed, _) = s.changes_since(0, caps).await.unwrap();
+    assert_eq!(changed[0].to_api(), capped);
+    assert_eq!(
+        s.case_task(id, "TC_20", None).await.unwrap(),
+        Some((0, "x.xml".to_string()))
+    );
+    assert_eq!(
+        s.case_task(id, "TC_5", Some(tasks[2])).await.unwrap(),
+        Some((2, "z.xml".to_string()))
+    );
+    assert_eq!(s.case_task(id, "TC_99", None).await.unwrap(), None);
 }

@@ -194,12 +194,14 @@ pub fn problems(q: &Queue) -> Vec<String> {
     if let Some(e) = &q.error {
         out.push(format!("error: {}", indented(e)));
     }
+    let mut listed = 0;
     for t in &q.tasks {
         if let Some(e) = &t.error {
             out.push(format!("{} {}: {}", t.status, t.scenario, indented(e)));
         }
         for c in &t.cases {
             if matches!(c.status, CaseStatus::Failed | CaseStatus::Error) {
+                listed += 1;
                 let mut line = format!("{} {} {}", c.status, t.scenario, c.id);
                 if let Some(m) = &c.message {
                     let _ = write!(line, ": {}", indented(m));
@@ -207,6 +209,14 @@ pub fn problems(q: &Queue) -> Vec<String> {
                 out.push(line);
             }
         }
+    }
+    // A big queue's answer lists only the first cases of each task.
+    let bad = q.summary.failed + q.summary.error;
+    if bad > listed {
+        out.push(format!(
+            "... and {} more failed or errored cases (see the dashboard)",
+            bad - listed
+        ));
     }
     out
 }
@@ -297,6 +307,15 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
                     c.message.as_deref().map(clean).unwrap_or_default(),
                 ]);
             }
+            if let Some(next) = &t.cases_next {
+                let more = t.cases_total.saturating_sub(t.cases.len() as u64);
+                rows.push(vec![
+                    format!("  ... {more} more cases"),
+                    String::new(),
+                    String::new(),
+                    format!("GET {}", clean(next)),
+                ]);
+            }
         }
         out.push_str(&table(
             &["SCENARIO / CASE", "STATUS", "TIME", "MESSAGE"],
@@ -364,6 +383,8 @@ mod tests {
                     log_url: String::new(),
                     html_url: String::new(),
                 }],
+                cases_total: 1,
+                cases_next: None,
             }],
         }
     }
@@ -438,5 +459,24 @@ mod tests {
         ] {
             assert!(d.contains(want), "{want} missing in\n{d}");
         }
+    }
+
+    #[test]
+    fn a_big_task_says_what_is_not_listed() {
+        let mut q = queue();
+        q.summary.failed = 40;
+        q.tasks[0].cases_total = 900;
+        q.tasks[0].cases_next = Some("/api/v1/queues/7/tasks/1/cases?after=0".into());
+        let d = queue_detail(&q, "http://h/#/queues/7", now());
+        assert!(d.contains("... 899 more cases"), "{d}");
+        assert!(
+            d.contains("GET /api/v1/queues/7/tasks/1/cases?after=0"),
+            "{d}"
+        );
+        let p = problems(&q);
+        assert_eq!(
+            p.last().unwrap(),
+            "... and 39 more failed or errored cases (see the dashboard)"
+        );
     }
 }

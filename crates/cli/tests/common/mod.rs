@@ -17,7 +17,18 @@ pub struct App {
 impl App {
     /// Starts `testarena <subcommand> --listen 127.0.0.1:0 --data-dir DIR extra...`.
     pub fn start(subcommand: &str, data_dir: &Path, extra: &[&str]) -> App {
+        App::start_with_env(subcommand, data_dir, extra, &[])
+    }
+
+    /// As [`App::start`], with extra environment variables for the process.
+    pub fn start_with_env(
+        subcommand: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> App {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_testarena"));
+        cmd.envs(envs.iter().copied());
         cmd.arg(subcommand)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)

@@ -1,0 +1,579 @@
+//! Untrusted repositories and firmware against a real `testarena up`: what a build, an emulator or a `<run>`
+//! step tries must not reach the worker's secrets, the database, other files, or outlive its
+//! queue or its worker. The "emulator" is a shell command, so these run without QEMU.
+
+mod common;
+
+use common::App;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A local git repository under `root/repos/NAME` with `files`, committed on `main`.
+fn repo(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = root.join("repos").join(name);
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "test repository"],
+    ] {
+        let out = Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    dir
+}
+
+/// `testarena.toml` with `build` as the build command and `cat` as the emulator.
+fn toml(build: &str) -> String {
+    format!(
+        "[build]\ncommand = '''{build}'''\n[emulator]\ncommand = \"cat\"\nconsole = \"stdio\"\n"
+    )
+}
+
+/// A scenario that echoes through `cat`, with `run` as a `<run>` step first.
+fn scenario(run: &str) -> String {
+    format!(
+        r#"<scenario name="s" timeout="60">
+  <testcase id="TC" timeout="30">
+    <run timeout="20">{run}</run>
+    <send>hello</send><expect timeout="5">^hello$</expect>
+  </testcase>
+</scenario>"#
+    )
+}
+
+fn start(root: &Path, envs: &[(&str, &str)]) -> App {
+    let repos = root.join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    App::start_with_env(
+        "up",
+        &root.join("data"),
+        &["--allow-local-repos", repos.to_str().unwrap()],
+        envs,
+    )
+}
+
+async fn submit(app: &App, repo: &Path) -> i64 {
+    let (status, q) = app
+        .post_queue(&json!({"repo": repo.to_str().unwrap(), "branch": "main"}))
+        .await;
+    assert_eq!(status, 201, "{q}");
+    q["id"].as_i64().unwrap()
+}
+
+async fn wait_for(app: &App, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, q) = app.get_json(&format!("/api/v1/queues/{id}")).await;
+        if done(&q) {
+            return q;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{q:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn finished(app: &App, id: i64) -> Value {
+    wait_for(app, id, |q| {
+        !matches!(q["status"].as_str(), Some("waiting" | "running"))
+    })
+    .await
+}
+
+async fn queue_log(app: &App, id: i64) -> String {
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/log")))
+        .send()
+        .await
+        .unwrap();
+    r.text().await.unwrap()
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Waits up to 5 s for every process with `needle` in its command line to be gone.
+async fn assert_gone(needle: &str) {
+    let start = Instant::now();
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still running: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_worker_secrets_never_reach_a_build_or_a_run_step() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(
+        root.path(),
+        &[
+            ("TESTARENA_GITEA_TOKEN", "gitea-token-6f1c"),
+            ("TESTARENA_GITEA_SECRET", "gitea-secret-93ab"),
+            ("SOME_OTHER_SECRET", "other-secret-5d2e"),
+        ],
+    );
+    let r = repo(
+        root.path(),
+        "env",
+        &[
+            ("testarena.toml", &toml("env; echo build done")),
+            ("scenarios/s.xml", &scenario("env")),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "passed", "{q:#}");
+    let log = queue_log(&app, id).await;
+    assert!(
+        log.contains("build done") && log.contains("[run] PATH="),
+        "{log}"
+    );
+    for secret in ["gitea-token-6f1c", "gitea-secret-93ab", "other-secret-5d2e"] {
+        assert!(!log.contains(secret), "{secret} leaked:\n{log}");
+    }
+    assert!(log.contains("TESTARENA_QUEUE_ID="), "{log}");
+}
+
+#[tokio::test]
+async fn run_steps_cannot_read_secrets_or_rewrite_the_database() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(root.path(), &[]);
+    let db = app.data_dir.join("testarena.db");
+    let config_dir = root.path().join("etc-testarena");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    // Every attempt must fail; the step passes only if none succeeded. (Writing to the database's
+    // path lands, at most, in the sandbox's private /tmp: the real file must stay intact.)
+    let attack = format!(
+        "cat /etc/shadow &amp;&amp; exit 10; \
+         test -e {db} &amp;&amp; exit 11; \
+         echo garbage &gt; {db}; \
+         touch /usr/owned &amp;&amp; exit 14; \
+         echo mine &gt; $TESTARENA_WORKSPACE/mine.txt || exit 15; \
+         exit 0",
+        db = db.display(),
+    );
+    let r = repo(
+        root.path(),
+        "attack",
+        &[
+            ("testarena.toml", &toml("true")),
+            ("scenarios/s.xml", &scenario(&attack)),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "passed", "{q:#}");
+    assert!(!Path::new("/usr/owned").exists());
+    // The database still answers, with the verdict the worker wrote.
+    let (status, again) = app.get_json(&format!("/api/v1/queues/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["status"], "passed");
+    let log = queue_log(&app, id).await;
+    assert!(!log.contains("root:"), "{log}");
+}
+
+#[tokio::test]
+async fn a_process_that_leaves_its_session_is_gone_when_its_queue_ends() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(root.path(), &[]);
+    let r = repo(
+        root.path(),
+        "setsid",
+        &[
+            (
+                "testarena.toml",
+                &toml("setsid sleep 4101 & nohup sleep 4102 >/dev/null 2>&1 & true"),
+            ),
+            (
+                "scenarios/s.xml",
+                &scenario("setsid sleep 4103 &gt;/dev/null 2&gt;&amp;1 &amp; echo escaped"),
+            ),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "passed", "{q:#}");
+    for p in ["sleep 4101", "sleep 4102", "sleep 4103"] {
+        assert_gone(p).await;
+    }
+}
+
+/// Kills the `up` process (not its group) with SIGKILL while `needle` runs in its queue.
+async fn kill_worker_during(root: &Path, name: &str, build: &str, run: &str, needle: &str) {
+    let app = start(root, &[]);
+    let r = repo(
+        root,
+        name,
+        &[
+            ("testarena.toml", &toml(build)),
+            ("scenarios/s.xml", &scenario(run)),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let start = Instant::now();
+    // The command itself, not bwrap (whose command line holds it too).
+    while !processes_with(needle)
+        .iter()
+        .any(|p| p.contains(": sleep "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{needle} never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill(2) on our own child has no memory effects.
+    unsafe { libc::kill(app.child.id() as i32, libc::SIGKILL) };
+    assert_gone(needle).await;
+    // The next worker start finds nothing of it either, and takes the queue back.
+    let data = app.data_dir.clone();
+    drop(app);
+    let again = App::start_with_env(
+        "up",
+        &data,
+        &["--allow-local-repos", root.join("repos").to_str().unwrap()],
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, q) = again.get_json(&format!("/api/v1/queues/{id}")).await;
+    assert!(q["id"] == id, "{q:#}");
+    let _ = again
+        .client
+        .post(again.url(&format!("/api/v1/queues/{id}/abort")))
+        .send()
+        .await;
+    finished(&again, id).await;
+    assert_gone(needle).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_during_a_build_leaves_no_process() {
+    let root = tempfile::tempdir().unwrap();
+    kill_worker_during(
+        root.path(),
+        "kill-build",
+        "setsid sleep 4201 & sleep 4200",
+        "true",
+        "sleep 420",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_during_a_run_step_leaves_no_process() {
+    let root = tempfile::tempdir().unwrap();
+    kill_worker_during(
+        root.path(),
+        "kill-run",
+        "true",
+        "setsid sleep 4301 &amp; sleep 4300",
+        "sleep 430",
+    )
+    .await;
+}
+
+/// A firmware stand-in: echoes lines; on `crash-later` it crashes a second later and prints a
+/// reboot banner longer than the console's recent-lines ring.
+const CRASHING_FIRMWARE: &str = r#"echo ready
+while read line; do
+  case "$line" in
+    crash-later) (sleep 1
+       echo "Guru Meditation Error: Core  0 panic'ed (LoadProhibited). Exception was unhandled."
+       echo "Backtrace: 0x400d1234:0x3ffb1f00 0x400d5678:0x3ffb1f20"
+       i=0; while [ $i -lt 60 ]; do echo "I (31) boot: banner line $i"; i=$((i+1)); done) & ;;
+    *) echo "$line" ;;
+  esac
+done
+"#;
+
+#[tokio::test]
+async fn a_crash_during_sleep_or_run_fails_the_case_at_once_with_its_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(root.path(), &[]);
+    let r = repo(
+        root.path(),
+        "crash",
+        &[
+            (
+                "testarena.toml",
+                "[emulator]\ncommand = \"sh fw.sh\"\nready = \"^ready$\"\n",
+            ),
+            ("fw.sh", CRASHING_FIRMWARE),
+            (
+                "scenarios/crash.xml",
+                r#"<scenario name="crash" timeout="120">
+  <fail-pattern>Guru Meditation Error</fail-pattern>
+  <testcase id="TC_SLEEP" timeout="60"><send>crash-later</send><sleep ms="10000"/></testcase>
+  <testcase id="TC_RUN" timeout="60"><send>crash-later</send><run timeout="30">sleep 10</run></testcase>
+</scenario>"#,
+            ),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "failed", "{q:#}");
+    let cases = q["tasks"][0]["cases"].as_array().unwrap();
+    for (case, step) in cases.iter().zip(["<sleep", "<run"]) {
+        assert_eq!(case["status"], "failed", "{case:#}");
+        let ms = case["duration_ms"].as_u64().unwrap();
+        assert!(ms < 5_000, "not at once: {ms} ms: {case:#}");
+        let msg = case["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("during step {step}")), "{msg}");
+        assert!(
+            msg.contains("> Guru Meditation Error: Core  0 panic'ed"),
+            "{msg}"
+        );
+        assert!(msg.contains("Backtrace: 0x400d1234:0x3ffb1f00"), "{msg}");
+        let html = app
+            .client
+            .get(app.url(case["html_url"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("Guru Meditation Error"), "{html}");
+    }
+    let junit = app
+        .client
+        .get(app.url(&format!("/api/v1/queues/{id}/junit.xml")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for step in [
+        "&lt;sleep&gt; 10s (line 3)",
+        "&lt;run&gt; &quot;sleep 10&quot; (line 4)",
+    ] {
+        let message = format!(
+            "message=\"fail pattern matched during step {step}: Guru Meditation Error: Core  0 panic&apos;ed"
+        );
+        assert!(junit.contains(&message), "{message}\n{junit}");
+    }
+}
+
+/// A tmpfs of `size` mounted at `dir` for the test's life (the test runs as root, as CI does).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        common::kill_processes_under(&self.0);
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_ends_the_queue_with_its_cause_and_sigterm_still_stops() {
+    let root = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&root.path().join("disk"), "3m");
+    let repos = root.path().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    let app = App::start_with_env(
+        "up",
+        &disk.0.join("data"),
+        &["--allow-local-repos", repos.to_str().unwrap()],
+        &[],
+    );
+    let r = repo(
+        root.path(),
+        "flood",
+        &[
+            (
+                "testarena.toml",
+                "[emulator]\ncommand = \"yes 'flooding the console until the disk is full'\"\n",
+            ),
+            (
+                "scenarios/s.xml",
+                r#"<scenario name="s" timeout="120">
+  <testcase id="TC" timeout="100"><expect timeout="90">^never$</expect></testcase>
+</scenario>"#,
+            ),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "error", "{q:#}");
+    let error = q["error"].as_str().unwrap_or_default();
+    assert!(error.contains("No space left on device"), "{q:#}");
+    // The verdict is on disk: a restart still shows it.
+    let data = app.data_dir.clone();
+    let status = app.stop();
+    assert!(status.success(), "{status:?}");
+    let again = App::start_with_env(
+        "up",
+        &data,
+        &["--allow-local-repos", repos.to_str().unwrap()],
+        &[],
+    );
+    let (_, q) = again.get_json(&format!("/api/v1/queues/{id}")).await;
+    assert_eq!(q["status"], "error", "{q:#}");
+    let started = Instant::now();
+    let status = again.stop();
+    assert!(status.success() && started.elapsed() < Duration::from_secs(15));
+}
+
+/// `depth` nested elements inside a scenario's test case.
+fn deeply_nested(depth: usize) -> String {
+    format!(
+        r#"<scenario name="deep"><testcase id="TC">{}{}</testcase></scenario>"#,
+        "<a>".repeat(depth),
+        "</a>".repeat(depth)
+    )
+}
+
+/// `n` trivial test cases.
+fn many_cases(n: usize) -> String {
+    let cases: String = (0..n)
+        .map(|i| format!("<testcase id=\"TC_{i}\"><send>x</send></testcase>\n"))
+        .collect();
+    format!("<scenario name=\"many\">\n{cases}</scenario>")
+}
+
+#[test]
+fn validate_refuses_deep_nesting_with_a_position_instead_of_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deep.xml");
+    std::fs::write(&file, deeply_nested(20_000)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testarena"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("deep.xml:1:"), "{text}");
+    assert!(text.contains("nested deeper than"), "{text}");
+}
+
+#[tokio::test]
+async fn a_queue_with_hostile_scenarios_ends_with_their_errors_and_the_server_lives() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(root.path(), &[]);
+    let r = repo(
+        root.path(),
+        "hostile",
+        &[
+            ("testarena.toml", &toml("true")),
+            ("scenarios/deep.xml", &deeply_nested(5_000)),
+            ("scenarios/many.xml", &many_cases(10_001)),
+            ("scenarios/huge.xml", &many_cases(100_000)),
+            (
+                "scenarios/slow.xml",
+                r#"<scenario name="slow"><testcase id="TC"><expect>(?:.{0,30}){30}Q</expect></testcase></scenario>"#,
+            ),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "error", "{q:#}");
+    let tasks = q["tasks"].as_array().unwrap();
+    let error_of = |name: &str| -> String {
+        tasks
+            .iter()
+            .find(|t| t["scenario"] == format!("scenarios/{name}.xml"))
+            .and_then(|t| t["error"].as_str())
+            .unwrap_or_else(|| panic!("{name}: {q:#}"))
+            .to_string()
+    };
+    assert!(error_of("deep").contains("nested deeper than"), "{q:#}");
+    assert!(
+        error_of("many").contains("more than 10000 test cases"),
+        "{q:#}"
+    );
+    assert!(error_of("huge").contains("at most 4194304"), "{q:#}");
+    assert!(error_of("slow").contains("64 KiB line"), "{q:#}");
+    let (status, _) = app.get_json("/api/v1/health").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_api_answers_while_the_worker_matches_a_flood_of_long_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(root.path(), &[]);
+    let r = repo(
+        root.path(),
+        "long-lines",
+        &[
+            (
+                "testarena.toml",
+                "[emulator]\ncommand = '''yes \"$(head -c 60000 /dev/zero | tr '\\0' a)\"'''\n",
+            ),
+            (
+                "scenarios/s.xml",
+                r#"<scenario name="s" timeout="60">
+  <fail-pattern>(?i)(error|panic|abort).{0,100}x</fail-pattern>
+  <testcase id="TC" timeout="30"><expect timeout="8">^never$</expect></testcase>
+</scenario>"#,
+            ),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    wait_for(&app, id, |q| {
+        q["tasks"][0]["cases"][0]["status"] == "running"
+    })
+    .await;
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (status, _) = app.get_json("/api/v1/health").await;
+        assert_eq!(status, 200);
+        took.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    took.sort();
+    // The median, not the worst: the test machine runs other tests at the same time.
+    assert!(took[10] < Duration::from_millis(100), "{took:?}");
+    assert!(took[19] < Duration::from_secs(1), "{took:?}");
+    let q = finished(&app, id).await;
+    assert_eq!(q["status"], "failed", "{q:#}");
+}
