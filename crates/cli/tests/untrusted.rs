@@ -92,13 +92,7 @@ async fn finished(app: &App, id: i64) -> Value {
 }
 
 async fn queue_log(app: &App, id: i64) -> String {
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/queues/{id}/log")))
-        .send()
-        .await
-        .unwrap();
-    r.text().await.unwrap()
+    app.get_text(&format!("/api/v1/queues/{id}/log")).await
 }
 
 /// Processes whose command line contains `needle`.
@@ -354,26 +348,12 @@ async fn a_crash_during_sleep_or_run_fails_the_case_at_once_with_its_lines() {
             "{msg}"
         );
         assert!(msg.contains("Backtrace: 0x400d1234:0x3ffb1f00"), "{msg}");
-        let html = app
-            .client
-            .get(app.url(case["html_url"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.get_text(case["html_url"].as_str().unwrap()).await;
         assert!(html.contains("Guru Meditation Error"), "{html}");
     }
     let junit = app
-        .client
-        .get(app.url(&format!("/api/v1/queues/{id}/junit.xml")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(&format!("/api/v1/queues/{id}/junit.xml"))
+        .await;
     for step in [
         "&lt;sleep&gt; 10s (line 3)",
         "&lt;run&gt; &quot;sleep 10&quot; (line 4)",

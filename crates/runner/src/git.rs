@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use testarena_core::repo_url::{self, RepoTarget};
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -822,8 +821,8 @@ async fn run_watched(
             _ = tokio::time::sleep_until(last_byte + stall), if running => {
                 break Some(Ended::Stalled(stall));
             }
-            _ = sleep_until_opt(drain_until) => break None,
-            r = read_opt(&mut stdout, &mut out_buf), if stdout.is_some() => match r {
+            _ = crate::process::sleep_until_opt(drain_until) => break None,
+            r = crate::process::read_some(&mut stdout, &mut out_buf), if stdout.is_some() => match r {
                 Ok(n) if n > 0 => {
                     last_byte = Instant::now();
                     out_lines.push(&out_buf[..n], on_line);
@@ -833,7 +832,7 @@ async fn run_watched(
                     stdout = None;
                 }
             },
-            r = read_opt(&mut stderr, &mut err_buf), if stderr.is_some() => match r {
+            r = crate::process::read_some(&mut stderr, &mut err_buf), if stderr.is_some() => match r {
                 Ok(n) if n > 0 => {
                     last_byte = Instant::now();
                     err_lines.push(&err_buf[..n], on_line);
@@ -867,25 +866,6 @@ async fn run_watched(
         }),
         (None, None) => unreachable!("the loop ends without a reason only after the exit"),
     })
-}
-
-/// Reads from an optional pipe; a missing one never becomes ready.
-async fn read_opt<R: AsyncReadExt + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    match pipe {
-        Some(p) => p.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Splits output into lines as a terminal would show them: `\n` ends a line, `\r` (not

@@ -813,27 +813,21 @@ impl Run<'_> {
             duration_ms: ms,
             message: message.clone(),
         };
-        if self.logs_failed() {
-            // No space for a page; the little there is goes to the verdict.
-            let r = CaseResult {
-                status,
-                duration_ms: Some(ms),
-                message: message.clone(),
-            };
-            let _ = self.store.finish_case(case_row, worker, &r).await;
-            return Err(Failure::Stopped);
+        // No space for a page when the logs failed: the little there is goes to the verdict.
+        let logs_failed = self.logs_failed();
+        if !logs_failed {
+            // Rendering reads the whole case log: off the async threads, which serve the API.
+            let html_path = log_path.with_extension("html");
+            let log_for_html = log_path.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                report::write_case_html(&log_for_html, &html_path, &meta)
+            });
+            self.html_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(job);
         }
-        // Rendering reads the whole case log: off the async threads, which serve the API too.
-        let html_path = log_path.with_extension("html");
-        let log_for_html = log_path.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            report::write_case_html(&log_for_html, &html_path, &meta)
-        });
-        self.html_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(job);
-        if status == CaseStatus::Error && self.ctl.cancel.is_cancelled() {
+        if logs_failed || (status == CaseStatus::Error && self.ctl.cancel.is_cancelled()) {
             // Recorded by the queue's close-out, with the stop reason.
             let r = CaseResult {
                 status,

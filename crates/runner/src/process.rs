@@ -419,7 +419,7 @@ impl Phase {
 }
 
 /// Reads from an optional pipe; a missing pipe never becomes ready.
-async fn read_some<R: AsyncReadExt + Unpin>(
+pub(crate) async fn read_some<R: AsyncReadExt + Unpin>(
     pipe: &mut Option<R>,
     buf: &mut [u8],
 ) -> io::Result<usize> {
@@ -430,7 +430,7 @@ async fn read_some<R: AsyncReadExt + Unpin>(
 }
 
 /// Sleeps until `at`, or forever if there is no such instant.
-async fn sleep_until_opt(at: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -138,6 +138,12 @@ impl App {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// `GET path`: the answer's text (whatever its status).
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// `GET path`: the status and the JSON answer (null if it is not JSON).
     pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
         let r = self.client.get(self.url(path)).send().await.unwrap();
