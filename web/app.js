@@ -5,9 +5,13 @@
 const API = '/api/v1';
 const PAGE_SIZE = 100;
 const MAX_CONSOLE_LINES = 20000;
-const WORKER_ALIVE_SECONDS = 60;
-const STATUSES = ['waiting', 'running', 'passed', 'failed', 'error', 'aborted'];
-const FINISHED = new Set(['passed', 'failed', 'error', 'aborted']);
+// What the server defines (once, in its core crate) and puts into the page: see
+// crates/server/src/assets.rs, `limits_json`.
+const LIMITS = JSON.parse(document.querySelector('meta[name="testarena-limits"]').content);
+const WORKER_ALIVE_SECONDS = LIMITS.worker_alive_seconds;
+const LOG_CHUNK = LIMITS.log_chunk;
+const STATUSES = LIMITS.queue_statuses;
+const FINISHED = new Set(LIMITS.finished_statuses);
 const FORM_FIELDS = ['repo', 'branch', 'scenarios', 'priority', 'name'];
 
 // ---------------------------------------------------------------------------------------------
@@ -997,7 +1001,7 @@ class LiveLog {
         this.onState('ended');
         return;
       }
-      this.timer = setTimeout(() => this.poll(), buf.length >= 1024 * 1024 ? 0 : 1000);
+      this.timer = setTimeout(() => this.poll(), buf.length >= LOG_CHUNK ? 0 : 1000);
     } catch {
       this.onState('reconnecting');
       this.timer = setTimeout(() => this.poll(), 3000);

@@ -4,17 +4,13 @@
 //! Exit codes: 0 success (or a passed queue), 1 a failed queue, 2 an errored or aborted queue,
 //! 3 bad input, an API refusal or connection trouble.
 
-mod api;
 mod render;
 mod wait;
 
 use crate::config::{self, CommonArgs};
-use api::{Api, CallError};
 use clap::{Args, Subcommand};
-use serde_json::json;
 use std::io::{IsTerminal, Write};
-use testarena_core::api::{Queue, QueueList};
-use testarena_core::QueueStatus;
+use testarena_client::{Client, ClientError, NewQueue, QueueListQuery, QueueStatus};
 
 /// Server used when neither a flag, the environment nor the config file names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -162,8 +158,8 @@ struct Fail {
     message: String,
 }
 
-impl From<CallError> for Fail {
-    fn from(e: CallError) -> Fail {
+impl From<ClientError> for Fail {
+    fn from(e: ClientError) -> Fail {
         Fail {
             code: EXIT_TROUBLE,
             message: e.to_string(),
@@ -222,15 +218,15 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
         ClientCommand::Rm { conn, id } => {
             let api = connect(&conn, common)?;
             let id = parse_id(&id)?;
-            api.delete(&format!("/queues/{id}")).await?;
+            api.delete(id).await?;
             println!("queue {id} deleted");
             Ok(EXIT_OK)
         }
         ClientCommand::Junit { conn, id } => {
             let api = connect(&conn, common)?;
             let id = parse_id(&id)?;
-            let body = api.get_bytes(&format!("/queues/{id}/junit.xml")).await?;
-            write_stdout(&body)?;
+            let xml = api.junit(id).await?;
+            write_stdout(xml.as_bytes())?;
             Ok(EXIT_OK)
         }
         ClientCommand::Completions { shell } => {
@@ -245,7 +241,7 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
 
 /// Layers the server URL and token: flag, then environment (both via clap), then the config
 /// file, then the default.
-fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Api, Fail> {
+fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Client, Fail> {
     let needs_file = conn.server.is_none() || conn.token.is_none();
     let file = if !needs_file {
         config::FileConfig::default()
@@ -265,9 +261,12 @@ fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Api, Fail> {
         .clone()
         .or(file.server_url)
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-    let token = conn.token.clone().or(file.token);
-    let base = api::normalize_base(&server).map_err(trouble)?;
-    Ok(Api::new(base, token)?)
+    let mut builder =
+        Client::builder(&server).user_agent(concat!("testarena-cli/", env!("CARGO_PKG_VERSION")));
+    if let Some(token) = conn.token.clone().or(file.token) {
+        builder = builder.token(token);
+    }
+    Ok(builder.build()?)
 }
 
 fn parse_id(arg: &IdArg) -> Result<i64, Fail> {
@@ -295,14 +294,6 @@ fn print_json(text: &str) -> Result<(), Fail> {
     write_stdout(format!("{}\n", text.trim_end()).as_bytes())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, Fail> {
-    serde_json::from_str(text).map_err(|e| {
-        trouble(format!(
-            "the server's answer is not {what} this client understands: {e}"
-        ))
-    })
-}
-
 fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
@@ -316,25 +307,19 @@ fn verdict_code(status: QueueStatus) -> i32 {
     }
 }
 
-async fn submit(api: &Api, a: SubmitArgs) -> Result<i32, Fail> {
-    let mut body = json!({ "repo": a.repo, "branch": a.branch });
-    if !a.scenarios.is_empty() {
-        body["scenarios"] = json!(a.scenarios);
-    }
-    if let Some(p) = a.priority {
-        body["priority"] = json!(p);
-    }
-    if let Some(n) = &a.name {
-        body["name"] = json!(n);
-    }
-    if let Some(c) = &a.commit {
-        body["commit"] = json!(c);
-    }
-    let text = api.post_text("/queues", Some(&body)).await?;
-    let created: Queue = parse(&text, "a queue")?;
-    let id = created.id;
+async fn submit(api: &Client, a: SubmitArgs) -> Result<i32, Fail> {
+    let new = NewQueue {
+        repo: a.repo,
+        branch: a.branch,
+        scenarios: (!a.scenarios.is_empty()).then_some(a.scenarios),
+        name: a.name,
+        priority: a.priority,
+        commit: a.commit,
+    };
+    let created = api.create_queue_answer(&new).await?;
+    let id = created.value.id;
     if a.json && !a.wait {
-        print_json(&text)?;
+        print_json(&created.text)?;
         return Ok(EXIT_OK);
     }
     if !a.json {
@@ -357,8 +342,7 @@ async fn submit(api: &Api, a: SubmitArgs) -> Result<i32, Fail> {
         Err(e) => return Err(e.into()),
     };
     if a.json {
-        let text = api.get_text(&format!("/queues/{id}")).await?;
-        print_json(&text)?;
+        print_json(&api.queue_answer(id).await?.text)?;
     }
     eprintln!("queue {id} {}", render::describe(&finished));
     for line in render::problems(&finished) {
@@ -369,29 +353,23 @@ async fn submit(api: &Api, a: SubmitArgs) -> Result<i32, Fail> {
 }
 
 async fn queues(
-    api: &Api,
+    api: &Client,
     status: Option<String>,
     limit: Option<String>,
     json: bool,
 ) -> Result<i32, Fail> {
-    let mut query = Vec::new();
-    if let Some(s) = status {
-        query.push(format!("status={}", encode(&s)));
-    }
-    if let Some(l) = limit {
-        query.push(format!("limit={}", encode(&l)));
-    }
-    let path = if query.is_empty() {
-        "/queues".to_string()
-    } else {
-        format!("/queues?{}", query.join("&"))
+    // The values go as typed: the server checks them and explains a refusal.
+    let query = QueueListQuery {
+        status,
+        limit,
+        before: None,
     };
-    let text = api.get_text(&path).await?;
+    let answer = api.queues_answer(&query).await?;
     if json {
-        print_json(&text)?;
+        print_json(&answer.text)?;
         return Ok(EXIT_OK);
     }
-    let list: QueueList = parse(&text, "a queue list")?;
+    let list = answer.value;
     if list.queues.is_empty() {
         eprintln!("no queues");
         return Ok(EXIT_OK);
@@ -406,24 +384,24 @@ async fn queues(
     Ok(EXIT_OK)
 }
 
-async fn show(api: &Api, id: i64, json: bool) -> Result<i32, Fail> {
-    let text = api.get_text(&format!("/queues/{id}")).await?;
+async fn show(api: &Client, id: i64, json: bool) -> Result<i32, Fail> {
+    let answer = api.queue_answer(id).await?;
     if json {
-        print_json(&text)?;
+        print_json(&answer.text)?;
         return Ok(EXIT_OK);
     }
-    let q: Queue = parse(&text, "a queue")?;
+    let q = answer.value;
     write_stdout(render::queue_detail(&q, &api.dashboard_url(id), now()).as_bytes())?;
     Ok(EXIT_OK)
 }
 
-async fn abort(api: &Api, id: i64, json: bool) -> Result<i32, Fail> {
-    let text = api.post_text(&format!("/queues/{id}/abort"), None).await?;
+async fn abort(api: &Client, id: i64, json: bool) -> Result<i32, Fail> {
+    let answer = api.abort_answer(id).await?;
     if json {
-        print_json(&text)?;
+        print_json(&answer.text)?;
         return Ok(EXIT_OK);
     }
-    let q: Queue = parse(&text, "a queue")?;
+    let q = answer.value;
     if q.status == QueueStatus::Aborted {
         println!("queue {id} aborted");
     } else {
@@ -432,28 +410,9 @@ async fn abort(api: &Api, id: i64, json: bool) -> Result<i32, Fail> {
     Ok(EXIT_OK)
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(encode("waiting"), "waiting");
-        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
-    }
 
     #[test]
     fn verdicts_map_to_exit_codes() {

@@ -165,7 +165,7 @@ pub struct FileConfig {
     /// Bearer token the client commands send.
     pub token: Option<String>,
     /// Gitea webhook and commit statuses.
-    pub gitea: Option<testarena_core::gitea::GiteaConfig>,
+    pub gitea: Option<testarena_server::gitea::GiteaConfig>,
 }
 
 /// Settings after layering.
@@ -189,7 +189,7 @@ pub struct Settings {
     /// How the worker confines repository commands.
     pub sandbox: SandboxConfig,
     /// `[gitea]` with `TESTARENA_GITEA_SECRET` / `TESTARENA_GITEA_TOKEN` over the file's values.
-    pub gitea: Option<testarena_core::gitea::GiteaConfig>,
+    pub gitea: Option<testarena_server::gitea::GiteaConfig>,
 }
 
 /// Reads the config file: `explicit`, else the default path if it exists, else nothing.
@@ -222,36 +222,62 @@ pub fn settings(
     let database_url = common
         .database
         .clone()
-        .or(file.database_url)
+        .or(file.database_url.clone())
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("testarena.db").display()));
     let listen = server
         .and_then(|s| s.listen)
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let roots = match repos {
-        Some(r) if !r.allow_local_repos.is_empty() => r.allow_local_repos.clone(),
-        _ => file.allow_local_repos,
-    };
-    let allowed_hosts: Vec<String> = match repos {
-        Some(r) if !r.allowed_hosts.is_empty() => r.allowed_hosts.clone(),
-        _ => file.allowed_hosts,
-    }
-    .into_iter()
-    .map(|h| h.trim().to_string())
-    .filter(|h| !h.is_empty())
-    .collect();
+    let (allowed_roots, allowed_hosts) = repo_policy(repos, &file);
     let clone_stall_timeout = worker
         .and_then(|w| w.clone_stall_timeout)
         .or(file.clone_stall_timeout)
         .unwrap_or(testarena_runner::git::DEFAULT_STALL_TIMEOUT);
-    let mut allowed_roots = Vec::new();
-    for root in roots.into_iter().filter(|r| !r.as_os_str().is_empty()) {
-        // Compare against the real location, so a symlinked root still matches.
-        let abs = std::fs::canonicalize(&root)
-            .or_else(|_| std::path::absolute(&root))
-            .unwrap_or(root);
-        allowed_roots.push(abs);
+    let limits = server_limits(server, &file)?;
+    let log_json = log_json(common, &file)?;
+    let concurrency = worker
+        .and_then(|w| w.concurrency)
+        .or(file.concurrency)
+        .unwrap_or(1);
+    if concurrency == 0 || concurrency > 64 {
+        anyhow::bail!("--concurrency must be between 1 and 64, got {concurrency}");
     }
+    let queue_timeout = worker
+        .and_then(|w| w.queue_timeout)
+        .or(file.queue_timeout)
+        .unwrap_or(Duration::from_secs(3600));
+    let log_cap = worker
+        .and_then(|w| w.log_cap)
+        .or(file.log_cap)
+        .unwrap_or(256 * 1024 * 1024);
+    let clone_timeout = worker
+        .and_then(|w| w.clone_timeout)
+        .or(file.clone_timeout)
+        .unwrap_or(Duration::from_secs(600));
+    let gitea = gitea_with_env(file.gitea);
+    Ok(Settings {
+        listen,
+        database_url,
+        data_dir,
+        allowed_roots,
+        limits,
+        allowed_hosts,
+        clone_stall_timeout,
+        log_json,
+        concurrency,
+        queue_timeout,
+        log_cap,
+        clone_timeout,
+        sandbox,
+        gitea,
+    })
+}
+
+/// The server's connection limits: flag/env over the file over the defaults.
+fn server_limits(
+    server: Option<&ServerArgs>,
+    file: &FileConfig,
+) -> Result<testarena_server::Limits> {
     let defaults = testarena_server::Limits::default();
     let limits = testarena_server::Limits {
         max_connections: server
@@ -280,36 +306,54 @@ pub fn settings(
             anyhow::bail!("{name} must be more than 0");
         }
     }
-    let log_format = common
+    Ok(limits)
+}
+
+/// Where repositories may come from: local roots (real paths) and remote host patterns.
+fn repo_policy(repos: Option<&RepoArgs>, file: &FileConfig) -> (Vec<PathBuf>, Vec<String>) {
+    let roots = match repos {
+        Some(r) if !r.allow_local_repos.is_empty() => r.allow_local_repos.clone(),
+        _ => file.allow_local_repos.clone(),
+    };
+    let allowed_hosts: Vec<String> = match repos {
+        Some(r) if !r.allowed_hosts.is_empty() => r.allowed_hosts.clone(),
+        _ => file.allowed_hosts.clone(),
+    }
+    .into_iter()
+    .map(|h| h.trim().to_string())
+    .filter(|h| !h.is_empty())
+    .collect();
+    let allowed_roots = roots
+        .into_iter()
+        .filter(|r| !r.as_os_str().is_empty())
+        // Compare against the real location, so a symlinked root still matches.
+        .map(|root| {
+            std::fs::canonicalize(&root)
+                .or_else(|_| std::path::absolute(&root))
+                .unwrap_or(root)
+        })
+        .collect();
+    (allowed_roots, allowed_hosts)
+}
+
+/// Whether the process logs JSON (else text).
+fn log_json(common: &CommonArgs, file: &FileConfig) -> Result<bool> {
+    let format = common
         .log_format
         .clone()
-        .or(file.log_format)
+        .or(file.log_format.clone())
         .unwrap_or_else(|| "text".into());
-    let log_json = match log_format.as_str() {
-        "text" => false,
-        "json" => true,
+    match format.as_str() {
+        "text" => Ok(false),
+        "json" => Ok(true),
         other => anyhow::bail!("--log-format must be 'text' or 'json', got '{other}'"),
-    };
-    let concurrency = worker
-        .and_then(|w| w.concurrency)
-        .or(file.concurrency)
-        .unwrap_or(1);
-    if concurrency == 0 || concurrency > 64 {
-        anyhow::bail!("--concurrency must be between 1 and 64, got {concurrency}");
     }
-    let queue_timeout = worker
-        .and_then(|w| w.queue_timeout)
-        .or(file.queue_timeout)
-        .unwrap_or(Duration::from_secs(3600));
-    let log_cap = worker
-        .and_then(|w| w.log_cap)
-        .or(file.log_cap)
-        .unwrap_or(256 * 1024 * 1024);
-    let clone_timeout = worker
-        .and_then(|w| w.clone_timeout)
-        .or(file.clone_timeout)
-        .unwrap_or(Duration::from_secs(600));
-    let mut gitea = file.gitea;
+}
+
+/// `[gitea]` with `TESTARENA_GITEA_SECRET` / `TESTARENA_GITEA_TOKEN` over the file's values.
+fn gitea_with_env(
+    mut gitea: Option<testarena_server::gitea::GiteaConfig>,
+) -> Option<testarena_server::gitea::GiteaConfig> {
     for (var, is_token) in [
         ("TESTARENA_GITEA_SECRET", false),
         ("TESTARENA_GITEA_TOKEN", true),
@@ -323,22 +367,7 @@ pub fn settings(
             }
         }
     }
-    Ok(Settings {
-        listen,
-        database_url,
-        data_dir,
-        allowed_roots,
-        limits,
-        allowed_hosts,
-        clone_stall_timeout,
-        log_json,
-        concurrency,
-        queue_timeout,
-        log_cap,
-        clone_timeout,
-        sandbox,
-        gitea,
-    })
+    gitea
 }
 
 /// The worker's sandbox settings: flag/env over the file over bubblewrap with no extras.

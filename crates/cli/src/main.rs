@@ -117,10 +117,6 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
         queue_timeout: s.queue_timeout,
         clone_timeout: s.clone_timeout,
         log_cap: s.log_cap,
-        gitea: s
-            .gitea
-            .as_ref()
-            .and_then(testarena_runner::gitea::GiteaNotifier::from_config),
         sandbox: Arc::new(s.sandbox.clone()),
     };
     Worker {

@@ -62,7 +62,7 @@ fn submit(dir: &Path, app: &App, branch: &str) -> i64 {
 
 async fn queue_json(app: &App, id: i64) -> (u16, Value) {
     let r = app
-        .client
+        .http
         .get(app.url(&format!("/api/v1/queues/{id}")))
         .send()
         .await
@@ -276,13 +276,9 @@ async fn logs_of_a_queue_without_output_are_empty() {
 }
 
 async fn abort_via_http(app: &App, id: i64) {
-    let r = app
-        .client
-        .post(app.url(&format!("/api/v1/queues/{id}/abort")))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "abort: {}", r.status());
+    if let Err(e) = app.api.abort(id).await {
+        panic!("abort: {e}");
+    }
 }
 
 /// Waits for a child with a deadline; kills it and fails the test past the deadline.
@@ -328,15 +324,9 @@ async fn submit_wait_exits_2_when_the_queue_is_aborted() {
     // Find the queue, let the client wait a while, then abort it from another request.
     let start = Instant::now();
     let id = loop {
-        let r = app
-            .client
-            .get(app.url("/api/v1/queues"))
-            .send()
-            .await
-            .unwrap();
-        let v: Value = r.json().await.unwrap();
-        if let Some(id) = v["queues"][0]["id"].as_i64() {
-            break id;
+        let list = app.api.queues(&Default::default()).await.unwrap();
+        if let Some(q) = list.queues.first() {
+            break q.id;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),

@@ -1,6 +1,7 @@
 //! End to end: a real git server on loopback, the example firmware built with the real Xtensa
 //! cross-compiler, booted in real QEMU, driven through scenarios via the HTTP API of a running
-//! `testarena up`. After every queue, no process of it may be left alive.
+//! `testarena up` (through the typed client; raw HTTP where a header or the stream's wire format
+//! is the point). After every queue, no process of it may be left alive.
 
 mod common;
 
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testarena_client::{Case, CaseStatus, NewQueue, Queue, QueueStatus, Rerun};
 
 const EXTRA_SCENARIOS: &[(&str, &str)] = &[
     (
@@ -235,34 +237,33 @@ fn processes_under(dir: &Path) -> Vec<(i32, String)> {
     found
 }
 
-async fn submit(app: &App, body: Value) -> i64 {
-    let (status, q) = app.post_queue(&body).await;
-    assert_eq!(status, 201, "{q}");
-    q["id"].as_i64().unwrap()
-}
-
-async fn get_queue(app: &App, id: i64) -> Value {
-    app.get_json(&format!("/api/v1/queues/{id}")).await.1
-}
-
-async fn wait_until(app: &App, id: i64, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let q = get_queue(app, id).await;
-        if done(&q) {
-            return q;
-        }
-        assert!(
-            start.elapsed() < within,
-            "queue {id} did not get there in {within:?}: {q:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// A queue of `branch` of the served repository, with `scenarios` (none: the default set).
+fn queue_of(server: &GitServer, branch: &str, scenarios: &[&str]) -> NewQueue {
+    NewQueue {
+        scenarios: (!scenarios.is_empty())
+            .then(|| scenarios.iter().map(|s| s.to_string()).collect()),
+        ..NewQueue::new(&server.url, branch)
     }
 }
 
-async fn wait_finished(app: &App, id: i64) -> Value {
+async fn submit(app: &App, new: NewQueue) -> i64 {
+    app.submit(&new).await.id
+}
+
+async fn get_queue(app: &App, id: i64) -> Queue {
+    app.api
+        .queue(id)
+        .await
+        .unwrap_or_else(|e| panic!("queue {id}: {e}"))
+}
+
+async fn wait_until(app: &App, id: i64, within: Duration, done: impl Fn(&Queue) -> bool) -> Queue {
+    app.wait_until(id, within, done).await
+}
+
+async fn wait_finished(app: &App, id: i64) -> Queue {
     let q = wait_until(app, id, Duration::from_secs(300), |q| {
-        !matches!(q["status"].as_str(), Some("waiting") | Some("running"))
+        q.status.is_finished()
     })
     .await;
     assert_no_leftovers(app, id);
@@ -278,29 +279,30 @@ fn assert_no_leftovers(app: &App, id: i64) {
     );
 }
 
-fn case<'a>(q: &'a Value, id: &str) -> &'a Value {
-    q["tasks"]
-        .as_array()
-        .unwrap()
+fn case<'a>(q: &'a Queue, id: &str) -> &'a Case {
+    q.tasks
         .iter()
-        .flat_map(|t| t["cases"].as_array().unwrap())
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("case {id} not in {q:#}"))
+        .flat_map(|t| &t.cases)
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("case {id} not in {q:#?}"))
 }
 
 /// Waits until the first case of the queue runs (its emulator is up).
-async fn wait_first_case_running(app: &App, id: i64) -> Value {
+async fn wait_first_case_running(app: &App, id: i64) -> Queue {
     wait_until(app, id, Duration::from_secs(120), |q| {
-        q["tasks"][0]["cases"][0]["status"] == "running"
+        q.tasks
+            .first()
+            .and_then(|t| t.cases.first())
+            .is_some_and(|c| c.status == CaseStatus::Running)
     })
     .await
 }
 
 /// Asserts a case's status and that its message says `says`.
-fn assert_case(q: &Value, id: &str, status: &str, says: &str) {
+fn assert_case(q: &Queue, id: &str, status: CaseStatus, says: &str) {
     let c = case(q, id);
-    assert_eq!(c["status"], status, "{c}");
-    let message = c["message"].as_str().unwrap_or("");
+    assert_eq!(c.status, status, "{c:#?}");
+    let message = c.message.as_deref().unwrap_or("");
     assert!(
         message.contains(says),
         "{id}'s message should say {says:?}: {message}"
@@ -316,16 +318,12 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
-    let id = submit(&app, json!({"repo": server.url, "branch": "main"})).await;
+    let id = submit(&app, queue_of(&server, "main", &[])).await;
     let q = wait_finished(&app, id).await;
-    assert_eq!(q["status"], "passed", "{q:#}");
-    assert_eq!(q["commit"].as_str().unwrap().len(), 40);
-    assert_eq!(
-        q["tasks"].as_array().unwrap().len(),
-        1,
-        "default set is scenarios/*.xml"
-    );
-    assert_eq!(q["summary"]["passed"], 5);
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
+    assert_eq!(q.commit.as_deref().unwrap().len(), 40);
+    assert_eq!(q.tasks.len(), 1, "default set is scenarios/*.xml");
+    assert_eq!(q.summary.passed, 5);
     let dir = app.data_dir.join("queues").join(id.to_string());
     let queue_log = std::fs::read_to_string(dir.join("queue.log")).unwrap();
     assert!(
@@ -348,56 +346,21 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         "{junit}"
     );
     // The log endpoint serves the same bytes, resumable by offset.
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/queues/{id}/log?offset=10")))
-        .send()
-        .await
-        .unwrap();
-    let next: usize = r.headers()["x-next-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), queue_log[10..]);
-    assert_eq!(next, queue_log.len());
+    let chunk = app.api.queue_log(id, 10).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&chunk.data), queue_log[10..]);
+    assert_eq!(chunk.next, queue_log.len() as u64);
+    assert!(chunk.finished());
 
     // Reports over HTTP: the case logs by the URLs the queue object gives, junit, archive.
     let ping = case(&q, "TC_PING");
-    let text = app
-        .client
-        .get(app.url(ping["log_url"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.api.fetch_text(&ping.log_url).await.unwrap();
     assert_eq!(text, case_log);
-    let page = app
-        .client
-        .get(app.url(ping["html_url"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap();
+    // Raw, for the page's content type.
+    let page = app.http.get(app.url(&ping.html_url)).send().await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(page.text().await.unwrap(), html);
-    let r = app
-        .client
-        .get(app.url(&format!("/api/v1/queues/{id}/junit.xml")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), junit);
-    let tgz = app
-        .client
-        .get(app.url(&format!("/api/v1/queues/{id}/archive")))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    assert_eq!(app.api.junit(id).await.unwrap(), junit);
+    let tgz = app.api.archive(id).await.unwrap();
     let listing = tmp.path().join("archive.tgz");
     std::fs::write(&listing, &tgz).unwrap();
     let out = Command::new("tar")
@@ -417,7 +380,7 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
 
     // The live stream: everything, then `end`; resuming from an id gives the rest, no duplicates.
     let sse = app
-        .client
+        .http
         .get(app.url(&format!("/api/v1/queues/{id}/log/stream")))
         .send()
         .await
@@ -440,7 +403,7 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         .parse()
         .unwrap();
     let rest = app
-        .client
+        .http
         .get(app.url(&format!("/api/v1/queues/{id}/log/stream")))
         .header("last-event-id", first_id.to_string())
         .send()
@@ -457,16 +420,8 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         .collect();
     assert_eq!(rest_data, queue_log[first_id as usize..]);
 
-    let workers: Value = app
-        .client
-        .get(app.url("/api/v1/workers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(workers["workers"].as_array().unwrap().len(), 1, "{workers}");
+    let workers = app.api.workers().await.unwrap();
+    assert_eq!(workers.workers.len(), 1, "{workers:?}");
 }
 
 #[tokio::test]
@@ -474,57 +429,54 @@ async fn failures_are_reported_with_their_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
-    let scenarios = json!([
+    let scenarios = [
         "checks/fail_expect.xml",
         "checks/panic.xml",
         "checks/hang.xml",
         "checks/missing.xml",
-        "checks/host.xml"
-    ]);
-    let id = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": scenarios}),
-    )
-    .await;
+        "checks/host.xml",
+    ];
+    let id = submit(&app, queue_of(&server, "main", &scenarios)).await;
     let q = wait_finished(&app, id).await;
     assert_eq!(
-        q["status"], "error",
-        "a missing scenario file is an infrastructure error: {q:#}"
+        q.status,
+        QueueStatus::Error,
+        "a missing scenario file is an infrastructure error: {q:#?}"
     );
 
     let wrong = case(&q, "TC_WRONG");
-    assert_eq!(wrong["status"], "failed");
-    let msg = wrong["message"].as_str().unwrap();
+    assert_eq!(wrong.status, CaseStatus::Failed);
+    let msg = wrong.message.as_deref().unwrap();
     assert!(
         msg.contains("^pang$") && msg.contains("pong"),
         "names the pattern and the last lines: {msg}"
     );
     assert_eq!(
-        case(&q, "TC_AFTER")["status"],
-        "passed",
+        case(&q, "TC_AFTER").status,
+        CaseStatus::Passed,
         "unconsumed output does not leak into the next case"
     );
 
-    assert_case(&q, "TC_PANIC", "failed", "Guru Meditation Error");
+    assert_case(&q, "TC_PANIC", CaseStatus::Failed, "Guru Meditation Error");
 
-    assert_case(&q, "TC_HANG", "failed", "timed out after 3s");
-    assert_case(&q, "TC_IDLE", "failed", "silent");
+    assert_case(&q, "TC_HANG", CaseStatus::Failed, "timed out after 3s");
+    assert_case(&q, "TC_IDLE", CaseStatus::Failed, "silent");
 
-    let missing = q["tasks"]
-        .as_array()
-        .unwrap()
+    let missing = q
+        .tasks
         .iter()
-        .find(|t| t["scenario"] == "checks/missing.xml")
+        .find(|t| t.scenario == "checks/missing.xml")
         .unwrap();
-    assert_eq!(missing["status"], "error");
-    assert!(missing["error"]
-        .as_str()
+    assert_eq!(missing.status, CaseStatus::Error);
+    assert!(missing
+        .error
+        .as_deref()
         .unwrap()
         .contains("checks/missing.xml"));
 
-    assert_eq!(case(&q, "TC_RUN")["status"], "passed", "{q:#}");
-    assert_eq!(case(&q, "TC_REBOOT")["status"], "passed", "{q:#}");
-    assert_eq!(case(&q, "TC_BRIDGE")["status"], "passed", "{q:#}");
+    assert_eq!(case(&q, "TC_RUN").status, CaseStatus::Passed, "{q:#?}");
+    assert_eq!(case(&q, "TC_REBOOT").status, CaseStatus::Passed, "{q:#?}");
+    assert_eq!(case(&q, "TC_BRIDGE").status, CaseStatus::Passed, "{q:#?}");
     let bridge_log = std::fs::read_to_string(
         app.data_dir
             .join(format!("queues/{id}/05-host/TC_BRIDGE.log")),
@@ -546,32 +498,29 @@ async fn failures_are_reported_with_their_reason() {
     );
 
     // Re-run only what failed: the failed cases of their scenarios, and the scenario that could not run.
-    let r = app
-        .client
-        .post(app.url(&format!("/api/v1/queues/{id}/rerun")))
-        .json(&json!({"only_failed": true}))
-        .send()
+    let rerun = app
+        .api
+        .rerun_answer(id, &Rerun { only_failed: true })
         .await
         .unwrap();
-    assert_eq!(r.status(), 201);
-    let again = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let q2 = wait_finished(&app, again).await;
-    let ids: Vec<&str> = q2["tasks"]
-        .as_array()
-        .unwrap()
+    assert_eq!(rerun.status, 201);
+    let q2 = wait_finished(&app, rerun.value.id).await;
+    let ids: Vec<&str> = q2
+        .tasks
         .iter()
-        .flat_map(|t| t["cases"].as_array().unwrap())
-        .map(|c| c["id"].as_str().unwrap())
+        .flat_map(|t| &t.cases)
+        .map(|c| c.id.as_str())
         .collect();
     assert_eq!(
         ids,
         vec!["TC_WRONG", "TC_PANIC", "TC_HANG", "TC_IDLE"],
-        "{q2:#}"
+        "{q2:#?}"
     );
-    assert!(q2["scenarios"]
-        .as_array()
+    assert!(q2
+        .scenarios
+        .as_ref()
         .unwrap()
-        .contains(&json!("checks/missing.xml")));
+        .contains(&"checks/missing.xml".to_string()));
 }
 
 #[tokio::test]
@@ -591,21 +540,18 @@ async fn per_case_boot_runs_teardown_and_reboot_keeps_fail_pattern() {
         "lifecycle scenario",
     );
     let app = up(&tmp.path().join("data"), &[]);
-    let id = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/lifecycle.xml"]}),
-    )
-    .await;
+    let id = submit(&app, queue_of(&server, "main", &["checks/lifecycle.xml"])).await;
     let q = wait_finished(&app, id).await;
-    assert_eq!(case(&q, "TC_A")["status"], "passed", "{q:#}");
+    assert_eq!(case(&q, "TC_A").status, CaseStatus::Passed, "{q:#?}");
     let crash = case(&q, "TC_CRASH_AFTER_REBOOT");
-    assert_eq!(crash["status"], "failed");
+    assert_eq!(crash.status, CaseStatus::Failed);
     assert!(
-        crash["message"]
-            .as_str()
+        crash
+            .message
+            .as_deref()
             .unwrap()
             .contains("Guru Meditation"),
-        "fail pattern still armed after reboot: {crash}"
+        "fail pattern still armed after reboot: {crash:#?}"
     );
     let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
     // The crashed firmware answers nothing, so only the first teardown's echo comes back.
@@ -627,13 +573,10 @@ async fn build_failure_is_an_error_and_new_commits_are_fetched() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
-    let first = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]}),
-    )
-    .await;
+    let smoke = ["scenarios/smoke.xml"];
+    let first = submit(&app, queue_of(&server, "main", &smoke)).await;
     let q1 = wait_finished(&app, first).await;
-    assert_eq!(q1["status"], "passed", "{q1:#}");
+    assert_eq!(q1.status, QueueStatus::Passed, "{q1:#?}");
     let mirrors: Vec<_> = std::fs::read_dir(app.data_dir.join("git"))
         .unwrap()
         .flatten()
@@ -645,38 +588,38 @@ async fn build_failure_is_an_error_and_new_commits_are_fetched() {
     std::fs::write(&marker, "kept").unwrap();
 
     let broken = server.commit("broken", "src/main.c", "this is not C\n", "break the build");
-    let bad = submit(&app, json!({"repo": server.url, "branch": "broken"})).await;
+    let bad = submit(&app, queue_of(&server, "broken", &[])).await;
     let qb = wait_finished(&app, bad).await;
-    assert_eq!(qb["status"], "error", "{qb:#}");
-    assert_eq!(qb["commit"], broken.as_str());
+    assert_eq!(qb.status, QueueStatus::Error, "{qb:#?}");
+    assert_eq!(qb.commit.as_deref(), Some(broken.as_str()));
     assert!(
-        qb["error"].as_str().unwrap().contains("build failed"),
-        "{qb:#}"
+        qb.error.as_deref().unwrap().contains("build failed"),
+        "{qb:#?}"
     );
 
     let newer = server.commit("main", "NEWS", "a new commit\n", "news");
-    let second = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": ["scenarios/smoke.xml"]}),
-    )
-    .await;
+    let second = submit(&app, queue_of(&server, "main", &smoke)).await;
     let q2 = wait_finished(&app, second).await;
-    assert_eq!(q2["status"], "passed");
+    assert_eq!(q2.status, QueueStatus::Passed);
     assert_eq!(
-        q2["commit"],
-        newer.as_str(),
+        q2.commit.as_deref(),
+        Some(newer.as_str()),
         "the next queue tests the new head"
     );
-    assert_ne!(q2["commit"], q1["commit"]);
+    assert_ne!(q2.commit, q1.commit);
     assert!(
         marker.exists(),
         "the mirror was fetched into, not cloned again"
     );
 
-    let exact = submit(&app, json!({"repo": server.url, "branch": "main", "commit": q1["commit"], "scenarios": ["scenarios/smoke.xml"]})).await;
+    let exact = NewQueue {
+        commit: q1.commit.clone(),
+        ..queue_of(&server, "main", &smoke)
+    };
+    let exact = submit(&app, exact).await;
     let q3 = wait_finished(&app, exact).await;
     assert_eq!(
-        q3["commit"], q1["commit"],
+        q3.commit, q1.commit,
         "an explicit commit wins over the branch head"
     );
 }
@@ -686,7 +629,8 @@ async fn abort_stops_a_running_queue_within_two_seconds() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &[]);
-    let id = submit(&app, json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml", "scenarios/smoke.xml"]})).await;
+    let scenarios = ["checks/forever.xml", "scenarios/smoke.xml"];
+    let id = submit(&app, queue_of(&server, "main", &scenarios)).await;
     wait_first_case_running(&app, id).await;
     let work = app.data_dir.join("queues").join(id.to_string());
     assert!(
@@ -694,15 +638,9 @@ async fn abort_stops_a_running_queue_within_two_seconds() {
         "qemu runs while the case runs"
     );
     let asked = Instant::now();
-    let r = app
-        .client
-        .post(app.url(&format!("/api/v1/queues/{id}/abort")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(app.api.abort_answer(id).await.unwrap().status, 200);
     let q = wait_until(&app, id, Duration::from_secs(10), |q| {
-        q["status"] == "aborted"
+        q.status == QueueStatus::Aborted
     })
     .await;
     assert!(
@@ -711,10 +649,11 @@ async fn abort_stops_a_running_queue_within_two_seconds() {
         asked.elapsed()
     );
     assert_no_leftovers(&app, id);
-    assert_eq!(case(&q, "TC_FOREVER")["status"], "error");
-    assert_eq!(q["tasks"][1]["status"], "skipped", "{q:#}");
+    assert_eq!(case(&q, "TC_FOREVER").status, CaseStatus::Error);
+    assert_eq!(q.tasks[1].status, CaseStatus::Skipped, "{q:#?}");
+    // Raw, for its status: the typed call only says it succeeded.
     let r = app
-        .client
+        .http
         .delete(app.url(&format!("/api/v1/queues/{id}")))
         .send()
         .await
@@ -729,11 +668,7 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
     let server = GitServer::start(tmp.path());
     let data = tmp.path().join("data");
     let app = up(&data, &[]);
-    let id = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]}),
-    )
-    .await;
+    let id = submit(&app, queue_of(&server, "main", &["checks/forever.xml"])).await;
     wait_first_case_running(&app, id).await;
     let work = data.join("queues").join(id.to_string());
     let before = processes_under(&work);
@@ -748,10 +683,7 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
     std::mem::forget(app);
     let app = up(&data, &[]);
     // The new worker kills what the dead one left, and takes the queue back.
-    let q = wait_until(&app, id, Duration::from_secs(60), |q| {
-        q["attempts"].as_i64() == Some(2)
-    })
-    .await;
+    let q = wait_until(&app, id, Duration::from_secs(60), |q| q.attempts == 2).await;
     for (old, cmd) in &before {
         let alive = std::fs::read(format!("/proc/{old}/cmdline"))
             .map(|c| !c.is_empty())
@@ -761,16 +693,10 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
             "process {old} ({cmd}) of the killed worker still runs"
         );
     }
-    assert_ne!(q["status"], "waiting");
-    let r = app
-        .client
-        .post(app.url(&format!("/api/v1/queues/{id}/abort")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_ne!(q.status, QueueStatus::Waiting);
+    assert_eq!(app.api.abort_answer(id).await.unwrap().status, 200);
     let q = wait_finished(&app, id).await;
-    assert_eq!(q["status"], "aborted");
+    assert_eq!(q.status, QueueStatus::Aborted);
 }
 
 fn peak_rss_kb(pid: u32) -> u64 {
@@ -788,13 +714,9 @@ async fn a_50mb_burst_streams_without_memory_growing_and_logs_are_capped() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &["--log-cap", "20000000"]);
-    let id = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/burst.xml"]}),
-    )
-    .await;
+    let id = submit(&app, queue_of(&server, "main", &["checks/burst.xml"])).await;
     let q = wait_finished(&app, id).await;
-    assert_eq!(q["status"], "passed", "{q:#}");
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
     let peak = peak_rss_kb(app.child.id());
     // ~55 MB of console output (plus timestamps) went through; the worker must not hold it.
     assert!(peak > 0 && peak < 120 * 1024, "peak RSS {peak} kB");
@@ -898,7 +820,7 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
     let hook = app.url("/api/v1/hooks/gitea");
     let send = |body: String, sig: Option<String>| {
         let mut r = app
-            .client
+            .http
             .post(&hook)
             .header("content-type", "application/json")
             .header("x-gitea-event", "push")
@@ -918,16 +840,8 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
             .status(),
         401
     );
-    let list: Value = app
-        .client
-        .get(app.url("/api/v1/queues"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(list["queues"], json!([]));
+    let list = app.api.queues(&Default::default()).await.unwrap();
+    assert_eq!(list.queues, vec![]);
     // Unknown repository or branch: 202 with the reason.
     for (branch, repo) in [("main", "other/repo"), ("feature/x", "acme/fw")] {
         let b = push(branch, repo);
@@ -945,10 +859,10 @@ async fn gitea_push_creates_a_queue_and_its_verdict_becomes_a_commit_status() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let id = r.json::<Queue>().await.unwrap().id;
     let q = wait_finished(&app, id).await;
-    assert_eq!(q["status"], "passed", "{q:#}");
-    assert_eq!(q["commit"], sha.as_str());
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
+    assert_eq!(q.commit.as_deref(), Some(sha.as_str()));
     // pending at the start, success at the end (the first call got a 500 and was retried).
     let start = Instant::now();
     while !calls
@@ -986,36 +900,27 @@ async fn concurrency_runs_queues_side_by_side() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let app = up(&tmp.path().join("data"), &["--concurrency", "2"]);
-    let body = json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]});
-    let a = submit(&app, body.clone()).await;
-    let b = submit(&app, body.clone()).await;
-    let c = submit(&app, body).await;
+    let new = queue_of(&server, "main", &["checks/forever.xml"]);
+    let a = submit(&app, new.clone()).await;
+    let b = submit(&app, new.clone()).await;
+    let c = submit(&app, new).await;
     for id in [a, b] {
         wait_first_case_running(&app, id).await;
     }
     assert_eq!(
-        get_queue(&app, c).await["status"],
-        "waiting",
+        get_queue(&app, c).await.status,
+        QueueStatus::Waiting,
         "a third waits for a free slot"
     );
-    let workers = app.get_json("/api/v1/workers").await.1;
-    let mut running: Vec<i64> = workers["workers"][0]["running"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let workers = app.api.workers().await.unwrap();
+    let mut running = workers.workers[0].running.clone();
     running.sort();
     assert_eq!(running, vec![a, b]);
     for id in [a, b, c] {
-        app.client
-            .post(app.url(&format!("/api/v1/queues/{id}/abort")))
-            .send()
-            .await
-            .unwrap();
+        app.api.abort(id).await.unwrap();
     }
     for id in [a, b, c] {
-        assert_eq!(wait_finished(&app, id).await["status"], "aborted");
+        assert_eq!(wait_finished(&app, id).await.status, QueueStatus::Aborted);
     }
 }
 
@@ -1025,11 +930,7 @@ async fn sigterm_stops_running_queues_and_their_emulators() {
     let server = GitServer::start(tmp.path());
     let data = tmp.path().join("data");
     let app = up(&data, &[]);
-    let id = submit(
-        &app,
-        json!({"repo": server.url, "branch": "main", "scenarios": ["checks/forever.xml"]}),
-    )
-    .await;
+    let id = submit(&app, queue_of(&server, "main", &["checks/forever.xml"])).await;
     wait_first_case_running(&app, id).await;
     let work = data.join("queues").join(id.to_string());
     assert!(!processes_under(&work).is_empty());
@@ -1048,7 +949,7 @@ async fn sigterm_stops_running_queues_and_their_emulators() {
     // The verdict was recorded before exit: a new server shows it.
     let app = App::start("serve", &data, &[]);
     let q = get_queue(&app, id).await;
-    assert_eq!(q["status"], "error", "{q:#}");
-    assert!(q["error"].as_str().unwrap().contains("shut down"), "{q:#}");
-    assert_eq!(case(&q, "TC_FOREVER")["status"], "error");
+    assert_eq!(q.status, QueueStatus::Error, "{q:#?}");
+    assert!(q.error.as_deref().unwrap().contains("shut down"), "{q:#?}");
+    assert_eq!(case(&q, "TC_FOREVER").status, CaseStatus::Error);
 }

@@ -8,10 +8,10 @@
 mod common;
 
 use common::App;
-use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testarena_client::{NewQueue, QueueStatus};
 
 const IDF_PY: &str = r#"#!/bin/sh
 echo "RECORD idf.py $*"
@@ -107,36 +107,17 @@ async fn esp_idf_profile_contract_with_recording_stand_ins() {
         &tmp.path().join("data"),
         &["--allow-local-repos", roots.to_str().unwrap()],
     );
-    let r = app
-        .client
-        .post(app.url("/api/v1/queues"))
-        .json(&json!({"repo": repo, "branch": "main"}))
-        .send()
+    let id = app
+        .submit(&NewQueue::new(repo.to_str().unwrap(), "main"))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let start = Instant::now();
-    let q = loop {
-        let q: Value = app
-            .client
-            .get(app.url(&format!("/api/v1/queues/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(q["status"].as_str(), Some("waiting" | "running")) {
-            break q;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{q:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        .id;
+    let q = app
+        .wait_until(id, Duration::from_secs(60), |q| q.status.is_finished())
+        .await;
     // The stand-ins run in the worker's sandbox: they say how they were called on stdout,
     // which the queue's log keeps.
     let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
-    assert_eq!(q["status"], "passed", "{q:#}\n{log}");
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}\n{log}");
     let lines: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split_once("| RECORD ").map(|(_, call)| call))

@@ -5,10 +5,10 @@
 mod common;
 
 use common::App;
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testarena_client::{CaseStatus, NewQueue, Queue, QueueStatus};
 
 /// A local git repository under `root/repos/NAME` with `files`, committed on `main`.
 fn repo(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -65,34 +65,22 @@ fn start(root: &Path, envs: &[(&str, &str)]) -> App {
 }
 
 async fn submit(app: &App, repo: &Path) -> i64 {
-    let (status, q) = app
-        .post_queue(&json!({"repo": repo.to_str().unwrap(), "branch": "main"}))
-        .await;
-    assert_eq!(status, 201, "{q}");
-    q["id"].as_i64().unwrap()
+    let new = NewQueue::new(repo.to_str().unwrap(), "main");
+    app.submit(&new).await.id
 }
 
-async fn wait_for(app: &App, id: i64, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, q) = app.get_json(&format!("/api/v1/queues/{id}")).await;
-        if done(&q) {
-            return q;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "{q:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn wait_for(app: &App, id: i64, done: impl Fn(&Queue) -> bool) -> Queue {
+    app.wait_until(id, Duration::from_secs(120), done).await
 }
 
-async fn finished(app: &App, id: i64) -> Value {
-    wait_for(app, id, |q| {
-        !matches!(q["status"].as_str(), Some("waiting" | "running"))
-    })
-    .await
+async fn finished(app: &App, id: i64) -> Queue {
+    wait_for(app, id, |q| q.status.is_finished()).await
 }
 
+/// The queue log (its first MiB, which is all these queues write).
 async fn queue_log(app: &App, id: i64) -> String {
-    app.get_text(&format!("/api/v1/queues/{id}/log")).await
+    let chunk = app.api.queue_log(id, 0).await.unwrap();
+    String::from_utf8_lossy(&chunk.data).into_owned()
 }
 
 /// Processes whose command line contains `needle`.
@@ -146,7 +134,7 @@ async fn the_worker_secrets_never_reach_a_build_or_a_run_step() {
     );
     let id = submit(&app, &r).await;
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "passed", "{q:#}");
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
     let log = queue_log(&app, id).await;
     assert!(
         log.contains("build done") && log.contains("[run] PATH="),
@@ -186,12 +174,12 @@ async fn run_steps_cannot_read_secrets_or_rewrite_the_database() {
     );
     let id = submit(&app, &r).await;
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "passed", "{q:#}");
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
     assert!(!Path::new("/usr/owned").exists());
     // The database still answers, with the verdict the worker wrote.
-    let (status, again) = app.get_json(&format!("/api/v1/queues/{id}")).await;
-    assert_eq!(status, 200);
-    assert_eq!(again["status"], "passed");
+    let again = app.api.queue_answer(id).await.unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(again.value.status, QueueStatus::Passed);
     let log = queue_log(&app, id).await;
     assert!(!log.contains("root:"), "{log}");
 }
@@ -216,7 +204,7 @@ async fn a_process_that_leaves_its_session_is_gone_when_its_queue_ends() {
     );
     let id = submit(&app, &r).await;
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "passed", "{q:#}");
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
     for p in ["sleep 4101", "sleep 4102", "sleep 4103"] {
         assert_gone(p).await;
     }
@@ -259,13 +247,9 @@ async fn kill_worker_during(root: &Path, name: &str, build: &str, run: &str, nee
         &[],
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, q) = again.get_json(&format!("/api/v1/queues/{id}")).await;
-    assert!(q["id"] == id, "{q:#}");
-    let _ = again
-        .client
-        .post(again.url(&format!("/api/v1/queues/{id}/abort")))
-        .send()
-        .await;
+    let q = again.api.queue(id).await.unwrap();
+    assert!(q.id == id, "{q:#?}");
+    let _ = again.api.abort(id).await;
     finished(&again, id).await;
     assert_gone(needle).await;
 }
@@ -335,25 +319,23 @@ async fn a_crash_during_sleep_or_run_fails_the_case_at_once_with_its_lines() {
     );
     let id = submit(&app, &r).await;
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "failed", "{q:#}");
-    let cases = q["tasks"][0]["cases"].as_array().unwrap();
+    assert_eq!(q.status, QueueStatus::Failed, "{q:#?}");
+    let cases = &q.tasks[0].cases;
     for (case, step) in cases.iter().zip(["<sleep", "<run"]) {
-        assert_eq!(case["status"], "failed", "{case:#}");
-        let ms = case["duration_ms"].as_u64().unwrap();
-        assert!(ms < 5_000, "not at once: {ms} ms: {case:#}");
-        let msg = case["message"].as_str().unwrap();
+        assert_eq!(case.status, CaseStatus::Failed, "{case:#?}");
+        let ms = case.duration_ms.unwrap();
+        assert!(ms < 5_000, "not at once: {ms} ms: {case:#?}");
+        let msg = case.message.as_deref().unwrap();
         assert!(msg.contains(&format!("during step {step}")), "{msg}");
         assert!(
             msg.contains("> Guru Meditation Error: Core  0 panic'ed"),
             "{msg}"
         );
         assert!(msg.contains("Backtrace: 0x400d1234:0x3ffb1f00"), "{msg}");
-        let html = app.get_text(case["html_url"].as_str().unwrap()).await;
+        let html = app.api.fetch_text(&case.html_url).await.unwrap();
         assert!(html.contains("Guru Meditation Error"), "{html}");
     }
-    let junit = app
-        .get_text(&format!("/api/v1/queues/{id}/junit.xml"))
-        .await;
+    let junit = app.api.junit(id).await.unwrap();
     for step in [
         "&lt;sleep&gt; 10s (line 3)",
         "&lt;run&gt; &quot;sleep 10&quot; (line 4)",
@@ -422,9 +404,9 @@ async fn a_full_disk_ends_the_queue_with_its_cause_and_sigterm_still_stops() {
     );
     let id = submit(&app, &r).await;
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "error", "{q:#}");
-    let error = q["error"].as_str().unwrap_or_default();
-    assert!(error.contains("No space left on device"), "{q:#}");
+    assert_eq!(q.status, QueueStatus::Error, "{q:#?}");
+    let error = q.error.as_deref().unwrap_or_default();
+    assert!(error.contains("No space left on device"), "{q:#?}");
     // The verdict is on disk: a restart still shows it.
     let data = app.data_dir.clone();
     let status = app.stop();
@@ -435,8 +417,8 @@ async fn a_full_disk_ends_the_queue_with_its_cause_and_sigterm_still_stops() {
         &["--allow-local-repos", repos.to_str().unwrap()],
         &[],
     );
-    let (_, q) = again.get_json(&format!("/api/v1/queues/{id}")).await;
-    assert_eq!(q["status"], "error", "{q:#}");
+    let q = again.api.queue(id).await.unwrap();
+    assert_eq!(q.status, QueueStatus::Error, "{q:#?}");
     let started = Instant::now();
     let status = again.stop();
     assert!(status.success() && started.elapsed() < Duration::from_secs(15));
@@ -495,23 +477,21 @@ async fn a_queue_with_hostile_scenarios_ends_with_their_errors_and_the_server_li
     );
     let id = submit(&app, &r).await;
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "error", "{q:#}");
-    let tasks = q["tasks"].as_array().unwrap();
+    assert_eq!(q.status, QueueStatus::Error, "{q:#?}");
     let error_of = |name: &str| -> String {
-        tasks
+        q.tasks
             .iter()
-            .find(|t| t["scenario"] == format!("scenarios/{name}.xml"))
-            .and_then(|t| t["error"].as_str())
-            .unwrap_or_else(|| panic!("{name}: {q:#}"))
-            .to_string()
+            .find(|t| t.scenario == format!("scenarios/{name}.xml"))
+            .and_then(|t| t.error.clone())
+            .unwrap_or_else(|| panic!("{name}: {q:#?}"))
     };
-    assert!(error_of("deep").contains("nested deeper than"), "{q:#}");
+    assert!(error_of("deep").contains("nested deeper than"), "{q:#?}");
     assert!(
         error_of("many").contains("more than 10000 test cases"),
-        "{q:#}"
+        "{q:#?}"
     );
-    assert!(error_of("huge").contains("at most 4194304"), "{q:#}");
-    assert!(error_of("slow").contains("64 KiB line"), "{q:#}");
+    assert!(error_of("huge").contains("at most 4194304"), "{q:#?}");
+    assert!(error_of("slow").contains("64 KiB line"), "{q:#?}");
     let (status, _) = app.get_json("/api/v1/health").await;
     assert_eq!(status, 200);
 }
@@ -539,7 +519,10 @@ async fn the_api_answers_while_the_worker_matches_a_flood_of_long_lines() {
     );
     let id = submit(&app, &r).await;
     wait_for(&app, id, |q| {
-        q["tasks"][0]["cases"][0]["status"] == "running"
+        q.tasks
+            .first()
+            .and_then(|t| t.cases.first())
+            .is_some_and(|c| c.status == CaseStatus::Running)
     })
     .await;
     let mut took = Vec::new();
@@ -555,5 +538,5 @@ async fn the_api_answers_while_the_worker_matches_a_flood_of_long_lines() {
     assert!(took[10] < Duration::from_millis(100), "{took:?}");
     assert!(took[19] < Duration::from_secs(1), "{took:?}");
     let q = finished(&app, id).await;
-    assert_eq!(q["status"], "failed", "{q:#}");
+    assert_eq!(q.status, QueueStatus::Failed, "{q:#?}");
 }

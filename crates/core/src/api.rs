@@ -95,6 +95,67 @@ pub struct QueueList {
     pub next: Option<i64>,
 }
 
+/// The query of `GET /api/v1/queues`. The values are text, as they arrive in a URL, so the server
+/// can refuse a malformed one with its own message (`bad_query`); an empty value is the same as
+/// none. The `with_*` methods fill them from typed values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueListQuery {
+    /// Only queues with this status (`waiting`, `running`, `passed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Page size, 1..=500; 50 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// Only queues with a smaller id: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+impl QueueListQuery {
+    /// Only queues with `status`.
+    pub fn with_status(mut self, status: QueueStatus) -> Self {
+        self.status = Some(status.as_str().to_string());
+        self
+    }
+
+    /// At most `limit` queues (1..=500).
+    pub fn with_limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit.to_string());
+        self
+    }
+
+    /// Only queues older than `before` (the `next` of the previous page).
+    pub fn with_before(mut self, before: i64) -> Self {
+        self.before = Some(before.to_string());
+        self
+    }
+}
+
+/// The query of `GET /api/v1/queues/{id}/tasks/{task}/cases`, as text like [`QueueListQuery`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CasePageQuery {
+    /// Only cases after this position (0-based, in file order): the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Page size, 1..=1000; 500 when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+impl CasePageQuery {
+    /// Only cases after position `after`.
+    pub fn with_after(mut self, after: i64) -> Self {
+        self.after = Some(after.to_string());
+        self
+    }
+
+    /// At most `limit` cases (1..=1000).
+    pub fn with_limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit.to_string());
+        self
+    }
+}
+
 /// `GET /api/v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Health {

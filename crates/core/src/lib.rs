@@ -2,7 +2,8 @@
 //! configuration types. No I/O and no async: every other crate depends on this one.
 
 pub mod api;
-pub mod gitea;
+pub mod limits;
+pub mod origin;
 pub mod paths;
 pub mod redact;
 pub mod repo_config;

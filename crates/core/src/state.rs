@@ -56,9 +56,21 @@ string_enum!(
 );
 
 impl QueueStatus {
+    /// The status every queue starts in.
+    pub const INITIAL: QueueStatus = QueueStatus::Waiting;
+
     /// True once the queue can no longer change.
     pub fn is_finished(self) -> bool {
         !matches!(self, QueueStatus::Waiting | QueueStatus::Running)
+    }
+
+    /// Every status a queue may become `to` from, in declaration order.
+    pub fn sources(to: QueueStatus) -> Vec<QueueStatus> {
+        QueueStatus::ALL
+            .iter()
+            .copied()
+            .filter(|from| from.can_become(to))
+            .collect()
     }
 
     /// Whether a queue may go from `self` to `to`.
@@ -74,9 +86,31 @@ impl QueueStatus {
 }
 
 impl CaseStatus {
+    /// The status every case and task starts in.
+    pub const INITIAL: CaseStatus = CaseStatus::Pending;
+
     /// True once the case has its verdict.
     pub fn is_finished(self) -> bool {
         !matches!(self, CaseStatus::Pending | CaseStatus::Running)
+    }
+
+    /// Every status a case (or task) may become `to` from, in declaration order.
+    pub fn sources(to: CaseStatus) -> Vec<CaseStatus> {
+        CaseStatus::ALL
+            .iter()
+            .copied()
+            .filter(|from| from.can_become(to))
+            .collect()
+    }
+
+    /// What an unfinished case (or task) becomes when its queue ends before it does: one that
+    /// was running is an `error`, one that never started is `skipped`; `None` once finished.
+    pub fn cut_short(self) -> Option<CaseStatus> {
+        match self {
+            CaseStatus::Running => Some(CaseStatus::Error),
+            CaseStatus::Pending => Some(CaseStatus::Skipped),
+            _ => None,
+        }
     }
 
     /// Whether a case (or task) may go from `self` to `to`.
@@ -153,6 +187,46 @@ mod tests {
         }
         assert!(QueueStatus::Waiting.can_become(QueueStatus::Aborted));
         assert!(!QueueStatus::Waiting.can_become(QueueStatus::Passed));
+    }
+
+    #[test]
+    fn sources_list_exactly_the_allowed_transitions() {
+        assert_eq!(
+            QueueStatus::sources(QueueStatus::Running),
+            vec![QueueStatus::Waiting]
+        );
+        assert_eq!(
+            QueueStatus::sources(QueueStatus::Waiting),
+            vec![QueueStatus::Running]
+        );
+        for to in QueueStatus::ALL {
+            for from in QueueStatus::ALL {
+                assert_eq!(
+                    QueueStatus::sources(*to).contains(from),
+                    from.can_become(*to)
+                );
+            }
+        }
+        for to in CaseStatus::ALL {
+            for from in CaseStatus::ALL {
+                assert_eq!(
+                    CaseStatus::sources(*to).contains(from),
+                    from.can_become(*to)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cutting_short_is_an_allowed_transition_to_a_verdict() {
+        for s in CaseStatus::ALL {
+            match s.cut_short() {
+                Some(to) => assert!(s.can_become(to) && to.is_finished(), "{s} -> {to}"),
+                None => assert!(s.is_finished(), "{s}"),
+            }
+        }
+        assert!(!QueueStatus::INITIAL.is_finished());
+        assert!(!CaseStatus::INITIAL.is_finished());
     }
 
     #[test]

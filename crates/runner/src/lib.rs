@@ -1,7 +1,6 @@
 //! Execution of one queue.
 pub mod console;
 pub mod git;
-pub mod gitea;
 pub mod logs;
 pub mod pipeline;
 pub mod process;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest line handed to a line callback; longer lines are delivered in pieces of this size so
 /// that a child printing without newlines cannot make us grow memory without bound.
-pub const MAX_LINE: usize = 64 * 1024;
+pub use testarena_core::limits::MAX_LINE;
 
 /// Size of each pipe read; together with `MAX_LINE` this bounds memory per running child.
 const READ_CHUNK: usize = 8 * 1024;
@@ -280,16 +280,8 @@ pub async fn run(
         program: spec.program.clone(),
         source,
     };
-    // One pipe for both stdout and stderr, as `2>&1` does: the child's writes reach us in
-    // exactly the order it made them, which two pipes polled side by side cannot promise.
-    let (read_end, write_end) = cloexec_pipe().map_err(io_err)?;
-    let write_dup = write_end.try_clone().map_err(io_err)?;
-    let mut group = spawn_with(spec, Stdio::from(write_end), Stdio::from(write_dup))?;
-    // `spawn_with` has dropped its Command, so the child now holds the only write ends and we
-    // see EOF once it (and everything it passed them on to) is gone.
-    let mut output = Some(pipe::Receiver::from_owned_fd(read_end).map_err(io_err)?);
-    // Nobody writes to stdin here; closing it gives the child EOF instead of a hang.
-    drop(group.child.stdin.take());
+    let (mut group, output) = spawn_merged(spec)?;
+    let mut output = Some(output);
     let mut lines = LineSplitter::default();
     let mut buf = vec![0u8; READ_CHUNK];
 
@@ -331,16 +323,7 @@ pub async fn run(
             }
             r = group.child.wait(), if status.is_none() => {
                 status = Some(r.map_err(io_err)?);
-                // Anything still in the group was left behind by the leader (a background job,
-                // a daemon): it would hold our pipes open and outlive the run.
-                reap_group(group.pgid);
-                if group_alive(group.pgid) {
-                    phase = phase.start_term(group.pgid, grace);
-                } else if matches!(phase, Phase::Running) {
-                    // A process that left the group (its own setsid) may hold the pipes open
-                    // for ever; read what is there, but not indefinitely.
-                    phase = Phase::Draining { give_up_at: Instant::now() + DRAIN_AFTER_KILL };
-                }
+                phase = phase.after_leader_exit(group.pgid, grace);
             }
             _ = sleep_until_opt(kill_at) => {
                 signal_group(group.pgid, Signal::SIGKILL);
@@ -362,24 +345,7 @@ pub async fn run(
         }
     }
     if status.is_some() {
-        // Make sure nothing of the group survives, whatever the phase we stopped in.
-        let kill_at = match phase {
-            Phase::Running => {
-                reap_group(group.pgid);
-                if group_alive(group.pgid) {
-                    signal_group(group.pgid, Signal::SIGTERM);
-                }
-                Instant::now() + grace
-            }
-            Phase::Terminating { kill_at } => kill_at,
-            Phase::Draining { .. } => Instant::now(),
-        };
-        if !wait_group_gone(group.pgid, kill_at).await {
-            signal_group(group.pgid, Signal::SIGKILL);
-            group.gone = wait_group_gone(group.pgid, Instant::now() + KILL_SETTLE).await;
-        } else {
-            group.gone = true;
-        }
+        clear_group(&mut group, phase, grace).await;
     }
 
     match (reason, status) {
@@ -388,6 +354,46 @@ pub async fn run(
         // Not expected: without a timeout or cancel the group is only KILLed after the leader
         // exited, so its status is known.
         (None, None) => Err(io_err(io::Error::other("lost track of the child's exit"))),
+    }
+}
+
+/// Starts `spec` with stdout and stderr on one pipe, as `2>&1` does: the child's writes reach us
+/// in exactly the order it made them, which two pipes polled side by side cannot promise.
+fn spawn_merged(spec: &Spec) -> Result<(Group, pipe::Receiver), ProcessError> {
+    let io_err = |source| ProcessError::Io {
+        program: spec.program.clone(),
+        source,
+    };
+    let (read_end, write_end) = cloexec_pipe().map_err(io_err)?;
+    let write_dup = write_end.try_clone().map_err(io_err)?;
+    let mut group = spawn_with(spec, Stdio::from(write_end), Stdio::from(write_dup))?;
+    // `spawn_with` has dropped its Command, so the child now holds the only write ends and we
+    // see EOF once it (and everything it passed them on to) is gone.
+    let output = pipe::Receiver::from_owned_fd(read_end).map_err(io_err)?;
+    // Nobody writes to stdin here; closing it gives the child EOF instead of a hang.
+    drop(group.child.stdin.take());
+    Ok((group, output))
+}
+
+/// Makes sure nothing of a group whose leader has exited survives, whatever the phase `run`
+/// stopped in.
+async fn clear_group(group: &mut Group, phase: Phase, grace: Duration) {
+    let kill_at = match phase {
+        Phase::Running => {
+            reap_group(group.pgid);
+            if group_alive(group.pgid) {
+                signal_group(group.pgid, Signal::SIGTERM);
+            }
+            Instant::now() + grace
+        }
+        Phase::Terminating { kill_at } => kill_at,
+        Phase::Draining { .. } => Instant::now(),
+    };
+    if wait_group_gone(group.pgid, kill_at).await {
+        group.gone = true;
+    } else {
+        signal_group(group.pgid, Signal::SIGKILL);
+        group.gone = wait_group_gone(group.pgid, Instant::now() + KILL_SETTLE).await;
     }
 }
 
@@ -414,6 +420,23 @@ impl Phase {
                 }
             }
             other => other,
+        }
+    }
+
+    /// After the leader exited: anything still in the group was left behind by it (a
+    /// background job, a daemon) and would hold our pipes open and outlive the run, so it is
+    /// stopped; with the group gone, what is left in the pipes is read, but not for ever (a
+    /// process that left the group with its own setsid may hold them open).
+    fn after_leader_exit(self, pgid: i32, grace: Duration) -> Phase {
+        reap_group(pgid);
+        if group_alive(pgid) {
+            self.start_term(pgid, grace)
+        } else if matches!(self, Phase::Running) {
+            Phase::Draining {
+                give_up_at: Instant::now() + DRAIN_AFTER_KILL,
+            }
+        } else {
+            self
         }
     }
 }
@@ -618,367 +641,4 @@ pub fn group_alive(pgid: i32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::{Arc, Mutex};
-
-    const GRACE: Duration = Duration::from_millis(500);
-
-    fn setup() {
-        // Orphans of our test children must come to us to be reaped; otherwise a non-reaping
-        // init in a container keeps them as zombies and the group looks alive forever.
-        let _ = become_subreaper();
-    }
-
-    /// Runs a shell command collecting its lines.
-    async fn run_sh(cmd: &str, timeout: Duration) -> (Outcome, Vec<Vec<u8>>) {
-        setup();
-        let mut lines = Vec::new();
-        let mut cb = |l: &[u8]| lines.push(l.to_vec());
-        let outcome = run(
-            &Spec::shell(cmd),
-            timeout,
-            &CancellationToken::new(),
-            &mut cb,
-            GRACE,
-        )
-        .await;
-        match outcome {
-            Ok(o) => (o, lines),
-            Err(e) => panic!("run failed: {e}"),
-        }
-    }
-
-    /// Pids of live (non-zombie) processes in `pgid`, read from /proc.
-    fn live_members(pgid: i32) -> Vec<i32> {
-        let mut found = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return found;
-        };
-        for entry in dir.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // Fields after the parenthesised command name: state ppid pgrp ...
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
-                found.push(pid);
-            }
-        }
-        found
-    }
-
-    /// Runs `cmd`, records its pgid via a marker line, and returns (outcome, pgid, elapsed).
-    async fn run_tracking(
-        cmd: &str,
-        timeout: Duration,
-        cancel: &CancellationToken,
-    ) -> (Outcome, i32, Duration) {
-        setup();
-        let pgid = Arc::new(Mutex::new(0));
-        let p2 = pgid.clone();
-        let mut cb = move |l: &[u8]| {
-            if let Some(rest) = l.strip_prefix(b"pgid=") {
-                if let Ok(n) = String::from_utf8_lossy(rest).trim().parse::<i32>() {
-                    *p2.lock().unwrap() = n;
-                }
-            }
-        };
-        let start = std::time::Instant::now();
-        let full = format!("echo pgid=$$; {cmd}");
-        let outcome = run(&Spec::shell(&full), timeout, cancel, &mut cb, GRACE)
-            .await
-            .unwrap();
-        let pgid = *pgid.lock().unwrap();
-        assert!(pgid > 1, "no pgid seen");
-        (outcome, pgid, start.elapsed())
-    }
-
-    #[tokio::test]
-    async fn exit_codes() {
-        assert_eq!(
-            run_sh("exit 0", Duration::from_secs(10)).await.0,
-            Outcome::Exited(0)
-        );
-        assert_eq!(
-            run_sh("exit 3", Duration::from_secs(10)).await.0,
-            Outcome::Exited(3)
-        );
-        assert_eq!(
-            run_sh("kill -9 $$", Duration::from_secs(10)).await.0,
-            Outcome::Exited(128 + 9)
-        );
-    }
-
-    #[tokio::test]
-    async fn missing_program_is_a_spawn_error() {
-        let err = run(
-            &Spec::new("/nonexistent/testarena-program", Vec::<String>::new()),
-            Duration::from_secs(5),
-            &CancellationToken::new(),
-            &mut |_: &[u8]| {},
-            GRACE,
-        )
-        .await;
-        assert!(matches!(err, Err(ProcessError::Spawn { .. })), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn output_is_streamed_before_exit() {
-        setup();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut cb = move |l: &[u8]| {
-            let _ = tx.send((l.to_vec(), std::time::Instant::now()));
-        };
-        let start = std::time::Instant::now();
-        let outcome = run(
-            &Spec::shell("echo first; sleep 1; echo second"),
-            Duration::from_secs(10),
-            &CancellationToken::new(),
-            &mut cb,
-            GRACE,
-        )
-        .await
-        .unwrap();
-        let end = std::time::Instant::now();
-        assert_eq!(outcome, Outcome::Exited(0));
-        let (first, t_first) = rx.recv().await.unwrap();
-        let (second, _) = rx.recv().await.unwrap();
-        assert_eq!(first, b"first");
-        assert_eq!(second, b"second");
-        assert!(end - start >= Duration::from_millis(900));
-        assert!(
-            end - t_first >= Duration::from_millis(700),
-            "first line arrived only {:?} before the end",
-            end - t_first
-        );
-    }
-
-    #[tokio::test]
-    async fn stderr_is_merged_and_lines_are_split() {
-        let (o, lines) = run_sh(
-            "printf 'a\\r\\nb\\n'; echo err 1>&2; echo c; echo d 1>&2; printf 'tail-without-newline'",
-            Duration::from_secs(10),
-        )
-        .await;
-        assert_eq!(o, Outcome::Exited(0));
-        assert_eq!(
-            lines,
-            vec![
-                b"a".to_vec(),
-                b"b".to_vec(),
-                b"err".to_vec(),
-                b"c".to_vec(),
-                b"d".to_vec(),
-                b"tail-without-newline".to_vec()
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn non_utf8_output_is_preserved() {
-        let (o, lines) = run_sh("printf '\\377\\376ok\\200\\n'", Duration::from_secs(10)).await;
-        assert_eq!(o, Outcome::Exited(0));
-        assert_eq!(lines, vec![vec![0xff, 0xfe, b'o', b'k', 0x80]]);
-    }
-
-    #[tokio::test]
-    async fn very_long_lines_come_in_bounded_pieces() {
-        // 200 000 bytes without a newline, then a newline, then a short line.
-        let (o, lines) = run_sh(
-            "head -c 200000 /dev/zero | tr '\\0' x; echo; echo end",
-            Duration::from_secs(20),
-        )
-        .await;
-        assert_eq!(o, Outcome::Exited(0));
-        assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
-        let total: usize = lines[..lines.len() - 1].iter().map(Vec::len).sum();
-        assert_eq!(total, 200_000);
-        assert_eq!(lines.last().map(Vec::as_slice), Some(&b"end"[..]));
-    }
-
-    #[test]
-    fn splitter_edges() {
-        let mut out: Vec<Vec<u8>> = Vec::new();
-        let mut emit = |l: &[u8]| out.push(l.to_vec());
-        let mut s = LineSplitter::default();
-        // A line of exactly MAX_LINE bytes followed by its newline is one line.
-        let exact = vec![b'a'; MAX_LINE];
-        s.push(&exact[..100], &mut emit);
-        s.push(&exact[100..], &mut emit);
-        s.push(b"\nx", &mut emit);
-        s.push(b"y\r\n\n", &mut emit);
-        s.finish(&mut emit);
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[0].len(), MAX_LINE);
-        assert_eq!(out[1], b"xy");
-        assert_eq!(out[2], b"");
-        assert!(s.partial.capacity() <= MAX_LINE * 2);
-    }
-
-    #[tokio::test]
-    async fn timeout_kills_the_whole_tree() {
-        let (o, pgid, elapsed) = run_tracking(
-            "sleep 1000 & sleep 1000; wait",
-            Duration::from_millis(300),
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(o, Outcome::TimedOut(Duration::from_millis(300)));
-        assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
-        assert!(!group_alive(pgid));
-        assert!(live_members(pgid).is_empty());
-    }
-
-    #[tokio::test]
-    async fn cancel_is_prompt() {
-        let cancel = CancellationToken::new();
-        let c2 = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            c2.cancel();
-        });
-        let (o, pgid, elapsed) =
-            run_tracking("sleep 1000 & sleep 1000", Duration::from_secs(60), &cancel).await;
-        assert_eq!(o, Outcome::Cancelled);
-        assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
-        assert!(!group_alive(pgid));
-    }
-
-    #[tokio::test]
-    async fn term_ignoring_process_is_killed_after_grace() {
-        let (o, pgid, elapsed) = run_tracking(
-            "trap '' TERM; sleep 1000",
-            Duration::from_millis(200),
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(o, Outcome::TimedOut(Duration::from_millis(200)));
-        assert!(elapsed >= GRACE, "{elapsed:?}");
-        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
-        assert!(!group_alive(pgid));
-        assert!(live_members(pgid).is_empty());
-    }
-
-    #[tokio::test]
-    async fn leftover_background_process_is_killed_after_exit() {
-        // The subshell exits at once, leaving `sleep 1000` orphaned but still in the group and
-        // still holding our stdout.
-        let (o, pgid, elapsed) = run_tracking(
-            "(sleep 1000 &) ; exit 0",
-            Duration::from_secs(60),
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(o, Outcome::Exited(0));
-        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
-        assert!(!group_alive(pgid));
-        assert!(live_members(pgid).is_empty());
-    }
-
-    #[tokio::test]
-    async fn leftover_with_closed_output_is_killed_too() {
-        let (o, pgid, _) = run_tracking(
-            "(sleep 1000 >/dev/null 2>&1 &) ; exit 7",
-            Duration::from_secs(60),
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(o, Outcome::Exited(7));
-        assert!(!group_alive(pgid));
-        assert!(live_members(pgid).is_empty());
-    }
-
-    #[tokio::test]
-    async fn terminate_kills_group_and_daemonized_grandchild() {
-        setup();
-        let mut g = spawn(&Spec::shell("(sleep 1000 &) ; sleep 1000")).unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let pgid = g.pgid;
-        assert!(group_alive(pgid));
-        let status = g.terminate(GRACE).await;
-        assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGTERM));
-        assert!(!group_alive(pgid));
-        assert!(live_members(pgid).is_empty());
-    }
-
-    #[tokio::test]
-    async fn terminate_after_leader_exit_still_kills_the_group() {
-        setup();
-        let mut g = spawn(&Spec::shell("(sleep 1000 >/dev/null 2>&1 &) ; exit 0")).unwrap();
-        let pgid = g.pgid;
-        let status = g.child.wait().await.unwrap();
-        assert!(status.success());
-        assert!(group_alive(pgid));
-        let _ = g.terminate(GRACE).await;
-        assert!(!group_alive(pgid));
-        assert!(live_members(pgid).is_empty());
-    }
-
-    #[tokio::test]
-    async fn dropping_a_group_kills_it() {
-        setup();
-        let g = spawn(&Spec::shell("sleep 1000 & sleep 1000")).unwrap();
-        let pgid = g.pgid;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(live_members(pgid).len() >= 2, "the sleeps are running");
-        drop(g);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !live_members(pgid).is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
-        }
-        assert!(live_members(pgid).is_empty());
-        reap_group(pgid);
-    }
-
-    #[tokio::test]
-    async fn kill_stale_groups_counts_existing_groups() {
-        setup();
-        let mut g = spawn(&Spec::shell("sleep 1000")).unwrap();
-        let pgid = g.pgid;
-        // 0, 1 and negative ids must never be signalled; a long-gone id does not count.
-        assert_eq!(kill_stale_groups(&[pgid, 0, 1, -1, i32::MAX]), 1);
-        let status = g.child.wait().await.unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert!(wait_group_gone(pgid, Instant::now() + Duration::from_secs(2)).await);
-    }
-
-    #[tokio::test]
-    async fn spec_cwd_env_and_stdin() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = Spec::shell("pwd; echo $TA_TEST; cat")
-            .with_cwd(dir.path())
-            .with_env("TA_TEST", "v1")
-            .with_stdin(true);
-        let mut lines = Vec::new();
-        let mut cb = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
-        let o = run(
-            &spec,
-            Duration::from_secs(10),
-            &CancellationToken::new(),
-            &mut cb,
-            GRACE,
-        )
-        .await
-        .unwrap();
-        assert_eq!(o, Outcome::Exited(0));
-        let canon = dir.path().canonicalize().unwrap();
-        assert_eq!(lines, vec![canon.display().to_string(), "v1".to_string()]);
-    }
-
-    #[test]
-    fn run_future_is_send() {
-        fn assert_send<T: Send>(_: &T) {}
-        let cancel = CancellationToken::new();
-        let spec = Spec::shell("true");
-        let mut cb = |_: &[u8]| {};
-        let fut = run(&spec, Duration::from_secs(1), &cancel, &mut cb, GRACE);
-        assert_send(&fut);
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use crate::process;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use testarena_store::{Store, StoreError, WorkerRow};
+use testarena_store::{QueueRow, Store, StoreError, WorkerRow};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +19,6 @@ pub const RENEW_EVERY: Duration = Duration::from_millis(500);
 pub const MAX_ATTEMPTS: i64 = 3;
 /// How often the worker looks for work when nobody wakes it.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
-/// A worker whose heartbeat is older than this is considered dead.
-pub const WORKER_STALE: Duration = Duration::from_secs(60);
 
 /// This machine's boot id: a process group recorded under another boot is long gone.
 pub fn boot_id() -> String {
@@ -61,7 +59,7 @@ impl Worker {
         for w in &dead {
             tracing::warn!(worker = %w, "expiring the leases of a dead worker on this host");
         }
-        let stale_ms = WORKER_STALE.as_millis() as i64;
+        let stale_ms = testarena_core::limits::WORKER_ALIVE_MS;
         let stale = self
             .store
             .take_stale_groups(&self.cfg.hostname, stale_ms)
@@ -85,6 +83,50 @@ impl Worker {
     /// Claims and runs queues until `shutdown` fires; then stops running queues (killing their
     /// processes) and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        self.start().await?;
+        let heartbeat = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(heartbeat(
+            self.store.clone(),
+            self.cfg.worker_id.clone(),
+            shutdown.clone(),
+        )));
+        let running = Running::default();
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let policy = self.fetch_policy.clone();
+        let mirrors = Arc::new(MirrorCache::new(self.cfg.data_dir.join("git")).with_policy(policy));
+        let mut handles = Vec::new();
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(queue) = self.claim().await else {
+                drop(permit);
+                tokio::select! {
+                    _ = self.new_work.notified() => {}
+                    _ = tokio::time::sleep(POLL_EVERY) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            };
+            let job = self.queue_job(queue, mirrors.clone(), running.clone());
+            handles.push(tokio::spawn(async move {
+                job.await;
+                drop(permit);
+            }));
+            handles.retain(|h| !h.is_finished());
+        }
+        running.stop_all();
+        for h in handles {
+            let _ = h.await;
+        }
+        drop(heartbeat);
+        let _ = self.store.unregister_worker(&self.cfg.worker_id).await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    /// Prepares this host and registers the worker: subreaper, disk reserve, crash clean-up.
+    async fn start(&self) -> Result<(), StoreError> {
         if let Err(e) = process::become_subreaper() {
             tracing::warn!(error = %e, "cannot become a child subreaper; daemonized build children may escape");
         }
@@ -103,104 +145,96 @@ impl Worker {
             .await?;
         self.recover().await?;
         tracing::info!(worker = %self.cfg.worker_id, concurrency = self.concurrency, "worker started");
-        let running: Arc<Mutex<HashMap<i64, Arc<QueueControl>>>> = Arc::default();
-        let slots = Arc::new(Semaphore::new(self.concurrency));
-        let mirrors = Arc::new(
-            MirrorCache::new(self.cfg.data_dir.join("git")).with_policy(self.fetch_policy.clone()),
-        );
-        let heartbeat = {
-            let store = self.store.clone();
-            let id = self.cfg.worker_id.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = stop.cancelled() => break,
-                    }
-                    if let Err(e) = store.worker_heartbeat(&id).await {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                    }
-                    if let Err(e) = store.reclaim_expired(MAX_ATTEMPTS).await {
-                        tracing::warn!(error = %e, "reclaiming expired leases failed");
-                    }
-                }
-            })
-        };
-        let mut handles = Vec::new();
-        loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = shutdown.cancelled() => break,
-            };
-            let claimed = match self
-                .store
-                .claim(&self.cfg.worker_id, LEASE.as_millis() as i64)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claim failed");
-                    None
-                }
-            };
-            let Some(queue) = claimed else {
-                drop(permit);
-                tokio::select! {
-                    _ = self.new_work.notified() => {}
-                    _ = tokio::time::sleep(POLL_EVERY) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                continue;
-            };
-            let id = queue.id;
-            tracing::info!(queue = id, "claimed");
-            let ctl = Arc::new(QueueControl::default());
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, ctl.clone());
-            let store = self.store.clone();
-            let cfg = self.cfg.clone();
-            let mirrors = mirrors.clone();
-            let running = running.clone();
-            handles.push(tokio::spawn(async move {
-                // Aborted on drop: also when `run_queue` panics, so that the lease runs out
-                // and the queue is taken back instead of staying `running` for ever.
-                let renew = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renew_lease(
-                    store.clone(),
-                    cfg.worker_id.clone(),
-                    id,
-                    ctl.clone(),
-                )));
-                pipeline::run_queue(&store, &cfg, &mirrors, queue, &ctl).await;
-                drop(renew);
-                hold_reserve(&cfg.data_dir);
-                running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                drop(permit);
-                tracing::info!(queue = id, "done");
-            }));
-            handles.retain(|h| !h.is_finished());
+        Ok(())
+    }
+
+    /// The next waiting queue this worker may take, if any (a failed claim is logged).
+    async fn claim(&self) -> Option<QueueRow> {
+        let lease = LEASE.as_millis() as i64;
+        match self.store.claim(&self.cfg.worker_id, lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed");
+                None
+            }
         }
-        let controls: Vec<Arc<QueueControl>> = running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for c in controls {
+    }
+
+    /// Runs a claimed queue under its renewed lease, registered in `running` meanwhile.
+    fn queue_job(
+        &self,
+        queue: QueueRow,
+        mirrors: Arc<MirrorCache>,
+        running: Running,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let id = queue.id;
+        tracing::info!(queue = id, "claimed");
+        let ctl = running.add(id);
+        let store = self.store.clone();
+        let cfg = self.cfg.clone();
+        async move {
+            let work = pipeline::run_queue(&store, &cfg, &mirrors, queue, &ctl);
+            with_lease(&store, &cfg.worker_id, id, &ctl, work).await;
+            hold_reserve(&cfg.data_dir);
+            running.remove(id);
+            tracing::info!(queue = id, "done");
+        }
+    }
+}
+
+/// The controls of the queues this worker runs, to stop them all on shutdown.
+#[derive(Clone, Default)]
+struct Running(Arc<Mutex<HashMap<i64, Arc<QueueControl>>>>);
+
+impl Running {
+    fn add(&self, id: i64) -> Arc<QueueControl> {
+        let ctl = Arc::new(QueueControl::default());
+        self.lock().insert(id, ctl.clone());
+        ctl
+    }
+
+    fn remove(&self, id: i64) {
+        self.lock().remove(&id);
+    }
+
+    fn stop_all(&self) {
+        for c in self.lock().values() {
             c.stop(StopReason::Shutdown);
         }
-        for h in handles {
-            let _ = h.await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<QueueControl>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs `work` while renewing the queue's lease; the renewal ends with `work`, also when it
+/// panics (then the lease runs out and the queue is taken back instead of staying `running`).
+async fn with_lease<F: std::future::Future>(
+    store: &Store,
+    worker_id: &str,
+    id: i64,
+    ctl: &Arc<QueueControl>,
+    work: F,
+) -> F::Output {
+    let renewal = renew_lease(store.clone(), worker_id.to_string(), id, ctl.clone());
+    let _renew = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renewal));
+    work.await
+}
+
+/// Beats this worker's heartbeat and takes back queues of lost workers, until `stop`.
+async fn heartbeat(store: Store, id: String, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => break,
         }
-        heartbeat.abort();
-        let _ = self.store.unregister_worker(&self.cfg.worker_id).await;
-        tracing::info!("worker stopped");
-        Ok(())
+        if let Err(e) = store.worker_heartbeat(&id).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        if let Err(e) = store.reclaim_expired(MAX_ATTEMPTS).await {
+            tracing::warn!(error = %e, "reclaiming expired leases failed");
+        }
     }
 }
 
@@ -241,5 +275,30 @@ async fn renew_lease(store: Store, worker: String, id: i64, ctl: Arc<QueueContro
             Err(e) => tracing::warn!(queue = id, error = %e, "lease renewal failed"),
         }
         tokio::time::sleep(RENEW_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_lease_renewal_ends_when_the_queue_run_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let ctl = Arc::new(QueueControl::default());
+        let (s, c) = (store.clone(), ctl.clone());
+        let run = tokio::spawn(async move {
+            with_lease(&s, "w1", 1, &c, async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                panic!("a bug in the pipeline");
+            })
+            .await
+        });
+        assert!(run.await.is_err(), "the run panicked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The renewal task held the other reference; aborted, it let go of it.
+        assert_eq!(Arc::strong_count(&ctl), 1);
     }
 }

@@ -16,6 +16,9 @@ use crate::{
     MAX_TEST_CASES, MAX_TIMEOUT, MAX_XML_NODES,
 };
 
+mod root;
+mod steps;
+
 const SCENARIO_ATTRIBUTES: &[&str] = &[
     "name",
     "version",
@@ -331,6 +334,25 @@ impl PatternBudget {
     }
 }
 
+/// What the attributes of `<scenario>` say.
+struct ScenarioHead {
+    name: String,
+    description: Option<String>,
+    timeout: Duration,
+    idle_timeout: Option<Duration>,
+    boot: BootMode,
+}
+
+/// What the children of `<scenario>` hold.
+#[derive(Default)]
+struct ScenarioBody {
+    description: Option<String>,
+    fail_patterns: Vec<FailPattern>,
+    setup: Option<Vec<Step>>,
+    teardown: Option<Vec<Step>>,
+    cases: Vec<(TestCase, Vec<FailPattern>)>,
+}
+
 /// A parsed `<fail-pattern>` and the offset of its element.
 struct FailPattern {
     regex: Regex,
@@ -604,345 +626,6 @@ impl<'s> Parser<'s> {
                 None
             }
         }
-    }
-
-    fn scenario(&mut self, root: Node<'_, '_>) -> Option<Scenario> {
-        if Self::plain_name(root) != Some("scenario") {
-            let name = self.written_name(root);
-            let hint = if root.tag_name().namespace().is_some() {
-                " without an XML namespace"
-            } else {
-                ""
-            };
-            self.error(
-                root,
-                format!("the root element must be <scenario>{hint}, not <{name}>"),
-            );
-            return None;
-        }
-        // Counted before any case is checked, so that a huge file costs no regex work.
-        let mut case_elements = root
-            .children()
-            .filter(|c| c.is_element() && Self::plain_name(*c) == Some("testcase"));
-        if let Some(over) = case_elements.nth(MAX_TEST_CASES) {
-            let total = MAX_TEST_CASES + 1 + case_elements.count();
-            self.error(
-                over,
-                format!("more than {MAX_TEST_CASES} test cases ({total}); split the scenario into several files"),
-            );
-            return None;
-        }
-        self.check_attributes(root, "scenario", SCENARIO_ATTRIBUTES);
-        if let Some((version, at)) = Self::attribute(root, "version") {
-            if trim_xml(version) != FORMAT_VERSION {
-                self.error_at(
-                    at,
-                    format!("unsupported scenario format version {}; this TestArena reads version {FORMAT_VERSION}", quote(version)),
-                );
-            }
-        }
-        let mut name = String::new();
-        if let Some((value, at)) = self.required(root, "scenario", "name") {
-            match check_name(value) {
-                Ok(()) => name = trim_xml(value).to_string(),
-                Err(why) => self.error_at(at, format!("attribute `name` of <scenario> {why}")),
-            }
-        }
-        let mut description =
-            Self::attribute(root, "description").map(|(v, _)| trim_xml(v).to_string());
-        let description_attribute = description.is_some();
-        let timeout = self
-            .seconds(root, "scenario", "timeout")
-            .unwrap_or(DEFAULT_SCENARIO_TIMEOUT);
-        let idle_timeout = self.seconds(root, "scenario", "idle-timeout");
-        let boot = match Self::attribute(root, "boot") {
-            None => BootMode::Once,
-            Some((value, at)) => {
-                match trim_xml(value) {
-                    "once" => BootMode::Once,
-                    "per-case" => BootMode::PerCase,
-                    other => {
-                        self.error_at(at, format!("attribute `boot` of <scenario> must be `once` or `per-case`, not {}", quote(other)));
-                        BootMode::Once
-                    }
-                }
-            }
-        };
-        self.no_text(root, "scenario");
-
-        let mut fail_patterns = Vec::new();
-        let mut setup: Option<Vec<Step>> = None;
-        let mut teardown: Option<Vec<Step>> = None;
-        let mut description_element = false;
-        let mut cases: Vec<(TestCase, Vec<FailPattern>)> = Vec::new();
-        let mut case_elements = 0usize;
-        let mut seen_ids: HashMap<String, u32> = HashMap::new();
-
-        for child in root.children().filter(|c| c.is_element()) {
-            match Self::plain_name(child) {
-                Some("description") => {
-                    self.check_attributes(child, "description", &[]);
-                    let text = self.text(child, "description");
-                    if description_element {
-                        self.error(child, "<scenario> may have only one <description>".into());
-                    } else if description_attribute {
-                        self.error(
-                            child,
-                            "the description is given twice: as attribute and as <description>"
-                                .into(),
-                        );
-                    }
-                    description_element = true;
-                    description = Some(text);
-                }
-                Some("fail-pattern") => fail_patterns.extend(self.fail_pattern(child)),
-                Some("setup") => {
-                    if setup.is_some() {
-                        self.error(child, "<scenario> may have only one <setup>".into());
-                    } else if case_elements > 0 {
-                        self.error(
-                            child,
-                            "<setup> must come before the first <testcase>".into(),
-                        );
-                    }
-                    setup = Some(self.step_block(child, "setup"));
-                }
-                Some("teardown") => {
-                    if teardown.is_some() {
-                        self.error(child, "<scenario> may have only one <teardown>".into());
-                    }
-                    teardown = Some(self.step_block(child, "teardown"));
-                }
-                Some("testcase") => {
-                    case_elements += 1;
-                    if teardown.is_some() {
-                        self.error(child, "<testcase> after <teardown>; <teardown> must come after the last <testcase>".into());
-                    }
-                    if let Some(case) = self.testcase(child, timeout, &mut seen_ids) {
-                        cases.push(case);
-                    }
-                }
-                _ => self.unknown_element(child, "scenario", SCENARIO_CHILDREN),
-            }
-        }
-        if case_elements == 0 {
-            self.error(root, "a scenario needs at least one <testcase>".into());
-        }
-
-        let fail_pattern = self.combine(&fail_patterns, None);
-        let mut out_cases = Vec::with_capacity(cases.len());
-        for (mut case, patterns) in cases {
-            case.fail_pattern = self.combine(&patterns, None);
-            if case.fail_pattern.is_some() {
-                if let Some(scenario_pattern) = &fail_pattern {
-                    // Make sure the runner's combination of both compiles as well.
-                    self.combine(&patterns, Some(scenario_pattern));
-                }
-            }
-            out_cases.push(case);
-        }
-
-        Some(Scenario {
-            name,
-            description,
-            timeout,
-            idle_timeout,
-            boot,
-            fail_pattern,
-            setup: setup.unwrap_or_default(),
-            cases: out_cases,
-            teardown: teardown.unwrap_or_default(),
-        })
-    }
-
-    fn step_block(&mut self, node: Node<'_, '_>, element: &str) -> Vec<Step> {
-        self.check_attributes(node, element, &[]);
-        self.no_text(node, element);
-        let mut steps = Vec::new();
-        for child in node.children().filter(|c| c.is_element()) {
-            match Self::plain_name(child) {
-                Some(name) if STEP_ELEMENTS.contains(&name) => steps.extend(self.step(child, name)),
-                _ => self.unknown_element(child, element, STEP_ELEMENTS),
-            }
-        }
-        steps
-    }
-
-    fn testcase(
-        &mut self,
-        node: Node<'_, '_>,
-        scenario_timeout: Duration,
-        seen_ids: &mut HashMap<String, u32>,
-    ) -> Option<(TestCase, Vec<FailPattern>)> {
-        self.check_attributes(node, "testcase", CASE_ATTRIBUTES);
-        let line = self.line_of(node);
-        let mut id = None;
-        if let Some((value, at)) = self.required(node, "testcase", "id") {
-            match check_id(value) {
-                Err(why) => self.error_at(at, format!("attribute `id` of <testcase> {why}")),
-                Ok(()) => {
-                    if let Some(first) = seen_ids.get(value) {
-                        self.error_at(
-                            at,
-                            format!(
-                                "duplicate test case id {}; first used on line {first}",
-                                quote(value)
-                            ),
-                        );
-                    } else {
-                        seen_ids.insert(value.to_string(), line);
-                        id = Some(value.to_string());
-                    }
-                }
-            }
-        }
-        let mut name = None;
-        if let Some((value, at)) = Self::attribute(node, "name") {
-            match check_name(value) {
-                Ok(()) => name = Some(trim_xml(value).to_string()),
-                Err(why) => self.error_at(at, format!("attribute `name` of <testcase> {why}")),
-            }
-        }
-        let timeout = match self.seconds(node, "testcase", "timeout") {
-            Some(t) if t > scenario_timeout => {
-                let at = Self::attribute(node, "timeout").map_or(node.range().start, |(_, at)| at);
-                self.error_at(
-                    at,
-                    format!(
-                        "test case timeout {} exceeds the scenario timeout {}",
-                        format_seconds(t),
-                        format_seconds(scenario_timeout)
-                    ),
-                );
-                t
-            }
-            Some(t) => t,
-            None => DEFAULT_CASE_TIMEOUT.min(scenario_timeout),
-        };
-        let idle_timeout = self.seconds(node, "testcase", "idle-timeout");
-        self.no_text(node, "testcase");
-
-        let mut patterns = Vec::new();
-        let mut steps = Vec::new();
-        for child in node.children().filter(|c| c.is_element()) {
-            match Self::plain_name(child) {
-                Some("fail-pattern") => patterns.extend(self.fail_pattern(child)),
-                Some(name) if STEP_ELEMENTS.contains(&name) => steps.extend(self.step(child, name)),
-                _ => self.unknown_element(child, "testcase", CASE_CHILDREN),
-            }
-        }
-        let id = id?;
-        let case = TestCase {
-            name: name.unwrap_or_else(|| id.clone()),
-            id,
-            timeout,
-            idle_timeout,
-            fail_pattern: None,
-            steps,
-        };
-        Some((case, patterns))
-    }
-
-    fn step(&mut self, node: Node<'_, '_>, element: &str) -> Option<Step> {
-        let line = self.line_of(node);
-        let action = match element {
-            "send" => {
-                self.check_attributes(node, element, &["newline"]);
-                let newline = match Self::attribute(node, "newline") {
-                    None => true,
-                    Some((value, at)) => match trim_xml(value) {
-                        "true" => true,
-                        "false" => false,
-                        other => {
-                            self.error_at(at, format!("attribute `newline` of <send> must be `true` or `false`, not {}", quote(other)));
-                            true
-                        }
-                    },
-                };
-                let text = self.text(node, element);
-                if text.is_empty() && !newline {
-                    self.error(
-                        node,
-                        "<send newline=\"false\"> with no text sends nothing".into(),
-                    );
-                    return None;
-                }
-                Action::Send { text, newline }
-            }
-            "expect" | "expect-not" => {
-                self.check_attributes(node, element, &["timeout"]);
-                let default = if element == "expect" {
-                    DEFAULT_EXPECT_TIMEOUT
-                } else {
-                    DEFAULT_EXPECT_NOT_TIMEOUT
-                };
-                let timeout = self.seconds(node, element, "timeout").unwrap_or(default);
-                let pattern = self.pattern(node, element)?;
-                if element == "expect" {
-                    Action::Expect { pattern, timeout }
-                } else {
-                    Action::ExpectNot { pattern, timeout }
-                }
-            }
-            "run" => {
-                self.check_attributes(node, element, &["timeout", "exit-code"]);
-                let timeout = self
-                    .seconds(node, element, "timeout")
-                    .unwrap_or(DEFAULT_RUN_TIMEOUT);
-                let exit_code = match Self::attribute(node, "exit-code") {
-                    None => 0,
-                    Some((value, at)) => match trim_xml(value).parse::<u8>() {
-                        Ok(code) if trim_xml(value).bytes().all(|b| b.is_ascii_digit()) => {
-                            i32::from(code)
-                        }
-                        _ => {
-                            self.error_at(
-                                at,
-                                format!("attribute `exit-code` of <run> must be a whole number from 0 to 255, not {}", quote(value)),
-                            );
-                            0
-                        }
-                    },
-                };
-                let command = self.text(node, element);
-                if command.is_empty() {
-                    self.error(node, "<run> needs a command; it is empty".into());
-                    return None;
-                }
-                Action::Run {
-                    command,
-                    timeout,
-                    exit_code,
-                }
-            }
-            "sleep" => {
-                self.check_attributes(node, element, &["ms"]);
-                self.must_be_empty(node, element);
-                let (value, at) = self.required(node, element, "ms")?;
-                let v = trim_xml(value);
-                match v.parse::<u64>() {
-                    Ok(ms) if ms <= MAX_SLEEP_MS && v.bytes().all(|b| b.is_ascii_digit()) => {
-                        Action::Sleep {
-                            duration: Duration::from_millis(ms),
-                        }
-                    }
-                    _ => {
-                        self.error_at(
-                            at,
-                            format!("attribute `ms` of <sleep> must be a whole number of milliseconds from 0 to {MAX_SLEEP_MS}, not {}", quote(v)),
-                        );
-                        return None;
-                    }
-                }
-            }
-            "reboot" => {
-                self.check_attributes(node, element, &[]);
-                self.must_be_empty(node, element);
-                Action::Reboot
-            }
-            _ => return None,
-        };
-        Some(Step { line, action })
     }
 }
 

@@ -2,7 +2,6 @@
 //! the middleware that gives every other error answer (axum's rejections, unknown routes) the
 //! same shape.
 
-use crate::conn::BodyTimedOut;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -12,6 +11,22 @@ use axum::Json;
 use testarena_core::api::{ErrorBody, ErrorDetail};
 use testarena_core::ValidationError;
 use testarena_store::StoreError;
+
+/// The error of a request body that did not arrive in time.
+#[derive(Debug)]
+pub struct BodyTimedOut(pub std::time::Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {}s",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
 
 /// Longest request target (path and query) accepted, in bytes.
 pub const MAX_URI: usize = 8 * 1024;

@@ -1,75 +1,14 @@
-//! Live updates: one poller follows the database's change counter (the worker may be another
-//! process, so the database is the only common ground) and fans changes out to SSE clients.
+//! `GET /api/v1/events`: queue changes as server-sent events, from the change poller's fan-out.
 
-use crate::AppState;
+use crate::changes::QueueEvent;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::Stream;
 use std::convert::Infallible;
 use std::time::Duration;
-use testarena_core::api;
-use testarena_store::Store;
-use tokio::sync::{broadcast, Notify};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
-
-/// How often the poller looks at the change counter when nobody pokes it.
-const POLL_EVERY: Duration = Duration::from_millis(250);
-
-/// A change to send to dashboard clients.
-#[derive(Debug, Clone)]
-pub enum QueueEvent {
-    /// Created or updated.
-    Changed(Box<api::Queue>),
-    /// Deleted.
-    Deleted(i64),
-}
-
-/// Follows the change counter until the process ends; `poke` makes it look at once.
-pub async fn poll_changes(
-    store: Store,
-    tx: broadcast::Sender<QueueEvent>,
-    poke: std::sync::Arc<Notify>,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-) {
-    let mut rev = store.current_rev().await.unwrap_or(0);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL_EVERY) => {}
-            _ = poke.notified() => {}
-        }
-        let now = match store.current_rev().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the change counter");
-                continue;
-            }
-        };
-        if now == rev {
-            rev = now;
-            continue;
-        }
-        match store.changes_since(rev, crate::handlers::DETAIL_CAPS).await {
-            Ok((changed, deleted)) => {
-                let events = changed
-                    .iter()
-                    .map(|q| QueueEvent::Changed(Box::new(q.to_api())))
-                    .chain(deleted.into_iter().map(QueueEvent::Deleted));
-                for ev in events {
-                    metrics.observe(&ev);
-                    let _ = tx.send(ev);
-                }
-                // At most 500 queues come at a time: continue from the last one seen.
-                rev = if changed.len() >= 500 {
-                    changed.iter().map(|q| q.queue.rev).max().unwrap_or(now)
-                } else {
-                    now
-                };
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read changes"),
-        }
-    }
-}
 
 /// `GET /api/v1/events`: `queue` events (the queue object) and `deleted` events (`{"id": N}`).
 #[utoipa::path(get, path = "/api/v1/events", tag = "system",

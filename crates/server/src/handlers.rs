@@ -1,62 +1,28 @@
-//! Request handlers. Each checks its input, calls the store, and shapes the answer.
+//! The queue endpoints. Each checks its input, calls the store, and shapes the answer.
 
-use crate::error::{error_response, ApiError};
-use crate::{queue_dir, AppState, CREATED};
+use crate::error::ApiError;
+use crate::path::{QueueId, TaskId};
+use crate::state::AppState;
+use crate::view::{self, DETAIL_CAPS, LIST_CAPS};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use testarena_core::api::ErrorBody;
-use testarena_core::api::{CaseList, Health, Queue, QueueList, Rerun, Worker, WorkerList};
+use testarena_core::api::{CaseList, Queue, QueueList, Rerun};
+use testarena_core::paths::queue_dir;
 use testarena_core::validate::ValidQueue;
 use testarena_core::CaseStatus;
 use testarena_core::ValidationError;
 use testarena_core::{parse_id, NewQueue, QueueStatus};
-use testarena_store::{rfc3339, CaseCaps, StoreError};
+use testarena_store::StoreError;
 
-/// Cases a queue's detail (and its live events) lists: the first 500 of each task, 2000 in
-/// all; the rest are paged through `GET /api/v1/queues/{id}/tasks/{task}/cases`.
-pub(crate) const DETAIL_CAPS: CaseCaps = CaseCaps {
-    per_task: 500,
-    per_queue: 2000,
-};
-/// Cases each queue of a list shows: the first 50 of each task, 100 in all.
-pub(crate) const LIST_CAPS: CaseCaps = CaseCaps {
-    per_task: 50,
-    per_queue: 100,
-};
 /// Largest page of `GET /api/v1/queues/{id}/tasks/{task}/cases`.
 const MAX_CASE_PAGE: u32 = 1000;
 /// Page size of `GET /api/v1/queues/{id}/tasks/{task}/cases` when none is asked for.
 const DEFAULT_CASE_PAGE: u32 = 500;
-
-pub(crate) fn id_from_path(raw: &str) -> Result<i64, ApiError> {
-    parse_id(raw).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "queue '{raw}' not found (ids are positive numbers)"
-        ))
-    })
-}
-
-#[utoipa::path(get, path = "/api/v1/health", tag = "system",
-    responses((status = 200, description = "Server and database are up", body = Health),
-              (status = 503, description = "Database unreachable", body = Health)))]
-pub(crate) async fn health(State(s): State<AppState>) -> Response {
-    let db_ok = s.store.ping().await.is_ok();
-    let body = Health {
-        status: if db_ok { "ok" } else { "degraded" }.into(),
-        database: if db_ok { "ok" } else { "unreachable" }.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let status = if db_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
 
 #[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = NewQueue,
     responses((status = 201, description = "Queue created; Location header names it", body = Queue),
@@ -128,7 +94,7 @@ pub(crate) async fn list_queues(
         .list_queues(status, limit, before, LIST_CAPS)
         .await?;
     Ok(Json(QueueList {
-        queues: page.iter().map(|q| q.to_api()).collect(),
+        queues: page.iter().map(view::queue).collect(),
         next,
     }))
 }
@@ -137,10 +103,11 @@ pub(crate) async fn list_queues(
     responses((status = 200, description = "The queue; each task lists at most 500 cases (2000 in all), `cases_next` pages on", body = Queue), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    QueueId(id): QueueId,
 ) -> Result<Json<Queue>, ApiError> {
-    let id = id_from_path(&raw)?;
-    Ok(Json(s.store.queue_capped(id, DETAIL_CAPS).await?.to_api()))
+    Ok(Json(view::queue(
+        &s.store.queue_capped(id, DETAIL_CAPS).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,12 +126,11 @@ pub(crate) struct CasePageParams {
               (status = 404, description = "No such queue or task", body = ErrorBody)))]
 pub(crate) async fn task_cases(
     State(s): State<AppState>,
-    Path((raw, raw_task)): Path<(String, String)>,
+    QueueId(id): QueueId,
+    TaskId(task): TaskId,
     params: Result<Query<CasePageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<CaseList>, ApiError> {
-    let id = id_from_path(&raw)?;
-    let no_task = || ApiError::NotFound(format!("queue {id} has no task '{raw_task}'"));
-    let task = parse_id(&raw_task).ok_or_else(no_task)?;
+    let no_task = || ApiError::NotFound(format!("queue {id} has no task '{task}'"));
     let Query(p) = params?;
     let bad = |message: String| ApiError::BadRequest {
         code: "bad_query",
@@ -200,7 +166,7 @@ pub(crate) async fn task_cases(
         None
     };
     Ok(Json(CaseList {
-        cases: cases.iter().map(|c| c.to_api(id)).collect(),
+        cases: cases.iter().map(|c| view::case(c, id)).collect(),
         total,
         next,
     }))
@@ -211,11 +177,10 @@ pub(crate) async fn task_cases(
               (status = 409, description = "Already finished", body = ErrorBody)))]
 pub(crate) async fn abort_queue(
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    QueueId(id): QueueId,
 ) -> Result<Json<Queue>, ApiError> {
-    let id = id_from_path(&raw)?;
-    let q = s.store.abort_queue(id, DETAIL_CAPS).await?.to_api();
-    s.poke.notify_one();
+    let q = view::queue(&s.store.abort_queue(id, DETAIL_CAPS).await?);
+    s.changed(false);
     Ok(Json(q))
 }
 
@@ -223,11 +188,10 @@ pub(crate) async fn abort_queue(
     responses((status = 204, description = "Deleted with its files (a running queue is aborted first)"), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn delete_queue(
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    QueueId(id): QueueId,
 ) -> Result<StatusCode, ApiError> {
-    let id = id_from_path(&raw)?;
     s.store.delete_queue(id).await?;
-    s.poke.notify_one();
+    s.changed(false);
     let dir = queue_dir(&s.config.data_dir, id);
     match tokio::fs::remove_dir_all(&dir).await {
         Ok(()) => {}
@@ -237,22 +201,6 @@ pub(crate) async fn delete_queue(
         }
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn not_found() -> Response {
-    error_response(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint; see README.md for the API".into(),
-    )
-}
-
-pub(crate) async fn method_not_allowed() -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this endpoint".into(),
-    )
 }
 
 /// `POST /api/v1/queues/{id}/rerun` `{"only_failed": bool}`: a new queue with the same repo,
@@ -266,10 +214,9 @@ pub(crate) async fn method_not_allowed() -> Response {
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn rerun_queue(
     State(s): State<AppState>,
-    Path(raw): Path<String>,
+    QueueId(id): QueueId,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = id_from_path(&raw)?;
     let body = body?;
     // The body is optional: no body means {"only_failed": false}.
     let opts: Rerun = if body.iter().all(u8::is_ascii_whitespace) {
@@ -318,29 +265,6 @@ pub(crate) async fn rerun_queue(
     queue_created(&s, &again).await
 }
 
-/// `GET /api/v1/workers`: workers with a heartbeat in the last minute and what they run.
-#[utoipa::path(get, path = "/api/v1/workers", tag = "system",
-    responses((status = 200, description = "Workers with a heartbeat in the last minute", body = WorkerList)))]
-pub(crate) async fn workers(State(s): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
-    let running = s.store.running_by_worker().await?;
-    let workers = s
-        .store
-        .workers(60_000)
-        .await?
-        .into_iter()
-        .map(|w| Worker {
-            running: running.get(&w.id).cloned().unwrap_or_default(),
-            started_at: rfc3339(w.started_at),
-            heartbeat_at: rfc3339(w.heartbeat_at),
-            id: w.id,
-            hostname: w.hostname,
-            pid: w.pid,
-            concurrency: w.concurrency,
-        })
-        .collect();
-    Ok(Json(WorkerList { workers }))
-}
-
 /// A local repository must really be under an allowed root: a symlink inside a root that points
 /// elsewhere is refused. (Paths that do not exist yet are left to the clone to report.)
 fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), ApiError> {
@@ -363,15 +287,14 @@ fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), A
 /// Stores a new queue, wakes the worker and the live-update poller, and answers `201 Created`
 /// with the queue and its `Location`.
 pub(crate) async fn queue_created(s: &AppState, queue: &ValidQueue) -> Result<Response, ApiError> {
-    let created = s.store.create_queue(queue).await?.to_api();
-    s.new_work.notify_waiters();
-    s.poke.notify_one();
-    Ok(queue_answer(CREATED, created))
+    let created = view::queue(&s.store.create_queue(queue).await?);
+    s.changed(true);
+    Ok(queue_answer(StatusCode::CREATED, created))
 }
 
 /// A queue as the answer, with its `Location`.
 pub(crate) fn queue_answer(status: StatusCode, queue: Queue) -> Response {
-    let location = format!("/api/v1/queues/{}", queue.id);
+    let location = view::queue_url(queue.id);
     let mut resp = (status, Json(queue)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);

@@ -1,19 +1,28 @@
 //! The HTTP side of TestArena: the REST API, live logs and the dashboard. It never starts a
 //! child process; the worker does that.
 
+mod archive;
 mod assets;
+mod changes;
 pub mod conn;
 mod error;
 mod events;
 mod files;
-mod gitea;
+mod follow;
+pub mod gitea;
 mod handlers;
 pub mod metrics;
 pub mod openapi;
+mod path;
+mod state;
+mod system;
+mod view;
 
+pub use changes::QueueEvent;
 pub use conn::Limits;
 pub use error::ApiError;
-pub use events::QueueEvent;
+pub use path::QueueId;
+pub use state::{AppState, ServerConfig};
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -21,69 +30,16 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use testarena_store::Store;
-use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
 
 /// Largest request body the API accepts, in bytes.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
-/// What the server needs to know.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Where queue files live (`<data>/queues/<id>/`).
-    pub data_dir: PathBuf,
-    /// Roots local repositories may live under.
-    pub allowed_roots: Vec<PathBuf>,
-    /// Hosts remote repositories may live on (patterns such as `*.corp.example`); empty: any.
-    pub allowed_hosts: Vec<String>,
-    /// Gitea webhook settings, if configured.
-    pub gitea: Option<testarena_core::gitea::GiteaConfig>,
-    /// Connection limits and timeouts.
-    pub limits: Limits,
-}
-
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub config: Arc<ServerConfig>,
-    /// Signalled when a queue is created, so an in-process worker wakes at once.
-    pub new_work: Arc<Notify>,
-    /// Queue changes for `/api/v1/events` subscribers.
-    pub events: tokio::sync::broadcast::Sender<QueueEvent>,
-    /// Makes the change poller look at once (after this server changed something).
-    pub poke: Arc<Notify>,
-    /// Prometheus metrics.
-    pub metrics: Arc<metrics::Metrics>,
-    /// Cancelled when the server shuts down, so endless streams (SSE) end and let it stop.
-    pub shutdown: tokio_util::sync::CancellationToken,
-}
-
-impl AppState {
-    /// State for a server on `store`; `new_work` is shared with an in-process worker, if any.
-    pub fn new(store: Store, config: ServerConfig, new_work: Arc<Notify>) -> AppState {
-        let (events, _) = tokio::sync::broadcast::channel(4096);
-        AppState {
-            store,
-            config: Arc::new(config),
-            new_work,
-            events,
-            poke: Arc::new(Notify::new()),
-            metrics: Arc::new(metrics::Metrics::new()),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-        }
-    }
-}
-
-pub use testarena_core::paths::queue_dir;
-
 /// The whole router: API, dashboard and JSON fallbacks.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/health", get(handlers::health))
+        .route("/health", get(system::health))
         .route(
             "/queues",
             post(handlers::create_queue).get(handlers::list_queues),
@@ -103,26 +59,26 @@ pub fn router(state: AppState) -> Router {
             get(files::case_log_html),
         )
         .route("/queues/{id}/junit.xml", get(files::junit))
-        .route("/queues/{id}/archive", get(files::archive))
-        .route("/workers", get(handlers::workers))
-        .route("/hooks/gitea", post(gitea::hook))
+        .route("/queues/{id}/archive", get(archive::archive))
+        .route("/workers", get(system::workers))
+        .route("/hooks/gitea", post(gitea::webhook::hook))
         .route("/events", get(events::events))
-        .fallback(handlers::not_found);
+        .fallback(system::not_found);
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(assets::index))
         .route("/assets/{name}", get(assets::file))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(system::metrics))
         .route("/api/openapi.json", get(openapi::spec))
         .route("/api/docs", get(openapi::docs))
         .route("/api/docs/swagger-ui-bundle.js", get(openapi::docs_js))
         .route("/api/docs/swagger-ui.css", get(openapi::docs_css))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::track,
+            system::track,
         ))
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Every error answer of the layers below, whoever made it, in the API's JSON shape.
         .layer(axum::middleware::map_response(error::json_errors))
@@ -158,12 +114,7 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let poller = tokio::spawn(events::poll_changes(
-        state.store.clone(),
-        state.events.clone(),
-        state.poke.clone(),
-        state.metrics.clone(),
-    ));
+    let background = spawn_background(&state);
     let streams = state.shutdown.clone();
     let limits = state.config.limits.clone();
     let metrics = state.metrics.clone();
@@ -177,12 +128,43 @@ pub async fn serve_on(
         move || streams.cancel(),
     )
     .await;
-    poller.abort();
+    for task in background {
+        task.abort();
+    }
     result
 }
 
-/// Status code for use in tests and handlers.
-pub(crate) const CREATED: StatusCode = StatusCode::CREATED;
+/// Starts what runs beside the handlers, once per server process: the change poller and its
+/// fan-out, the live log watcher, and the Gitea reporter when `[gitea]` has a URL and token.
+pub fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+    let fanout = changes::Fanout {
+        store: state.store.clone(),
+        events: state.events.clone(),
+        rev: state.rev.clone(),
+        poke: state.poke.clone(),
+        metrics: state.metrics.clone(),
+    };
+    let mut tasks = vec![
+        tokio::spawn(fanout.run()),
+        tokio::spawn(
+            state
+                .follows
+                .clone()
+                .run(state.events.subscribe(), state.store.clone()),
+        ),
+    ];
+    let reporter = state
+        .config
+        .gitea
+        .as_ref()
+        .and_then(|g| gitea::Reporter::from_config(g, state.store.clone()));
+    if let Some(reporter) = reporter {
+        tracing::info!("reporting commit statuses to Gitea");
+        let rev = state.rev.subscribe();
+        tasks.push(tokio::spawn(reporter.run(rev, state.shutdown.clone())));
+    }
+    tasks
+}
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,7 @@
-//! `GET /metrics` in Prometheus text format: queues by status, wait and run time, case
-//! results, workers and their heartbeat age, HTTP request durations by route.
+//! The metrics `GET /metrics` shows in Prometheus text format: queues by status, wait and run
+//! time, case results, workers and their heartbeat age, HTTP request durations by route,
+//! connections, database operations and live log viewers.
 
-use crate::events::QueueEvent;
-use crate::AppState;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,7 +11,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::Duration;
+use testarena_core::api::Queue;
+use testarena_core::limits::WORKER_ALIVE_MS;
 use testarena_core::{CaseStatus, QueueStatus};
 use testarena_store::Store;
 
@@ -30,11 +27,12 @@ struct ReasonLabel {
     reason: String,
 }
 
+/// The labels of an HTTP request's duration.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HttpLabels {
-    method: String,
-    route: String,
-    status: u16,
+pub(crate) struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
 }
 
 /// Every metric the server exports.
@@ -46,10 +44,18 @@ pub struct Metrics {
     wait_seconds: Histogram,
     run_seconds: Histogram,
     cases: Family<StatusLabel, Counter>,
+    serving: Serving,
+    seen: Mutex<Seen>,
+}
+
+/// The metrics of the serving itself: requests, connections, database work, live logs.
+struct Serving {
     http: Family<HttpLabels, Histogram>,
     connections: Gauge,
     connections_closed: Family<ReasonLabel, Counter>,
-    seen: Mutex<Seen>,
+    store_operations: Gauge,
+    live_logs: Gauge,
+    live_log_viewers: Gauge,
 }
 
 /// What the change watcher already counted, so each queue is observed once.
@@ -61,6 +67,63 @@ struct Seen {
     summaries: HashMap<i64, testarena_core::api::Summary>,
 }
 
+/// Registers `metric` under `name` with its `help`, and hands it back.
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+impl Serving {
+    fn register(r: &mut Registry) -> Serving {
+        let http = reg(
+            r,
+            "testarena_http_request_duration_seconds",
+            "HTTP request durations by route",
+            Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+        );
+        let connections = reg(
+            r,
+            "testarena_http_connections",
+            "HTTP connections open now",
+            Gauge::default(),
+        );
+        let connections_closed = reg(r, "testarena_http_connections_closed", "HTTP connections the server closed on its own, by reason (evicted, header_timeout, idle_timeout, write_stalled)", Family::<ReasonLabel, Counter>::default());
+        let store_operations = reg(
+            r,
+            "testarena_store_operations",
+            "Database operations this server ran since it started (each one statement or one short transaction)",
+            Gauge::default(),
+        );
+        let live_logs = reg(
+            r,
+            "testarena_live_logs",
+            "Queue logs followed live (GET .../log/stream) now",
+            Gauge::default(),
+        );
+        let live_log_viewers = reg(
+            r,
+            "testarena_live_log_viewers",
+            "Open live log streams now",
+            Gauge::default(),
+        );
+        Serving {
+            http,
+            connections,
+            connections_closed,
+            store_operations,
+            live_logs,
+            live_log_viewers,
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -70,97 +133,82 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let queues = Family::<StatusLabel, Gauge>::default();
-        registry.register(
+        let mut r = Registry::default();
+        let queues = reg(
+            &mut r,
             "testarena_queues",
             "Queues in the database by status",
-            queues.clone(),
+            Family::<StatusLabel, Gauge>::default(),
         );
-        let workers = Gauge::default();
-        registry.register(
+        let workers = reg(
+            &mut r,
             "testarena_workers",
             "Workers with a heartbeat in the last minute",
-            workers.clone(),
+            Gauge::default(),
         );
-        let heartbeat_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
+        let heartbeat_age = reg(
+            &mut r,
             "testarena_worker_heartbeat_age_seconds",
             "Age of the oldest heartbeat among live workers",
-            heartbeat_age.clone(),
+            Gauge::<f64, std::sync::atomic::AtomicU64>::default(),
         );
-        let wait_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 20));
-        registry.register(
+        let wait_seconds = reg(
+            &mut r,
             "testarena_queue_wait_seconds",
             "Time from submit to claim",
-            wait_seconds.clone(),
+            Histogram::new(exponential_buckets(0.01, 2.0, 20)),
         );
-        let run_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 16));
-        registry.register(
+        let run_seconds = reg(
+            &mut r,
             "testarena_queue_run_seconds",
             "Time from claim to verdict",
-            run_seconds.clone(),
+            Histogram::new(exponential_buckets(0.5, 2.0, 16)),
         );
-        let cases = Family::<StatusLabel, Counter>::default();
-        registry.register(
+        let cases = reg(
+            &mut r,
             "testarena_case_results",
             "Finished test cases by verdict",
-            cases.clone(),
+            Family::<StatusLabel, Counter>::default(),
         );
-        let http = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
-        registry.register(
-            "testarena_http_request_duration_seconds",
-            "HTTP request durations by route",
-            http.clone(),
-        );
-        let connections = Gauge::default();
-        registry.register(
-            "testarena_http_connections",
-            "HTTP connections open now",
-            connections.clone(),
-        );
-        let connections_closed = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "testarena_http_connections_closed",
-            "HTTP connections the server closed on its own, by reason (evicted, header_timeout, idle_timeout, write_stalled)",
-            connections_closed.clone(),
-        );
+        let serving = Serving::register(&mut r);
         Metrics {
-            registry,
+            registry: r,
             queues,
             workers,
             heartbeat_age,
             wait_seconds,
             run_seconds,
             cases,
-            http,
-            connections,
-            connections_closed,
+            serving,
             seen: Mutex::default(),
         }
     }
 
     /// Counts a connection opened (`+1`) or ended (`-1`).
     pub(crate) fn connection(&self, delta: i64) {
-        self.connections.inc_by(delta);
+        self.serving.connections.inc_by(delta);
     }
 
     /// Counts a connection the server closed on its own.
     pub(crate) fn connection_closed(&self, reason: &str) {
-        self.connections_closed
+        self.serving
+            .connections_closed
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
             .inc();
     }
 
+    /// Times a request to `labels.route`.
+    pub(crate) fn http_request(&self, labels: HttpLabels, took: Duration) {
+        self.serving
+            .http
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
     /// Counts what a queue change shows: a claim (wait time), a verdict (run time), case results.
-    pub fn observe(&self, event: &QueueEvent) {
-        let QueueEvent::Changed(q) = event else {
-            return;
-        };
+    pub fn observe(&self, q: &Queue) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let secs = |a: &Option<String>, b: &str| -> Option<f64> {
             let fmt = time::format_description::well_known::Rfc3339;
@@ -205,6 +253,19 @@ impl Metrics {
         }
     }
 
+    /// Reads the figures kept elsewhere (the database's, the store's and the live logs'), then
+    /// every metric in Prometheus text format.
+    pub(crate) async fn export(&self, store: &Store, live_logs: (usize, usize)) -> Option<String> {
+        self.refresh(store).await;
+        let ops = i64::try_from(store.operations()).unwrap_or(i64::MAX);
+        self.serving.store_operations.set(ops);
+        self.serving.live_logs.set(live_logs.0 as i64);
+        self.serving.live_log_viewers.set(live_logs.1 as i64);
+        let mut body = String::new();
+        encode(&mut body, &self.registry).ok()?;
+        Some(body)
+    }
+
     async fn refresh(&self, store: &Store) {
         if let Ok(counts) = store.count_by_status().await {
             for s in QueueStatus::ALL {
@@ -216,7 +277,7 @@ impl Metrics {
                     .set(n);
             }
         }
-        if let Ok(ws) = store.workers(60_000).await {
+        if let Ok(ws) = store.workers(WORKER_ALIVE_MS).await {
             self.workers.set(ws.len() as i64);
             let now = testarena_store::now_ms();
             let oldest = ws.iter().map(|w| now - w.heartbeat_at).max().unwrap_or(0);
@@ -225,52 +286,13 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "system",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(s): State<AppState>) -> Response {
-    s.metrics.refresh(&s.store).await;
-    let mut body = String::new();
-    if encode(&mut body, &s.metrics.registry).is_err() {
-        return crate::error::ApiError::Internal("cannot encode metrics".into()).into_response();
-    }
-    let mut resp = body.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    resp
-}
-
-/// Middleware: times every request, labelled by its route pattern (not the raw path).
-pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let labels = HttpLabels {
-        method,
-        route,
-        status: resp.status().as_u16(),
-    };
-    s.metrics
-        .http
-        .get_or_create(&labels)
-        .observe(start.elapsed().as_secs_f64());
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testarena_core::api::{Queue, Summary};
+    use testarena_core::api::Summary;
 
-    fn queue(id: i64, passed: u64, failed: u64) -> QueueEvent {
-        QueueEvent::Changed(Box::new(Queue {
+    fn queue(id: i64, passed: u64, failed: u64) -> Queue {
+        Queue {
             id,
             name: "q".into(),
             repo: "r".into(),
@@ -296,7 +318,7 @@ mod tests {
             },
             // A big queue's event lists only its first cases: the counts come from the summary.
             tasks: vec![],
-        }))
+        }
     }
 
     #[test]

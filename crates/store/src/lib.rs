@@ -1,17 +1,27 @@
-//! The database of TestArena: queues, tasks, cases, workers. SQL lives here and nowhere else.
+//! The database of TestArena: queues, tasks, cases, workers. SQL lives here and nowhere else,
+//! and nothing here knows of HTTP.
 //!
-//! Handlers and the worker talk to [`Store`]; the backend behind it is SQLite today and is chosen
-//! from the URL, so a PostgreSQL backend can be added here without touching its callers.
+//! Handlers and the worker talk to [`Store`]; the backend behind it (the [`backend::Backend`]
+//! seam) is SQLite today and is chosen from the URL, so a PostgreSQL backend is one more module
+//! implementing the seam, without touching the logic above it or its callers.
 
+mod backend;
+mod guards;
+mod reports;
 mod rows;
 mod sqlite;
+mod work;
 
+pub use reports::ReportClaim;
 pub use rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
 
+use backend::Backend;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use testarena_core::validate::ValidQueue;
-use testarena_core::{CaseStatus, Phase, QueueStatus};
+use testarena_core::{CaseStatus, QueueStatus};
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -108,30 +118,6 @@ impl Default for StoreOptions {
 /// timeout ran out, or at once for a transaction whose snapshot went stale.
 const BUSY_BACKOFF_MS: [u64; 4] = [25, 75, 200, 500];
 
-/// Runs `op`, and again after a short pause while it fails with [`StoreError::Busy`]. Every
-/// operation given here is one statement or one transaction, so a busy failure changed nothing.
-async fn retry_busy<T, F, Fut>(mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut pauses = BUSY_BACKOFF_MS.iter();
-    loop {
-        match op().await {
-            Err(StoreError::Busy(message)) => match pauses.next() {
-                Some(ms) => {
-                    // A little jitter, so writers that collided do not collide again.
-                    let jitter = now_ms().rem_euclid(1 + *ms as i64 / 2) as u64;
-                    tracing::debug!(%message, pause_ms = ms + jitter, "database busy; trying again");
-                    tokio::time::sleep(Duration::from_millis(ms + jitter)).await;
-                }
-                None => return Err(StoreError::Busy(message)),
-            },
-            other => return other,
-        }
-    }
-}
-
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -164,7 +150,9 @@ pub struct CaseResult {
 /// The database, whichever backend the URL names.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: sqlite::Sqlite,
+    backend: Arc<dyn Backend>,
+    /// Operations run (each try counts), for `/metrics` and benchmarks.
+    operations: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -177,9 +165,48 @@ impl Store {
     pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Store> {
         if url.starts_with("sqlite:") {
             let backend = sqlite::Sqlite::open(url, options, &[]).await?;
-            return Ok(Store { backend });
+            return Ok(Store::on(Arc::new(backend)));
         }
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+
+    fn on(backend: Arc<dyn Backend>) -> Store {
+        Store {
+            backend,
+            operations: Arc::default(),
+        }
+    }
+
+    /// How many database operations this store (and its clones) ran so far; each is one
+    /// statement or one short transaction of a few.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    /// Runs `op`, and again after a short pause while it fails with [`StoreError::Busy`].
+    /// Every operation given here is one statement or one transaction, so a busy failure
+    /// changed nothing.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut pauses = BUSY_BACKOFF_MS.iter();
+        loop {
+            self.operations.fetch_add(1, Ordering::Relaxed);
+            match op().await {
+                Err(StoreError::Busy(message)) => match pauses.next() {
+                    Some(ms) => {
+                        // A little jitter, so writers that collided do not collide again.
+                        let jitter = now_ms().rem_euclid(1 + *ms as i64 / 2) as u64;
+                        tracing::debug!(%message, pause_ms = ms + jitter, "database busy; trying again");
+                        tokio::time::sleep(Duration::from_millis(ms + jitter)).await;
+                    }
+                    None => return Err(StoreError::Busy(message)),
+                },
+                other => return other,
+            }
+        }
     }
 
     /// Runs a trivial query; used by the health check.
@@ -195,7 +222,10 @@ impl Store {
     /// Stores a new waiting queue (and its tasks when scenarios are named); returns it.
     pub async fn create_queue(&self, q: &ValidQueue) -> Result<QueueDetail> {
         let now = now_ms();
-        let id = retry_busy(|| self.backend.create_queue(q, None, now)).await?;
+        let id = self
+            .retry(|| self.backend.insert_queue(q, None, now))
+            .await?
+            .ok_or_else(|| StoreError::Conflict("delivery already seen".into()))?;
         self.queue(id).await
     }
 
@@ -208,27 +238,43 @@ impl Store {
         caps: CaseCaps,
     ) -> Result<(QueueDetail, bool)> {
         let now = now_ms();
-        let (id, created) = retry_busy(|| self.backend.create_queue_once(q, delivery, now)).await?;
+        let made = self
+            .retry(|| self.backend.insert_queue(q, Some(delivery), now))
+            .await?;
+        let (id, created) = match made {
+            Some(id) => (id, true),
+            None => {
+                let earlier = self
+                    .retry(|| self.backend.queue_of_delivery(delivery))
+                    .await?;
+                (
+                    earlier.ok_or_else(|| {
+                        StoreError::Corrupt(format!("delivery {delivery} has no queue"))
+                    })?,
+                    false,
+                )
+            }
+        };
         Ok((self.queue_capped(id, caps).await?, created))
     }
 
     /// One queue with its tasks and all their cases.
     pub async fn queue(&self, id: i64) -> Result<QueueDetail> {
-        retry_busy(|| self.backend.queue(id, None))
+        self.retry(|| self.backend.queue(id, None))
             .await?
             .ok_or(StoreError::NotFound(id))
     }
 
     /// One queue with its tasks and at most `caps` of their cases (and every task's counts).
     pub async fn queue_capped(&self, id: i64, caps: CaseCaps) -> Result<QueueDetail> {
-        retry_busy(|| self.backend.queue(id, Some(caps)))
+        self.retry(|| self.backend.queue(id, Some(caps)))
             .await?
             .ok_or(StoreError::NotFound(id))
     }
 
     /// One queue's row alone (no tasks or cases): cheap.
     pub async fn queue_row(&self, id: i64) -> Result<QueueRow> {
-        retry_busy(|| self.backend.queue_row(id))
+        self.retry(|| self.backend.queue_row(id))
             .await?
             .ok_or(StoreError::NotFound(id))
     }
@@ -242,7 +288,7 @@ impl Store {
         after: Option<i64>,
         limit: u32,
     ) -> Result<(Vec<CaseRow>, u64)> {
-        retry_busy(|| self.backend.task_cases(queue_id, task_id, after, limit))
+        self.retry(|| self.backend.task_cases(queue_id, task_id, after, limit))
             .await?
             .ok_or(StoreError::NotFound(queue_id))
     }
@@ -255,7 +301,8 @@ impl Store {
         key: &str,
         task: Option<i64>,
     ) -> Result<Option<(i64, String)>> {
-        retry_busy(|| self.backend.case_task(queue_id, key, task)).await
+        self.retry(|| self.backend.case_task(queue_id, key, task))
+            .await
     }
 
     /// Newest-first page of queues, optionally of one status, with ids below `before`, each
@@ -267,8 +314,9 @@ impl Store {
         before: Option<i64>,
         caps: CaseCaps,
     ) -> Result<(Vec<QueueDetail>, Option<i64>)> {
-        let mut rows =
-            retry_busy(|| self.backend.list_queues(status, limit + 1, before, caps)).await?;
+        let mut rows = self
+            .retry(|| self.backend.list_queues(status, limit + 1, before, caps))
+            .await?;
         let next = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|q| q.queue.id)
@@ -285,12 +333,12 @@ impl Store {
         match current.status {
             QueueStatus::Waiting => {
                 let now = now_ms();
-                if !retry_busy(|| self.backend.abort_waiting(id, now)).await? {
+                if !self.retry(|| self.backend.abort_waiting(id, now)).await? {
                     // Claimed in the meantime: ask the worker instead.
-                    retry_busy(|| self.backend.request_abort(id)).await?;
+                    self.retry(|| self.backend.request_abort(id)).await?;
                 }
             }
-            QueueStatus::Running => retry_busy(|| self.backend.request_abort(id)).await?,
+            QueueStatus::Running => self.retry(|| self.backend.request_abort(id)).await?,
             done => {
                 return Err(StoreError::Conflict(format!(
                     "queue {id} already finished ({done})"
@@ -304,9 +352,9 @@ impl Store {
     pub async fn delete_queue(&self, id: i64) -> Result<()> {
         let current = self.queue_row(id).await?;
         if current.status == QueueStatus::Running {
-            retry_busy(|| self.backend.request_abort(id)).await?;
+            self.retry(|| self.backend.request_abort(id)).await?;
         }
-        if retry_busy(|| self.backend.delete_queue(id)).await? {
+        if self.retry(|| self.backend.delete_queue(id)).await? {
             Ok(())
         } else {
             Err(StoreError::NotFound(id))
@@ -315,7 +363,7 @@ impl Store {
 
     /// The change counter now; pass it to [`Store::changes_since`] later.
     pub async fn current_rev(&self) -> Result<i64> {
-        retry_busy(|| self.backend.current_rev()).await
+        self.retry(|| self.backend.current_rev()).await
     }
 
     /// Queues changed (with at most `caps` cases each) and ids deleted after change `rev` (at
@@ -325,197 +373,21 @@ impl Store {
         rev: i64,
         caps: CaseCaps,
     ) -> Result<(Vec<QueueDetail>, Vec<i64>)> {
-        retry_busy(|| self.backend.changes_since(rev, caps)).await
+        self.retry(|| self.backend.changes_since(rev, caps)).await
     }
 
     /// How many queues there are of each status.
     pub async fn count_by_status(&self) -> Result<std::collections::HashMap<QueueStatus, i64>> {
-        let mut map = std::collections::HashMap::new();
-        for (status, n) in retry_busy(|| self.backend.count_by_status()).await? {
-            map.insert(status.parse().map_err(StoreError::Corrupt)?, n);
-        }
-        Ok(map)
+        rows::parse_counts(self.retry(|| self.backend.count_by_status()).await?)
     }
 
     /// Which queue ids each worker runs now.
     pub async fn running_by_worker(&self) -> Result<std::collections::HashMap<String, Vec<i64>>> {
         let mut map: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
-        for (w, id) in retry_busy(|| self.backend.running_by_worker()).await? {
+        for (w, id) in self.retry(|| self.backend.running_by_worker()).await? {
             map.entry(w).or_default().push(id);
         }
         Ok(map)
-    }
-
-    // ---- worker side -------------------------------------------------------------------
-
-    /// Registers a worker (or refreshes its heartbeat).
-    pub async fn register_worker(&self, w: &WorkerRow) -> Result<()> {
-        retry_busy(|| self.backend.register_worker(w)).await
-    }
-
-    /// Records that a worker is alive.
-    pub async fn worker_heartbeat(&self, worker_id: &str) -> Result<()> {
-        let now = now_ms();
-        retry_busy(|| self.backend.worker_heartbeat(worker_id, now)).await
-    }
-
-    /// Removes a worker that stopped cleanly.
-    pub async fn unregister_worker(&self, worker_id: &str) -> Result<()> {
-        retry_busy(|| self.backend.unregister_worker(worker_id)).await
-    }
-
-    /// Workers registered on `hostname` that are provably dead (another boot, or their pid is
-    /// gone): their leases are expired at once and their rows removed. Returns their ids.
-    pub async fn dead_workers_on(
-        &self,
-        hostname: &str,
-        boot_id: &str,
-        pid_alive: fn(i64) -> bool,
-    ) -> Result<Vec<String>> {
-        let mut dead = Vec::new();
-        for w in retry_busy(|| self.backend.workers_on(hostname)).await? {
-            if w.boot_id != boot_id || !pid_alive(w.pid) {
-                retry_busy(|| self.backend.expire_worker(&w.id)).await?;
-                dead.push(w.id);
-            }
-        }
-        Ok(dead)
-    }
-
-    /// Workers seen within `fresh_ms`.
-    pub async fn workers(&self, fresh_ms: i64) -> Result<Vec<WorkerRow>> {
-        let since = now_ms() - fresh_ms;
-        retry_busy(|| self.backend.workers(since)).await
-    }
-
-    /// Claims the highest-priority, oldest waiting queue for `worker_id` with a lease of `lease_ms`.
-    pub async fn claim(&self, worker_id: &str, lease_ms: i64) -> Result<Option<QueueRow>> {
-        retry_busy(|| self.backend.claim(worker_id, now_ms(), lease_ms)).await
-    }
-
-    /// Takes back running queues whose lease ran out: they wait again, or after `max_attempts`
-    /// claims they become `error`. Returns the ids taken back and the ids given up.
-    pub async fn reclaim_expired(&self, max_attempts: i64) -> Result<(Vec<i64>, Vec<i64>)> {
-        retry_busy(|| self.backend.reclaim_expired(now_ms(), max_attempts)).await
-    }
-
-    /// Renews the lease; returns whether an abort was asked for. `ClaimLost` if the queue is
-    /// no longer ours (deleted, taken back).
-    pub async fn renew_lease(&self, id: i64, worker_id: &str, lease_ms: i64) -> Result<bool> {
-        retry_busy(|| self.backend.renew_lease(id, worker_id, now_ms() + lease_ms))
-            .await?
-            .ok_or(StoreError::ClaimLost(id))
-    }
-
-    /// Sets the phase of a queue we hold.
-    pub async fn set_phase(&self, id: i64, worker_id: &str, phase: Option<Phase>) -> Result<()> {
-        retry_busy(|| self.backend.set_phase(id, worker_id, phase)).await
-    }
-
-    /// Stores the resolved commit of a queue we hold.
-    pub async fn set_commit(&self, id: i64, worker_id: &str, sha: &str) -> Result<()> {
-        retry_busy(|| self.backend.set_commit(id, worker_id, sha)).await
-    }
-
-    /// Creates the tasks of a queue that named no scenarios (the repository's default set).
-    pub async fn create_tasks(
-        &self,
-        id: i64,
-        worker_id: &str,
-        scenarios: &[String],
-    ) -> Result<Vec<TaskRow>> {
-        retry_busy(|| self.backend.create_tasks(id, worker_id, scenarios)).await
-    }
-
-    /// Sets a task's status (and error) for a queue we hold.
-    pub async fn set_task(
-        &self,
-        task_id: i64,
-        worker_id: &str,
-        status: CaseStatus,
-        error: Option<&str>,
-    ) -> Result<()> {
-        let now = now_ms();
-        retry_busy(|| {
-            self.backend
-                .set_task(task_id, worker_id, status, error, now)
-        })
-        .await
-    }
-
-    /// Creates the pending cases of a task from its parsed scenario; returns their row ids in order.
-    pub async fn create_cases(
-        &self,
-        task_id: i64,
-        worker_id: &str,
-        cases: &[NewCase],
-    ) -> Result<Vec<i64>> {
-        retry_busy(|| self.backend.create_cases(task_id, worker_id, cases)).await
-    }
-
-    /// Marks a case running.
-    pub async fn start_case(&self, case_id: i64, worker_id: &str) -> Result<()> {
-        let now = now_ms();
-        retry_busy(|| self.backend.start_case(case_id, worker_id, now)).await
-    }
-
-    /// Records a case's verdict.
-    pub async fn finish_case(
-        &self,
-        case_id: i64,
-        worker_id: &str,
-        result: &CaseResult,
-    ) -> Result<()> {
-        let now = now_ms();
-        retry_busy(|| self.backend.finish_case(case_id, worker_id, result, now)).await
-    }
-
-    /// Marks every unfinished case and task of a queue `skipped` (pending) or `error` (running).
-    pub async fn close_unfinished(
-        &self,
-        id: i64,
-        worker_id: &str,
-        running_message: &str,
-    ) -> Result<()> {
-        let now = now_ms();
-        retry_busy(|| {
-            self.backend
-                .close_unfinished(id, worker_id, running_message, now)
-        })
-        .await
-    }
-
-    /// Finishes a queue we hold with its final status.
-    pub async fn finish_queue(
-        &self,
-        id: i64,
-        worker_id: &str,
-        status: QueueStatus,
-        error: Option<&str>,
-    ) -> Result<()> {
-        let now = now_ms();
-        retry_busy(|| self.backend.finish_queue(id, worker_id, status, error, now)).await
-    }
-
-    /// Records a process group a worker started, so a later worker can kill it after a crash.
-    pub async fn record_group(&self, g: &StaleGroup) -> Result<()> {
-        retry_busy(|| self.backend.record_group(g)).await
-    }
-
-    /// Forgets a process group that ended.
-    pub async fn forget_group(&self, hostname: &str, pgid: i32) -> Result<()> {
-        retry_busy(|| self.backend.forget_group(hostname, pgid)).await
-    }
-
-    /// Process groups on `hostname` recorded by workers that are no longer alive
-    /// (heartbeat older than `stale_ms`), removing them from the table.
-    pub async fn take_stale_groups(
-        &self,
-        hostname: &str,
-        stale_ms: i64,
-    ) -> Result<Vec<StaleGroup>> {
-        let alive_since = now_ms() - stale_ms;
-        retry_busy(|| self.backend.take_stale_groups(hostname, alive_since)).await
     }
 }
 

@@ -1,8 +1,10 @@
-//! Rows as the store hands them out, and their conversion to the API's shapes.
+//! Rows as the store hands them out, how they are read from any backend's result rows, and the
+//! logic on them that no backend writes twice: case counts, and assembling a queue's detail.
 
-use crate::rfc3339;
+use crate::{Result, StoreError};
 use std::collections::{BTreeMap, HashMap};
-use testarena_core::api;
+use std::str::FromStr;
+use testarena_core::api::Summary;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
 /// A queue row.
@@ -28,7 +30,7 @@ pub struct QueueRow {
     pub case_filter: Option<BTreeMap<String, Vec<String>>>,
     /// Change counter: higher means changed later.
     pub rev: i64,
-    pub origin: Option<testarena_core::gitea::Origin>,
+    pub origin: Option<testarena_core::origin::Origin>,
 }
 
 /// A task row (one scenario file of a queue).
@@ -72,7 +74,7 @@ pub struct QueueDetail {
     pub tasks: Vec<(TaskRow, Vec<CaseRow>)>,
     /// Case counts by verdict of each task id, filled by a capped read (which may list only
     /// some cases); a task missing here has all its cases in `tasks`.
-    pub counts: HashMap<i64, api::Summary>,
+    pub counts: HashMap<i64, Summary>,
 }
 
 /// How many cases a capped read lists: the first `per_task` of each task, and no more than
@@ -115,102 +117,233 @@ pub struct StaleGroup {
 }
 
 impl QueueDetail {
-    /// The API's view of this queue.
-    pub fn to_api(&self) -> api::Queue {
-        let q = &self.queue;
-        let mut summary = api::Summary::default();
-        let tasks = self
-            .tasks
-            .iter()
-            .map(|(t, cases)| {
-                let counts = self.counts.get(&t.id).cloned().unwrap_or_else(|| {
-                    let mut s = api::Summary::default();
-                    for c in cases {
-                        s.add(c.status);
-                    }
-                    s
-                });
-                summary.total += counts.total;
-                summary.passed += counts.passed;
-                summary.failed += counts.failed;
-                summary.error += counts.error;
-                summary.skipped += counts.skipped;
-                let cases_next = (counts.total > cases.len() as u64).then(|| {
-                    let base = format!("/api/v1/queues/{}/tasks/{}/cases", q.id, t.id);
-                    match cases.last() {
-                        Some(c) => format!("{base}?after={}", c.position),
-                        None => base,
-                    }
-                });
-                api::Task {
-                    id: t.id,
-                    scenario: t.scenario.clone(),
-                    status: t.status,
-                    started_at: t.started_at.map(rfc3339),
-                    finished_at: t.finished_at.map(rfc3339),
-                    error: t.error.clone(),
-                    cases: cases.iter().map(|c| c.to_api(q.id)).collect(),
-                    cases_total: counts.total,
-                    cases_next,
-                }
-            })
-            .collect();
-        api::Queue {
-            id: q.id,
-            name: q.name.clone(),
-            // The clone URL may carry a token: the API never shows it.
-            repo: testarena_core::redact::redact(&q.repo),
-            branch: q.branch.clone(),
-            commit: q.commit.clone(),
-            status: q.status,
-            phase: q.phase,
-            priority: q.priority,
-            created_at: rfc3339(q.created_at),
-            started_at: q.started_at.map(rfc3339),
-            finished_at: q.finished_at.map(rfc3339),
-            error: q.error.clone(),
-            scenarios: q.scenarios.clone(),
-            abort_requested: q.abort_requested && !q.status.is_finished(),
-            worker: q.worker_id.clone(),
-            attempts: q.attempts,
-            summary,
-            tasks,
+    /// The case counts of task `task` (every case, even after a capped read).
+    pub fn task_counts(&self, task: &TaskRow, cases: &[CaseRow]) -> Summary {
+        self.counts.get(&task.id).cloned().unwrap_or_else(|| {
+            let mut s = Summary::default();
+            for c in cases {
+                s.add(c.status);
+            }
+            s
+        })
+    }
+
+    /// The case counts of the whole queue.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for (t, cases) in &self.tasks {
+            let c = self.task_counts(t, cases);
+            summary.total += c.total;
+            summary.passed += c.passed;
+            summary.failed += c.failed;
+            summary.error += c.error;
+            summary.skipped += c.skipped;
+        }
+        summary
+    }
+}
+
+/// Typed access to the columns of a result row; each backend implements it for its row type,
+/// and the mapping to the store's rows below is written once.
+pub(crate) trait Columns {
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+
+    /// A column holding a status (or another name with a `FromStr`).
+    fn parsed<T: FromStr<Err = String>>(&self, column: &str) -> Result<T> {
+        self.text(column)?.parse().map_err(StoreError::Corrupt)
+    }
+
+    /// A nullable column holding JSON.
+    fn json<T: serde::de::DeserializeOwned>(&self, column: &str) -> Result<Option<T>> {
+        match self.opt_text(column)? {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))),
+            None => Ok(None),
         }
     }
 }
 
-impl CaseRow {
-    /// The API's view of this case of queue `queue_id`.
-    pub fn to_api(&self, queue_id: i64) -> api::Case {
-        api::Case {
-            log_url: format!(
-                "/api/v1/queues/{queue_id}/cases/{}/log?task={}",
-                urlencode(&self.key),
-                self.task_id
-            ),
-            html_url: format!(
-                "/api/v1/queues/{queue_id}/cases/{}/log.html?task={}",
-                urlencode(&self.key),
-                self.task_id
-            ),
-            id: self.key.clone(),
-            name: self.name.clone(),
-            status: self.status,
-            duration_ms: self.duration_ms.map(|d| d.max(0) as u64),
-            message: self.message.clone(),
+/// A value as JSON text for a nullable JSON column.
+pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<String>> {
+    value
+        .map(|v| serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// The columns of `queues` that [`queue_row`] reads, in the order of the schema.
+pub(crate) const QUEUE_COLUMNS: &str =
+    "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin";
+
+/// The columns of `tasks` that [`task_row`] reads.
+pub(crate) const TASK_COLUMNS: &str =
+    "id, queue_id, position, scenario, status, started_at, finished_at, error";
+
+/// The columns of `cases` that [`case_row`] reads.
+pub(crate) const CASE_COLUMNS: &str =
+    "id, task_id, position, case_key, name, status, duration_ms, message";
+
+pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
+    let phase = r.opt_text("phase")?;
+    Ok(QueueRow {
+        id: r.int("id")?,
+        name: r.text("name")?,
+        repo: r.text("repo")?,
+        branch: r.text("branch")?,
+        requested_commit: r.opt_text("requested_commit")?,
+        commit: r.opt_text("commit_sha")?,
+        scenarios: r.json("scenarios")?,
+        status: r.parsed("status")?,
+        phase: phase
+            .as_deref()
+            .map(|p| p.parse::<Phase>().map_err(StoreError::Corrupt))
+            .transpose()?,
+        priority: r.int("priority")?,
+        created_at: r.int("created_at")?,
+        started_at: r.opt_int("started_at")?,
+        finished_at: r.opt_int("finished_at")?,
+        error: r.opt_text("error")?,
+        abort_requested: r.int("abort_requested")? != 0,
+        worker_id: r.opt_text("worker_id")?,
+        attempts: r.int("attempts")?,
+        case_filter: r.json("case_filter")?,
+        rev: r.int("rev")?,
+        origin: r.json("origin")?,
+    })
+}
+
+pub(crate) fn task_row(r: &impl Columns) -> Result<TaskRow> {
+    Ok(TaskRow {
+        id: r.int("id")?,
+        queue_id: r.int("queue_id")?,
+        position: r.int("position")?,
+        scenario: r.text("scenario")?,
+        status: r.parsed("status")?,
+        started_at: r.opt_int("started_at")?,
+        finished_at: r.opt_int("finished_at")?,
+        error: r.opt_text("error")?,
+    })
+}
+
+pub(crate) fn case_row(r: &impl Columns) -> Result<CaseRow> {
+    Ok(CaseRow {
+        id: r.int("id")?,
+        task_id: r.int("task_id")?,
+        position: r.int("position")?,
+        key: r.text("case_key")?,
+        name: r.text("name")?,
+        status: r.parsed("status")?,
+        duration_ms: r.opt_int("duration_ms")?,
+        message: r.opt_text("message")?,
+    })
+}
+
+pub(crate) fn worker_row(r: &impl Columns) -> Result<WorkerRow> {
+    Ok(WorkerRow {
+        id: r.text("id")?,
+        hostname: r.text("hostname")?,
+        pid: r.int("pid")?,
+        started_at: r.int("started_at")?,
+        heartbeat_at: r.int("heartbeat_at")?,
+        concurrency: r.int("concurrency")?,
+        boot_id: r.text("boot_id")?,
+    })
+}
+
+pub(crate) fn stale_group(r: &impl Columns) -> Result<StaleGroup> {
+    Ok(StaleGroup {
+        pgid: i32::try_from(r.int("pgid")?)
+            .map_err(|e| StoreError::Corrupt(format!("pgid: {e}")))?,
+        worker_id: r.text("worker_id")?,
+        hostname: r.text("hostname")?,
+        boot_id: r.text("boot_id")?,
+        queue_id: r.opt_int("queue_id")?,
+        command: r.text("command")?,
+    })
+}
+
+/// How many cases of one task have one status (a row of a capped read's counts).
+pub(crate) struct StatusCount {
+    pub task_id: i64,
+    pub status: CaseStatus,
+    pub n: i64,
+}
+
+pub(crate) fn status_count(r: &impl Columns) -> Result<StatusCount> {
+    Ok(StatusCount {
+        task_id: r.int("task_id")?,
+        status: r.parsed("status")?,
+        n: r.int("n")?,
+    })
+}
+
+/// Puts `queues` together with their `tasks` and `cases` (as read, in order); `counts` are
+/// given after a capped read, which may list only some of the cases.
+pub(crate) fn assemble(
+    queues: Vec<QueueRow>,
+    tasks: Vec<TaskRow>,
+    cases: Vec<CaseRow>,
+    counts: Option<Vec<StatusCount>>,
+) -> Vec<QueueDetail> {
+    let mut by_task: HashMap<i64, Summary> = HashMap::new();
+    let capped = counts.is_some();
+    for c in counts.into_iter().flatten() {
+        add_n(
+            by_task.entry(c.task_id).or_default(),
+            c.status,
+            c.n.max(0) as u64,
+        );
+    }
+    let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
+    for c in cases {
+        cases_by_task.entry(c.task_id).or_default().push(c);
+    }
+    let mut tasks_by_queue: HashMap<i64, Vec<(TaskRow, Vec<CaseRow>)>> = HashMap::new();
+    let mut counts_by_queue: HashMap<i64, HashMap<i64, Summary>> = HashMap::new();
+    for t in tasks {
+        let cs = cases_by_task.remove(&t.id).unwrap_or_default();
+        if capped {
+            let c = by_task.remove(&t.id).unwrap_or_default();
+            counts_by_queue
+                .entry(t.queue_id)
+                .or_default()
+                .insert(t.id, c);
         }
+        tasks_by_queue.entry(t.queue_id).or_default().push((t, cs));
+    }
+    queues
+        .into_iter()
+        .map(|queue| QueueDetail {
+            tasks: tasks_by_queue.remove(&queue.id).unwrap_or_default(),
+            counts: counts_by_queue.remove(&queue.id).unwrap_or_default(),
+            queue,
+        })
+        .collect()
+}
+
+/// Counts `n` cases of `status` into `s`.
+fn add_n(s: &mut Summary, status: CaseStatus, n: u64) {
+    s.total += n;
+    match status {
+        CaseStatus::Passed => s.passed += n,
+        CaseStatus::Failed => s.failed += n,
+        CaseStatus::Error => s.error += n,
+        CaseStatus::Skipped => s.skipped += n,
+        CaseStatus::Pending | CaseStatus::Running => {}
     }
 }
 
-/// Percent-encodes a path segment (case ids are `[A-Za-z0-9_.-]`, so this rarely changes anything).
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// Parses a list of `(status, count)` pairs into a map, refusing unknown statuses.
+pub(crate) fn parse_counts<T: FromStr<Err = String> + std::hash::Hash + Eq>(
+    rows: Vec<(String, i64)>,
+) -> Result<HashMap<T, i64>> {
+    let mut map = HashMap::new();
+    for (status, n) in rows {
+        map.insert(status.parse().map_err(StoreError::Corrupt)?, n);
     }
-    out
+    Ok(map)
 }

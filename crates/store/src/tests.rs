@@ -1,5 +1,6 @@
 use super::*;
 use testarena_core::validate::ValidQueue;
+use testarena_core::Phase;
 
 async fn fresh() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -142,10 +143,10 @@ async fn writes_need_the_claim() {
         .finish_queue(id, "w1", QueueStatus::Failed, None)
         .await
         .is_err());
-    let api = s.queue(id).await.unwrap().to_api();
-    assert_eq!(api.status, QueueStatus::Passed);
-    assert_eq!(api.summary.passed, 1);
-    assert_eq!(api.tasks[0].cases[0].duration_ms, Some(12));
+    let detail = s.queue(id).await.unwrap();
+    assert_eq!(detail.queue.status, QueueStatus::Passed);
+    assert_eq!(detail.summary().passed, 1);
+    assert_eq!(detail.tasks[0].1[0].duration_ms, Some(12));
 }
 
 #[tokio::test]
@@ -347,7 +348,7 @@ async fn a_full_database_is_reported_as_no_space_left() {
     )
     .await
     .unwrap();
-    let s = Store { backend };
+    let s = Store::on(std::sync::Arc::new(backend));
     let mut q = vq("a", 5, None);
     q.name = "n".repeat(20_000);
     let mut err = None;
@@ -444,30 +445,28 @@ async fn capped_reads_list_the_first_cases_and_count_them_all() {
         per_task: 10,
         per_queue: 12,
     };
-    let full = s.queue(id).await.unwrap().to_api();
-    let capped = s.queue_capped(id, caps).await.unwrap().to_api();
-    assert_eq!(capped.summary, full.summary);
-    assert_eq!(capped.summary.total, 38);
-    assert_eq!(capped.summary.failed, 3);
-    let listed: Vec<usize> = capped.tasks.iter().map(|t| t.cases.len()).collect();
+    let full = s.queue(id).await.unwrap();
+    let capped = s.queue_capped(id, caps).await.unwrap();
+    assert_eq!(capped.summary(), full.summary());
+    assert_eq!(capped.summary().total, 38);
+    assert_eq!(capped.summary().failed, 3);
+    let listed: Vec<usize> = capped.tasks.iter().map(|t| t.1.len()).collect();
     assert_eq!(listed, vec![10, 2, 0]);
-    let totals: Vec<u64> = capped.tasks.iter().map(|t| t.cases_total).collect();
+    let totals: Vec<u64> = capped
+        .tasks
+        .iter()
+        .map(|(t, cases)| capped.task_counts(t, cases).total)
+        .collect();
     assert_eq!(totals, vec![25, 3, 10]);
-    assert_eq!(
-        capped.tasks[0].cases_next.as_deref(),
-        Some(format!("/api/v1/queues/{id}/tasks/{}/cases?after=9", tasks[0]).as_str())
-    );
-    assert_eq!(
-        capped.tasks[2].cases_next.as_deref(),
-        Some(format!("/api/v1/queues/{id}/tasks/{}/cases", tasks[2]).as_str())
-    );
-    assert_eq!(capped.tasks[0].cases[..], full.tasks[0].cases[..10]);
-    // A complete read has no next page.
-    assert!(full.tasks.iter().all(|t| t.cases_next.is_none()));
-    assert_eq!(
-        s.queue_capped(id, CaseCaps::ALL).await.unwrap().to_api(),
-        full
-    );
+    assert_eq!(capped.tasks[0].1[..], full.tasks[0].1[..10]);
+    // A complete read lists every case.
+    assert!(full
+        .tasks
+        .iter()
+        .all(|(t, cases)| full.task_counts(t, cases).total == cases.len() as u64));
+    let uncapped = s.queue_capped(id, CaseCaps::ALL).await.unwrap();
+    assert_eq!(uncapped.tasks, full.tasks);
+    assert_eq!(uncapped.summary(), full.summary());
     // Pages of one task.
     let (page, total) = s.task_cases(id, tasks[0], Some(9), 10).await.unwrap();
     assert_eq!(total, 25);
@@ -481,9 +480,9 @@ async fn capped_reads_list_the_first_cases_and_count_them_all() {
     ));
     // Lists and change feeds are capped too.
     let (page, _) = s.list_queues(None, 5, None, caps).await.unwrap();
-    assert_eq!(page[0].to_api(), capped);
+    assert_eq!(page[0], capped);
     let (changed, _) = s.changes_since(0, caps).await.unwrap();
-    assert_eq!(changed[0].to_api(), capped);
+    assert_eq!(changed[0], capped);
     assert_eq!(
         s.case_task(id, "TC_20", None).await.unwrap(),
         Some((0, "x.xml".to_string()))
@@ -493,4 +492,49 @@ async fn capped_reads_list_the_first_cases_and_count_them_all() {
         Some((2, "z.xml".to_string()))
     );
     assert_eq!(s.case_task(id, "TC_99", None).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn only_verdicts_end_queues_and_cases() {
+    let (s, _d) = fresh().await;
+    let id = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    s.claim("w", 30_000).await.unwrap().unwrap();
+    let task = s.queue(id).await.unwrap().tasks[0].0.id;
+    let case = s
+        .create_cases(
+            task,
+            "w",
+            &[NewCase {
+                key: "TC".into(),
+                name: "tc".into(),
+            }],
+        )
+        .await
+        .unwrap()[0];
+    let running = CaseResult {
+        status: CaseStatus::Running,
+        duration_ms: None,
+        message: None,
+    };
+    assert!(matches!(
+        s.finish_case(case, "w", &running).await,
+        Err(StoreError::Conflict(_))
+    ));
+    for not_a_verdict in [QueueStatus::Waiting, QueueStatus::Running] {
+        assert!(matches!(
+            s.finish_queue(id, "w", not_a_verdict, None).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert_eq!(s.queue_row(id).await.unwrap().status, QueueStatus::Running);
+    let before = s.operations();
+    s.finish_queue(id, "w", QueueStatus::Passed, None)
+        .await
+        .unwrap();
+    assert_eq!(s.operations(), before + 1, "one operation counted");
 }

@@ -1,7 +1,7 @@
 //! Human output: the queue table, one queue in detail, ages and durations.
 
 use std::fmt::Write as _;
-use testarena_core::api::{Queue, Summary};
+use testarena_client::{Queue, Summary};
 use testarena_core::{CaseStatus, QueueStatus};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -287,42 +287,44 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
     field("dashboard", dashboard.to_string());
     if !q.tasks.is_empty() {
         out.push('\n');
-        let mut rows = Vec::new();
-        for t in &q.tasks {
-            rows.push(vec![
-                clean(&t.scenario),
-                t.status.to_string(),
-                String::new(),
-                t.error.as_deref().map(clean).unwrap_or_default(),
-            ]);
-            for c in &t.cases {
-                let mut label = format!("  {}", clean(&c.id));
-                if !c.name.is_empty() && c.name != c.id {
-                    let _ = write!(label, " ({})", clean(&c.name));
-                }
-                rows.push(vec![
-                    label,
-                    c.status.to_string(),
-                    c.duration_ms.map(ms).unwrap_or_default(),
-                    c.message.as_deref().map(clean).unwrap_or_default(),
-                ]);
-            }
-            if let Some(next) = &t.cases_next {
-                let more = t.cases_total.saturating_sub(t.cases.len() as u64);
-                rows.push(vec![
-                    format!("  ... {more} more cases"),
-                    String::new(),
-                    String::new(),
-                    format!("GET {}", clean(next)),
-                ]);
-            }
-        }
-        out.push_str(&table(
-            &["SCENARIO / CASE", "STATUS", "TIME", "MESSAGE"],
-            &rows,
-        ));
+        out.push_str(&tasks_table(q));
     }
     out
+}
+
+/// The table of a queue's tasks and their cases (and how many more a long task has).
+fn tasks_table(q: &Queue) -> String {
+    let mut rows = Vec::new();
+    for t in &q.tasks {
+        rows.push(vec![
+            clean(&t.scenario),
+            t.status.to_string(),
+            String::new(),
+            t.error.as_deref().map(clean).unwrap_or_default(),
+        ]);
+        for c in &t.cases {
+            let mut label = format!("  {}", clean(&c.id));
+            if !c.name.is_empty() && c.name != c.id {
+                let _ = write!(label, " ({})", clean(&c.name));
+            }
+            rows.push(vec![
+                label,
+                c.status.to_string(),
+                c.duration_ms.map(ms).unwrap_or_default(),
+                c.message.as_deref().map(clean).unwrap_or_default(),
+            ]);
+        }
+        if let Some(next) = &t.cases_next {
+            let more = t.cases_total.saturating_sub(t.cases.len() as u64);
+            rows.push(vec![
+                format!("  ... {more} more cases"),
+                String::new(),
+                String::new(),
+                format!("GET {}", clean(next)),
+            ]);
+        }
+    }
+    table(&["SCENARIO / CASE", "STATUS", "TIME", "MESSAGE"], &rows)
 }
 
 /// A case duration: `850ms`, `3.2s`, `2m 5s`.
@@ -339,7 +341,7 @@ fn ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use testarena_core::api::{Case, Task};
+    use testarena_client::{Case, Task};
     use testarena_core::Phase;
 
     fn queue() -> Queue {

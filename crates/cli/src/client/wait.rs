@@ -1,27 +1,16 @@
 //! Following a queue: progress on stderr (a spinner per phase on a terminal, plain lines
 //! otherwise) and its console log on stdout as it grows.
 
-use super::api::{Api, CallError, LOG_CHUNK};
 use super::render::{describe, long_span};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use testarena_core::api::Queue;
-use testarena_core::{Phase, QueueStatus};
+use testarena_client::{Client, ClientError, Phase, Queue, QueueStatus, MAX_LOG_CHUNK};
 
 /// How often the server is asked for news.
 pub const POLL: Duration = Duration::from_millis(300);
 /// How long a follower keeps retrying while the server is unreachable (a restart, say).
 const RETRY_FOR: Duration = Duration::from_secs(120);
-
-/// Whether an error is worth retrying: the server is away or its proxy says so.
-fn transient(e: &CallError) -> bool {
-    match e {
-        CallError::Unreachable(_) => true,
-        CallError::Api { status, .. } => *status >= 500,
-        CallError::Unexpected(_) => false,
-    }
-}
 
 /// Tracks how long calls have been failing, and says when to give up. A server that never
 /// answered is not waited for: that is a wrong address, not a restart.
@@ -41,9 +30,9 @@ impl Trouble {
     }
 
     /// Records a failure; gives the error back when it is not worth another try.
-    fn failed(&mut self, e: CallError) -> Result<String, CallError> {
+    fn failed(&mut self, e: ClientError) -> Result<String, ClientError> {
         let since = *self.since.get_or_insert_with(Instant::now);
-        if self.contact && transient(&e) && since.elapsed() < RETRY_FOR {
+        if self.contact && e.is_transient() && since.elapsed() < RETRY_FOR {
             Ok(format!("{e}; retrying"))
         } else {
             Err(e)
@@ -210,19 +199,14 @@ impl Drop for Progress {
     }
 }
 
-/// Fetches one queue.
-pub async fn fetch_queue(api: &Api, id: i64) -> Result<Queue, CallError> {
-    let text = api.get_text(&format!("/queues/{id}")).await?;
-    serde_json::from_str(&text).map_err(|e| {
-        CallError::Unexpected(format!(
-            "the server's answer is not a queue this client understands: {e}"
-        ))
-    })
-}
-
 /// Follows a queue until it finishes: streams its log to stdout (when `stream_log`) and shows
 /// progress. Returns the finished queue.
-pub async fn wait(api: &Api, id: i64, stream_log: bool, tty: bool) -> Result<Queue, CallError> {
+pub async fn wait(
+    api: &Client,
+    id: i64,
+    stream_log: bool,
+    tty: bool,
+) -> Result<Queue, ClientError> {
     let mut progress = Progress::new(id, tty);
     let mut lines = Lines::default();
     let mut offset = 0u64;
@@ -232,16 +216,16 @@ pub async fn wait(api: &Api, id: i64, stream_log: bool, tty: bool) -> Result<Que
         let mut more = false;
         let step = async {
             if stream_log {
-                let chunk = api.log(id, offset).await?;
+                let chunk = api.queue_log(id, offset).await?;
                 offset = chunk.next;
-                more = chunk.data.len() >= LOG_CHUNK;
+                more = chunk.data.len() >= MAX_LOG_CHUNK;
                 let whole = lines.push(&chunk.data);
                 if out_ok && !whole.is_empty() && progress.write_out(&whole).is_err() {
                     // stdout is gone (a closed pipe): keep waiting for the verdict anyway.
                     out_ok = false;
                 }
             }
-            fetch_queue(api, id).await
+            api.queue(id).await
         }
         .await;
         match step {
@@ -249,7 +233,7 @@ pub async fn wait(api: &Api, id: i64, stream_log: bool, tty: bool) -> Result<Que
                 // The worker writes the log before it sets the verdict: drain what is left.
                 if stream_log {
                     loop {
-                        let Ok(chunk) = api.log(id, offset).await else {
+                        let Ok(chunk) = api.queue_log(id, offset).await else {
                             break;
                         };
                         if chunk.data.is_empty() {
@@ -285,11 +269,11 @@ pub async fn wait(api: &Api, id: i64, stream_log: bool, tty: bool) -> Result<Que
 }
 
 /// Copies a queue's log to stdout; with `follow`, keeps polling until the queue finishes.
-pub async fn copy_log(api: &Api, id: i64, follow: bool) -> Result<(), CallError> {
+pub async fn copy_log(api: &Client, id: i64, follow: bool) -> Result<(), ClientError> {
     let mut offset = 0u64;
     let mut trouble = Trouble::default();
     loop {
-        let chunk = match api.log(id, offset).await {
+        let chunk = match api.queue_log(id, offset).await {
             Ok(c) => {
                 trouble.ok();
                 c
@@ -313,11 +297,11 @@ pub async fn copy_log(api: &Api, id: i64, follow: bool) -> Result<(), CallError>
                 // The reader went away (`| head`): nothing more to do.
                 return Ok(());
             }
-            if chunk.data.len() >= LOG_CHUNK {
+            if chunk.data.len() >= MAX_LOG_CHUNK {
                 continue;
             }
         }
-        if !follow || (chunk.data.is_empty() && chunk.finished) {
+        if !follow || (chunk.data.is_empty() && chunk.finished()) {
             if chunk.data.is_empty() {
                 return Ok(());
             }
@@ -343,11 +327,16 @@ mod tests {
 
     #[test]
     fn trouble_gives_up_on_client_errors_at_once() {
+        let away = || ClientError::Api {
+            status: 503,
+            code: "database_busy".into(),
+            message: "busy".into(),
+        };
         let mut t = Trouble::default();
-        assert!(t.failed(CallError::Unreachable("x".into())).is_err());
+        assert!(t.failed(away()).is_err(), "no contact yet");
         t.ok();
-        assert!(t.failed(CallError::Unreachable("x".into())).is_ok());
-        let e = CallError::Api {
+        assert!(t.failed(away()).is_ok());
+        let e = ClientError::Api {
             status: 404,
             code: "not_found".into(),
             message: "gone".into(),

@@ -11,7 +11,11 @@ pub struct App {
     pub child: Child,
     pub base: String,
     pub data_dir: PathBuf,
-    pub client: reqwest::Client,
+    /// The typed API client: talks to the server as a user's program would.
+    pub api: testarena_client::Client,
+    /// Raw HTTP, for what the typed client cannot say: malformed bodies, wrong methods and
+    /// content types, headers of the answer, live streams.
+    pub http: reqwest::Client,
 }
 
 impl App {
@@ -55,15 +59,20 @@ impl App {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");
+        let api = testarena_client::Client::builder(&base)
+            .timeout(Some(Duration::from_secs(60)))
+            .build()
+            .expect("API client");
         App {
             child,
             base,
             data_dir: data_dir.to_path_buf(),
-            client,
+            api,
+            http,
         }
     }
 
@@ -122,13 +131,50 @@ pub fn free_port() -> u16 {
 }
 
 impl App {
-    /// `POST /api/v1/queues` with `body`: the status and the JSON answer.
+    /// Submits `new` through the typed client; panics unless the answer is `201 Created`.
+    pub async fn submit(&self, new: &testarena_client::NewQueue) -> testarena_client::Queue {
+        let answer = self
+            .api
+            .create_queue_answer(new)
+            .await
+            .unwrap_or_else(|e| panic!("submitting {new:?}: {e}"));
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.value
+    }
+
+    /// Polls the queue (every 100 ms) until `done` holds; panics after `within`.
+    pub async fn wait_until(
+        &self,
+        id: i64,
+        within: Duration,
+        done: impl Fn(&testarena_client::Queue) -> bool,
+    ) -> testarena_client::Queue {
+        let start = std::time::Instant::now();
+        loop {
+            let q = self
+                .api
+                .queue(id)
+                .await
+                .unwrap_or_else(|e| panic!("queue {id}: {e}"));
+            if done(&q) {
+                return q;
+            }
+            assert!(
+                start.elapsed() < within,
+                "queue {id} did not get there in {within:?}: {q:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `POST /api/v1/queues` with a raw JSON `body` (for bodies the typed client cannot
+    /// send): the status and the JSON answer.
     pub async fn post_queue(
         &self,
         body: &serde_json::Value,
     ) -> (reqwest::StatusCode, serde_json::Value) {
         let r = self
-            .client
+            .http
             .post(self.url("/api/v1/queues"))
             .json(body)
             .send()
@@ -138,16 +184,31 @@ impl App {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    /// `GET path`: the answer's text (whatever its status).
-    pub async fn get_text(&self, path: &str) -> String {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
-        r.text().await.unwrap()
-    }
-
-    /// `GET path`: the status and the JSON answer (null if it is not JSON).
+    /// Raw `GET path`: the status and the JSON answer (null if it is not JSON).
     pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let r = self.http.get(self.url(path)).send().await.unwrap();
         let status = r.status();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
+}
+
+/// Asserts that `result` is the API's refusal with `status` and `code`, and that its message
+/// mentions `mentions`.
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: &Result<T, testarena_client::ClientError>,
+    status: u16,
+    code: &str,
+    mentions: &str,
+) {
+    let e = match result {
+        Err(e) => e,
+        Ok(v) => panic!("expected a {status} {code} refusal, got {v:?}"),
+    };
+    assert_eq!(e.status(), Some(status), "{e}");
+    assert_eq!(e.code(), Some(code), "{e}");
+    let message = e.api_message().unwrap_or_default();
+    assert!(
+        message.contains(mentions),
+        "message {message:?} should mention {mentions:?}"
+    );
 }

@@ -4,8 +4,11 @@
 //! scenarios at the pushed commit. A delivery replayed (same `X-Gitea-Delivery`) makes no
 //! second queue: it is answered `200 OK` with the queue the first one made.
 
+use super::GiteaRule;
 use crate::error::{error_response, ApiError};
-use crate::AppState;
+use crate::handlers::{check_host, queue_answer, queue_created};
+use crate::state::AppState;
+use crate::view::{self, DETAIL_CAPS};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -15,7 +18,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use testarena_core::api::{ErrorBody, Queue};
-use testarena_core::gitea::Origin;
+use testarena_core::origin::Origin;
 use testarena_core::validate::{check_branch, check_repo, ValidQueue, DEFAULT_PRIORITY};
 use testarena_core::ValidationError;
 
@@ -126,6 +129,30 @@ pub(crate) async fn hook(
             push.repository.full_name
         )));
     };
+    let queue = queue_of(&s, &push, branch, rule)?;
+    let Some(delivery) = delivery else {
+        return queue_created(&s, &queue).await;
+    };
+    let (detail, created) = s
+        .store
+        .create_queue_once(&queue, &delivery, DETAIL_CAPS)
+        .await?;
+    if !created {
+        tracing::info!(queue = detail.queue.id, %delivery, "replayed Gitea delivery; no new queue");
+        return Ok(queue_answer(StatusCode::OK, view::queue(&detail)));
+    }
+    s.changed(true);
+    Ok(queue_answer(StatusCode::CREATED, view::queue(&detail)))
+}
+
+/// The queue a push of `branch` that `rule` matched asks for: the repository's default
+/// scenarios at the pushed commit, with the push as its origin.
+fn queue_of(
+    s: &AppState,
+    push: &PushEvent,
+    branch: &str,
+    rule: &GiteaRule,
+) -> Result<ValidQueue, ApiError> {
     check_branch(branch).map_err(|m| ValidationError::new("ref", m))?;
     let repo = check_repo(
         rule.clone_url
@@ -133,11 +160,11 @@ pub(crate) async fn hook(
             .unwrap_or(&push.repository.clone_url),
         &s.config.allowed_roots,
     )?;
-    crate::handlers::check_host(&s, &repo)?;
+    check_host(s, &repo)?;
     if push.after.len() != 40 || !push.after.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ValidationError::new("after", "must be a 40-character commit SHA").into());
     }
-    let queue = ValidQueue {
+    Ok(ValidQueue {
         repo,
         branch: branch.to_string(),
         scenarios: None,
@@ -149,27 +176,7 @@ pub(crate) async fn hook(
             gitea_repo: push.repository.full_name.clone(),
             context: rule.context(),
         }),
-    };
-    let Some(delivery) = delivery else {
-        return crate::handlers::queue_created(&s, &queue).await;
-    };
-    let (detail, created) = s
-        .store
-        .create_queue_once(&queue, &delivery, crate::handlers::DETAIL_CAPS)
-        .await?;
-    if !created {
-        tracing::info!(queue = detail.queue.id, %delivery, "replayed Gitea delivery; no new queue");
-        return Ok(crate::handlers::queue_answer(
-            StatusCode::OK,
-            detail.to_api(),
-        ));
-    }
-    s.new_work.notify_waiters();
-    s.poke.notify_one();
-    Ok(crate::handlers::queue_answer(
-        StatusCode::CREATED,
-        detail.to_api(),
-    ))
+    })
 }
 
 /// Longest `X-Gitea-Delivery` accepted (Gitea sends a 36-character UUID).

@@ -2,12 +2,15 @@
 //! webhook replays.
 
 use super::*;
+use crate::gitea::{GiteaConfig, GiteaRule};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
-use testarena_core::gitea::{GiteaConfig, GiteaRule};
-use testarena_store::{NewCase, StoreOptions};
+use testarena_core::paths::queue_dir;
+use testarena_store::{NewCase, Store, StoreOptions};
+use tokio::sync::Notify;
 use tower::ServiceExt;
 
 const SECRET: &str = "s3cret";
@@ -19,11 +22,20 @@ struct TestApp {
     url: String,
 }
 
+mod gitea;
+mod live;
+mod paths;
+
 async fn app_with(options: StoreOptions) -> TestApp {
+    app_configured(options, |_| {}).await
+}
+
+/// An app whose configuration `adjust` changed.
+async fn app_configured(options: StoreOptions, adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
     let store = Store::open_with(&url, &options).await.unwrap();
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         data_dir: dir.path().to_path_buf(),
         allowed_roots: vec![],
         allowed_hosts: vec![],
@@ -40,6 +52,7 @@ async fn app_with(options: StoreOptions) -> TestApp {
         }),
         limits: Limits::default(),
     };
+    adjust(&mut config);
     let state = AppState::new(store, config, Arc::new(Notify::new()));
     TestApp {
         router: router(state.clone()),
@@ -161,7 +174,6 @@ impl TestApp {
 async fn every_error_answer_of_the_router_is_json() {
     let app = app().await;
     let id = app.new_queue(&["a.xml"]).await;
-    let big = vec![b' '; BODY_LIMIT + 10];
     let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
         (
             "unknown path",
@@ -225,6 +237,21 @@ async fn every_error_answer_of_the_router_is_json() {
             StatusCode::BAD_REQUEST,
             "bad_query",
         ),
+    ];
+    for (what, answer, status, code) in cases {
+        assert_eq!(answer.status, status, "{what}");
+        assert_eq!(answer.error_code(), code, "{what}");
+    }
+    let a = app.send(Method::POST, "/api/v1/health", None, vec![]).await;
+    assert!(a.headers.contains_key(header::ALLOW), "Allow kept");
+}
+
+#[tokio::test]
+async fn every_oversized_request_is_answered_in_json() {
+    let app = app().await;
+    let id = app.new_queue(&["a.xml"]).await;
+    let big = vec![b' '; BODY_LIMIT + 10];
+    let cases: Vec<(&str, Answer, StatusCode, &str)> = vec![
         (
             "rerun body too large",
             app.send(
@@ -273,8 +300,6 @@ async fn every_error_answer_of_the_router_is_json() {
         assert_eq!(answer.status, status, "{what}");
         assert_eq!(answer.error_code(), code, "{what}");
     }
-    let a = app.send(Method::POST, "/api/v1/health", None, vec![]).await;
-    assert!(a.headers.contains_key(header::ALLOW), "Allow kept");
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! Gitea integration settings (the `[gitea]` table of the server/worker config file) and the
-//! origin a queue made from a Gitea push carries, so its verdict goes back as a commit status.
+//! Gitea settings: the `[gitea]` table of the config file (webhook secret, API access for
+//! commit statuses, and which pushes make queues).
 
 use serde::{Deserialize, Serialize};
 
@@ -42,15 +42,6 @@ pub struct GiteaRule {
     /// Clone from here instead of the payload's `clone_url` (e.g. an internal mirror).
     #[serde(default)]
     pub clone_url: Option<String>,
-}
-
-/// Where a queue came from, when that matters for reporting back.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct Origin {
-    /// Gitea repository full name, `owner/name`.
-    pub gitea_repo: String,
-    /// Commit status context, `testarena/<set>`.
-    pub context: String,
 }
 
 impl GiteaRule {

@@ -1,0 +1,556 @@
+//! Typed client of the TestArena REST API (`docs/api.md`).
+//!
+//! Requests and answers are the very types the server uses (`testarena_core::api` and
+//! [`NewQueue`]), so the two cannot drift apart. The `testarena` CLI, the integration tests and
+//! anyone scripting a test farm from Rust use it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), testarena_client::ClientError> {
+//! use testarena_client::{Client, NewQueue};
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! let created = client
+//!     .create_queue(&NewQueue::new("https://git.example.com/fw.git", "main"))
+//!     .await?;
+//! let queue = client.queue(created.id).await?;
+//! println!("queue {} is {}", queue.id, queue.status);
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+
+pub use error::ClientError;
+pub use testarena_core::api::{
+    Case, CaseList, CasePageQuery, Health, Queue, QueueList, QueueListQuery, Rerun, Summary, Task,
+    Worker, WorkerList,
+};
+pub use testarena_core::{CaseStatus, NewQueue, Phase, QueueStatus};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::Duration;
+
+/// Largest chunk of a queue log the server sends per request (`testarena_core::limits::LOG_CHUNK`,
+/// 1 MiB): a chunk this big means more is waiting.
+pub const MAX_LOG_CHUNK: usize = testarena_core::limits::LOG_CHUNK as usize;
+/// How long connecting may take unless the builder says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole call may take unless the builder says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A JSON answer with what came with it: the typed value, the text exactly as the server sent
+/// it (for a program that prints the API's own JSON), its status and its `Location`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer<T> {
+    /// The answer, parsed.
+    pub value: T,
+    /// The answer's body as sent.
+    pub text: String,
+    /// The HTTP status (a success: `200`, or `201` for a new queue).
+    pub status: u16,
+    /// The `Location` header: the path of a new queue.
+    pub location: Option<String>,
+}
+
+/// One chunk of a queue log (`GET /api/v1/queues/{id}/log`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The bytes from the asked-for offset (at most [`MAX_LOG_CHUNK`]; may end mid-line).
+    pub data: Vec<u8>,
+    /// The offset to ask for next (`X-Next-Offset`).
+    pub next: u64,
+    /// The queue's status when the chunk was read (`X-Queue-Status`), if the server said.
+    pub status: Option<QueueStatus>,
+}
+
+impl LogChunk {
+    /// Whether the queue had finished when the chunk was read: an empty chunk then means the
+    /// log is complete.
+    pub fn finished(&self) -> bool {
+        self.status.is_some_and(|s| s.is_finished())
+    }
+}
+
+/// Settings of a [`Client`] before it is made.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    server: String,
+    token: Option<String>,
+    user_agent: String,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// Sends `token` as `Authorization: Bearer <token>` (an empty token sends none).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// The `User-Agent` header (default `testarena-client/<version>`).
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// How long connecting may take (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a whole call may take, answer included (default [`DEFAULT_TIMEOUT`]); `None`
+    /// for no limit (e.g. to download a very large archive).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Checks the server address and makes the client.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let base = normalize_base(&self.server).map_err(ClientError::InvalidUrl)?;
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .user_agent(self.user_agent);
+        if let Some(t) = self.timeout {
+            http = http.timeout(t);
+        }
+        let http = http.build().map_err(ClientError::Setup)?;
+        Ok(Client {
+            base,
+            token: self.token,
+            http,
+        })
+    }
+}
+
+/// A connection to one TestArena server: its base URL, an optional bearer token, and a pooled
+/// HTTP client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// Normalises a server address as a user types it: adds `http://` when no scheme is given,
+/// drops trailing slashes, and refuses anything that is not an http(s) URL with a host.
+pub fn normalize_base(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("the server URL is empty".into());
+    }
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
+    let url = reqwest::Url::parse(&with_scheme)
+        .map_err(|e| format!("invalid server URL '{raw}': {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid server URL '{raw}': the scheme must be http or https"
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("invalid server URL '{raw}': no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "invalid server URL '{raw}': no query or fragment allowed"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Percent-encodes one path segment or query value (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client of the server at `server` (`http://host:port`, `host:port`, or a URL with a
+    /// path prefix behind a proxy) with the default settings.
+    pub fn new(server: &str) -> Result<Client, ClientError> {
+        Client::builder(server).build()
+    }
+
+    /// Settings for a client of the server at `server`.
+    pub fn builder(server: &str) -> ClientBuilder {
+        ClientBuilder {
+            server: server.to_string(),
+            token: None,
+            user_agent: concat!("testarena-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// The server's base URL, normalised (no trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The full URL of `path` (from the server's root, e.g. `/api/v1/health`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The dashboard page of one queue.
+    pub fn dashboard_url(&self, id: i64) -> String {
+        format!("{}/#/queues/{id}", self.base)
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    fn transport(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            base: self.base.clone(),
+            source,
+        }
+    }
+
+    /// Sends a request; any answer but 2xx becomes an error carrying the API's code and
+    /// message.
+    async fn send(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
+        let resp = rb.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(ClientError::from_answer(status, &body))
+    }
+
+    async fn bytes(&self, resp: Response) -> Result<Vec<u8>, ClientError> {
+        let bytes = resp.bytes().await.map_err(|e| self.transport(e))?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn text(&self, resp: Response) -> Result<String, ClientError> {
+        String::from_utf8(self.bytes(resp).await?).map_err(|_| ClientError::NotUtf8)
+    }
+
+    /// Sends a request and parses its JSON answer as `what`.
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        rb: RequestBuilder,
+        what: &'static str,
+    ) -> Result<Answer<T>, ClientError> {
+        let resp = self.send(rb).await?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = self.text(resp).await?;
+        let value =
+            serde_json::from_str(&text).map_err(|source| ClientError::Decode { what, source })?;
+        Ok(Answer {
+            value,
+            text,
+            status,
+            location,
+        })
+    }
+
+    /// `GET /api/v1/health`. A server whose database is unreachable answers 503 with a
+    /// `degraded` report: that is returned as a report too, not as an error.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let resp = self
+            .request(Method::GET, "/api/v1/health")
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| self.transport(e))?;
+        if status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE {
+            if let Ok(h) = serde_json::from_slice::<Health>(&body) {
+                return Ok(h);
+            }
+        }
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+                what: "a health report",
+                source,
+            });
+        }
+        Err(ClientError::from_answer(status, &body))
+    }
+
+    /// `POST /api/v1/queues`: submits a queue; the answer is the new queue.
+    pub async fn create_queue(&self, new: &NewQueue) -> Result<Queue, ClientError> {
+        Ok(self.create_queue_answer(new).await?.value)
+    }
+
+    /// [`Client::create_queue`], with the answer's text.
+    pub async fn create_queue_answer(&self, new: &NewQueue) -> Result<Answer<Queue>, ClientError> {
+        let rb = self.request(Method::POST, "/api/v1/queues").json(new);
+        self.answer(rb, "a queue").await
+    }
+
+    /// `GET /api/v1/queues/{id}`: one queue (each task lists its first 500 cases).
+    pub async fn queue(&self, id: i64) -> Result<Queue, ClientError> {
+        Ok(self.queue_answer(id).await?.value)
+    }
+
+    /// [`Client::queue`], with the answer's text.
+    pub async fn queue_answer(&self, id: i64) -> Result<Answer<Queue>, ClientError> {
+        let rb = self.request(Method::GET, &format!("/api/v1/queues/{id}"));
+        self.answer(rb, "a queue").await
+    }
+
+    /// `GET /api/v1/queues`: a page of queues, newest first.
+    pub async fn queues(&self, query: &QueueListQuery) -> Result<QueueList, ClientError> {
+        Ok(self.queues_answer(query).await?.value)
+    }
+
+    /// [`Client::queues`], with the answer's text.
+    pub async fn queues_answer(
+        &self,
+        query: &QueueListQuery,
+    ) -> Result<Answer<QueueList>, ClientError> {
+        let rb = self.request(Method::GET, "/api/v1/queues").query(query);
+        self.answer(rb, "a queue list").await
+    }
+
+    /// `GET /api/v1/queues/{id}/tasks/{task}/cases`: a page of one task's cases.
+    pub async fn task_cases(
+        &self,
+        id: i64,
+        task: i64,
+        query: &CasePageQuery,
+    ) -> Result<CaseList, ClientError> {
+        let rb = self
+            .request(
+                Method::GET,
+                &format!("/api/v1/queues/{id}/tasks/{task}/cases"),
+            )
+            .query(query);
+        Ok(self.answer(rb, "a case list").await?.value)
+    }
+
+    /// `POST /api/v1/queues/{id}/abort`: the queue as it is now (aborted, or with
+    /// `abort_requested` while its worker stops it).
+    pub async fn abort(&self, id: i64) -> Result<Queue, ClientError> {
+        Ok(self.abort_answer(id).await?.value)
+    }
+
+    /// [`Client::abort`], with the answer's text.
+    pub async fn abort_answer(&self, id: i64) -> Result<Answer<Queue>, ClientError> {
+        let rb = self.request(Method::POST, &format!("/api/v1/queues/{id}/abort"));
+        self.answer(rb, "a queue").await
+    }
+
+    /// `POST /api/v1/queues/{id}/rerun`: a new queue like this one (only its failed cases with
+    /// `only_failed`).
+    pub async fn rerun(&self, id: i64, rerun: &Rerun) -> Result<Queue, ClientError> {
+        Ok(self.rerun_answer(id, rerun).await?.value)
+    }
+
+    /// [`Client::rerun`], with the answer's text.
+    pub async fn rerun_answer(&self, id: i64, rerun: &Rerun) -> Result<Answer<Queue>, ClientError> {
+        let rb = self
+            .request(Method::POST, &format!("/api/v1/queues/{id}/rerun"))
+            .json(rerun);
+        self.answer(rb, "a queue").await
+    }
+
+    /// `DELETE /api/v1/queues/{id}`: deletes the queue and its files.
+    pub async fn delete(&self, id: i64) -> Result<(), ClientError> {
+        let resp = self
+            .send(self.request(Method::DELETE, &format!("/api/v1/queues/{id}")))
+            .await?;
+        self.bytes(resp).await?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/queues/{id}/log?offset=N`: the queue log from byte `offset`. To follow a
+    /// running queue, ask again from `next` until the chunk is empty and
+    /// [`LogChunk::finished`].
+    pub async fn queue_log(&self, id: i64, offset: u64) -> Result<LogChunk, ClientError> {
+        let resp = self
+            .send(self.request(
+                Method::GET,
+                &format!("/api/v1/queues/{id}/log?offset={offset}"),
+            ))
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let next = header("x-next-offset").and_then(|v| v.parse::<u64>().ok());
+        let status = header("x-queue-status").and_then(|s| s.parse::<QueueStatus>().ok());
+        let data = self.bytes(resp).await?;
+        let next = next.unwrap_or(offset.saturating_add(data.len() as u64));
+        Ok(LogChunk { data, next, status })
+    }
+
+    fn case_path(id: i64, case: &str, file: &str, task: Option<i64>) -> String {
+        let mut path = format!("/api/v1/queues/{id}/cases/{}/{file}", encode(case));
+        if let Some(t) = task {
+            path.push_str(&format!("?task={t}"));
+        }
+        path
+    }
+
+    /// `GET /api/v1/queues/{id}/cases/{case}/log[?task=T]`: one case's console log.
+    pub async fn case_log(
+        &self,
+        id: i64,
+        case: &str,
+        task: Option<i64>,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.fetch_bytes(&Self::case_path(id, case, "log", task))
+            .await
+    }
+
+    /// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: one case's log as an HTML
+    /// page (written when the case ends).
+    pub async fn case_log_html(
+        &self,
+        id: i64,
+        case: &str,
+        task: Option<i64>,
+    ) -> Result<String, ClientError> {
+        self.fetch_text(&Self::case_path(id, case, "log.html", task))
+            .await
+    }
+
+    /// `GET /api/v1/queues/{id}/junit.xml`: the JUnit report (written when the queue ends).
+    pub async fn junit(&self, id: i64) -> Result<String, ClientError> {
+        self.fetch_text(&format!("/api/v1/queues/{id}/junit.xml"))
+            .await
+    }
+
+    /// `GET /api/v1/queues/{id}/archive`: the queue's reports as a `.tar.gz`.
+    pub async fn archive(&self, id: i64) -> Result<Vec<u8>, ClientError> {
+        self.fetch_bytes(&format!("/api/v1/queues/{id}/archive"))
+            .await
+    }
+
+    /// `GET /api/v1/workers`: the workers with a heartbeat in the last minute.
+    pub async fn workers(&self) -> Result<WorkerList, ClientError> {
+        self.fetch_json("/api/v1/workers", "a worker list").await
+    }
+
+    /// `GET /metrics`: the Prometheus metrics, in the text format.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.fetch_text("/metrics").await
+    }
+
+    /// `GET /api/openapi.json`: the server's OpenAPI document.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.fetch_json("/api/openapi.json", "an OpenAPI document")
+            .await
+    }
+
+    /// `GET path` (from the server's root, as the API gives paths: a case's `log_url` or
+    /// `html_url`): the body as bytes.
+    pub async fn fetch_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send(self.request(Method::GET, path)).await?;
+        self.bytes(resp).await
+    }
+
+    /// `GET path` (as [`Client::fetch_bytes`]): the body as text.
+    pub async fn fetch_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self.send(self.request(Method::GET, path)).await?;
+        self.text(resp).await
+    }
+
+    /// `GET path` (as [`Client::fetch_bytes`], e.g. a task's `cases_next`): the JSON answer as
+    /// `T`; `what` names it in the error if it does not parse.
+    pub async fn fetch_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &'static str,
+    ) -> Result<T, ClientError> {
+        Ok(self
+            .answer(self.request(Method::GET, path), what)
+            .await?
+            .value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalised() {
+        assert_eq!(
+            normalize_base("http://h:8080/").as_deref(),
+            Ok("http://h:8080")
+        );
+        assert_eq!(normalize_base("h:8080").as_deref(), Ok("http://h:8080"));
+        assert_eq!(
+            normalize_base("https://ci.example.com/arena/").as_deref(),
+            Ok("https://ci.example.com/arena")
+        );
+        for bad in ["", "ftp://h", "http://", "http://h/?x=1"] {
+            assert!(normalize_base(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode("TC_PING-1.a~"), "TC_PING-1.a~");
+        assert_eq!(encode("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(
+            Client::case_path(3, "TC 1", "log.html", Some(2)),
+            "/api/v1/queues/3/cases/TC%201/log.html?task=2"
+        );
+        assert_eq!(
+            Client::case_path(3, "TC", "log", None),
+            "/api/v1/queues/3/cases/TC/log"
+        );
+    }
+
+    #[test]
+    fn the_token_is_not_shown() {
+        let c = Client::builder("h:1").token("s3cret").build().unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.base(), "http://h:1");
+        assert_eq!(c.dashboard_url(4), "http://h:1/#/queues/4");
+    }
+
+    #[test]
+    fn a_finished_chunk_says_so() {
+        let chunk = |status| LogChunk {
+            data: Vec::new(),
+            next: 0,
+            status,
+        };
+        assert!(chunk(Some(QueueStatus::Passed)).finished());
+        assert!(!chunk(Some(QueueStatus::Running)).finished());
+        assert!(!chunk(None).finished());
+    }
+}

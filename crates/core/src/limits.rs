@@ -1,0 +1,27 @@
+//! Limits several crates (and the dashboard) must agree on, each defined once here.
+
+use std::time::Duration;
+
+/// Longest console or build output line kept whole, in bytes: a longer one is cut into pieces
+/// of this size, and scenario patterns are timed against a worst-case line this long.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Most bytes one read of a log returns (`GET /api/v1/queues/{id}/log`); the CLI and the
+/// dashboard follow a log in chunks of this size.
+pub const LOG_CHUNK: u64 = 1024 * 1024;
+
+/// A worker counts as alive while its last heartbeat is younger than this: `GET
+/// /api/v1/workers`, the metrics and the dashboard list it, and a worker whose heartbeat is
+/// older is taken for dead (its process groups are killed).
+pub const WORKER_ALIVE: Duration = Duration::from_secs(60);
+
+/// [`WORKER_ALIVE`] in milliseconds, as the store compares heartbeats.
+pub const WORKER_ALIVE_MS: i64 = WORKER_ALIVE.as_millis() as i64;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_worker_window_in_milliseconds_matches() {
+        assert_eq!(super::WORKER_ALIVE_MS, 60_000);
+    }
+}

@@ -1,0 +1,216 @@
+//! Tests of `validate`.
+
+use super::*;
+
+fn q(repo: &str, branch: &str) -> NewQueue {
+    NewQueue {
+        repo: repo.into(),
+        branch: branch.into(),
+        scenarios: None,
+        name: None,
+        priority: None,
+        commit: None,
+    }
+}
+
+#[test]
+fn a_new_queue_is_sent_without_the_fields_left_out() {
+    let mut new = NewQueue::new("https://h/r.git", "main");
+    assert_eq!(
+        serde_json::to_string(&new).unwrap(),
+        r#"{"repo":"https://h/r.git","branch":"main"}"#
+    );
+    new.priority = Some(7);
+    new.scenarios = Some(vec!["a.xml".into()]);
+    let text = serde_json::to_string(&new).unwrap();
+    assert_eq!(serde_json::from_str::<NewQueue>(&text).unwrap(), new);
+}
+
+#[test]
+fn good_branches_pass() {
+    for b in ["main", "feature/x-1", "release/v1.2", "a@b", "user/ünïcode"] {
+        assert_eq!(check_branch(b), Ok(()), "{b}");
+    }
+}
+
+#[test]
+fn git_refused_branches_fail() {
+    for b in [
+        "", "-x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "a@{1}", "@", "a/",
+        "/a", "a//b", ".a", "a/.b", "a.lock", "a.", "a\tb",
+    ] {
+        assert!(check_branch(b).is_err(), "{b:?}");
+    }
+}
+
+#[test]
+fn scenario_paths() {
+    assert!(check_scenario_path("scenarios/smoke.xml").is_ok());
+    for p in [
+        "/etc/x.xml",
+        "../x.xml",
+        "a/../../x.xml",
+        "a\0.xml",
+        "a.txt",
+        "",
+        "a/b",
+    ] {
+        assert!(check_scenario_path(p).is_err(), "{p:?}");
+    }
+}
+
+#[test]
+fn repos() {
+    let roots = vec![PathBuf::from("/srv/git")];
+    for r in [
+        "https://example.com/a.git",
+        "http://h/a",
+        "ssh://git@h/a",
+        "git://h/a",
+        "git@github.com:o/r.git",
+    ] {
+        assert!(check_repo(r, &roots).is_ok(), "{r}");
+    }
+    assert_eq!(
+        check_repo("file:///srv/git/a", &roots).unwrap(),
+        "/srv/git/a"
+    );
+    assert_eq!(check_repo("/srv/git/a/", &roots).unwrap(), "/srv/git/a");
+    for r in [
+        "",
+        "ftp://h/a",
+        "relative/path",
+        "/etc/passwd",
+        "/srv/git/../etc",
+        "file:///tmp/x",
+        "-uhttps://x",
+        "https://",
+        "a b",
+    ] {
+        assert!(check_repo(r, &roots).is_err(), "{r:?}");
+    }
+    assert!(check_repo("/srv/git/a", &[])
+        .unwrap_err()
+        .message
+        .contains("--allow-local-repos"));
+    // "/srv/gitx" must not pass as being under "/srv/git".
+    assert!(check_repo("/srv/gitx/a", &roots).is_err());
+    // Link-local and metadata hosts are refused whatever else is allowed.
+    for r in [
+        "http://169.254.169.254/latest/meta-data",
+        "https://user:pw@[fe80::1]/x.git",
+        "git@169.254.169.254:x.git",
+        "http://metadata.google.internal/x",
+    ] {
+        let e = check_repo(r, &roots).unwrap_err();
+        assert!(e.message.contains("never allowed"), "{r}: {e}");
+        assert!(!e.message.contains("pw@"), "{e}");
+    }
+}
+
+#[test]
+fn whole_queue() {
+    let v = q("https://h/r.git", "main").validate(&[]).unwrap();
+    assert_eq!((v.priority, v.name.as_str()), (5, "main"));
+    let mut bad = q("https://h/r.git", "main");
+    bad.scenarios = Some(vec![]);
+    assert_eq!(bad.validate(&[]).unwrap_err().field, "scenarios");
+    let mut bad = q("https://h/r.git", "main");
+    bad.priority = Some(10);
+    assert_eq!(bad.validate(&[]).unwrap_err().field, "priority");
+    let mut bad = q("https://h/r.git", "main");
+    bad.commit = Some("abc".into());
+    assert_eq!(bad.validate(&[]).unwrap_err().field, "commit");
+    let mut bad = q("https://h/r.git", "main");
+    bad.name = Some("x".repeat(201));
+    assert_eq!(bad.validate(&[]).unwrap_err().field, "name");
+    let mut bad = q("https://h/r.git", "main");
+    bad.scenarios = Some(vec!["ok.xml".into(), "../x.xml".into()]);
+    assert_eq!(bad.validate(&[]).unwrap_err().field, "scenarios[1]");
+}
+
+/// Patterns a console test really uses: accepted, and checked quickly.
+const ORDINARY: &[&str] = &[
+    r"^ready>",
+    r"Guru Meditation|abort\(\)",
+    r"value=\d+",
+    r"(?i)error",
+    r"^esp32> $",
+    r"heap: \d+ bytes free",
+    r"[A-Fa-f0-9]{64}",
+    r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+    r"(?i)(error|fail(ed|ure)?|panic|abort|assert(ion)?)\b.{0,200}",
+    r"^\w+@\w+$",
+    r"(?-u:\w){1,32}@(?-u:\w){1,32}",
+    r".*",
+];
+
+#[test]
+fn ordinary_patterns_pass_the_budget_quickly() {
+    for p in ORDINARY {
+        let checked = check_pattern(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(checked.regex.as_str(), *p);
+        assert!(checked.line_time < PATTERN_TIME_LIMIT, "{p}: {checked:?}");
+        // Generous: a debug build on a busy machine, not the few hundred µs of a release build.
+        assert!(
+            checked.check_time < Duration::from_secs(1),
+            "{p}: {checked:?}"
+        );
+    }
+    // Size classes: literals are small, a Unicode class is bigger.
+    assert_eq!(check_pattern("^ready>").unwrap().size, 16 << 10);
+    assert_eq!(check_pattern(r"^\w+@\w+$").unwrap().size, 128 << 10);
+    assert_eq!(
+        check_pattern(r"(?i)(error|fail(ed|ure)?|panic|abort|assert(ion)?)\b.{0,200}")
+            .unwrap()
+            .size,
+        PATTERN_SIZE_LIMIT
+    );
+}
+
+#[test]
+fn slow_patterns_are_refused_with_their_time() {
+    // Both fit the size limit; in a release build, on 64 KiB of random `a`/`b` and once
+    // their search cache is warm, they take about 200 and 900 ms.
+    for p in [r"a.{600}Z", r"(?:.{0,30}){30}Q"] {
+        assert!(compile_pattern(p).is_ok(), "{p} should fit the size limit");
+        match check_pattern(p) {
+            Err(e @ PatternError::TooSlow { took, .. }) => {
+                assert!(took > PATTERN_TIME_LIMIT, "{p}: {took:?}");
+                let text = e.to_string();
+                assert!(
+                    text.starts_with("takes ")
+                        && text.contains(" ms on a 64 KiB line; the limit is 50 ms"),
+                    "{p}: {text}"
+                );
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn huge_patterns_are_refused_as_too_large() {
+    // These two take 14-18 s on a 60 KB line; compiled, they need about 10 MiB.
+    for p in [
+        r".{0,10000}Z",
+        r"(?:.{0,100}){100}Q",
+        r"^\w{1,32}@\w{1,32}$",
+        r"x{1000}{1000}",
+    ] {
+        let e = check_pattern(p).unwrap_err();
+        assert_eq!(e, PatternError::TooLarge, "{p}");
+        assert!(e.to_string().contains("too large"), "{e}");
+        assert_eq!(compile_pattern(p).unwrap_err(), PatternError::TooLarge);
+    }
+}
+
+#[test]
+fn syntax_errors_give_the_one_line_cause() {
+    let e = check_pattern("(").unwrap_err();
+    assert_eq!(e, PatternError::Syntax("unclosed group".into()));
+    assert_eq!(
+        e.to_string(),
+        "is not a valid regular expression: unclosed group"
+    );
+}

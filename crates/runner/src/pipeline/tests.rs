@@ -1,0 +1,318 @@
+//! The pipeline's verdict rules, fast: a temporary SQLite store, a local git repository, and a
+//! shell script as the "emulator" (no sandbox: that has tests of its own).
+
+use super::*;
+use crate::git::FetchPolicy;
+use crate::sandbox::SandboxMode;
+use std::path::Path;
+use testarena_core::validate::ValidQueue;
+use testarena_core::{CaseStatus, QueueStatus};
+use testarena_store::QueueDetail;
+
+/// The firmware stand-in: `ready`, then `ping` → `pong`, `crash` → a panic line, `hang` →
+/// silence, anything else echoed.
+const FIRMWARE: &str = r#"echo ready
+while read line; do
+  case "$line" in
+    ping) echo pong ;;
+    crash) echo "Guru Meditation Error: Core 0 panic'ed" ;;
+    hang) ;;
+    *) echo "$line" ;;
+  esac
+done
+"#;
+
+const TOML: &str =
+    "[emulator]\ncommand = \"sh fw.sh\"\nready = \"^ready$\"\nboot_timeout = \"5s\"\n";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repos: PathBuf,
+    store: Store,
+    cfg: RunnerConfig,
+    mirrors: MirrorCache,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let repos = dir.path().join("repos");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&repos).unwrap();
+    let url = format!("sqlite://{}", data.join("t.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let mut sandbox = SandboxConfig::bwrap(data.clone());
+    sandbox.mode = SandboxMode::Off;
+    let cfg = RunnerConfig {
+        data_dir: data.clone(),
+        worker_id: "w1".into(),
+        hostname: "test".into(),
+        boot_id: "boot".into(),
+        queue_timeout: Duration::from_secs(60),
+        clone_timeout: Duration::from_secs(30),
+        log_cap: 1 << 20,
+        sandbox: Arc::new(sandbox),
+    };
+    let policy = FetchPolicy {
+        allowed_roots: vec![repos.clone()],
+        ..FetchPolicy::default()
+    };
+    let mirrors = MirrorCache::new(data.join("git")).with_policy(policy);
+    Fixture {
+        _dir: dir,
+        repos,
+        store,
+        cfg,
+        mirrors,
+    }
+}
+
+impl Fixture {
+    /// A repository with the stand-in firmware, `toml` and the scenario `scenario`.
+    fn repo(&self, name: &str, toml: &str, scenario: &str) -> PathBuf {
+        let dir = self.repos.join(name);
+        std::fs::create_dir_all(dir.join("scenarios")).unwrap();
+        std::fs::write(dir.join("fw.sh"), FIRMWARE).unwrap();
+        std::fs::write(dir.join("testarena.toml"), toml).unwrap();
+        std::fs::write(dir.join("scenarios/s.xml"), scenario).unwrap();
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "-A"],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "x",
+            ],
+        ] {
+            let ok = std::process::Command::new("git")
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        }
+        dir
+    }
+
+    /// Submits and claims a queue for `repo`.
+    async fn claim(&self, repo: &Path) -> QueueRow {
+        let q = ValidQueue {
+            repo: repo.display().to_string(),
+            branch: "main".into(),
+            scenarios: None,
+            name: "t".into(),
+            priority: 5,
+            commit: None,
+            case_filter: None,
+            origin: None,
+        };
+        self.store.create_queue(&q).await.unwrap();
+        self.store.claim("w1", 60_000).await.unwrap().unwrap()
+    }
+
+    /// A claimed queue whose only case waits for ever.
+    async fn hanging_queue(&self) -> QueueRow {
+        let repo = self.repo(
+            "r",
+            TOML,
+            r#"<scenario name="s"><testcase id="HANG"><send>hang</send><expect timeout="30">^never$</expect></testcase></scenario>"#,
+        );
+        self.claim(&repo).await
+    }
+
+    /// Runs a queue of `scenario` to its end; what the store then holds.
+    async fn run(&self, toml: &str, scenario: &str) -> QueueDetail {
+        let repo = self.repo("r", toml, scenario);
+        let queue = self.claim(&repo).await;
+        let ctl = QueueControl::default();
+        let id = queue.id;
+        run_queue(&self.store, &self.cfg, &self.mirrors, queue, &ctl).await;
+        self.store.queue(id).await.unwrap()
+    }
+}
+
+/// The status and message of every case, in order.
+fn cases(d: &QueueDetail) -> Vec<(String, CaseStatus, String)> {
+    d.tasks
+        .iter()
+        .flat_map(|(_, cases)| cases.iter())
+        .map(|c| {
+            let m = c.message.clone().unwrap_or_default();
+            (c.key.clone(), c.status, m)
+        })
+        .collect()
+}
+
+fn assert_case(d: &QueueDetail, id: &str, status: CaseStatus, says: &str) {
+    let all = cases(d);
+    let (_, s, m) = all
+        .iter()
+        .find(|(k, _, _)| k == id)
+        .unwrap_or_else(|| panic!("no case {id}: {all:?}"));
+    assert_eq!(*s, status, "{id}: {m}");
+    assert!(m.contains(says), "{id}: {m:?} should say {says:?}");
+}
+
+#[tokio::test]
+async fn pass_expect_timeout_idle_timeout_and_fail_pattern() {
+    let f = fixture().await;
+    let d = f
+        .run(
+            TOML,
+            r#"<scenario name="s">
+  <fail-pattern>Guru Meditation</fail-pattern>
+  <testcase id="PASS"><send>ping</send><expect timeout="5">^pong$</expect></testcase>
+  <testcase id="EXPECT"><send>ping</send><expect timeout="0.3">^nope$</expect></testcase>
+  <testcase id="IDLE" idle-timeout="0.3"><send>hang</send><expect timeout="5">^never$</expect></testcase>
+  <testcase id="CRASH"><send>crash</send><expect timeout="5">^never$</expect></testcase>
+</scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Failed);
+    assert_case(&d, "PASS", CaseStatus::Passed, "");
+    assert_case(
+        &d,
+        "EXPECT",
+        CaseStatus::Failed,
+        "expected /^nope$/ within 300ms",
+    );
+    assert_case(&d, "IDLE", CaseStatus::Failed, "console silent for 300ms");
+    assert_case(
+        &d,
+        "CRASH",
+        CaseStatus::Failed,
+        "fail pattern matched during step <expect>",
+    );
+}
+
+#[tokio::test]
+async fn a_reboot_boots_again_and_the_case_passes() {
+    let f = fixture().await;
+    let d = f
+        .run(
+            TOML,
+            r#"<scenario name="s">
+  <testcase id="REBOOT"><send>one</send><expect>^one$</expect><reboot/><send>ping</send><expect>^pong$</expect></testcase>
+</scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Passed, "{:?}", cases(&d));
+}
+
+#[tokio::test]
+async fn an_emulator_that_does_not_boot_is_an_error_of_every_case() {
+    let f = fixture().await;
+    let toml = "[emulator]\ncommand = \"echo broken; exit 3\"\nready = \"^ready$\"\n";
+    let d = f
+        .run(
+            toml,
+            r#"<scenario name="s"><testcase id="A"><send>x</send></testcase><testcase id="B"><send>x</send></testcase></scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Error);
+    assert_case(&d, "A", CaseStatus::Error, "emulator did not start");
+    assert_case(&d, "B", CaseStatus::Error, "emulator did not start");
+}
+
+#[tokio::test]
+async fn a_failed_setup_is_an_error_and_a_failed_teardown_only_a_log_line() {
+    let f = fixture().await;
+    let d = f
+        .run(
+            TOML,
+            r#"<scenario name="s">
+  <setup><expect timeout="0.2">^never$</expect></setup>
+  <testcase id="A"><send>ping</send><expect>^pong$</expect></testcase>
+</scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Error);
+    assert_case(&d, "A", CaseStatus::Error, "setup step <expect>");
+
+    let f = fixture().await;
+    let d = f
+        .run(
+            TOML,
+            r#"<scenario name="s">
+  <testcase id="A"><send>ping</send><expect>^pong$</expect></testcase>
+  <teardown><expect timeout="0.2">^never$</expect></teardown>
+</scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Passed, "{:?}", cases(&d));
+    let log = std::fs::read_to_string(f.cfg.data_dir.join("queues/1/queue.log")).unwrap();
+    assert!(log.contains("teardown step <expect>"), "{log}");
+}
+
+/// Starts a queue whose only case hangs, then stops it for `reason` once the case runs.
+async fn stop_while_running(f: &Fixture, reason: StopReason) -> (i64, PathBuf) {
+    let queue = f.hanging_queue().await;
+    let id = queue.id;
+    let ctl = QueueControl::default();
+    let run = run_queue(&f.store, &f.cfg, &f.mirrors, queue, &ctl);
+    let stop = async {
+        loop {
+            let d = f.store.queue(id).await.unwrap();
+            if cases(&d).iter().any(|(_, s, _)| *s == CaseStatus::Running) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ctl.stop(reason);
+    };
+    tokio::join!(run, stop);
+    (id, testarena_core::paths::queue_dir(&f.cfg.data_dir, id))
+}
+
+#[tokio::test]
+async fn an_abort_ends_the_running_case_and_the_queue() {
+    let f = fixture().await;
+    let (id, _) = stop_while_running(&f, StopReason::Aborted).await;
+    let d = f.store.queue(id).await.unwrap();
+    assert_eq!(d.queue.status, QueueStatus::Aborted);
+    assert_eq!(d.queue.error.as_deref(), Some("aborted on request"));
+    assert_case(
+        &d,
+        "HANG",
+        CaseStatus::Error,
+        "aborted during step <expect>",
+    );
+}
+
+#[tokio::test]
+async fn a_lost_claim_records_nothing_and_keeps_the_files_of_a_queue_that_still_exists() {
+    let f = fixture().await;
+    let (id, dir) = stop_while_running(&f, StopReason::ClaimLost).await;
+    let d = f.store.queue(id).await.unwrap();
+    assert_eq!(
+        d.queue.status,
+        QueueStatus::Running,
+        "the new attempt's to decide"
+    );
+    assert!(dir.join("queue.log").exists(), "files kept");
+}
+
+#[tokio::test]
+async fn a_lost_claim_on_an_unreadable_database_keeps_the_files() {
+    let f = fixture().await;
+    let queue = f.hanging_queue().await;
+    let dir = testarena_core::paths::queue_dir(&f.cfg.data_dir, queue.id);
+    let ctl = QueueControl::default();
+    let run = run_queue(&f.store, &f.cfg, &f.mirrors, queue, &ctl);
+    let stop = async {
+        while !dir.join("queue.log").exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A passing database failure: every read now fails, but the queue is not gone.
+        f.store.close().await;
+        ctl.stop(StopReason::ClaimLost);
+    };
+    tokio::join!(run, stop);
+    assert!(dir.join("queue.log").exists(), "files kept");
+}

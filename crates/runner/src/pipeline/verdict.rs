@@ -1,0 +1,156 @@
+//! The end of a queue: its status and error (stop reasons and failures first, otherwise its
+//! cases decide), unfinished cases closed, junit.xml written, the verdict recorded.
+
+use super::failure::{Failure, InfraError, StopReason};
+use super::Run;
+use crate::report::{self, JunitCase, JunitSuite};
+use std::time::Instant;
+use testarena_core::paths::{case_log, task_dir};
+use testarena_core::state::queue_verdict;
+use testarena_core::{CaseStatus, Phase, QueueStatus};
+use testarena_store::{QueueDetail, StoreError};
+
+impl Run<'_> {
+    /// Records the verdict and writes junit.xml; a queue whose claim was lost records nothing.
+    pub(super) async fn finish(mut self, outcome: Result<(), Failure>, started: Instant) {
+        let id = self.queue.id;
+        let worker = self.cfg.worker_id.clone();
+        self.logs.set_current(None);
+        // Pages of cases of a task that was cut short.
+        self.wait_for_html().await;
+        if self.ctl.reason() == Some(StopReason::ClaimLost) {
+            self.give_up_claim().await;
+            return;
+        }
+        let _ = self
+            .store
+            .set_phase(id, &worker, Some(Phase::Reporting))
+            .await;
+        let (status, error) = self.status_and_error(&outcome).await;
+        let running_message = error.clone().unwrap_or_else(|| "stopped".into());
+        if let Err(e) = self
+            .store
+            .close_unfinished(id, &worker, &running_message)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot close unfinished cases");
+        }
+        self.write_junit().await;
+        let said = error.as_deref().map(|e| format!(": {e}"));
+        let secs = started.elapsed().as_secs_f64();
+        self.logs.event(&format!(
+            "queue {id} {status} in {secs:.1}s{}",
+            said.unwrap_or_default()
+        ));
+        if let Err(e) = self
+            .store
+            .finish_queue(id, &worker, status, error.as_deref())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the queue's verdict");
+        }
+        self.logs.lock().flush();
+    }
+
+    /// After a lost claim: the files stay for the attempt that took the queue over, unless the
+    /// queue is gone from the database for certain (deleted), not on a passing error.
+    async fn give_up_claim(&self) {
+        self.logs
+            .event("this worker lost its claim on the queue (deleted or taken back); stopping");
+        if let Err(StoreError::NotFound(_)) = self.store.queue(self.queue.id).await {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The queue's status and error: a full disk, a stop reason or a failure first, otherwise
+    /// what its cases say.
+    async fn status_and_error(
+        &self,
+        outcome: &Result<(), Failure>,
+    ) -> (QueueStatus, Option<String>) {
+        let reason = self.ctl.reason();
+        let write_error = self
+            .write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let (Some(message), None) = (write_error, &reason) {
+            let e = InfraError::Logs {
+                dir: self.dir.clone(),
+                message,
+            };
+            return (QueueStatus::Error, Some(e.to_string()));
+        }
+        if let Some(r) = &reason {
+            let status = match r {
+                StopReason::Aborted => QueueStatus::Aborted,
+                _ => QueueStatus::Error,
+            };
+            return (status, r.queue_error(self.phase));
+        }
+        match outcome {
+            Err(Failure::Infra(e)) => (QueueStatus::Error, Some(e.to_string())),
+            Err(Failure::Store(e)) => (QueueStatus::Error, Some(format!("database error: {e}"))),
+            Err(Failure::Stopped) | Ok(()) => {
+                let detail = self.store.queue(self.queue.id).await;
+                (queue_verdict(case_verdicts(detail.as_ref().ok())), None)
+            }
+        }
+    }
+
+    /// Writes junit.xml from what the database holds (it has every case, run or not).
+    async fn write_junit(&mut self) {
+        let Ok(detail) = self.store.queue(self.queue.id).await else {
+            return;
+        };
+        let suites: Vec<JunitSuite> = detail
+            .tasks
+            .iter()
+            .map(|(t, cases)| {
+                let tdir = task_dir(&self.dir, t.position, &t.scenario);
+                let known = self.suites.iter().find(|s| s.file == t.scenario);
+                JunitSuite {
+                    name: known
+                        .map(|s| s.name.clone())
+                        .unwrap_or_else(|| t.scenario.clone()),
+                    file: t.scenario.clone(),
+                    error: cases.is_empty().then(|| t.error.clone()).flatten(),
+                    cases: cases
+                        .iter()
+                        .map(|c| JunitCase {
+                            id: c.key.clone(),
+                            name: c.name.clone(),
+                            status: c.status,
+                            duration_ms: c.duration_ms.unwrap_or(0).max(0) as u64,
+                            message: c.message.clone(),
+                            log_path: Some(case_log(&tdir, &c.key)).filter(|p| p.exists()),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let path = self.dir.join("junit.xml");
+        if let Err(e) = report::write_junit(&path, &self.queue.name, &suites) {
+            tracing::warn!(error = %e, "cannot write junit.xml");
+        }
+    }
+}
+
+/// What every case (and every task that could not run) of the queue ended as; a queue that
+/// cannot be read counts as an error.
+fn case_verdicts(detail: Option<&QueueDetail>) -> Vec<CaseStatus> {
+    let Some(d) = detail else {
+        return vec![CaseStatus::Error];
+    };
+    d.tasks
+        .iter()
+        .flat_map(|(t, cases)| {
+            let task_error = std::iter::once(t.status).filter(|s| *s == CaseStatus::Error);
+            if cases.is_empty() {
+                vec![t.status]
+            } else {
+                cases.iter().map(|c| c.status).chain(task_error).collect()
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,175 @@
+//! The seam between the store's logic and a database: what each backend (SQLite today,
+//! PostgreSQL next) implements in its own SQL dialect. Everything above it (retries, the order of
+//! operations, which transitions are allowed, row mapping, counts, assembling a queue's detail)
+//! is written once, in the store.
+
+use crate::reports::{ReportClaim, ReportDue};
+use crate::rows::WorkerRow;
+use crate::rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow};
+use crate::{CaseResult, Result};
+use std::future::Future;
+use std::pin::Pin;
+use testarena_core::validate::ValidQueue;
+use testarena_core::{CaseStatus, Phase, QueueStatus};
+
+/// What a backend's operation returns: a boxed future, so the store can hold any backend.
+pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// A database the store can use: every operation of the three parts below.
+pub(crate) trait Backend: Queues + Work + Reports + std::fmt::Debug + Send + Sync {
+    /// Runs a trivial query.
+    fn ping(&self) -> Fut<'_, ()>;
+    /// Closes the connection pool, waiting for connections in use.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Queues as the API sees them: create, read, list, abort, delete, follow changes.
+pub(crate) trait Queues {
+    /// Stores a waiting queue (and its tasks); with a `delivery` that already made one, stores
+    /// nothing and returns `None`.
+    fn insert_queue<'a>(
+        &'a self,
+        q: &'a ValidQueue,
+        delivery: Option<&'a str>,
+        now: i64,
+    ) -> Fut<'a, Option<i64>>;
+    /// The queue an earlier webhook `delivery` made.
+    fn queue_of_delivery<'a>(&'a self, delivery: &'a str) -> Fut<'a, Option<i64>>;
+    /// One queue with its tasks and their cases (all, or the first ones and the counts).
+    fn queue(&self, id: i64, caps: Option<CaseCaps>) -> Fut<'_, Option<QueueDetail>>;
+    /// One queue's row alone.
+    fn queue_row(&self, id: i64) -> Fut<'_, Option<QueueRow>>;
+    /// A page of one task's cases and the task's total; `None` if the queue has no such task.
+    fn task_cases(
+        &self,
+        queue_id: i64,
+        task_id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Fut<'_, Option<(Vec<CaseRow>, u64)>>;
+    /// The (position, scenario) of the first task of a queue with a case `key`.
+    fn case_task<'a>(
+        &'a self,
+        queue_id: i64,
+        key: &'a str,
+        task: Option<i64>,
+    ) -> Fut<'a, Option<(i64, String)>>;
+    /// Newest first, at most `limit`, optionally of one status and below an id.
+    fn list_queues(
+        &self,
+        status: Option<QueueStatus>,
+        limit: u32,
+        before: Option<i64>,
+        caps: CaseCaps,
+    ) -> Fut<'_, Vec<QueueDetail>>;
+    /// The change counter.
+    fn current_rev(&self) -> Fut<'_, i64>;
+    /// Queues changed (at most 500) and ids deleted after change `rev`.
+    fn changes_since(&self, rev: i64, caps: CaseCaps) -> Fut<'_, (Vec<QueueDetail>, Vec<i64>)>;
+    /// How many queues have each status (as stored).
+    fn count_by_status(&self) -> Fut<'_, Vec<(String, i64)>>;
+    /// (worker, queue id) of every running queue.
+    fn running_by_worker(&self) -> Fut<'_, Vec<(String, i64)>>;
+    /// Aborts a waiting queue; false if it is not waiting (any more).
+    fn abort_waiting(&self, id: i64, now: i64) -> Fut<'_, bool>;
+    /// Asks the worker of a running queue to abort it.
+    fn request_abort(&self, id: i64) -> Fut<'_, ()>;
+    /// Deletes a queue's rows; false if there was none.
+    fn delete_queue(&self, id: i64) -> Fut<'_, bool>;
+}
+
+/// The worker's side: registration, claims and leases, and the writes of a queue it holds
+/// (each fails with `ClaimLost` when the worker no longer holds the queue).
+pub(crate) trait Work {
+    fn register_worker<'a>(&'a self, w: &'a WorkerRow) -> Fut<'a, ()>;
+    fn workers_on<'a>(&'a self, hostname: &'a str) -> Fut<'a, Vec<WorkerRow>>;
+    /// Expires the leases of a dead worker's queues and forgets it.
+    fn expire_worker<'a>(&'a self, id: &'a str) -> Fut<'a, ()>;
+    fn worker_heartbeat<'a>(&'a self, id: &'a str, now: i64) -> Fut<'a, ()>;
+    fn unregister_worker<'a>(&'a self, id: &'a str) -> Fut<'a, ()>;
+    /// Workers with a heartbeat at or after `since`.
+    fn workers(&self, since: i64) -> Fut<'_, Vec<WorkerRow>>;
+    /// Claims the highest-priority, oldest waiting queue, atomically.
+    fn claim<'a>(&'a self, worker: &'a str, now: i64, lease_ms: i64) -> Fut<'a, Option<QueueRow>>;
+    /// Takes back (waiting again) or gives up (error) queues whose lease ran out.
+    fn reclaim_expired(&self, now: i64, max_attempts: i64) -> Fut<'_, (Vec<i64>, Vec<i64>)>;
+    /// Renews a lease; `Some(abort requested)`, or `None` when the queue is not held.
+    fn renew_lease<'a>(&'a self, id: i64, worker: &'a str, until: i64) -> Fut<'a, Option<bool>>;
+    fn set_phase<'a>(&'a self, id: i64, worker: &'a str, phase: Option<Phase>) -> Fut<'a, ()>;
+    fn set_commit<'a>(&'a self, id: i64, worker: &'a str, sha: &'a str) -> Fut<'a, ()>;
+    fn create_tasks<'a>(
+        &'a self,
+        id: i64,
+        worker: &'a str,
+        scenarios: &'a [String],
+    ) -> Fut<'a, Vec<TaskRow>>;
+    /// Sets a task's status and error; `started_at` / `finished_at` when given.
+    fn set_task<'a>(&'a self, task: TaskUpdate<'a>, worker: &'a str) -> Fut<'a, ()>;
+    fn create_cases<'a>(
+        &'a self,
+        task_id: i64,
+        worker: &'a str,
+        cases: &'a [NewCase],
+    ) -> Fut<'a, Vec<i64>>;
+    fn start_case<'a>(&'a self, case_id: i64, worker: &'a str, now: i64) -> Fut<'a, ()>;
+    fn finish_case<'a>(
+        &'a self,
+        case_id: i64,
+        worker: &'a str,
+        result: &'a CaseResult,
+        now: i64,
+    ) -> Fut<'a, ()>;
+    /// Cuts short every unfinished case and task of a queue.
+    fn close_unfinished<'a>(
+        &'a self,
+        id: i64,
+        worker: &'a str,
+        running_message: &'a str,
+        now: i64,
+    ) -> Fut<'a, ()>;
+    fn finish_queue<'a>(
+        &'a self,
+        id: i64,
+        worker: &'a str,
+        status: QueueStatus,
+        error: Option<&'a str>,
+        now: i64,
+    ) -> Fut<'a, ()>;
+    fn record_group<'a>(&'a self, g: &'a StaleGroup) -> Fut<'a, ()>;
+    fn forget_group<'a>(&'a self, hostname: &'a str, pgid: i32) -> Fut<'a, ()>;
+    /// Removes and returns the groups on `hostname` of workers not alive since `alive_since`.
+    fn take_stale_groups<'a>(
+        &'a self,
+        hostname: &'a str,
+        alive_since: i64,
+    ) -> Fut<'a, Vec<StaleGroup>>;
+}
+
+/// A task's new status, with the times it sets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskUpdate<'a> {
+    pub id: i64,
+    pub status: CaseStatus,
+    pub error: Option<&'a str>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Commit statuses to send for queues with an origin (filled by the database itself as queues
+/// start and end), claimed by one sender at a time.
+pub(crate) trait Reports {
+    /// Queue ids whose report is behind and not claimed by anyone until after `now`.
+    fn due_reports(&self, now: i64, limit: u32) -> Fut<'_, Vec<ReportDue>>;
+    /// Claims a due report of `queue_id` for `by` until `until`.
+    fn claim_report<'a>(
+        &'a self,
+        queue_id: i64,
+        by: &'a str,
+        now: i64,
+        until: i64,
+    ) -> Fut<'a, Option<ReportClaim>>;
+    /// Records that `state` was posted (or given up) for a report `by` holds, and releases it.
+    fn report_posted<'a>(&'a self, queue_id: i64, by: &'a str, state: &'a str) -> Fut<'a, bool>;
+    /// Releases a report `by` holds, to be tried again after `retry_at`.
+    fn report_retry<'a>(&'a self, queue_id: i64, by: &'a str, retry_at: i64) -> Fut<'a, ()>;
+}
