@@ -14,7 +14,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIRMWARE_DIR := examples/demo-firmware
 
-.PHONY: help deps test-deps build lint test unit-test browser-test bench-tiny demo stop bench clean
+.PHONY: help deps test-deps build lint test unit-test postgres-up browser-test bench-tiny demo stop bench clean
 
 help:
 	@echo "make demo    build, start the server on 127.0.0.1:8080 and run a demo queue (server keeps running)"
@@ -60,9 +60,24 @@ test: test-deps
 	if [ $$status -ne 0 ]; then echo "make test: some step failed (see above)"; fi; \
 	exit $$status
 
-# --no-fail-fast: every test binary runs, so every `test result:` line is printed.
-unit-test:
+# --no-fail-fast: every test binary runs, so every `test result:` line is printed. The store's
+# tests and the PostgreSQL end-to-end tests need PostgreSQL: start it first (they fail, never
+# skip, without it).
+unit-test: postgres-up
 	$(CARGO) test --workspace --locked --no-fail-fast
+
+# Starts PostgreSQL if it is installed and down (as .ci/run does); nothing fails if it is absent.
+postgres-up:
+	@if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then \
+	    for version in $$(ls /etc/postgresql); do \
+	        [ -d "/etc/postgresql/$$version/main" ] || continue; \
+	        if ! pg_ctlcluster "$$version" main status >/dev/null 2>&1; then \
+	            echo "make: starting PostgreSQL $$version/main"; \
+	            pg_ctlcluster --skip-systemctl-redirect "$$version" main start || \
+	                echo "make: warning: PostgreSQL $$version/main did not start" >&2; \
+	        fi; \
+	    done; \
+	fi
 
 # Headless Chromium (Debian's) driven by playwright-core against a real `testarena up`.
 browser-test:

@@ -327,6 +327,9 @@ function buildRow(q, now) {
       text: q.abort_requested ? 'aborting…' : q.phase }));
   } else if (q.abort_requested && !FINISHED.has(q.status)) {
     statusCell.append(h('span', { class: 'phase warn', testid: `phase-${id}`, text: 'aborting…' }));
+  } else {
+    const why = waitingReason(q);
+    if (why) statusCell.append(h('span', { class: 'phase warn', testid: `waiting-reason-${id}`, title: why, text: why }));
   }
 
   const link = main.firstChild;
@@ -695,6 +698,25 @@ async function onSubmit(ev) {
 
 const workers = { list: null, error: null, timer: 0 };
 
+/** Whether a worker's heartbeat is recent enough to count it alive. */
+function workerAlive(w, now = Date.now()) {
+  const beat = parseTime(w.heartbeat_at);
+  return beat != null && now - beat < WORKER_ALIVE_SECONDS * 1000;
+}
+
+/**
+ * Why a waiting queue waits when no live worker can take it (it asks for labels none has), or
+ * null. From the workers list when it is loaded (fresher), else the server's `waiting_reason`.
+ */
+function waitingReason(q) {
+  if (q.status !== 'waiting') return null;
+  if (workers.list == null) return q.waiting_reason || null;
+  const labels = q.labels || [];
+  const fits = workers.list.some((w) => workerAlive(w) && labels.every((l) => (w.labels || []).includes(l)));
+  if (fits) return null;
+  return labels.length ? `waiting for a worker with labels ${labels.join(', ')}` : 'waiting for a worker (none is alive)';
+}
+
 function renderWorkers() {
   const ul = tid('workers-list');
   const state = tid('workers-state');
@@ -728,9 +750,12 @@ function renderWorkers() {
       h('div', { class: 'w-main' },
         h('div', { class: 'w-name' },
           h('strong', { text: w.hostname || String(w.id) }),
-          h('span', { class: 'muted', text: ` pid ${w.pid}` }),
+          h('span', { class: 'muted', text: ` pid ${w.pid}${w.version ? ` · v${w.version}` : ''}` }),
           h('span', { class: 'visually-hidden', text: isAlive ? ' (alive)' : ' (stale)' })),
-        runs),
+        runs,
+        (w.labels && w.labels.length)
+          ? h('div', { class: 'w-labels muted small mono', testid: `worker-labels-${w.id}`, title: 'labels', text: w.labels.join(' ') })
+          : ''),
       h('div', { class: 'w-side' },
         h('span', { class: 'w-slots', title: 'busy / concurrency', text: `${running.length}/${w.concurrency}` }),
         h('span', { class: 'w-beat muted', title: `last heartbeat ${fmtDateTime(beat)}`, text: `♥ ${fmtAge(beat, now)}` })));
@@ -743,11 +768,20 @@ function renderWorkers() {
     'No worker has checked in. Start one with `testarena worker` (or run `testarena up`); queues wait until then.';
 }
 
+/** Redraws what shows a waiting reason: the board's rows and the open queue. */
+function redrawWaiting() {
+  if (!tid('view-board').hidden && board.queues.size) renderBoard();
+  if (!tid('view-queue').hidden && page.queue) renderQueue(page.queue);
+}
+
 async function loadWorkers() {
   try {
     const data = await api('/workers');
+    const before = JSON.stringify((workers.list || []).map((w) => w.labels || []));
     workers.list = data.workers || [];
     workers.error = null;
+    // Which labels are alive decides why waiting queues wait: redraw them when that changed.
+    if (before !== JSON.stringify(workers.list.map((w) => w.labels || []))) redrawWaiting();
   } catch (e) {
     workers.list = null;
     workers.error = isOffline(e) ? 'Cannot reach the server — retrying…'
@@ -1118,7 +1152,8 @@ function renderTasks(q) {
   if (!q.tasks || q.tasks.length === 0) {
     frag.append(h('p', { class: 'muted small', testid: 'tasks-empty',
       text: q.status === 'waiting'
-        ? (q.scenarios ? 'Waiting for a worker.' : 'Waiting for a worker; the repository’s default scenarios are listed once it is fetched.')
+        ? (waitingReason(q) ? `${waitingReason(q)[0].toUpperCase()}${waitingReason(q).slice(1)}.`
+          : q.scenarios ? 'Waiting for a worker.' : 'Waiting for a worker; the repository’s default scenarios are listed once it is fetched.')
         : 'No scenarios ran.' }));
   }
   for (const t of q.tasks || []) {
@@ -1175,6 +1210,9 @@ function renderQueue(q) {
   } else if (q.abort_requested && !FINISHED.has(q.status)) {
     phase.hidden = false;
     phase.textContent = 'aborting…';
+  } else if (waitingReason(q)) {
+    phase.hidden = false;
+    phase.textContent = waitingReason(q);
   } else {
     phase.hidden = true;
   }
@@ -1191,6 +1229,7 @@ function renderQueue(q) {
   tickQueue();
   tid('queue-worker').textContent = q.worker ? `${q.worker}${q.attempts > 1 ? ` (attempt ${q.attempts})` : ''}` : '—';
   tid('queue-scenarios').textContent = q.scenarios ? q.scenarios.join(', ') : 'repository default';
+  tid('queue-labels').textContent = (q.labels && q.labels.length) ? q.labels.join(', ') : 'any worker';
   const err = tid('queue-error');
   err.hidden = !q.error;
   err.textContent = q.error || '';

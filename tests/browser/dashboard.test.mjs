@@ -587,3 +587,26 @@ test('10. a hidden tab lets go of its live connections and catches up when shown
   check();
   await page.close();
 });
+
+test('11. a queue asking for labels no live worker has says why it waits, on the board and its page', { timeout: 60_000 }, async () => {
+  const { page, check } = await newPage(browser.context);
+  await openBoard(page);
+  await page.waitForSelector('[data-testid="workers-list"] li', { timeout: WAIT });
+  const made = await arena.api('POST', '/api/v1/queues', {
+    repo: arena.repo, branch: 'main', scenarios: ['checks/mixed.xml'], name: 'needs a lab board', labels: ['no-such-board'],
+  });
+  assert.equal(made.status, 201, made.text);
+  const id = made.json.id;
+  assert.deepEqual(made.json.labels, ['no-such-board']);
+  assert.equal(made.json.waiting_reason, 'waiting for a worker with labels no-such-board');
+  const why = page.getByTestId(`waiting-reason-${id}`);
+  await why.waitFor({ timeout: WAIT });
+  assert.equal(await why.textContent(), 'waiting for a worker with labels no-such-board');
+  await page.getByTestId(`queue-link-${id}`).click();
+  await page.waitForFunction(() => /no-such-board/.test(document.querySelector('[data-testid="queue-phase"]').textContent));
+  assert.equal(await page.getByTestId('queue-labels').textContent(), 'no-such-board');
+  assert.equal((await arena.api('GET', `/api/v1/queues/${id}`)).json.status, 'waiting', 'no worker took it');
+  await arena.api('POST', `/api/v1/queues/${id}/abort`);
+  check();
+  await page.close();
+});

@@ -71,6 +71,9 @@ pub struct SubmitArgs {
     /// Exact commit to test instead of the branch head
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
+    /// Label a worker must have to run the queue (e.g. esp32); repeatable, or comma-separated
+    #[arg(long = "label", value_name = "LABEL", value_delimiter = ',')]
+    pub labels: Vec<String>,
     /// Follow the queue: show progress, stream its console, exit with its verdict
     /// (0 passed, 1 failed, 2 error or aborted)
     #[arg(long)]
@@ -315,6 +318,7 @@ async fn submit(api: &Client, a: SubmitArgs) -> Result<i32, Fail> {
         name: a.name,
         priority: a.priority,
         commit: a.commit,
+        labels: (!a.labels.is_empty()).then_some(a.labels),
     };
     let created = api.create_queue_answer(&new).await?;
     let id = created.value.id;

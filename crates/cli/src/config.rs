@@ -20,7 +20,7 @@ pub struct CommonArgs {
     /// TOML configuration file [default: /etc/testarena/config.toml if it exists]
     #[arg(long, env = "TESTARENA_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// Database URL, sqlite://PATH [default: sqlite://<data-dir>/testarena.db]
+    /// Database URL, sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://<data-dir>/testarena.db]
     #[arg(
         long,
         env = "TESTARENA_DATABASE_URL",
@@ -89,6 +89,19 @@ pub struct WorkerArgs {
     /// Queues run at once [default: 1]
     #[arg(long, env = "TESTARENA_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Labels of this worker, comma-separated (e.g. esp32,lab-2): it claims only queues that ask
+    /// for none but these; the emulators and machines found on its host are added
+    #[arg(
+        long,
+        env = "TESTARENA_LABELS",
+        value_name = "LABEL,...",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<String>,
+    /// On SIGTERM, how long running queues may finish before they are stopped and handed back
+    /// to wait for another worker, e.g. 2m; 0s stops them at once [default: 30s]
+    #[arg(long, env = "TESTARENA_GRACE", value_name = "DURATION", value_parser = humantime_duration)]
+    pub grace: Option<Duration>,
     /// Wall-clock limit of one queue, e.g. 30m [default: 60m]
     #[arg(long, env = "TESTARENA_QUEUE_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
     pub queue_timeout: Option<Duration>,
@@ -147,6 +160,12 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub body_timeout: Option<Duration>,
     pub concurrency: Option<usize>,
+    /// The worker's labels (added to the emulators found on its host).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// How long running queues may finish after SIGTERM.
+    #[serde(default, with = "humantime_serde")]
+    pub grace: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
     pub log_cap: Option<u64>,
@@ -183,6 +202,10 @@ pub struct Settings {
     pub clone_stall_timeout: Duration,
     pub log_json: bool,
     pub concurrency: usize,
+    /// The worker's own labels (checked, sorted); the emulators found are added at start.
+    pub labels: Vec<String>,
+    /// How long running queues may finish after SIGTERM before they are handed back.
+    pub grace: Duration,
     pub queue_timeout: Duration,
     pub log_cap: u64,
     pub clone_timeout: Duration,
@@ -242,6 +265,15 @@ pub fn settings(
     if concurrency == 0 || concurrency > 64 {
         anyhow::bail!("--concurrency must be between 1 and 64, got {concurrency}");
     }
+    let labels = worker
+        .map(|w| w.labels.clone())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| file.labels.clone());
+    let labels = worker_labels(labels)?;
+    let grace = worker
+        .and_then(|w| w.grace)
+        .or(file.grace)
+        .unwrap_or(DEFAULT_GRACE);
     let queue_timeout = worker
         .and_then(|w| w.queue_timeout)
         .or(file.queue_timeout)
@@ -265,12 +297,33 @@ pub fn settings(
         clone_stall_timeout,
         log_json,
         concurrency,
+        labels,
+        grace,
         queue_timeout,
         log_cap,
         clone_timeout,
         sandbox,
         gitea,
     })
+}
+
+/// How long running queues may finish after SIGTERM when nothing says otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// Checks the labels given to a worker (blank entries, as `--labels a,,b` or an empty
+/// `TESTARENA_LABELS` give, are dropped); returns them sorted without duplicates.
+pub fn worker_labels(labels: Vec<String>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = labels
+        .into_iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    for l in &out {
+        testarena_core::validate::check_label(l).map_err(|m| anyhow::anyhow!("--labels: {m}"))?;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The server's connection limits: flag/env over the file over the defaults.
@@ -438,5 +491,30 @@ mod repo_policy_tests {
         let s = settings(&c, None, None, None).unwrap();
         assert!(s.allowed_hosts.is_empty() && s.allowed_roots.is_empty());
         assert_eq!(s.clone_stall_timeout, Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn worker_labels_are_checked_trimmed_and_sorted() {
+        let given = vec![
+            " lab-2".to_string(),
+            String::new(),
+            "esp32".into(),
+            "esp32".into(),
+        ];
+        assert_eq!(worker_labels(given).unwrap(), ["esp32", "lab-2"]);
+        let e = worker_labels(vec!["Lab 2".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("--labels: "), "{e}");
+    }
+
+    #[test]
+    fn the_config_file_takes_labels_and_a_grace_period() {
+        let f: FileConfig = toml::from_str("labels = [\"esp32\"]\ngrace = \"2m\"\n").unwrap();
+        assert_eq!(f.labels, ["esp32"]);
+        assert_eq!(f.grace, Some(Duration::from_secs(120)));
     }
 }

@@ -92,9 +92,11 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 async fn open_store(s: &Settings) -> Result<Store> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create data directory {}", s.data_dir.display()))?;
-    Store::open(&s.database_url)
-        .await
-        .with_context(|| format!("cannot open database {}", s.database_url))
+    Store::open(&s.database_url).await.with_context(|| {
+        // A PostgreSQL URL may carry a password.
+        let url = testarena_core::redact::redact(&s.database_url);
+        format!("cannot open database {url}")
+    })
 }
 
 /// Prints the bound address on stdout, so scripts and tests that asked for port 0 find it.
@@ -107,7 +109,7 @@ fn announce(listener: &tokio::net::TcpListener) -> Result<()> {
     Ok(())
 }
 
-fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
+fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>, labels: Vec<String>) -> Worker {
     let hostname = worker::hostname();
     let cfg = RunnerConfig {
         data_dir: s.data_dir.clone(),
@@ -129,7 +131,21 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>) -> Worker {
             allowed_hosts: s.allowed_hosts.clone(),
             stall_timeout: s.clone_stall_timeout,
         },
+        labels,
+        grace: s.grace,
     }
+}
+
+/// The worker's labels: those it was given and the emulators (and their machines) on its host.
+fn with_emulators(given: &[String]) -> Vec<String> {
+    let found = testarena_runner::emulators::detect(testarena_runner::emulators::PROBE_TIMEOUT);
+    if !found.is_empty() {
+        tracing::info!(emulators = ?found, "labels from the emulators on this host");
+    }
+    let mut labels: Vec<String> = given.iter().cloned().chain(found).collect();
+    labels.sort();
+    labels.dedup();
+    labels
 }
 
 /// Runs the worker on an async runtime of its own, with its own database pool, so that its
@@ -147,9 +163,11 @@ fn spawn_worker_runtime(
                 .enable_all()
                 .build()
                 .context("cannot start the worker's async runtime")?;
+            // Found once, before the worker registers, each probe with a short timeout.
+            let labels = with_emulators(&s.labels);
             rt.block_on(async {
                 let store = open_store(&s).await?;
-                let result = make_worker(&s, store.clone(), new_work)
+                let result = make_worker(&s, store.clone(), new_work, labels)
                     .run(stop)
                     .await
                     .context("worker failed");
@@ -280,7 +298,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(s.log_json);
             let store = open_store(&s).await?;
             store.close().await;
-            println!("database {} is up to date", s.database_url);
+            println!(
+                "database {} is up to date",
+                testarena_core::redact::redact(&s.database_url)
+            );
             Ok(())
         }
         Command::Client(c) => std::process::exit(client::run(c, &cli.common).await),

@@ -1304,3 +1304,111 @@ async fn repositories_on_hosts_outside_allowed_hosts_are_refused_at_submit() {
         }
     }
 }
+
+#[tokio::test]
+async fn labels_are_validated_shown_and_a_queue_no_worker_can_take_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = serve(&dir);
+    for (labels, field) in [
+        (json!(["esp32", "Bad Label"]), "labels[1]"),
+        (json!([""]), "labels[0]"),
+        (
+            json!((0..17).map(|i| format!("l{i}")).collect::<Vec<_>>()),
+            "labels",
+        ),
+    ] {
+        let (s, body) = post(
+            &app,
+            json!({"repo": "https://example.com/fw.git", "branch": "main", "labels": labels}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_error(&body, "invalid_input", field);
+    }
+    let (s, body) = post(
+        &app,
+        json!({"repo": "https://example.com/fw.git", "branch": "main", "labels": "esp32"}),
+    )
+    .await;
+    assert!(s.is_client_error(), "{s} {body}");
+    let new = NewQueue {
+        labels: Some(vec!["sim".into(), "esp32".into()]),
+        ..good()
+    };
+    let q = app.api.create_queue(&new).await.unwrap();
+    assert_eq!(q.labels, ["esp32", "sim"]);
+    // No worker at all: it says so, and so does an unlabelled queue.
+    assert_eq!(
+        q.waiting_reason.as_deref(),
+        Some("waiting for a worker with labels esp32, sim")
+    );
+    let plain = app.api.create_queue(&good()).await.unwrap();
+    assert_eq!(
+        plain.waiting_reason.as_deref(),
+        Some("waiting for a worker (none is alive)")
+    );
+    drop(app);
+    // A live worker with other labels takes the plain queue but not the labelled one.
+    let app = App::start(
+        "up",
+        dir.path(),
+        &["--labels", "lab-2,fast", "--allow-local-repos", "/srv/git"],
+    );
+    // The worker registers once it found this host's emulators.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let w = loop {
+        let w = app.api.workers().await.unwrap();
+        if !w.workers.is_empty() || std::time::Instant::now() > deadline {
+            break w;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let got = app.api.queue(q.id).await.unwrap();
+    assert_eq!(got.status, QueueStatus::Waiting);
+    assert_eq!(
+        got.waiting_reason.as_deref(),
+        Some("waiting for a worker with labels esp32, sim")
+    );
+    let (_, list) = get(&app, "/api/v1/queues").await;
+    let listed = list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == q.id)
+        .unwrap();
+    assert_eq!(listed["labels"], json!(["esp32", "sim"]));
+    assert_eq!(
+        listed["waiting_reason"],
+        "waiting for a worker with labels esp32, sim"
+    );
+    assert_eq!(w.workers.len(), 1, "{w:?}");
+    let w = &w.workers[0];
+    assert!(
+        app.api
+            .queue(plain.id)
+            .await
+            .unwrap()
+            .waiting_reason
+            .is_none(),
+        "a live worker can take the plain queue"
+    );
+    assert_eq!(w.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(w.concurrency, 1);
+    assert!(
+        w.labels.contains(&"lab-2".to_string()) && w.labels.contains(&"fast".to_string()),
+        "{w:?}"
+    );
+    // A bad label is refused at start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testarena"))
+        .args(["worker", "--labels", "Not/A/Label", "--data-dir"])
+        .arg(dir.path())
+        .env("TESTARENA_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--labels"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -619,3 +619,46 @@ async fn submit_wait_follows_a_real_run_to_its_verdict() {
     let v: Value = serde_json::from_str(&out).expect("--wait --json prints only the queue");
     assert_eq!(v["status"], "failed");
 }
+
+#[tokio::test]
+async fn submit_label_sends_labels_and_show_says_why_the_queue_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start("serve", dir.path(), &[]);
+    let o = cli(
+        dir.path(),
+        &[
+            "submit",
+            "--server",
+            &app.base,
+            "--repo",
+            REPO,
+            "--branch",
+            "main",
+            "--label",
+            "sim",
+            "--label",
+            "esp32,sim",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["labels"], serde_json::json!(["esp32", "sim"]));
+    let id = v["id"].as_i64().unwrap().to_string();
+    let o = cli(dir.path(), &["show", "--server", &app.base, &id]);
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("esp32, sim"), "{text}");
+    assert!(
+        text.contains("waiting for a worker with labels esp32, sim"),
+        "{text}"
+    );
+    let o = cli(
+        dir.path(),
+        &[
+            "submit", "--server", &app.base, "--repo", REPO, "--branch", "main", "--label", "ESP32",
+        ],
+    );
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("labels[0]"), "{}", stderr(&o));
+}

@@ -43,6 +43,12 @@ const EXTRA_SCENARIOS: &[(&str, &str)] = &[
 </scenario>"#,
     ),
     (
+        "checks/slow.xml",
+        r#"<scenario name="slow" timeout="60">
+  <testcase id="TC_SLOW" timeout="30"><run timeout="20">sleep 4</run><send>ping</send><expect timeout="5">^pong$</expect></testcase>
+</scenario>"#,
+    ),
+    (
         "checks/burst.xml",
         r#"<scenario name="burst" timeout="300">
   <testcase id="TC_BURST" timeout="240"><send>spam 1000000</send><expect timeout="240">^spam done$</expect></testcase>
@@ -925,11 +931,11 @@ async fn concurrency_runs_queues_side_by_side() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_running_queues_and_their_emulators() {
+async fn sigterm_hands_running_queues_back_and_leaves_no_emulator() {
     let tmp = tempfile::tempdir().unwrap();
     let server = GitServer::start(tmp.path());
     let data = tmp.path().join("data");
-    let app = up(&data, &[]);
+    let app = up(&data, &["--grace", "1s"]);
     let id = submit(&app, queue_of(&server, "main", &["checks/forever.xml"])).await;
     wait_first_case_running(&app, id).await;
     let work = data.join("queues").join(id.to_string());
@@ -937,19 +943,66 @@ async fn sigterm_stops_running_queues_and_their_emulators() {
     let asked = Instant::now();
     let status = app.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let took = asked.elapsed();
     assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        asked.elapsed()
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "the queue had its grace period, then was stopped: took {took:?}"
     );
     assert!(
         processes_under(&work).is_empty(),
         "the emulator died with the worker"
     );
-    // The verdict was recorded before exit: a new server shows it.
+    // Handed back before exit, not failed: a new server shows it waiting for another worker.
     let app = App::start("serve", &data, &[]);
     let q = get_queue(&app, id).await;
-    assert_eq!(q.status, QueueStatus::Error, "{q:#?}");
-    assert!(q.error.as_deref().unwrap().contains("shut down"), "{q:#?}");
-    assert_eq!(case(&q, "TC_FOREVER").status, CaseStatus::Error);
+    assert_eq!(q.status, QueueStatus::Waiting, "{q:#?}");
+    assert_eq!(
+        (q.error.as_deref(), q.worker.as_deref()),
+        (None, None),
+        "{q:#?}"
+    );
+    assert_eq!(q.attempts, 1, "{q:#?}");
+    assert!(
+        q.tasks
+            .iter()
+            .all(|t| t.status == CaseStatus::Pending && t.cases.is_empty()),
+        "it starts over: {q:#?}"
+    );
+    let log = std::fs::read_to_string(data.join("queues").join(id.to_string()).join("queue.log"))
+        .unwrap();
+    assert!(log.contains("waits again"), "{log}");
+    drop(app);
+    // Another worker takes it and starts it over.
+    let app = up(&data, &["--grace", "0s"]);
+    wait_first_case_running(&app, id).await;
+    assert_eq!(get_queue(&app, id).await.attempts, 2);
+    let status = app.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        processes_under(&work).is_empty(),
+        "--grace 0s stops at once"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_short_queue_finish_within_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let data = tmp.path().join("data");
+    let app = up(&data, &["--grace", "2m"]);
+    let id = submit(&app, queue_of(&server, "main", &["checks/slow.xml"])).await;
+    wait_first_case_running(&app, id).await;
+    let asked = Instant::now();
+    let status = app.stop();
+    assert!(
+        asked.elapsed() < Duration::from_secs(60),
+        "it stopped once the queue ended, not at the end of the grace period"
+    );
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let work = data.join("queues").join(id.to_string());
+    assert!(processes_under(&work).is_empty(), "nothing is left behind");
+    let app = App::start("serve", &data, &[]);
+    let q = get_queue(&app, id).await;
+    assert_eq!(q.status, QueueStatus::Passed, "it finished: {q:#?}");
+    assert_eq!(q.attempts, 1);
 }

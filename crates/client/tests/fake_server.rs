@@ -33,6 +33,8 @@ fn queue(id: i64, new: &NewQueue) -> Queue {
         abort_requested: false,
         worker: None,
         attempts: 0,
+        labels: Vec::new(),
+        waiting_reason: None,
         summary: Summary::default(),
         tasks: Vec::new(),
     }

@@ -25,8 +25,15 @@ pub struct Queue {
     pub abort_requested: bool,
     /// Which worker runs it (while running).
     pub worker: Option<String>,
-    /// How many times a worker claimed it.
+    /// How many times a worker claimed it (a run handed back by a stopping worker counts too).
     pub attempts: i64,
+    /// Labels a worker must all have to run it; empty: any worker.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Why a waiting queue is not being run, when no live worker can take it (e.g.
+    /// `waiting for a worker with labels esp32`); null otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
     pub summary: Summary,
     pub tasks: Vec<Task>,
 }
@@ -205,9 +212,36 @@ pub struct Worker {
     pub pid: i64,
     pub started_at: String,
     pub heartbeat_at: String,
+    /// Queues it runs at once (its capacity).
     pub concurrency: i64,
+    /// The TestArena version it runs.
+    #[serde(default)]
+    pub version: String,
+    /// Its labels (given with `--labels`, and the emulators and machines found on its host).
+    #[serde(default)]
+    pub labels: Vec<String>,
     /// Ids of the queues it runs now.
     pub running: Vec<i64>,
+}
+
+impl Worker {
+    /// Whether this worker has every one of `labels`.
+    pub fn can_take(worker_labels: &[String], labels: &[String]) -> bool {
+        labels.iter().all(|l| worker_labels.contains(l))
+    }
+}
+
+/// What a waiting queue with `labels` says when no live worker (with `live` labels each) can
+/// take it; `None` when one can.
+pub fn waiting_reason(labels: &[String], live: &[Vec<String>]) -> Option<String> {
+    if live.iter().any(|w| Worker::can_take(w, labels)) {
+        return None;
+    }
+    Some(if labels.is_empty() {
+        "waiting for a worker (none is alive)".to_string()
+    } else {
+        format!("waiting for a worker with labels {}", labels.join(", "))
+    })
 }
 
 /// Body of `POST /api/v1/queues/{id}/rerun`.
@@ -217,4 +251,25 @@ pub struct Rerun {
     /// Only the cases that failed or errored (and scenarios that could not run).
     #[serde(default)]
     pub only_failed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_no_live_worker_can_take_says_why() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let live = vec![l(&["qemu-system-xtensa", "sim"]), l(&["esp32", "fast"])];
+        assert_eq!(waiting_reason(&l(&["esp32"]), &live), None);
+        assert_eq!(waiting_reason(&[], &live), None);
+        assert_eq!(
+            waiting_reason(&l(&["esp32", "sim"]), &live).as_deref(),
+            Some("waiting for a worker with labels esp32, sim")
+        );
+        assert_eq!(
+            waiting_reason(&[], &[]).as_deref(),
+            Some("waiting for a worker (none is alive)")
+        );
+    }
 }

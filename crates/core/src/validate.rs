@@ -11,6 +11,10 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_SCENARIOS: usize = 1000;
 /// Default priority of a queue (0..=9, higher runs first).
 pub const DEFAULT_PRIORITY: i64 = 5;
+/// Most labels one queue may ask for.
+pub const MAX_LABELS: usize = 16;
+/// Longest label, in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
 
 /// A rejected input: which field, and why, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +57,10 @@ pub struct NewQueue {
     /// Exact commit to test instead of the branch head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// Labels a worker must all have to run the queue (e.g. `esp32`); at most 16, each
+    /// `[a-z0-9][a-z0-9._-]*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 /// A queue request that passed every check, normalised.
@@ -68,6 +76,8 @@ pub struct ValidQueue {
     pub case_filter: Option<BTreeMap<String, Vec<String>>>,
     /// Where the queue came from (a Gitea push), for reporting back.
     pub origin: Option<crate::origin::Origin>,
+    /// Labels a worker must all have to claim it (sorted, no duplicates); empty: any worker.
+    pub labels: Vec<String>,
 }
 
 impl NewQueue {
@@ -157,8 +167,49 @@ impl NewQueue {
             commit,
             case_filter: None,
             origin: None,
+            labels: check_labels(self.labels.unwrap_or_default())?,
         })
     }
+}
+
+/// Checks a queue's labels; returns them sorted without duplicates.
+pub fn check_labels(labels: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    if labels.len() > MAX_LABELS {
+        return Err(ValidationError::new(
+            "labels",
+            format!("at most {MAX_LABELS} labels, got {}", labels.len()),
+        ));
+    }
+    for (i, l) in labels.iter().enumerate() {
+        check_label(l).map_err(|m| ValidationError::new(format!("labels[{i}]"), m))?;
+    }
+    let mut labels = labels;
+    labels.sort();
+    labels.dedup();
+    Ok(labels)
+}
+
+/// Checks one label: `[a-z0-9][a-z0-9._-]*`, at most 64 bytes.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(format!("must be at most {MAX_LABEL_LEN} bytes"));
+    }
+    let ok_first = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = label.as_bytes();
+    if !ok_first(bytes[0])
+        || !bytes[1..]
+            .iter()
+            .all(|&b| ok_first(b) || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "'{}' is not a label: lower-case letters, digits, '.', '_' and '-', starting with a letter or digit",
+            label.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a branch name by the rules of `git check-ref-format --branch`.

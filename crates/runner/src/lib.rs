@@ -1,5 +1,6 @@
 //! Execution of one queue.
 pub mod console;
+pub mod emulators;
 pub mod git;
 pub mod logs;
 pub mod pipeline;

@@ -7,7 +7,7 @@ use crate::process;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use testarena_store::{QueueRow, Store, StoreError, WorkerRow};
+use testarena_store::{Holder, QueueRow, Store, StoreError, WorkerRow};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,8 @@ pub const LEASE: Duration = Duration::from_secs(30);
 pub const RENEW_EVERY: Duration = Duration::from_millis(500);
 /// Claims of one queue before it is given up as `error`.
 pub const MAX_ATTEMPTS: i64 = 3;
-/// How often the worker looks for work when nobody wakes it.
+/// How often the worker looks for work when nobody wakes it (neither an in-process server
+/// nor, on PostgreSQL, a NOTIFY from another process).
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// This machine's boot id: a process group recorded under another boot is long gone.
@@ -45,6 +46,10 @@ pub struct Worker {
     pub new_work: Arc<Notify>,
     /// What repositories may be fetched (checked again before every fetch) and the stall limit.
     pub fetch_policy: FetchPolicy,
+    /// Its labels: it claims only queues that ask for none but these.
+    pub labels: Vec<String>,
+    /// On shutdown, how long running queues may go on before they are stopped and handed back.
+    pub grace: Duration,
 }
 
 impl Worker {
@@ -80,14 +85,16 @@ impl Worker {
         Ok(())
     }
 
-    /// Claims and runs queues until `shutdown` fires; then stops running queues (killing their
-    /// processes) and returns.
+    /// Claims and runs queues until `shutdown` fires; then claims no more, lets running queues
+    /// finish within the grace period, stops the rest (killing their processes), hands them
+    /// back to wait for another worker, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
         self.start().await?;
+        // The heartbeat goes on through the grace period: the worker is alive until it returns.
         let heartbeat = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(heartbeat(
             self.store.clone(),
             self.cfg.worker_id.clone(),
-            shutdown.clone(),
+            CancellationToken::new(),
         )));
         let running = Running::default();
         let slots = Arc::new(Semaphore::new(self.concurrency));
@@ -103,7 +110,8 @@ impl Worker {
                 drop(permit);
                 tokio::select! {
                     _ = self.new_work.notified() => {}
-                    _ = tokio::time::sleep(POLL_EVERY) => {}
+                    // Another process's new queue (PostgreSQL's NOTIFY), else the slow poll.
+                    _ = self.store.wait_for_work(POLL_EVERY) => {}
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
@@ -115,9 +123,26 @@ impl Worker {
             }));
             handles.retain(|h| !h.is_finished());
         }
-        running.stop_all();
-        for h in handles {
-            let _ = h.await;
+        handles.retain(|h| !h.is_finished());
+        if !handles.is_empty() {
+            tracing::info!(
+                running = handles.len(),
+                grace = %humantime::format_duration(self.grace),
+                "stopping: no more claims; running queues may finish within the grace period"
+            );
+        }
+        let mut all_done = tokio::spawn(async move {
+            for h in handles {
+                let _ = h.await;
+            }
+        });
+        if tokio::time::timeout(self.grace, &mut all_done)
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: stopping running queues and handing them back");
+            running.stop_all();
+            let _ = all_done.await;
         }
         drop(heartbeat);
         let _ = self.store.unregister_worker(&self.cfg.worker_id).await;
@@ -141,17 +166,23 @@ impl Worker {
                 heartbeat_at: now,
                 concurrency: self.concurrency as i64,
                 boot_id: self.cfg.boot_id.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                labels: self.labels.clone(),
             })
             .await?;
         self.recover().await?;
-        tracing::info!(worker = %self.cfg.worker_id, concurrency = self.concurrency, "worker started");
+        tracing::info!(worker = %self.cfg.worker_id, concurrency = self.concurrency, labels = ?self.labels, "worker started");
         Ok(())
     }
 
     /// The next waiting queue this worker may take, if any (a failed claim is logged).
     async fn claim(&self) -> Option<QueueRow> {
         let lease = LEASE.as_millis() as i64;
-        match self.store.claim(&self.cfg.worker_id, lease).await {
+        match self
+            .store
+            .claim_labelled(&self.cfg.worker_id, &self.labels, lease)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed");
@@ -168,13 +199,14 @@ impl Worker {
         running: Running,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let id = queue.id;
+        let holder = Holder::new(self.cfg.worker_id.clone(), queue.attempts);
         tracing::info!(queue = id, "claimed");
         let ctl = running.add(id);
         let store = self.store.clone();
         let cfg = self.cfg.clone();
         async move {
             let work = pipeline::run_queue(&store, &cfg, &mirrors, queue, &ctl);
-            with_lease(&store, &cfg.worker_id, id, &ctl, work).await;
+            with_lease(&store, holder, id, &ctl, work).await;
             hold_reserve(&cfg.data_dir);
             running.remove(id);
             tracing::info!(queue = id, "done");
@@ -212,12 +244,12 @@ impl Running {
 /// panics (then the lease runs out and the queue is taken back instead of staying `running`).
 async fn with_lease<F: std::future::Future>(
     store: &Store,
-    worker_id: &str,
+    holder: Holder,
     id: i64,
     ctl: &Arc<QueueControl>,
     work: F,
 ) -> F::Output {
-    let renewal = renew_lease(store.clone(), worker_id.to_string(), id, ctl.clone());
+    let renewal = renew_lease(store.clone(), holder, id, ctl.clone());
     let _renew = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renewal));
     work.await
 }
@@ -260,10 +292,10 @@ fn pid_alive(pid: i64) -> bool {
 }
 
 /// Renews the lease of a running queue; turns an abort request or a lost claim into a stop.
-async fn renew_lease(store: Store, worker: String, id: i64, ctl: Arc<QueueControl>) {
+async fn renew_lease(store: Store, holder: Holder, id: i64, ctl: Arc<QueueControl>) {
     loop {
         match store
-            .renew_lease(id, &worker, LEASE.as_millis() as i64)
+            .renew_lease(id, &holder, LEASE.as_millis() as i64)
             .await
         {
             Ok(true) => ctl.stop(StopReason::Aborted),
@@ -290,7 +322,7 @@ mod tests {
         let ctl = Arc::new(QueueControl::default());
         let (s, c) = (store.clone(), ctl.clone());
         let run = tokio::spawn(async move {
-            with_lease(&s, "w1", 1, &c, async {
+            with_lease(&s, Holder::new("w1", 1), 1, &c, async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 panic!("a bug in the pipeline");
             })

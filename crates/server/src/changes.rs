@@ -11,8 +11,12 @@ use testarena_core::api;
 use testarena_store::Store;
 use tokio::sync::{broadcast, watch, Notify};
 
-/// How often the poller looks at the change counter when nobody pokes it.
+/// How often the poller looks at the change counter when nobody pokes it (nor, on
+/// PostgreSQL, a NOTIFY of a change by another process or replica).
 const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// How often it looks when the database tells of changes (PostgreSQL's NOTIFY): a fallback.
+const POLL_NOTIFIED: Duration = Duration::from_secs(2);
 
 /// Most queues one read of changes returns (the store's page).
 const CHANGES_PAGE: usize = 500;
@@ -40,9 +44,15 @@ impl Fanout {
     pub(crate) async fn run(self) {
         let mut rev = self.store.current_rev().await.unwrap_or(0);
         self.rev.send_replace(rev);
+        let poll = if self.store.notifies() {
+            POLL_NOTIFIED
+        } else {
+            POLL_EVERY
+        };
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(POLL_EVERY) => {}
+                // A change by another process (PostgreSQL's NOTIFY), else the slow poll.
+                _ = self.store.wait_for_change(poll) => {}
                 _ = self.poke.notified() => {}
             }
             match self.store.current_rev().await {
@@ -57,8 +67,12 @@ impl Fanout {
     async fn send_changes(&self, rev: i64, now: i64) -> i64 {
         match self.store.changes_since(rev, DETAIL_CAPS).await {
             Ok((changed, deleted)) => {
+                let live = match changed.is_empty() {
+                    true => None,
+                    false => view::live_labels(&self.store).await,
+                };
                 for q in &changed {
-                    let q = view::queue(q);
+                    let q = view::queue_live(q, live.as_deref());
                     self.metrics.observe(&q);
                     let _ = self.events.send(QueueEvent::Changed(Box::new(q)));
                 }

@@ -93,8 +93,12 @@ pub(crate) async fn list_queues(
         .store
         .list_queues(status, limit, before, LIST_CAPS)
         .await?;
+    let live = view::live_labels(&s.store).await;
     Ok(Json(QueueList {
-        queues: page.iter().map(view::queue).collect(),
+        queues: page
+            .iter()
+            .map(|q| view::queue_live(q, live.as_deref()))
+            .collect(),
         next,
     }))
 }
@@ -105,9 +109,9 @@ pub(crate) async fn get_queue(
     State(s): State<AppState>,
     QueueId(id): QueueId,
 ) -> Result<Json<Queue>, ApiError> {
-    Ok(Json(view::queue(
-        &s.store.queue_capped(id, DETAIL_CAPS).await?,
-    )))
+    let detail = s.store.queue_capped(id, DETAIL_CAPS).await?;
+    let live = view::live_labels(&s.store).await;
+    Ok(Json(view::queue_live(&detail, live.as_deref())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +239,7 @@ pub(crate) async fn rerun_queue(
         commit: q.requested_commit.clone(),
         case_filter: None,
         origin: q.origin.clone(),
+        labels: q.labels.clone(),
     };
     if opts.only_failed {
         let mut scenarios = Vec::new();
@@ -287,7 +292,9 @@ fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), A
 /// Stores a new queue, wakes the worker and the live-update poller, and answers `201 Created`
 /// with the queue and its `Location`.
 pub(crate) async fn queue_created(s: &AppState, queue: &ValidQueue) -> Result<Response, ApiError> {
-    let created = view::queue(&s.store.create_queue(queue).await?);
+    let detail = s.store.create_queue(queue).await?;
+    let live = view::live_labels(&s.store).await;
+    let created = view::queue_live(&detail, live.as_deref());
     s.changed(true);
     Ok(queue_answer(StatusCode::CREATED, created))
 }

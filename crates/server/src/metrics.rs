@@ -309,6 +309,8 @@ mod tests {
             abort_requested: false,
             worker: None,
             attempts: 1,
+            labels: Vec::new(),
+            waiting_reason: None,
             summary: Summary {
                 total: 100_000,
                 passed,

@@ -32,7 +32,8 @@ pub(crate) async fn health(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /api/v1/workers`: workers with a heartbeat in the last minute and what they run.
+/// `GET /api/v1/workers`: workers with a heartbeat in the last minute, their version, capacity
+/// and labels, and what they run.
 #[utoipa::path(get, path = "/api/v1/workers", tag = "system",
     responses((status = 200, description = "Workers with a heartbeat in the last minute", body = WorkerList)))]
 pub(crate) async fn workers(State(s): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
@@ -50,6 +51,8 @@ pub(crate) async fn workers(State(s): State<AppState>) -> Result<Json<WorkerList
             hostname: w.hostname,
             pid: w.pid,
             concurrency: w.concurrency,
+            version: w.version,
+            labels: w.labels,
         })
         .collect();
     Ok(Json(WorkerList { workers }))

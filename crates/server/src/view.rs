@@ -40,6 +40,28 @@ fn case_log_url(queue: i64, key: &str, suffix: &str, task: i64) -> String {
     )
 }
 
+/// The labels of each live worker, to say why a waiting queue waits; `None` when they
+/// cannot be read (then nothing is said).
+pub(crate) async fn live_labels(store: &testarena_store::Store) -> Option<Vec<Vec<String>>> {
+    match store.workers(testarena_core::limits::WORKER_ALIVE_MS).await {
+        Ok(ws) => Some(ws.into_iter().map(|w| w.labels).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the live workers");
+            None
+        }
+    }
+}
+
+/// The API's view of a queue, with its `waiting_reason` when it waits and none of the `live`
+/// workers (their labels) can take it.
+pub(crate) fn queue_live(detail: &QueueDetail, live: Option<&[Vec<String>]>) -> api::Queue {
+    let mut q = queue(detail);
+    if q.status == testarena_core::QueueStatus::Waiting {
+        q.waiting_reason = live.and_then(|live| api::waiting_reason(&q.labels, live));
+    }
+    q
+}
+
 /// The API's view of a queue.
 pub(crate) fn queue(detail: &QueueDetail) -> api::Queue {
     let q = &detail.queue;
@@ -81,6 +103,8 @@ pub(crate) fn queue(detail: &QueueDetail) -> api::Queue {
         abort_requested: q.abort_requested && !q.status.is_finished(),
         worker: q.worker_id.clone(),
         attempts: q.attempts,
+        labels: q.labels.clone(),
+        waiting_reason: None,
         summary: detail.summary(),
         tasks,
     }
@@ -133,6 +157,7 @@ mod tests {
             priority: 5,
             commit: None,
             case_filter: None,
+            labels: Vec::new(),
             origin: None,
         };
         let id = store.create_queue(&valid).await.unwrap().queue.id;
@@ -146,13 +171,19 @@ mod tests {
                     name: format!("case {i}"),
                 })
                 .collect();
-            let ids = store.create_cases(*t, "w", &cases).await.unwrap();
+            let ids = store
+                .create_cases(*t, &testarena_store::Holder::new("w", 1), &cases)
+                .await
+                .unwrap();
             let failed = CaseResult {
                 status: CaseStatus::Failed,
                 duration_ms: Some(7),
                 message: None,
             };
-            store.finish_case(ids[n - 1], "w", &failed).await.unwrap();
+            store
+                .finish_case(ids[n - 1], &testarena_store::Holder::new("w", 1), &failed)
+                .await
+                .unwrap();
         }
         let caps = CaseCaps {
             per_task: 10,

@@ -1,11 +1,11 @@
-//! The seam between the store's logic and a database: what each backend (SQLite today,
-//! PostgreSQL next) implements in its own SQL dialect. Everything above it (retries, the order of
+//! The seam between the store's logic and a database: what each backend (SQLite and
+//! PostgreSQL) implements in its own SQL dialect. Everything above it (retries, the order of
 //! operations, which transitions are allowed, row mapping, counts, assembling a queue's detail)
 //! is written once, in the store.
 
 use crate::reports::{ReportClaim, ReportDue};
-use crate::rows::WorkerRow;
 use crate::rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow};
+use crate::rows::{Holder, WorkerRow};
 use crate::{CaseResult, Result};
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +21,30 @@ pub(crate) trait Backend: Queues + Work + Reports + std::fmt::Debug + Send + Syn
     fn ping(&self) -> Fut<'_, ()>;
     /// Closes the connection pool, waiting for connections in use.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Waits until another process may have made `what` (a backend that can tell, with
+    /// PostgreSQL's LISTEN/NOTIFY) or `timeout` passed; without such a signal (SQLite, where
+    /// one process writes) it just waits out the timeout.
+    fn wait_for(
+        &self,
+        what: Wakeup,
+        timeout: std::time::Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let _ = what;
+        Box::pin(tokio::time::sleep(timeout))
+    }
+    /// Whether [`Backend::wait_for`] wakes on other processes' changes.
+    fn notifies(&self) -> bool {
+        false
+    }
+}
+
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wakeup {
+    /// A queue became waiting (created, or taken back).
+    Work,
+    /// Any visible change of a queue, its tasks or cases.
+    Change,
 }
 
 /// Queues as the API sees them: create, read, list, abort, delete, follow changes.
@@ -89,33 +113,43 @@ pub(crate) trait Work {
     fn unregister_worker<'a>(&'a self, id: &'a str) -> Fut<'a, ()>;
     /// Workers with a heartbeat at or after `since`.
     fn workers(&self, since: i64) -> Fut<'_, Vec<WorkerRow>>;
-    /// Claims the highest-priority, oldest waiting queue, atomically.
-    fn claim<'a>(&'a self, worker: &'a str, now: i64, lease_ms: i64) -> Fut<'a, Option<QueueRow>>;
+    /// Claims the highest-priority, oldest waiting queue whose labels are all among `labels`,
+    /// atomically.
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        labels: &'a [String],
+        now: i64,
+        lease_ms: i64,
+    ) -> Fut<'a, Option<QueueRow>>;
+    /// Hands a queue the worker holds back to wait again (a stopping worker): it starts over
+    /// on its next claim, and this attempt does not count; false if it was not held.
+    fn hand_back<'a>(&'a self, id: i64, holder: &'a Holder) -> Fut<'a, bool>;
     /// Takes back (waiting again) or gives up (error) queues whose lease ran out.
     fn reclaim_expired(&self, now: i64, max_attempts: i64) -> Fut<'_, (Vec<i64>, Vec<i64>)>;
     /// Renews a lease; `Some(abort requested)`, or `None` when the queue is not held.
-    fn renew_lease<'a>(&'a self, id: i64, worker: &'a str, until: i64) -> Fut<'a, Option<bool>>;
-    fn set_phase<'a>(&'a self, id: i64, worker: &'a str, phase: Option<Phase>) -> Fut<'a, ()>;
-    fn set_commit<'a>(&'a self, id: i64, worker: &'a str, sha: &'a str) -> Fut<'a, ()>;
+    fn renew_lease<'a>(&'a self, id: i64, holder: &'a Holder, until: i64) -> Fut<'a, Option<bool>>;
+    fn set_phase<'a>(&'a self, id: i64, holder: &'a Holder, phase: Option<Phase>) -> Fut<'a, ()>;
+    fn set_commit<'a>(&'a self, id: i64, holder: &'a Holder, sha: &'a str) -> Fut<'a, ()>;
     fn create_tasks<'a>(
         &'a self,
         id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         scenarios: &'a [String],
     ) -> Fut<'a, Vec<TaskRow>>;
     /// Sets a task's status and error; `started_at` / `finished_at` when given.
-    fn set_task<'a>(&'a self, task: TaskUpdate<'a>, worker: &'a str) -> Fut<'a, ()>;
+    fn set_task<'a>(&'a self, task: TaskUpdate<'a>, holder: &'a Holder) -> Fut<'a, ()>;
     fn create_cases<'a>(
         &'a self,
         task_id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         cases: &'a [NewCase],
     ) -> Fut<'a, Vec<i64>>;
-    fn start_case<'a>(&'a self, case_id: i64, worker: &'a str, now: i64) -> Fut<'a, ()>;
+    fn start_case<'a>(&'a self, case_id: i64, holder: &'a Holder, now: i64) -> Fut<'a, ()>;
     fn finish_case<'a>(
         &'a self,
         case_id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         result: &'a CaseResult,
         now: i64,
     ) -> Fut<'a, ()>;
@@ -123,14 +157,14 @@ pub(crate) trait Work {
     fn close_unfinished<'a>(
         &'a self,
         id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         running_message: &'a str,
         now: i64,
     ) -> Fut<'a, ()>;
     fn finish_queue<'a>(
         &'a self,
         id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         status: QueueStatus,
         error: Option<&'a str>,
         now: i64,

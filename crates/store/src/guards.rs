@@ -41,9 +41,21 @@ pub(crate) fn queue_moves(from: QueueStatus, to: QueueStatus) -> String {
     format!("status = {}", q(from))
 }
 
-/// The condition that a queue is running and held by the worker whose id is bound next:
-/// `status = 'running' AND worker_id = ` (followed by the parameter).
+/// The condition that a queue is running and held by the [`Holder`](crate::Holder) whose
+/// [`token`](crate::Holder::token) (worker id and attempt) is bound next:
+/// `status = 'running' AND worker_id || '#' || attempts = ` (followed by the parameter). The
+/// attempt is the fencing token: a worker whose lease ran out and whose queue was claimed
+/// again (even by the same worker id) changes nothing of the newer attempt.
 pub(crate) fn held() -> String {
+    format!(
+        "status = {} AND worker_id || '#' || attempts = ",
+        q(QueueStatus::Running)
+    )
+}
+
+/// The condition that a queue is running for the worker whose id is bound next (any attempt):
+/// `status = 'running' AND worker_id = ` (followed by the parameter).
+pub(crate) fn running_for() -> String {
     format!("status = {} AND worker_id = ", q(QueueStatus::Running))
 }
 
@@ -84,7 +96,11 @@ mod tests {
             queue_moves(QueueStatus::Waiting, QueueStatus::Aborted),
             "status = 'waiting'"
         );
-        assert_eq!(held(), "status = 'running' AND worker_id = ");
+        assert_eq!(
+            held(),
+            "status = 'running' AND worker_id || '#' || attempts = "
+        );
+        assert_eq!(running_for(), "status = 'running' AND worker_id = ");
         assert_eq!(unfinished(), "status IN ('pending', 'running')");
         assert_eq!(
             cut_short(),

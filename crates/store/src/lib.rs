@@ -2,18 +2,21 @@
 //! and nothing here knows of HTTP.
 //!
 //! Handlers and the worker talk to [`Store`]; the backend behind it (the [`backend::Backend`]
-//! seam) is SQLite today and is chosen from the URL, so a PostgreSQL backend is one more module
-//! implementing the seam, without touching the logic above it or its callers.
+//! seam) is SQLite (`sqlite/`) or PostgreSQL (`postgres/`), chosen from the URL; the logic above
+//! the seam (retries, guards from core's transitions, row mapping, verdict rules) is written once.
 
 mod backend;
 mod guards;
+mod postgres;
 mod reports;
 mod rows;
 mod sqlite;
 mod work;
 
 pub use reports::ReportClaim;
-pub use rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow};
+pub use rows::{
+    CaseCaps, CaseRow, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow,
+};
 
 use backend::Backend;
 use std::future::Future;
@@ -39,7 +42,7 @@ pub enum StoreError {
     DiskFull(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL '{0}' (expected sqlite://PATH)")]
+    #[error("unsupported database URL '{0}' (expected sqlite://PATH or postgres://USER@HOST/DB)")]
     UnsupportedUrl(String),
     #[error("queue {0} not found")]
     NotFound(i64),
@@ -57,6 +60,22 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::PoolTimedOut => {
                 return StoreError::Overloaded("timed out waiting for a free connection".into())
+            }
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some() =>
+            {
+                // PostgreSQL's SQLSTATE: a deadlock, a serialization failure or a lock not
+                // available changed nothing (the transaction is rolled back), so it is
+                // retried like SQLite's busy; disk full is disk full.
+                match db.code().as_deref() {
+                    Some("40P01" | "40001" | "55P03") => {
+                        return StoreError::Busy(db.message().into())
+                    }
+                    Some("53100") => return StoreError::DiskFull(db.message().into()),
+                    _ => {}
+                }
             }
             sqlx::Error::Database(db) => {
                 // SQLite's extended result code; the primary code is its low byte.
@@ -167,6 +186,10 @@ impl Store {
             let backend = sqlite::Sqlite::open(url, options, &[]).await?;
             return Ok(Store::on(Arc::new(backend)));
         }
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let backend = postgres::Postgres::open(url, options).await?;
+            return Ok(Store::on(Arc::new(backend)));
+        }
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
 
@@ -207,6 +230,27 @@ impl Store {
                 other => return other,
             }
         }
+    }
+
+    /// Waits until a queue may have become waiting in another process (PostgreSQL: a NOTIFY
+    /// from the database), at most `timeout`. Without such a signal (SQLite) it waits out the
+    /// timeout, so a loop over it is the slow poll; in-process wake-ups stay the caller's.
+    pub async fn wait_for_work(&self, timeout: Duration) {
+        self.backend.wait_for(backend::Wakeup::Work, timeout).await
+    }
+
+    /// Waits until a queue, task or case may have changed in another process (PostgreSQL: a
+    /// NOTIFY on every change), at most `timeout`; as [`Store::wait_for_work`] otherwise.
+    pub async fn wait_for_change(&self, timeout: Duration) {
+        self.backend
+            .wait_for(backend::Wakeup::Change, timeout)
+            .await
+    }
+
+    /// Whether the database tells other processes of changes (PostgreSQL), so a waiter wakes
+    /// at once; false for SQLite, where only the slow poll sees another process's writes.
+    pub fn notifies(&self) -> bool {
+        self.backend.notifies()
     }
 
     /// Runs a trivial query; used by the health check.
@@ -391,5 +435,7 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod testdb;
 #[cfg(test)]
 mod tests;

@@ -76,14 +76,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdb::{on_both, TestDb, TestDbRef};
     use testarena_core::origin::Origin;
     use testarena_core::validate::ValidQueue;
-
-    async fn fresh() -> (Store, tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        (Store::open(&url).await.unwrap(), dir, url)
-    }
 
     fn from_gitea(origin: bool) -> ValidQueue {
         ValidQueue {
@@ -94,6 +89,7 @@ mod tests {
             priority: 5,
             commit: Some("a".repeat(40)),
             case_filter: None,
+            labels: Vec::new(),
             origin: origin.then(|| Origin {
                 gitea_repo: "acme/fw".into(),
                 context: "testarena/default".into(),
@@ -102,46 +98,36 @@ mod tests {
     }
 
     /// What the report of queue `id` wants and has posted, read directly.
-    async fn report(url: &str, id: i64) -> Option<(String, Option<String>)> {
-        use sqlx::{Connection, Row};
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query("SELECT wanted, posted FROM status_reports WHERE queue_id = $1")
-            .bind(id)
-            .fetch_optional(&mut c)
-            .await
-            .unwrap()
-            .map(|r| (r.get("wanted"), r.get("posted")))
+    async fn report(db: &TestDb, id: i64) -> Option<(String, Option<String>)> {
+        db.row(&format!(
+            "SELECT wanted, posted FROM status_reports WHERE queue_id = {id}"
+        ))
+        .await
+        .map(|r| (r[0].clone().unwrap(), r[1].clone()))
     }
 
     /// Sets a queue's status directly, as any writer might.
-    async fn set_status(url: &str, id: i64, status: QueueStatus, started: bool) {
-        use sqlx::Connection;
-        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(
-            "UPDATE queues SET status = $2, started_at = CASE WHEN $3 THEN 1 END WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(started)
-        .execute(&mut c)
-        .await
-        .unwrap();
+    async fn set_status(db: &TestDb, id: i64, status: QueueStatus, started: bool) {
+        let started = if started { "1" } else { "NULL" };
+        db.exec(&format!(
+            "UPDATE queues SET status = '{status}', started_at = {started} WHERE id = {id}"
+        ))
+        .await;
     }
 
     /// The database's trigger spells statuses itself: check it against every transition core
     /// allows. A started queue wants each new status reported except `waiting` (taken back, it
     /// is still being tested); a queue that never started, or has no origin, wants nothing.
-    #[tokio::test]
-    async fn reports_follow_every_transition_core_allows() {
-        let (s, _d, url) = fresh().await;
+    async fn reports_follow_every_transition_core_allows(db: TestDbRef) {
+        let s = db.store.clone();
         for from in QueueStatus::ALL {
             for to in QueueStatus::ALL.iter().filter(|to| from.can_become(**to)) {
                 for (origin, started) in [(true, true), (true, false), (false, true)] {
                     let id = s.create_queue(&from_gitea(origin)).await.unwrap().queue.id;
-                    set_status(&url, id, *from, started).await;
-                    let before = report(&url, id).await;
-                    set_status(&url, id, *to, started).await;
-                    let after = report(&url, id).await;
+                    set_status(&db, id, *from, started).await;
+                    let before = report(&db, id).await;
+                    set_status(&db, id, *to, started).await;
+                    let after = report(&db, id).await;
                     let case = format!("{from} -> {to}, origin {origin}, started {started}");
                     if origin && started && *to != QueueStatus::Waiting {
                         assert_eq!(after.map(|r| r.0), Some(to.to_string()), "{case}");
@@ -153,9 +139,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_sender_at_a_time_posts_each_state_once() {
-        let (s, _d, _url) = fresh().await;
+    async fn one_sender_at_a_time_posts_each_state_once(db: TestDbRef) {
+        let s = db.store.clone();
         let id = s.create_queue(&from_gitea(true)).await.unwrap().queue.id;
         assert!(
             s.due_reports(10).await.unwrap().is_empty(),
@@ -168,7 +153,7 @@ mod tests {
         assert!(s.claim_report(id, "b", 60_000).await.unwrap().is_none());
         assert!(s.due_reports(10).await.unwrap().is_empty(), "claimed");
         // The queue ends while `a` posts `running`: the verdict is due next.
-        s.finish_queue(id, "w", QueueStatus::Passed, None)
+        s.finish_queue(id, &crate::Holder::new("w", 1), QueueStatus::Passed, None)
             .await
             .unwrap();
         assert!(!s
@@ -195,14 +180,19 @@ mod tests {
         assert!(s.claim_report(id, "c", 60_000).await.unwrap().is_none());
     }
 
-    #[tokio::test]
-    async fn queues_without_origin_have_nothing_to_report() {
-        let (s, _d, _url) = fresh().await;
+    async fn queues_without_origin_have_nothing_to_report(db: TestDbRef) {
+        let s = db.store.clone();
         let id = s.create_queue(&from_gitea(false)).await.unwrap().queue.id;
         s.claim("w", 30_000).await.unwrap().unwrap();
-        s.finish_queue(id, "w", QueueStatus::Failed, None)
+        s.finish_queue(id, &crate::Holder::new("w", 1), QueueStatus::Failed, None)
             .await
             .unwrap();
         assert!(s.due_reports(10).await.unwrap().is_empty());
     }
+
+    on_both!(
+        reports_follow_every_transition_core_allows,
+        one_sender_at_a_time_posts_each_state_once,
+        queues_without_origin_have_nothing_to_report,
+    );
 }

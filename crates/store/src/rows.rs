@@ -31,6 +31,8 @@ pub struct QueueRow {
     /// Change counter: higher means changed later.
     pub rev: i64,
     pub origin: Option<testarena_core::origin::Origin>,
+    /// Labels a worker must all have to claim it; empty: any worker.
+    pub labels: Vec<String>,
 }
 
 /// A task row (one scenario file of a queue).
@@ -93,6 +95,40 @@ impl CaseCaps {
     };
 }
 
+/// Who holds a claimed queue: the worker and the attempt its claim made (the queue's
+/// `attempts` after the claim). Every write of a worker carries it; the attempt is the fencing
+/// token, so a worker that lost its claim changes nothing of a newer attempt, even one the same
+/// worker id claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub worker: String,
+    pub attempt: i64,
+}
+
+impl Holder {
+    /// `worker`'s claim number `attempt`.
+    pub fn new(worker: impl Into<String>, attempt: i64) -> Holder {
+        Holder {
+            worker: worker.into(),
+            attempt,
+        }
+    }
+
+    /// What the store's guards compare: `worker#attempt` (unambiguous, the attempt is digits).
+    pub(crate) fn token(&self) -> String {
+        format!("{}#{}", self.worker, self.attempt)
+    }
+}
+
+impl QueueRow {
+    /// Who holds this queue (as read): `None` unless a worker claimed it.
+    pub fn holder(&self) -> Option<Holder> {
+        self.worker_id
+            .as_ref()
+            .map(|w| Holder::new(w.clone(), self.attempts))
+    }
+}
+
 /// A worker process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerRow {
@@ -103,6 +139,10 @@ pub struct WorkerRow {
     pub heartbeat_at: i64,
     pub concurrency: i64,
     pub boot_id: String,
+    /// The TestArena version it runs.
+    pub version: String,
+    /// Its labels: the queues it may claim ask for none but these.
+    pub labels: Vec<String>,
 }
 
 /// A process group a worker started.
@@ -177,7 +217,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<S
 /// The columns of `queues` that [`queue_row`] reads, in the order of the schema.
 pub(crate) const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
-     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin";
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels";
 
 /// The columns of `tasks` that [`task_row`] reads.
 pub(crate) const TASK_COLUMNS: &str =
@@ -213,6 +253,7 @@ pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
         case_filter: r.json("case_filter")?,
         rev: r.int("rev")?,
         origin: r.json("origin")?,
+        labels: r.json("labels")?.unwrap_or_default(),
     })
 }
 
@@ -251,6 +292,8 @@ pub(crate) fn worker_row(r: &impl Columns) -> Result<WorkerRow> {
         heartbeat_at: r.int("heartbeat_at")?,
         concurrency: r.int("concurrency")?,
         boot_id: r.text("boot_id")?,
+        version: r.text("version")?,
+        labels: r.json("labels")?.unwrap_or_default(),
     })
 }
 

@@ -1,11 +1,11 @@
 use super::*;
+use crate::testdb::{on_both, TestDbRef};
 use testarena_core::validate::ValidQueue;
 use testarena_core::Phase;
 
-async fn fresh() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/t.db", dir.path().display());
-    (Store::open(&url).await.unwrap(), dir)
+/// Worker `w`'s claim number `attempt`.
+fn h(w: &str, attempt: i64) -> Holder {
+    Holder::new(w, attempt)
 }
 
 fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
@@ -17,13 +17,13 @@ fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
         priority,
         commit: None,
         case_filter: None,
+        labels: Vec::new(),
         origin: None,
     }
 }
 
-#[tokio::test]
-async fn create_get_list() {
-    let (s, _d) = fresh().await;
+async fn create_get_list(db: TestDbRef) {
+    let s = db.store.clone();
     let a = s
         .create_queue(&vq("a", 5, Some(vec!["x.xml", "y.xml"])))
         .await
@@ -45,9 +45,8 @@ async fn create_get_list() {
     assert!(matches!(s.queue(999).await, Err(StoreError::NotFound(999))));
 }
 
-#[tokio::test]
-async fn claim_by_priority_then_age_and_only_once() {
-    let (s, _d) = fresh().await;
+async fn claim_by_priority_then_age_and_only_once(db: TestDbRef) {
+    let s = db.store.clone();
     let low = s.create_queue(&vq("low", 1, None)).await.unwrap().queue.id;
     let high1 = s
         .create_queue(&vq("high1", 9, None))
@@ -71,9 +70,8 @@ async fn claim_by_priority_then_age_and_only_once() {
     assert!(s.claim("w1", 30_000).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn concurrent_claims_never_share_a_queue() {
-    let (s, _d) = fresh().await;
+async fn concurrent_claims_never_share_a_queue(db: TestDbRef) {
+    let s = db.store.clone();
     for i in 0..20 {
         s.create_queue(&vq(&format!("q{i}"), 5, None))
             .await
@@ -99,9 +97,8 @@ async fn concurrent_claims_never_share_a_queue() {
     assert_eq!(all.len(), 20);
 }
 
-#[tokio::test]
-async fn writes_need_the_claim() {
-    let (s, _d) = fresh().await;
+async fn writes_need_the_claim(db: TestDbRef) {
+    let s = db.store.clone();
     let id = s
         .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
         .await
@@ -109,9 +106,11 @@ async fn writes_need_the_claim() {
         .queue
         .id;
     s.claim("w1", 30_000).await.unwrap().unwrap();
-    s.set_phase(id, "w1", Some(Phase::Cloning)).await.unwrap();
+    s.set_phase(id, &h("w1", 1), Some(Phase::Cloning))
+        .await
+        .unwrap();
     assert!(matches!(
-        s.set_phase(id, "w2", Some(Phase::Building)).await,
+        s.set_phase(id, &h("w2", 1), Some(Phase::Building)).await,
         Err(StoreError::ClaimLost(_))
     ));
     let detail = s.queue(id).await.unwrap();
@@ -119,7 +118,7 @@ async fn writes_need_the_claim() {
     let cases = s
         .create_cases(
             task,
-            "w1",
+            &h("w1", 1),
             &[NewCase {
                 key: "TC1".into(),
                 name: "one".into(),
@@ -127,20 +126,20 @@ async fn writes_need_the_claim() {
         )
         .await
         .unwrap();
-    assert!(s.start_case(cases[0], "w2").await.is_err());
-    s.start_case(cases[0], "w1").await.unwrap();
+    assert!(s.start_case(cases[0], &h("w2", 1)).await.is_err());
+    s.start_case(cases[0], &h("w1", 1)).await.unwrap();
     let r = CaseResult {
         status: CaseStatus::Passed,
         duration_ms: Some(12),
         message: None,
     };
-    s.finish_case(cases[0], "w1", &r).await.unwrap();
-    s.finish_queue(id, "w1", QueueStatus::Passed, None)
+    s.finish_case(cases[0], &h("w1", 1), &r).await.unwrap();
+    s.finish_queue(id, &h("w1", 1), QueueStatus::Passed, None)
         .await
         .unwrap();
     // Finished: nobody holds it any more.
     assert!(s
-        .finish_queue(id, "w1", QueueStatus::Failed, None)
+        .finish_queue(id, &h("w1", 1), QueueStatus::Failed, None)
         .await
         .is_err());
     let detail = s.queue(id).await.unwrap();
@@ -149,12 +148,13 @@ async fn writes_need_the_claim() {
     assert_eq!(detail.tasks[0].1[0].duration_ms, Some(12));
 }
 
-#[tokio::test]
-async fn expired_leases_are_taken_back_then_given_up() {
-    let (s, _d) = fresh().await;
+async fn expired_leases_are_taken_back_then_given_up(db: TestDbRef) {
+    let s = db.store.clone();
     let id = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
     s.claim("w1", -1).await.unwrap().unwrap();
-    s.create_tasks(id, "w1", &["a.xml".into()]).await.unwrap();
+    s.create_tasks(id, &h("w1", 1), &["a.xml".into()])
+        .await
+        .unwrap();
     let (back, gone) = s.reclaim_expired(2).await.unwrap();
     assert_eq!((back, gone), (vec![id], vec![]));
     let q = s.queue(id).await.unwrap();
@@ -164,7 +164,10 @@ async fn expired_leases_are_taken_back_then_given_up() {
         "default-set tasks are made again after the next checkout"
     );
     // The old worker's writes are refused now.
-    assert!(s.set_phase(id, "w1", Some(Phase::Building)).await.is_err());
+    assert!(s
+        .set_phase(id, &h("w1", 1), Some(Phase::Building))
+        .await
+        .is_err());
     s.claim("w2", -1).await.unwrap().unwrap();
     let (back, gone) = s.reclaim_expired(2).await.unwrap();
     assert_eq!((back, gone), (vec![], vec![id]));
@@ -173,9 +176,8 @@ async fn expired_leases_are_taken_back_then_given_up() {
     assert!(q.queue.error.unwrap().contains("2 times"));
 }
 
-#[tokio::test]
-async fn abort_and_delete() {
-    let (s, _d) = fresh().await;
+async fn abort_and_delete(db: TestDbRef) {
+    let s = db.store.clone();
     let waiting = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
     assert_eq!(
         s.abort_queue(waiting, CaseCaps::ALL)
@@ -194,10 +196,10 @@ async fn abort_and_delete() {
     let q = s.abort_queue(running, CaseCaps::ALL).await.unwrap();
     assert_eq!(q.queue.status, QueueStatus::Running);
     assert!(q.queue.abort_requested);
-    assert!(s.renew_lease(running, "w1", 30_000).await.unwrap());
+    assert!(s.renew_lease(running, &h("w1", 1), 30_000).await.unwrap());
     s.delete_queue(running).await.unwrap();
     assert!(matches!(
-        s.renew_lease(running, "w1", 30_000).await,
+        s.renew_lease(running, &h("w1", 1), 30_000).await,
         Err(StoreError::ClaimLost(_))
     ));
     assert!(matches!(
@@ -206,9 +208,8 @@ async fn abort_and_delete() {
     ));
 }
 
-#[tokio::test]
-async fn stale_groups_of_dead_workers() {
-    let (s, _d) = fresh().await;
+async fn stale_groups_of_dead_workers(db: TestDbRef) {
+    let s = db.store.clone();
     let now = now_ms();
     let w = |id: &str, hb: i64| WorkerRow {
         id: id.into(),
@@ -218,6 +219,8 @@ async fn stale_groups_of_dead_workers() {
         heartbeat_at: hb,
         concurrency: 1,
         boot_id: "b".into(),
+        version: "0.1.0".into(),
+        labels: vec!["esp32".into()],
     };
     s.register_worker(&w("alive", now)).await.unwrap();
     s.register_worker(&w("dead", now - 600_000)).await.unwrap();
@@ -242,7 +245,124 @@ async fn stale_groups_of_dead_workers() {
     stale.sort();
     assert_eq!(stale, vec![11, 12]);
     assert!(s.take_stale_groups("h", 60_000).await.unwrap().is_empty());
-    assert_eq!(s.workers(60_000).await.unwrap().len(), 1);
+    let alive = s.workers(60_000).await.unwrap();
+    assert_eq!(alive.len(), 1);
+    assert_eq!(
+        (alive[0].version.as_str(), &alive[0].labels[..]),
+        ("0.1.0", &["esp32".to_string()][..])
+    );
+}
+
+fn labelled(branch: &str, priority: i64, labels: &[&str]) -> ValidQueue {
+    ValidQueue {
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        ..vq(branch, priority, None)
+    }
+}
+
+async fn a_worker_claims_only_queues_whose_labels_it_all_has(db: TestDbRef) {
+    let s = db.store.clone();
+    let esp = s
+        .create_queue(&labelled("esp", 9, &["esp32"]))
+        .await
+        .unwrap()
+        .queue;
+    assert_eq!(esp.labels, ["esp32"]);
+    let both = s
+        .create_queue(&labelled("both", 8, &["esp32", "sim"]))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let plain = s
+        .create_queue(&vq("plain", 1, None))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let l = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // No labels: only the queue that asks for none, whatever its priority.
+    let got = s.claim("bare", 30_000).await.unwrap().unwrap();
+    assert_eq!((got.id, got.labels.len()), (plain, 0));
+    assert!(s.claim("bare", 30_000).await.unwrap().is_none());
+    // A worker with sim alone lacks esp32.
+    assert!(s
+        .claim_labelled("sim", &l(&["sim"]), 30_000)
+        .await
+        .unwrap()
+        .is_none());
+    // esp32 (and more): the esp32 queue, not the one that also asks for sim.
+    let got = s
+        .claim_labelled("esp", &l(&["esp32", "qemu-system-xtensa"]), 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.id, esp.id);
+    assert!(s
+        .claim_labelled("esp", &l(&["esp32"]), 30_000)
+        .await
+        .unwrap()
+        .is_none());
+    let got = s
+        .claim_labelled("full", &l(&["sim", "esp32"]), 30_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.id, &got.labels[..]), (both, &l(&["esp32", "sim"])[..]));
+}
+
+async fn a_handed_back_queue_waits_again_and_starts_over(db: TestDbRef) {
+    let s = db.store.clone();
+    let id = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let q = s.claim("w1", 30_000).await.unwrap().unwrap();
+    assert_eq!(q.attempts, 1);
+    let task = s.queue(id).await.unwrap().tasks[0].0.id;
+    let cases = [NewCase {
+        key: "T1".into(),
+        name: "one".into(),
+    }];
+    let ids = s.create_cases(task, &h("w1", 1), &cases).await.unwrap();
+    s.start_case(ids[0], &h("w1", 1)).await.unwrap();
+    s.set_task(task, &h("w1", 1), CaseStatus::Running, None)
+        .await
+        .unwrap();
+    assert!(
+        !s.hand_back(id, &h("other", 1)).await.unwrap(),
+        "only the holder hands back"
+    );
+    assert!(s.hand_back(id, &h("w1", 1)).await.unwrap());
+    let d = s.queue(id).await.unwrap();
+    assert_eq!(d.queue.status, QueueStatus::Waiting);
+    assert_eq!(
+        (
+            d.queue.attempts,
+            d.queue.worker_id.as_deref(),
+            d.queue.error.as_deref()
+        ),
+        (1, None, None),
+        "attempts counts claims (and fences them): it stays"
+    );
+    assert_eq!(d.tasks.len(), 1);
+    assert_eq!(d.tasks[0].0.status, CaseStatus::Pending);
+    assert!(
+        d.tasks[0].1.is_empty(),
+        "the cases of the attempt are dropped"
+    );
+    assert!(
+        !s.hand_back(id, &h("w1", 1)).await.unwrap(),
+        "not held any more"
+    );
+    assert!(matches!(
+        s.renew_lease(id, &h("w1", 1), 30_000).await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    let again = s.claim("w2", 30_000).await.unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (id, 2));
 }
 
 #[test]
@@ -251,9 +371,8 @@ fn rfc3339_format() {
     assert_eq!(rfc3339(1_764_083_336_123), "2025-11-25T15:08:56.123Z");
 }
 
-#[tokio::test]
-async fn changes_are_tracked_by_rev() {
-    let (s, _d) = fresh().await;
+async fn changes_are_tracked_by_rev(db: TestDbRef) {
+    let s = db.store.clone();
     let r0 = s.current_rev().await.unwrap();
     let a = s
         .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
@@ -272,7 +391,7 @@ async fn changes_are_tracked_by_rev() {
     s.claim("w", 30_000).await.unwrap().unwrap();
     // A lease renewal is not a visible change.
     let r2 = s.current_rev().await.unwrap();
-    s.renew_lease(a, "w", 30_000).await.unwrap();
+    s.renew_lease(a, &h("w", 1), 30_000).await.unwrap();
     assert_eq!(s.current_rev().await.unwrap(), r2);
     let (changed, _) = s.changes_since(r1, CaseCaps::ALL).await.unwrap();
     assert_eq!(changed.len(), 1);
@@ -375,9 +494,8 @@ async fn a_full_database_is_reported_as_no_space_left() {
     ));
 }
 
-#[tokio::test]
-async fn one_delivery_makes_one_queue() {
-    let (s, _d) = fresh().await;
+async fn one_delivery_makes_one_queue(db: TestDbRef) {
+    let s = db.store.clone();
     let q = vq("a", 5, Some(vec!["x.xml"]));
     let (first, created) = s.create_queue_once(&q, "d-1", CaseCaps::ALL).await.unwrap();
     assert!(created);
@@ -408,9 +526,8 @@ async fn one_delivery_makes_one_queue() {
     assert_eq!((made, ids.len()), (1, 1));
 }
 
-#[tokio::test]
-async fn capped_reads_list_the_first_cases_and_count_them_all() {
-    let (s, _d) = fresh().await;
+async fn capped_reads_list_the_first_cases_and_count_them_all(db: TestDbRef) {
+    let s = db.store.clone();
     let id = s
         .create_queue(&vq("a", 5, Some(vec!["x.xml", "y.xml", "z.xml"])))
         .await
@@ -433,13 +550,15 @@ async fn capped_reads_list_the_first_cases_and_count_them_all() {
                 name: format!("case {i}"),
             })
             .collect();
-        let ids = s.create_cases(*t, "w", &cases).await.unwrap();
+        let ids = s.create_cases(*t, &h("w", 1), &cases).await.unwrap();
         let failed = CaseResult {
             status: CaseStatus::Failed,
             duration_ms: None,
             message: None,
         };
-        s.finish_case(ids[n - 1], "w", &failed).await.unwrap();
+        s.finish_case(ids[n - 1], &h("w", 1), &failed)
+            .await
+            .unwrap();
     }
     let caps = CaseCaps {
         per_task: 10,
@@ -494,9 +613,8 @@ async fn capped_reads_list_the_first_cases_and_count_them_all() {
     assert_eq!(s.case_task(id, "TC_99", None).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn only_verdicts_end_queues_and_cases() {
-    let (s, _d) = fresh().await;
+async fn only_verdicts_end_queues_and_cases(db: TestDbRef) {
+    let s = db.store.clone();
     let id = s
         .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
         .await
@@ -508,7 +626,7 @@ async fn only_verdicts_end_queues_and_cases() {
     let case = s
         .create_cases(
             task,
-            "w",
+            &h("w", 1),
             &[NewCase {
                 key: "TC".into(),
                 name: "tc".into(),
@@ -522,19 +640,179 @@ async fn only_verdicts_end_queues_and_cases() {
         message: None,
     };
     assert!(matches!(
-        s.finish_case(case, "w", &running).await,
+        s.finish_case(case, &h("w", 1), &running).await,
         Err(StoreError::Conflict(_))
     ));
     for not_a_verdict in [QueueStatus::Waiting, QueueStatus::Running] {
         assert!(matches!(
-            s.finish_queue(id, "w", not_a_verdict, None).await,
+            s.finish_queue(id, &h("w", 1), not_a_verdict, None).await,
             Err(StoreError::Conflict(_))
         ));
     }
     assert_eq!(s.queue_row(id).await.unwrap().status, QueueStatus::Running);
     let before = s.operations();
-    s.finish_queue(id, "w", QueueStatus::Passed, None)
+    s.finish_queue(id, &h("w", 1), QueueStatus::Passed, None)
         .await
         .unwrap();
     assert_eq!(s.operations(), before + 1, "one operation counted");
+}
+
+/// Fencing: a worker whose lease ran out and whose queue was claimed again, even by the same
+/// worker id, changes nothing of the newer attempt; the newer attempt's writes all go through.
+async fn a_lost_claim_changes_nothing_of_the_newer_attempt(db: TestDbRef) {
+    let s = db.store.clone();
+    let id = s
+        .create_queue(&vq("a", 5, Some(vec!["x.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let first = s.claim("w1", -1).await.unwrap().unwrap();
+    let old = first.holder().unwrap();
+    assert_eq!(old, h("w1", 1));
+    let task = s.queue(id).await.unwrap().tasks[0].0.id;
+    let one = [NewCase {
+        key: "TC1".into(),
+        name: "one".into(),
+    }];
+    s.create_cases(task, &old, &one).await.unwrap();
+    // The lease ran out; the same worker id claims the queue again (another slot of it).
+    assert_eq!(s.reclaim_expired(3).await.unwrap().0, vec![id]);
+    let second = s.claim("w1", 30_000).await.unwrap().unwrap();
+    let new = second.holder().unwrap();
+    assert_eq!(new, h("w1", 2));
+    let cases = s.create_cases(task, &new, &one).await.unwrap();
+    s.set_phase(id, &new, Some(Phase::Testing)).await.unwrap();
+    s.start_case(cases[0], &new).await.unwrap();
+    let before = s.queue(id).await.unwrap();
+    // Every write of the old attempt is refused and changes nothing.
+    let lost = |r: Result<()>| assert!(matches!(r, Err(StoreError::ClaimLost(_))), "{r:?}");
+    let verdict = CaseResult {
+        status: CaseStatus::Failed,
+        duration_ms: Some(1),
+        message: Some("stale".into()),
+    };
+    lost(s.set_phase(id, &old, Some(Phase::Reporting)).await);
+    lost(s.set_commit(id, &old, &"b".repeat(40)).await);
+    lost(
+        s.set_task(task, &old, CaseStatus::Error, Some("stale"))
+            .await,
+    );
+    lost(s.start_case(cases[0], &old).await);
+    lost(s.finish_case(cases[0], &old, &verdict).await);
+    lost(s.close_unfinished(id, &old, "stale").await);
+    lost(
+        s.finish_queue(id, &old, QueueStatus::Failed, Some("stale"))
+            .await,
+    );
+    assert!(matches!(
+        s.create_cases(task, &old, &one).await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert!(matches!(
+        s.create_tasks(id, &old, &["y.xml".into()]).await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert!(matches!(
+        s.renew_lease(id, &old, 30_000).await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert!(!s.hand_back(id, &old).await.unwrap());
+    assert_eq!(s.queue(id).await.unwrap(), before, "nothing changed");
+    // The newer attempt carries on to its verdict.
+    assert!(!s.renew_lease(id, &new, 30_000).await.unwrap());
+    let passed = CaseResult {
+        status: CaseStatus::Passed,
+        duration_ms: Some(2),
+        message: None,
+    };
+    s.finish_case(cases[0], &new, &passed).await.unwrap();
+    s.finish_queue(id, &new, QueueStatus::Passed, None)
+        .await
+        .unwrap();
+    let after = s.queue(id).await.unwrap();
+    assert_eq!(after.queue.status, QueueStatus::Passed);
+    assert_eq!(after.summary().passed, 1);
+}
+
+/// Waiters wake when another process adds work or changes a queue: at once on PostgreSQL (its
+/// NOTIFY), after the poll's timeout on SQLite (no signal between processes).
+async fn another_process_wakes_the_waiters(db: TestDbRef) {
+    use std::time::{Duration, Instant};
+    let other = Store::open(&db.url).await.unwrap();
+    let s = db.store.clone();
+    // The first wait starts listening; give the listener time to connect.
+    s.wait_for_work(Duration::from_millis(1)).await;
+    s.wait_for_change(Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let timeout = Duration::from_secs(3);
+    let (w, c) = (s.clone(), s.clone());
+    let work = tokio::spawn(async move {
+        let t = Instant::now();
+        w.wait_for_work(timeout).await;
+        t.elapsed()
+    });
+    let change = tokio::spawn(async move {
+        let t = Instant::now();
+        c.wait_for_change(timeout).await;
+        t.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    other.create_queue(&vq("a", 5, None)).await.unwrap();
+    let (work, change) = (work.await.unwrap(), change.await.unwrap());
+    if db.kind == crate::testdb::Kind::Postgres {
+        assert!(s.notifies());
+        assert!(work < Duration::from_secs(2), "woken after {work:?}");
+        assert!(change < Duration::from_secs(2), "woken after {change:?}");
+    } else {
+        assert!(!s.notifies());
+        assert!(work >= timeout && change >= timeout, "{work:?} {change:?}");
+    }
+    other.close().await;
+}
+
+on_both!(
+    another_process_wakes_the_waiters,
+    a_lost_claim_changes_nothing_of_the_newer_attempt,
+    create_get_list,
+    claim_by_priority_then_age_and_only_once,
+    concurrent_claims_never_share_a_queue,
+    writes_need_the_claim,
+    expired_leases_are_taken_back_then_given_up,
+    abort_and_delete,
+    stale_groups_of_dead_workers,
+    a_worker_claims_only_queues_whose_labels_it_all_has,
+    a_handed_back_queue_waits_again_and_starts_over,
+    changes_are_tracked_by_rev,
+    one_delivery_makes_one_queue,
+    capped_reads_list_the_first_cases_and_count_them_all,
+    only_verdicts_end_queues_and_cases,
+);
+
+/// PostgreSQL: a claim skips a queue another transaction has locked (another worker claiming
+/// it right now) instead of waiting for it, and takes the next one in order.
+#[tokio::test]
+async fn postgres_claims_skip_locked_queues() {
+    crate::testdb::run(crate::testdb::Kind::Postgres, |db: TestDbRef| async move {
+        use sqlx::Connection;
+        let s = db.store.clone();
+        let first = s.create_queue(&vq("a", 9, None)).await.unwrap().queue.id;
+        let second = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
+        let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut tx = other.begin().await.unwrap();
+        sqlx::query("SELECT id FROM queues WHERE id = $1 FOR UPDATE")
+            .bind(first)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let claimed = tokio::time::timeout(std::time::Duration::from_secs(5), s.claim("w", 30_000))
+            .await
+            .expect("the claim waited for the locked queue")
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, second);
+        tx.rollback().await.unwrap();
+        assert_eq!(s.claim("w", 30_000).await.unwrap().unwrap().id, first);
+    })
+    .await
 }

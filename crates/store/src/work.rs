@@ -2,7 +2,7 @@
 //! writes of a queue it holds.
 
 use crate::backend::TaskUpdate;
-use crate::rows::{NewCase, QueueRow, StaleGroup, TaskRow, WorkerRow};
+use crate::rows::{Holder, NewCase, QueueRow, StaleGroup, TaskRow, WorkerRow};
 use crate::{now_ms, CaseResult, Result, Store, StoreError};
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -49,10 +49,27 @@ impl Store {
         self.retry(|| self.backend.workers(since)).await
     }
 
-    /// Claims the highest-priority, oldest waiting queue for `worker_id` with a lease of `lease_ms`.
+    /// Claims the highest-priority, oldest waiting queue that asks for no labels for
+    /// `worker_id` with a lease of `lease_ms`.
     pub async fn claim(&self, worker_id: &str, lease_ms: i64) -> Result<Option<QueueRow>> {
-        self.retry(|| self.backend.claim(worker_id, now_ms(), lease_ms))
+        self.claim_labelled(worker_id, &[], lease_ms).await
+    }
+
+    /// Claims the highest-priority, oldest waiting queue whose labels are all among `labels`.
+    pub async fn claim_labelled(
+        &self,
+        worker_id: &str,
+        labels: &[String],
+        lease_ms: i64,
+    ) -> Result<Option<QueueRow>> {
+        self.retry(|| self.backend.claim(worker_id, labels, now_ms(), lease_ms))
             .await
+    }
+
+    /// Hands a queue this worker holds back to wait again (the worker is stopping): it starts
+    /// over on its next claim, and the attempt does not count. False if it was not held.
+    pub async fn hand_back(&self, id: i64, holder: &Holder) -> Result<bool> {
+        self.retry(|| self.backend.hand_back(id, holder)).await
     }
 
     /// Takes back running queues whose lease ran out: they wait again, or after `max_attempts`
@@ -64,21 +81,21 @@ impl Store {
 
     /// Renews the lease; returns whether an abort was asked for. `ClaimLost` if the queue is
     /// no longer ours (deleted, taken back).
-    pub async fn renew_lease(&self, id: i64, worker_id: &str, lease_ms: i64) -> Result<bool> {
-        self.retry(|| self.backend.renew_lease(id, worker_id, now_ms() + lease_ms))
+    pub async fn renew_lease(&self, id: i64, holder: &Holder, lease_ms: i64) -> Result<bool> {
+        self.retry(|| self.backend.renew_lease(id, holder, now_ms() + lease_ms))
             .await?
             .ok_or(StoreError::ClaimLost(id))
     }
 
     /// Sets the phase of a queue we hold.
-    pub async fn set_phase(&self, id: i64, worker_id: &str, phase: Option<Phase>) -> Result<()> {
-        self.retry(|| self.backend.set_phase(id, worker_id, phase))
+    pub async fn set_phase(&self, id: i64, holder: &Holder, phase: Option<Phase>) -> Result<()> {
+        self.retry(|| self.backend.set_phase(id, holder, phase))
             .await
     }
 
     /// Stores the resolved commit of a queue we hold.
-    pub async fn set_commit(&self, id: i64, worker_id: &str, sha: &str) -> Result<()> {
-        self.retry(|| self.backend.set_commit(id, worker_id, sha))
+    pub async fn set_commit(&self, id: i64, holder: &Holder, sha: &str) -> Result<()> {
+        self.retry(|| self.backend.set_commit(id, holder, sha))
             .await
     }
 
@@ -86,10 +103,10 @@ impl Store {
     pub async fn create_tasks(
         &self,
         id: i64,
-        worker_id: &str,
+        holder: &Holder,
         scenarios: &[String],
     ) -> Result<Vec<TaskRow>> {
-        self.retry(|| self.backend.create_tasks(id, worker_id, scenarios))
+        self.retry(|| self.backend.create_tasks(id, holder, scenarios))
             .await
     }
 
@@ -98,7 +115,7 @@ impl Store {
     pub async fn set_task(
         &self,
         task_id: i64,
-        worker_id: &str,
+        holder: &Holder,
         status: CaseStatus,
         error: Option<&str>,
     ) -> Result<()> {
@@ -110,25 +127,24 @@ impl Store {
             started_at: (status == CaseStatus::Running).then_some(now),
             finished_at: status.is_finished().then_some(now),
         };
-        self.retry(|| self.backend.set_task(update, worker_id))
-            .await
+        self.retry(|| self.backend.set_task(update, holder)).await
     }
 
     /// Creates the pending cases of a task from its parsed scenario; returns their row ids in order.
     pub async fn create_cases(
         &self,
         task_id: i64,
-        worker_id: &str,
+        holder: &Holder,
         cases: &[NewCase],
     ) -> Result<Vec<i64>> {
-        self.retry(|| self.backend.create_cases(task_id, worker_id, cases))
+        self.retry(|| self.backend.create_cases(task_id, holder, cases))
             .await
     }
 
     /// Marks a case running.
-    pub async fn start_case(&self, case_id: i64, worker_id: &str) -> Result<()> {
+    pub async fn start_case(&self, case_id: i64, holder: &Holder) -> Result<()> {
         let now = now_ms();
-        self.retry(|| self.backend.start_case(case_id, worker_id, now))
+        self.retry(|| self.backend.start_case(case_id, holder, now))
             .await
     }
 
@@ -136,7 +152,7 @@ impl Store {
     pub async fn finish_case(
         &self,
         case_id: i64,
-        worker_id: &str,
+        holder: &Holder,
         result: &CaseResult,
     ) -> Result<()> {
         if !result.status.is_finished() {
@@ -146,7 +162,7 @@ impl Store {
             )));
         }
         let now = now_ms();
-        self.retry(|| self.backend.finish_case(case_id, worker_id, result, now))
+        self.retry(|| self.backend.finish_case(case_id, holder, result, now))
             .await
     }
 
@@ -154,13 +170,13 @@ impl Store {
     pub async fn close_unfinished(
         &self,
         id: i64,
-        worker_id: &str,
+        holder: &Holder,
         running_message: &str,
     ) -> Result<()> {
         let now = now_ms();
         self.retry(|| {
             self.backend
-                .close_unfinished(id, worker_id, running_message, now)
+                .close_unfinished(id, holder, running_message, now)
         })
         .await
     }
@@ -170,7 +186,7 @@ impl Store {
     pub async fn finish_queue(
         &self,
         id: i64,
-        worker_id: &str,
+        holder: &Holder,
         status: QueueStatus,
         error: Option<&str>,
     ) -> Result<()> {
@@ -180,7 +196,7 @@ impl Store {
             )));
         }
         let now = now_ms();
-        self.retry(|| self.backend.finish_queue(id, worker_id, status, error, now))
+        self.retry(|| self.backend.finish_queue(id, holder, status, error, now))
             .await
     }
 

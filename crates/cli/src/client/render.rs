@@ -271,6 +271,12 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
     if q.attempts > 1 {
         field("attempts", q.attempts.to_string());
     }
+    if !q.labels.is_empty() {
+        field("labels", clean(&q.labels.join(", ")));
+    }
+    if let Some(why) = &q.waiting_reason {
+        field("waiting", clean(why));
+    }
     let s = &q.summary;
     if s.total > 0 {
         field(
@@ -362,6 +368,8 @@ mod tests {
             abort_requested: false,
             worker: Some("host-1".into()),
             attempts: 1,
+            labels: Vec::new(),
+            waiting_reason: None,
             summary: Summary {
                 total: 5,
                 passed: 2,

@@ -10,6 +10,7 @@ fn q(repo: &str, branch: &str) -> NewQueue {
         name: None,
         priority: None,
         commit: None,
+        labels: None,
     }
 }
 
@@ -106,6 +107,36 @@ fn repos() {
         assert!(e.message.contains("never allowed"), "{r}: {e}");
         assert!(!e.message.contains("pw@"), "{e}");
     }
+}
+
+#[test]
+fn labels_are_checked_sorted_and_deduplicated() {
+    let mut new = q("https://h/r.git", "main");
+    new.labels = Some(vec![
+        "qemu-system-xtensa".into(),
+        "esp32".into(),
+        "esp32".into(),
+    ]);
+    let v = new.validate(&[]).unwrap();
+    assert_eq!(v.labels, ["esp32", "qemu-system-xtensa"]);
+    assert!(q("https://h/r.git", "main")
+        .validate(&[])
+        .unwrap()
+        .labels
+        .is_empty());
+    for good in ["a", "0", "esp32.s3", "x_y-z"] {
+        assert_eq!(check_label(good), Ok(()), "{good}");
+    }
+    for bad in ["", "Esp32", "-x", ".x", "a b", "a/b", "é", &"x".repeat(65)] {
+        let mut new = q("https://h/r.git", "main");
+        new.labels = Some(vec!["ok".into(), bad.to_string()]);
+        assert_eq!(new.validate(&[]).unwrap_err().field, "labels[1]", "{bad:?}");
+    }
+    let mut many = q("https://h/r.git", "main");
+    many.labels = Some((0..17).map(|i| format!("l{i}")).collect());
+    let e = many.validate(&[]).unwrap_err();
+    assert_eq!(e.field, "labels");
+    assert!(e.message.contains("at most 16"), "{e}");
 }
 
 #[test]

@@ -55,7 +55,7 @@ impl Run<'_> {
         spec: &EmulatorSpec,
         cancel: &CancellationToken,
     ) -> Result<CaseOutcome, Failure> {
-        self.store.start_case(case_row, &self.cfg.worker_id).await?;
+        self.store.start_case(case_row, &self.holder()).await?;
         let log_path = case_log(tdir, &case.id);
         self.logs
             .set_current(LogFile::create(&log_path, self.cfg.log_cap).ok());
@@ -193,7 +193,7 @@ impl Run<'_> {
             };
             self.render_html(log_path, meta);
         }
-        let worker = &self.cfg.worker_id;
+        let worker = &self.holder();
         let stopped = outcome.status == CaseStatus::Error && self.ctl.cancel.is_cancelled();
         if logs_failed || stopped {
             // Recorded by the queue's close-out, with the stop reason.

@@ -27,7 +27,7 @@ impl Run<'_> {
             .map_err(|e| self.git_failure(e))?;
         self.logs.event(&format!("testing commit {sha}"));
         self.store
-            .set_commit(self.queue.id, &self.cfg.worker_id, &sha)
+            .set_commit(self.queue.id, &self.holder(), &sha)
             .await?;
         if self.work.exists() {
             let _ = std::fs::remove_dir_all(&self.work);
@@ -55,7 +55,7 @@ impl Run<'_> {
         }
         Ok(self
             .store
-            .create_tasks(self.queue.id, &self.cfg.worker_id, &found)
+            .create_tasks(self.queue.id, &self.holder(), &found)
             .await?)
     }
 

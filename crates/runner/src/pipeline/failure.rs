@@ -28,8 +28,8 @@ impl StopReason {
         }
     }
 
-    /// The queue's `error` for this reason, stopped in `phase`; `None` for a lost claim, which
-    /// records nothing.
+    /// The queue's `error` for this reason, stopped in `phase`; `None` for a lost claim and a
+    /// shutdown (the queue is handed back), which record no verdict.
     pub fn queue_error(&self, phase: Phase) -> Option<String> {
         match self {
             StopReason::Aborted => Some("aborted on request".into()),
@@ -37,10 +37,8 @@ impl StopReason {
                 "queue timed out after {} in phase {phase}",
                 human(*d)
             )),
-            StopReason::Shutdown => {
-                Some("the worker shut down while the queue ran; resubmit it".into())
-            }
-            StopReason::ClaimLost => None,
+            // Handed back to wait again, or no longer ours: nothing to record.
+            StopReason::Shutdown | StopReason::ClaimLost => None,
         }
     }
 }

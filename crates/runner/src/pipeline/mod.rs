@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testarena_core::Phase;
-use testarena_store::{QueueRow, Store};
+use testarena_store::{Holder, QueueRow, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -188,11 +188,16 @@ impl Run<'_> {
         self.run_tasks(&profile, tasks).await
     }
 
+    /// This run's claim: the worker and the attempt, carried by every write (the fencing token).
+    fn holder(&self) -> Holder {
+        Holder::new(self.cfg.worker_id.clone(), self.queue.attempts)
+    }
+
     async fn set_phase(&mut self, phase: Phase) -> Result<(), Failure> {
         self.phase = phase;
         self.logs.event(&format!("phase: {phase}"));
         self.store
-            .set_phase(self.queue.id, &self.cfg.worker_id, Some(phase))
+            .set_phase(self.queue.id, &self.holder(), Some(phase))
             .await?;
         Ok(())
     }

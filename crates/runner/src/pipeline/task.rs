@@ -61,7 +61,7 @@ impl Run<'_> {
         tdir: &Path,
         spec: &EmulatorSpec,
     ) -> Result<JunitSuite, Failure> {
-        let worker = self.cfg.worker_id.clone();
+        let worker = self.holder();
         self.store
             .set_task(task_id, &worker, CaseStatus::Running, None)
             .await?;
@@ -163,7 +163,7 @@ impl Run<'_> {
             }
             let outcome = never_ran.outcome();
             self.store
-                .finish_case(*case_row, &self.cfg.worker_id, &outcome.result())
+                .finish_case(*case_row, &self.holder(), &outcome.result())
                 .await?;
             outcomes.push(outcome);
         }

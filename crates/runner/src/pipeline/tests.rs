@@ -109,6 +109,7 @@ impl Fixture {
             priority: 5,
             commit: None,
             case_filter: None,
+            labels: Vec::new(),
             origin: None,
         };
         self.store.create_queue(&q).await.unwrap();

@@ -14,12 +14,16 @@ impl Run<'_> {
     /// Records the verdict and writes junit.xml; a queue whose claim was lost records nothing.
     pub(super) async fn finish(mut self, outcome: Result<(), Failure>, started: Instant) {
         let id = self.queue.id;
-        let worker = self.cfg.worker_id.clone();
+        let worker = self.holder();
         self.logs.set_current(None);
         // Pages of cases of a task that was cut short.
         self.wait_for_html().await;
         if self.ctl.reason() == Some(StopReason::ClaimLost) {
             self.give_up_claim().await;
+            return;
+        }
+        if self.ctl.reason() == Some(StopReason::Shutdown) {
+            self.hand_back().await;
             return;
         }
         let _ = self
@@ -48,6 +52,27 @@ impl Run<'_> {
             .await
         {
             tracing::warn!(error = %e, "cannot record the queue's verdict");
+        }
+        self.logs.lock().flush();
+    }
+
+    /// After a shutdown cut the queue short: it waits again, for this or another worker to
+    /// start it over (its processes are gone already). If the hand-back fails, the lease runs
+    /// out and the queue is taken back all the same.
+    async fn hand_back(&self) {
+        let Some(holder) = self.queue.holder() else {
+            return;
+        };
+        match self.store.hand_back(self.queue.id, &holder).await {
+            Ok(true) => self.logs.event(
+                "the worker is stopping: the queue waits again for a worker to start it over",
+            ),
+            Ok(false) => self
+                .logs
+                .event("the worker is stopping; it no longer held the queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand the queue back; its lease will run out");
+            }
         }
         self.logs.lock().flush();
     }

@@ -172,6 +172,7 @@ fn queue_of(
         priority: rule.priority.unwrap_or(DEFAULT_PRIORITY).clamp(0, 9),
         commit: Some(push.after.to_ascii_lowercase()),
         case_filter: None,
+        labels: Vec::new(),
         origin: Some(Origin {
             gitea_repo: push.repository.full_name.clone(),
             context: rule.context(),

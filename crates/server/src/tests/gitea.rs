@@ -69,6 +69,7 @@ fn pushed(sha: &str) -> ValidQueue {
         priority: 5,
         commit: Some(sha.into()),
         case_filter: None,
+        labels: Vec::new(),
         origin: Some(Origin {
             gitea_repo: "acme/fw".into(),
             context: "testarena/smoke".into(),
@@ -97,7 +98,7 @@ async fn fail(store: &Store, id: i64) {
     let case = store
         .create_cases(
             task,
-            "w",
+            &testarena_store::Holder::new("w", 1),
             &[NewCase {
                 key: "TC".into(),
                 name: "tc".into(),
@@ -110,9 +111,17 @@ async fn fail(store: &Store, id: i64) {
         duration_ms: None,
         message: None,
     };
-    store.finish_case(case, "w", &failed).await.unwrap();
     store
-        .finish_queue(id, "w", QueueStatus::Failed, None)
+        .finish_case(case, &testarena_store::Holder::new("w", 1), &failed)
+        .await
+        .unwrap();
+    store
+        .finish_queue(
+            id,
+            &testarena_store::Holder::new("w", 1),
+            QueueStatus::Failed,
+            None,
+        )
         .await
         .unwrap();
 }

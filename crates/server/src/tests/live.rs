@@ -89,7 +89,12 @@ async fn live_log_viewers_cost_the_database_nothing_per_viewer() {
         "{used} database operations in {secs:.1} s with {VIEWERS} viewers"
     );
     store
-        .finish_queue(id, "w", testarena_core::QueueStatus::Passed, None)
+        .finish_queue(
+            id,
+            &testarena_store::Holder::new("w", 1),
+            testarena_core::QueueStatus::Passed,
+            None,
+        )
         .await
         .unwrap();
     for v in &mut viewers {

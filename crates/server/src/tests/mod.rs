@@ -449,12 +449,18 @@ async fn queue_with_cases(app: &TestApp, n: usize) -> (i64, i64) {
             name: format!("case number {i} of a very long scenario"),
         })
         .collect();
-    store.create_cases(big, "w", &cases).await.unwrap();
+    store
+        .create_cases(big, &testarena_store::Holder::new("w", 1), &cases)
+        .await
+        .unwrap();
     let few = [NewCase {
         key: "TC_ONE".into(),
         name: "one".into(),
     }];
-    store.create_cases(small, "w", &few).await.unwrap();
+    store
+        .create_cases(small, &testarena_store::Holder::new("w", 1), &few)
+        .await
+        .unwrap();
     (id, big)
 }
 

@@ -30,11 +30,12 @@ impl Queues for Sqlite {
             let scenarios = to_json(queue.scenarios.as_ref())?;
             let case_filter = to_json(queue.case_filter.as_ref())?;
             let origin = to_json(queue.origin.as_ref())?;
+            let labels = to_json(Some(&queue.labels).filter(|l| !l.is_empty()))?;
             let mut tx = self.pool.begin().await?;
             // The INSERT comes first, so the transaction takes the write lock at once.
             let id: Option<i64> = sqlx::query_scalar(&format!(
-                "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery) \
-                 VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10) \
+                "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels) \
+                 VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (delivery) WHERE delivery IS NOT NULL DO NOTHING RETURNING id",
                 q(QueueStatus::INITIAL)
             ))
@@ -48,6 +49,7 @@ impl Queues for Sqlite {
             .bind(&case_filter)
             .bind(&origin)
             .bind(delivery)
+            .bind(&labels)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(id) = id else {

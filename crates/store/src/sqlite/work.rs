@@ -2,23 +2,25 @@
 
 use super::{all, Sqlite};
 use crate::backend::{Fut, TaskUpdate, Work};
-use crate::guards::{c, cut_short, held, q, queue_may_become, queue_moves, unfinished};
+use crate::guards::{
+    c, cut_short, held, q, queue_may_become, queue_moves, running_for, unfinished,
+};
 use crate::rows::{
-    queue_row, stale_group, task_row, worker_row, NewCase, QueueRow, StaleGroup, TaskRow,
-    WorkerRow, QUEUE_COLUMNS, TASK_COLUMNS,
+    queue_row, stale_group, task_row, to_json, worker_row, Holder, NewCase, QueueRow, StaleGroup,
+    TaskRow, WorkerRow, QUEUE_COLUMNS, TASK_COLUMNS,
 };
 use crate::{CaseResult, Result, StoreError};
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
 impl Sqlite {
-    /// Whether `worker` holds queue `id` now, inside a transaction.
-    async fn holds(conn: &mut sqlx::SqliteConnection, id: i64, worker: &str) -> Result<()> {
+    /// Whether `holder` holds queue `id` now, inside a transaction.
+    async fn holds(conn: &mut sqlx::SqliteConnection, id: i64, holder: &Holder) -> Result<()> {
         let held: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT id FROM queues WHERE id = $1 AND {} $2",
             held()
         ))
         .bind(id)
-        .bind(worker)
+        .bind(holder.token())
         .fetch_optional(&mut *conn)
         .await?;
         held.map(|_| ()).ok_or(StoreError::ClaimLost(id))
@@ -79,22 +81,27 @@ impl Sqlite {
         .bind(max_attempts)
         .fetch_all(&mut *tx)
         .await?;
-        // Start over: results of the lost attempt are dropped, tasks made from the
-        // repository's default set are made again after the next checkout, the others are new.
+        for id in &taken_back {
+            Sqlite::start_over(tx, *id).await?;
+        }
+        Ok(taken_back)
+    }
+
+    /// Start over: results of the lost attempt are dropped, tasks made from the repository's
+    /// default set are made again after the next checkout, the others are new.
+    async fn start_over(tx: &mut sqlx::SqliteConnection, id: i64) -> Result<()> {
         let reset = format!(
             "UPDATE tasks SET status = {}, started_at = NULL, finished_at = NULL, error = NULL WHERE queue_id = $1",
             c(CaseStatus::INITIAL)
         );
-        for id in &taken_back {
-            sqlx::query("DELETE FROM cases WHERE queue_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM tasks WHERE queue_id = $1 AND (SELECT scenarios FROM queues WHERE id = $1) IS NULL")
-                .bind(id).execute(&mut *tx).await?;
-            sqlx::query(&reset).bind(id).execute(&mut *tx).await?;
-        }
-        Ok(taken_back)
+        sqlx::query("DELETE FROM cases WHERE queue_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tasks WHERE queue_id = $1 AND (SELECT scenarios FROM queues WHERE id = $1) IS NULL")
+            .bind(id).execute(&mut *tx).await?;
+        sqlx::query(&reset).bind(id).execute(&mut *tx).await?;
+        Ok(())
     }
 }
 
@@ -102,7 +109,8 @@ impl Work for Sqlite {
     fn register_worker<'a>(&'a self, w: &'a WorkerRow) -> Fut<'a, ()> {
         Box::pin(async move {
             sqlx::query(
-                "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at, concurrency, boot_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                "INSERT INTO workers (id, hostname, pid, started_at, heartbeat_at, concurrency, boot_id, version, labels) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
             )
             .bind(&w.id)
@@ -112,6 +120,8 @@ impl Work for Sqlite {
             .bind(w.heartbeat_at)
             .bind(w.concurrency)
             .bind(&w.boot_id)
+            .bind(&w.version)
+            .bind(to_json(Some(&w.labels))?)
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -133,7 +143,7 @@ impl Work for Sqlite {
             let mut tx = self.pool.begin().await?;
             sqlx::query(&format!(
                 "UPDATE queues SET lease_expires_at = 0 WHERE {} $1",
-                held()
+                running_for()
             ))
             .bind(id)
             .execute(&mut *tx)
@@ -179,25 +189,60 @@ impl Work for Sqlite {
         })
     }
 
-    fn claim<'a>(&'a self, worker: &'a str, now: i64, lease_ms: i64) -> Fut<'a, Option<QueueRow>> {
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        labels: &'a [String],
+        now: i64,
+        lease_ms: i64,
+    ) -> Fut<'a, Option<QueueRow>> {
         Box::pin(async move {
             let to = QueueStatus::Running;
             let from = queue_may_become(to);
+            let labels = to_json(Some(&labels))?;
+            // Only a queue none of whose labels the worker lacks (NULL labels: none).
+            let fits = "NOT EXISTS (SELECT 1 FROM json_each(queues.labels) AS wanted \
+                        WHERE wanted.value NOT IN (SELECT value FROM json_each($4)))";
             // One statement: SQLite runs it under its write lock, so two workers never claim
             // one queue.
             let row = sqlx::query(&format!(
                 "UPDATE queues SET status = {}, worker_id = $1, lease_expires_at = $2, \
                  started_at = COALESCE(started_at, $3), attempts = attempts + 1, abort_requested = 0 \
-                 WHERE id = (SELECT id FROM queues WHERE {from} ORDER BY priority DESC, id ASC LIMIT 1) \
+                 WHERE id = (SELECT id FROM queues WHERE {from} AND {fits} ORDER BY priority DESC, id ASC LIMIT 1) \
                  AND {from} RETURNING {QUEUE_COLUMNS}",
                 q(to)
             ))
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
+            .bind(labels)
             .fetch_optional(&self.pool)
             .await?;
             row.as_ref().map(queue_row).transpose()
+        })
+    }
+
+    fn hand_back<'a>(&'a self, id: i64, holder: &'a Holder) -> Fut<'a, bool> {
+        Box::pin(async move {
+            let to = QueueStatus::Waiting;
+            let mut tx = self.pool.begin().await?;
+            // `attempts` stays: it counts claims and fences the attempt that ends here.
+            let done = sqlx::query(&format!(
+                "UPDATE queues SET status = {}, phase = NULL, worker_id = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND {} $2",
+                q(to),
+                held()
+            ))
+            .bind(id)
+            .bind(holder.token())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            Sqlite::start_over(&mut tx, id).await?;
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -211,14 +256,14 @@ impl Work for Sqlite {
         })
     }
 
-    fn renew_lease<'a>(&'a self, id: i64, worker: &'a str, until: i64) -> Fut<'a, Option<bool>> {
+    fn renew_lease<'a>(&'a self, id: i64, holder: &'a Holder, until: i64) -> Fut<'a, Option<bool>> {
         Box::pin(async move {
             let abort: Option<i64> = sqlx::query_scalar(&format!(
                 "UPDATE queues SET lease_expires_at = $3 WHERE id = $1 AND {} $2 RETURNING abort_requested",
                 held()
             ))
             .bind(id)
-            .bind(worker)
+            .bind(holder.token())
             .bind(until)
             .fetch_optional(&self.pool)
             .await?;
@@ -226,7 +271,7 @@ impl Work for Sqlite {
         })
     }
 
-    fn set_phase<'a>(&'a self, id: i64, worker: &'a str, phase: Option<Phase>) -> Fut<'a, ()> {
+    fn set_phase<'a>(&'a self, id: i64, holder: &'a Holder, phase: Option<Phase>) -> Fut<'a, ()> {
         Box::pin(async move {
             let sql = format!(
                 "UPDATE queues SET phase = $3 WHERE id = $1 AND {} $2",
@@ -234,32 +279,35 @@ impl Work for Sqlite {
             );
             let query = sqlx::query(&sql)
                 .bind(id)
-                .bind(worker)
+                .bind(holder.token())
                 .bind(phase.map(|p| p.as_str()));
             self.held_update(id, query).await
         })
     }
 
-    fn set_commit<'a>(&'a self, id: i64, worker: &'a str, sha: &'a str) -> Fut<'a, ()> {
+    fn set_commit<'a>(&'a self, id: i64, holder: &'a Holder, sha: &'a str) -> Fut<'a, ()> {
         Box::pin(async move {
             let sql = format!(
                 "UPDATE queues SET commit_sha = $3 WHERE id = $1 AND {} $2",
                 held()
             );
-            self.held_update(id, sqlx::query(&sql).bind(id).bind(worker).bind(sha))
-                .await
+            self.held_update(
+                id,
+                sqlx::query(&sql).bind(id).bind(holder.token()).bind(sha),
+            )
+            .await
         })
     }
 
     fn create_tasks<'a>(
         &'a self,
         id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         scenarios: &'a [String],
     ) -> Fut<'a, Vec<TaskRow>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            Sqlite::holds(&mut tx, id, worker).await?;
+            Sqlite::holds(&mut tx, id, holder).await?;
             let sql = format!(
                 "INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, {}) \
                  RETURNING {TASK_COLUMNS}",
@@ -280,7 +328,7 @@ impl Work for Sqlite {
         })
     }
 
-    fn set_task<'a>(&'a self, task: TaskUpdate<'a>, worker: &'a str) -> Fut<'a, ()> {
+    fn set_task<'a>(&'a self, task: TaskUpdate<'a>, holder: &'a Holder) -> Fut<'a, ()> {
         Box::pin(async move {
             let sql = format!(
                 "UPDATE tasks SET status = $3, error = COALESCE($4, error), \
@@ -290,7 +338,7 @@ impl Work for Sqlite {
             );
             let query = sqlx::query(&sql)
                 .bind(task.id)
-                .bind(worker)
+                .bind(holder.token())
                 .bind(task.status.as_str())
                 .bind(task.error)
                 .bind(task.started_at)
@@ -302,7 +350,7 @@ impl Work for Sqlite {
     fn create_cases<'a>(
         &'a self,
         task_id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         cases: &'a [NewCase],
     ) -> Fut<'a, Vec<i64>> {
         Box::pin(async move {
@@ -313,7 +361,7 @@ impl Work for Sqlite {
                 held()
             ))
             .bind(task_id)
-            .bind(worker)
+            .bind(holder.token())
             .fetch_optional(&mut *tx)
             .await?;
             let Some(queue_id) = queue_id else {
@@ -344,7 +392,7 @@ impl Work for Sqlite {
         })
     }
 
-    fn start_case<'a>(&'a self, case_id: i64, worker: &'a str, now: i64) -> Fut<'a, ()> {
+    fn start_case<'a>(&'a self, case_id: i64, holder: &'a Holder, now: i64) -> Fut<'a, ()> {
         Box::pin(async move {
             let sql = format!(
                 "UPDATE cases SET status = {}, started_at = $3 \
@@ -354,7 +402,10 @@ impl Work for Sqlite {
             );
             self.held_update(
                 case_id,
-                sqlx::query(&sql).bind(case_id).bind(worker).bind(now),
+                sqlx::query(&sql)
+                    .bind(case_id)
+                    .bind(holder.token())
+                    .bind(now),
             )
             .await
         })
@@ -363,7 +414,7 @@ impl Work for Sqlite {
     fn finish_case<'a>(
         &'a self,
         case_id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         r: &'a CaseResult,
         now: i64,
     ) -> Fut<'a, ()> {
@@ -376,7 +427,7 @@ impl Work for Sqlite {
             let duration = r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64);
             let query = sqlx::query(&sql)
                 .bind(case_id)
-                .bind(worker)
+                .bind(holder.token())
                 .bind(r.status.as_str())
                 .bind(duration)
                 .bind(r.message.as_deref())
@@ -388,13 +439,13 @@ impl Work for Sqlite {
     fn close_unfinished<'a>(
         &'a self,
         id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         running_message: &'a str,
         now: i64,
     ) -> Fut<'a, ()> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            Sqlite::holds(&mut tx, id, worker).await?;
+            Sqlite::holds(&mut tx, id, holder).await?;
             let running = c(CaseStatus::Running);
             for (table, text) in [("cases", "message"), ("tasks", "error")] {
                 sqlx::query(&format!(
@@ -418,7 +469,7 @@ impl Work for Sqlite {
     fn finish_queue<'a>(
         &'a self,
         id: i64,
-        worker: &'a str,
+        holder: &'a Holder,
         status: QueueStatus,
         error: Option<&'a str>,
         now: i64,
@@ -431,7 +482,7 @@ impl Work for Sqlite {
             );
             let query = sqlx::query(&sql)
                 .bind(id)
-                .bind(worker)
+                .bind(holder.token())
                 .bind(status.as_str())
                 .bind(error)
                 .bind(now);
