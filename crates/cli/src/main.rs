@@ -58,8 +58,25 @@ enum Command {
         #[arg(required = true, value_name = "FILE.xml")]
         files: Vec<PathBuf>,
     },
-    /// Create or upgrade the database schema, then exit
-    Migrate,
+    /// Create or upgrade the database schema, then exit; with --from and --to, copy an
+    /// installation's history from one database into another (SQLite to PostgreSQL)
+    #[command(
+        after_help = "Copying (--from sqlite://PATH --to postgres://USER@HOST/DB): every queue \
+with all its fields, its tasks, cases and commit-status reports is copied with its id, status \
+and times, in one transaction on the target, which must be a new, empty database (refused \
+otherwise). Workers are not copied, and queues are copied as they are, running ones too: stop \
+the server and the workers first. Logs and reports are files in the data directory \
+(<data>/queues/<id>/...), which is not copied: run the new installation on the same data \
+directory."
+    )]
+    Migrate {
+        /// Copy the history of this database (sqlite://PATH) into --to; it is only read
+        #[arg(long, value_name = "URL", requires = "to")]
+        from: Option<String>,
+        /// The new, empty database to copy into (postgres://USER@HOST/DB); its schema is created first
+        #[arg(long, value_name = "URL", requires = "from")]
+        to: Option<String>,
+    },
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -97,6 +114,45 @@ async fn open_store(s: &Settings) -> Result<Store> {
         let url = testarena_core::redact::redact(&s.database_url);
         format!("cannot open database {url}")
     })
+}
+
+/// `migrate --from --to`: copies one database's history into another, new one.
+async fn copy_database(from: &str, to: &str) -> Result<()> {
+    use testarena_core::redact::redact;
+    if from.trim_end_matches('/') == to.trim_end_matches('/') {
+        anyhow::bail!("--from and --to name the same database");
+    }
+    let source_path = from
+        .strip_prefix("sqlite://")
+        .or_else(|| from.strip_prefix("sqlite:"))
+        .map(|p| p.split('?').next().unwrap_or(p));
+    if let Some(path) = source_path {
+        // Opening a missing SQLite file would create an empty one: copying nothing is a mistake.
+        if !std::path::Path::new(path).is_file() {
+            anyhow::bail!("--from: no database file at {path}");
+        }
+    }
+    let source = Store::open(from)
+        .await
+        .with_context(|| format!("cannot open the database to copy from, {}", redact(from)))?;
+    let target = Store::open(to)
+        .await
+        .with_context(|| format!("cannot open the database to copy into, {}", redact(to)))?;
+    let copied = source.copy_into(&target).await;
+    source.close().await;
+    target.close().await;
+    let n = copied.with_context(|| format!("cannot copy {} into {}", redact(from), redact(to)))?;
+    println!(
+        "copied {} queues ({} tasks, {} cases, {} commit-status reports) from {} into {}; \
+         logs and reports stay in the data directory: run the new installation on the same one",
+        n.queues,
+        n.tasks,
+        n.cases,
+        n.reports,
+        redact(from),
+        redact(to)
+    );
+    Ok(())
 }
 
 /// Prints the bound address on stdout, so scripts and tests that asked for port 0 find it.
@@ -293,7 +349,15 @@ async fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1)
             }
         }
-        Command::Migrate => {
+        Command::Migrate {
+            from: Some(from),
+            to: Some(to),
+        } => {
+            let s = config::settings(&cli.common, None, None, None)?;
+            init_logging(s.log_json);
+            copy_database(&from, &to).await
+        }
+        Command::Migrate { .. } => {
             let s = config::settings(&cli.common, None, None, None)?;
             init_logging(s.log_json);
             let store = open_store(&s).await?;

@@ -15,8 +15,10 @@ use testarena_core::{CaseStatus, Phase, QueueStatus};
 /// What a backend's operation returns: a boxed future, so the store can hold any backend.
 pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
-/// A database the store can use: every operation of the three parts below.
-pub(crate) trait Backend: Queues + Work + Reports + std::fmt::Debug + Send + Sync {
+/// A database the store can use: every operation of the parts below.
+pub(crate) trait Backend:
+    Queues + Work + Reports + Copying + std::fmt::Debug + Send + Sync
+{
     /// Runs a trivial query.
     fn ping(&self) -> Fut<'_, ()>;
     /// Closes the connection pool, waiting for connections in use.
@@ -206,4 +208,13 @@ pub(crate) trait Reports {
     fn report_posted<'a>(&'a self, queue_id: i64, by: &'a str, state: &'a str) -> Fut<'a, bool>;
     /// Releases a report `by` holds, to be tried again after `retry_at`.
     fn report_retry<'a>(&'a self, queue_id: i64, by: &'a str, retry_at: i64) -> Fut<'a, ()>;
+}
+
+/// Copying a whole history between databases (`testarena migrate --from … --to …`).
+pub(crate) trait Copying {
+    /// Every row a copy carries, read in one snapshot.
+    fn snapshot(&self) -> Fut<'_, crate::copy::Snapshot>;
+    /// Writes `snapshot` with its ids in one transaction, after checking that this database
+    /// has no queue (nor ever deleted one); `Conflict` otherwise.
+    fn restore<'a>(&'a self, snapshot: &'a crate::copy::Snapshot) -> Fut<'a, ()>;
 }

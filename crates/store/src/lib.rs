@@ -6,13 +6,16 @@
 //! the seam (retries, guards from core's transitions, row mapping, verdict rules) is written once.
 
 mod backend;
+mod copy;
 mod guards;
+mod portable;
 mod postgres;
 mod reports;
 mod rows;
 mod sqlite;
 mod work;
 
+pub use copy::CopySummary;
 pub use reports::ReportClaim;
 pub use rows::{
     CaseCaps, CaseRow, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow,

@@ -3,6 +3,7 @@
 //! `FOR UPDATE SKIP LOCKED`; triggers keep the change counter and send NOTIFY on every change
 //! (`testarena_changes`) and on new work (`testarena_work`), which [`Backend::wait_for`] listens to.
 
+mod copy;
 mod details;
 mod queues;
 mod reports;

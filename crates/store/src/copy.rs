@@ -1,0 +1,451 @@
+//! Copying an installation's history from one database into another (`testarena migrate
+//! --from … --to …`): every queue with all its fields, tasks, cases and commit-status reports,
+//! with their ids, statuses and times as they are. Workers and their process groups are not
+//! copied (they register again). The rows are read in one snapshot of the source through the
+//! backend-independent row types and written in one transaction on the target, which must be
+//! empty: all or nothing.
+
+use crate::rows::{queue_row, CaseRow, Columns, QueueRow, TaskRow};
+use crate::{Result, Store, StoreError};
+
+/// A queue row with the columns the API does not show.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CopiedQueue {
+    pub row: QueueRow,
+    pub lease_expires_at: Option<i64>,
+    pub delivery: Option<String>,
+}
+
+/// A case row with the columns the API does not show.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CopiedCase {
+    pub row: CaseRow,
+    pub queue_id: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A commit-status report row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CopiedReport {
+    pub queue_id: i64,
+    pub wanted: String,
+    pub posted: Option<String>,
+    pub claimed_by: Option<String>,
+    pub claimed_until: Option<i64>,
+    pub rounds: i64,
+}
+
+/// Everything a copy carries, in id order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Snapshot {
+    pub queues: Vec<CopiedQueue>,
+    pub tasks: Vec<TaskRow>,
+    pub cases: Vec<CopiedCase>,
+    pub reports: Vec<CopiedReport>,
+    /// The change counter (queues keep their `rev`, so it must not go back).
+    pub change_seq: i64,
+}
+
+/// How many rows a copy wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopySummary {
+    pub queues: usize,
+    pub tasks: usize,
+    pub cases: usize,
+    pub reports: usize,
+}
+
+/// The columns of `queues` a copy reads and writes.
+pub(crate) const COPY_QUEUE_COLUMNS: &str =
+    "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, \
+     lease_expires_at, delivery";
+
+/// The columns of `cases` a copy reads and writes.
+pub(crate) const COPY_CASE_COLUMNS: &str =
+    "id, task_id, queue_id, position, case_key, name, status, duration_ms, message, started_at, finished_at";
+
+/// The columns of `status_reports`.
+pub(crate) const REPORT_COLUMNS: &str =
+    "queue_id, wanted, posted, claimed_by, claimed_until, rounds";
+
+pub(crate) fn copied_queue(r: &impl Columns) -> Result<CopiedQueue> {
+    Ok(CopiedQueue {
+        row: queue_row(r)?,
+        lease_expires_at: r.opt_int("lease_expires_at")?,
+        delivery: r.opt_text("delivery")?,
+    })
+}
+
+pub(crate) fn copied_case(r: &impl Columns) -> Result<CopiedCase> {
+    Ok(CopiedCase {
+        row: crate::rows::case_row(r)?,
+        queue_id: r.int("queue_id")?,
+        started_at: r.opt_int("started_at")?,
+        finished_at: r.opt_int("finished_at")?,
+    })
+}
+
+pub(crate) fn copied_report(r: &impl Columns) -> Result<CopiedReport> {
+    Ok(CopiedReport {
+        queue_id: r.int("queue_id")?,
+        wanted: r.text("wanted")?,
+        posted: r.opt_text("posted")?,
+        claimed_by: r.opt_text("claimed_by")?,
+        claimed_until: r.opt_int("claimed_until")?,
+        rounds: r.int("rounds")?,
+    })
+}
+
+/// The message of a refused copy into a database that already has a history.
+pub(crate) fn not_empty(queues: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "the target database is not empty ({queues} queues, or deleted ones): \
+         copy only into a new, empty database"
+    ))
+}
+
+/// The SQL that SQLite and PostgreSQL both speak for a copy, expanded in each backend module
+/// (with its `all`, the pool and `Self::after_copy` in scope).
+macro_rules! copy_impl {
+    ($backend:ident) => {
+        use super::all;
+        use crate::backend::{Copying, Fut};
+        use crate::copy::{
+            copied_case, copied_queue, copied_report, not_empty, Snapshot, COPY_CASE_COLUMNS,
+            COPY_QUEUE_COLUMNS, REPORT_COLUMNS,
+        };
+        use crate::rows::{task_row, to_json, TASK_COLUMNS};
+
+        impl Copying for $backend {
+            fn snapshot(&self) -> Fut<'_, Snapshot> {
+                Box::pin(async move {
+                    // One read transaction: every row from one snapshot.
+                    let mut tx = self.pool.begin().await?;
+                    let rows = sqlx::query(&format!(
+                        "SELECT {COPY_QUEUE_COLUMNS} FROM queues ORDER BY id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let queues = all(&rows, copied_queue)?;
+                    let rows = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let tasks = all(&rows, task_row)?;
+                    let rows = sqlx::query(&format!(
+                        "SELECT {COPY_CASE_COLUMNS} FROM cases ORDER BY id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let cases = all(&rows, copied_case)?;
+                    let rows = sqlx::query(&format!(
+                        "SELECT {REPORT_COLUMNS} FROM status_reports ORDER BY queue_id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let reports = all(&rows, copied_report)?;
+                    let change_seq: i64 =
+                        sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1")
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    tx.commit().await?;
+                    Ok(Snapshot {
+                        queues,
+                        tasks,
+                        cases,
+                        reports,
+                        change_seq,
+                    })
+                })
+            }
+
+            fn restore<'a>(&'a self, s: &'a Snapshot) -> Fut<'a, ()> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    let used: i64 = sqlx::query_scalar(
+                        "SELECT (SELECT COUNT(*) FROM queues) + (SELECT COUNT(*) FROM deleted_queues)",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if used > 0 {
+                        return Err(not_empty(used));
+                    }
+                    let queue_sql = format!(
+                        "INSERT INTO queues ({COPY_QUEUE_COLUMNS}) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+                    );
+                    for c in &s.queues {
+                        let q = &c.row;
+                        sqlx::query(&queue_sql)
+                            .bind(q.id)
+                            .bind(&q.name)
+                            .bind(&q.repo)
+                            .bind(&q.branch)
+                            .bind(&q.requested_commit)
+                            .bind(&q.commit)
+                            .bind(to_json(q.scenarios.as_ref())?)
+                            .bind(q.status.as_str())
+                            .bind(q.phase.map(|p| p.as_str()))
+                            .bind(q.priority)
+                            .bind(q.created_at)
+                            .bind(q.started_at)
+                            .bind(q.finished_at)
+                            .bind(&q.error)
+                            .bind(i64::from(q.abort_requested))
+                            .bind(&q.worker_id)
+                            .bind(q.attempts)
+                            .bind(to_json(q.case_filter.as_ref())?)
+                            .bind(q.rev)
+                            .bind(to_json(q.origin.as_ref())?)
+                            .bind(to_json(Some(&q.labels).filter(|l| !l.is_empty()))?)
+                            .bind(c.lease_expires_at)
+                            .bind(&c.delivery)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let task_sql = format!(
+                        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    );
+                    for t in &s.tasks {
+                        sqlx::query(&task_sql)
+                            .bind(t.id)
+                            .bind(t.queue_id)
+                            .bind(t.position)
+                            .bind(&t.scenario)
+                            .bind(t.status.as_str())
+                            .bind(t.started_at)
+                            .bind(t.finished_at)
+                            .bind(&t.error)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let case_sql = format!(
+                        "INSERT INTO cases ({COPY_CASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                    );
+                    for c in &s.cases {
+                        let r = &c.row;
+                        sqlx::query(&case_sql)
+                            .bind(r.id)
+                            .bind(r.task_id)
+                            .bind(c.queue_id)
+                            .bind(r.position)
+                            .bind(&r.key)
+                            .bind(&r.name)
+                            .bind(r.status.as_str())
+                            .bind(r.duration_ms)
+                            .bind(&r.message)
+                            .bind(c.started_at)
+                            .bind(c.finished_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let report_sql = format!(
+                        "INSERT INTO status_reports ({REPORT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+                    );
+                    for r in &s.reports {
+                        sqlx::query(&report_sql)
+                            .bind(r.queue_id)
+                            .bind(&r.wanted)
+                            .bind(&r.posted)
+                            .bind(&r.claimed_by)
+                            .bind(r.claimed_until)
+                            .bind(r.rounds)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    // The triggers gave every queue a new rev as its rows arrived: put back the
+                    // source's (no trigger watches `rev`), and the counter past all of them.
+                    for c in &s.queues {
+                        sqlx::query("UPDATE queues SET rev = $1 WHERE id = $2")
+                            .bind(c.row.rev)
+                            .bind(c.row.id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "UPDATE change_seq SET value = (SELECT MAX(v) FROM \
+                         (SELECT $1 AS v UNION ALL SELECT COALESCE(MAX(rev), 0) FROM queues) AS revs) \
+                         WHERE id = 1",
+                    )
+                    .bind(s.change_seq)
+                    .execute(&mut *tx)
+                    .await?;
+                    Self::after_copy(&mut tx).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+pub(crate) use copy_impl;
+
+impl Store {
+    /// Copies this store's history (queues with all their fields, tasks, cases, commit-status
+    /// reports) into `target`, keeping ids, statuses and times, in one transaction on the
+    /// target: all or nothing. Refuses ([`StoreError::Conflict`]) unless `target` is empty (no
+    /// queue, and none ever deleted). Queues are copied as they are, running ones too: stop
+    /// the workers first. Workers are not copied.
+    pub async fn copy_into(&self, target: &Store) -> Result<CopySummary> {
+        let snapshot = self.retry(|| self.backend.snapshot()).await?;
+        target.retry(|| target.backend.restore(&snapshot)).await?;
+        Ok(CopySummary {
+            queues: snapshot.queues.len(),
+            tasks: snapshot.tasks.len(),
+            cases: snapshot.cases.len(),
+            reports: snapshot.reports.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testdb::{on_both, Kind, TestDb, TestDbRef};
+    use crate::{CaseCaps, CaseResult, Holder, NewCase, StoreError};
+    use testarena_core::validate::ValidQueue;
+    use testarena_core::{CaseStatus, Phase, QueueStatus};
+
+    fn vq(branch: &str, scenarios: Option<Vec<&str>>) -> ValidQueue {
+        ValidQueue {
+            repo: "https://example.com/r.git".into(),
+            branch: branch.into(),
+            scenarios: scenarios.map(|s| s.into_iter().map(String::from).collect()),
+            name: branch.into(),
+            priority: 3,
+            commit: Some("abc".into()),
+            case_filter: None,
+            labels: vec!["arm".into()],
+            origin: None,
+        }
+    }
+
+    /// A SQLite history (finished, running, waiting, aborted and deleted queues, a report)
+    /// copied into an empty database of each kind reads back the same; a second copy is refused.
+    async fn copies_a_sqlite_history(db: TestDbRef) {
+        let src = TestDb::new(Kind::Sqlite).await;
+        let s = src.store.clone();
+        let done = s
+            .create_queue(&vq("done", Some(vec!["a.xml", "b.xml"])))
+            .await
+            .unwrap();
+        let gone = s.create_queue(&vq("gone", None)).await.unwrap();
+        let running = s
+            .create_queue(&vq("running", Some(vec!["c.xml"])))
+            .await
+            .unwrap();
+        let (free, _) = s
+            .create_queue_once(&vq("free", None), "delivery-1", CaseCaps::ALL)
+            .await
+            .unwrap();
+        let aborted = s.create_queue(&vq("aborted", None)).await.unwrap();
+        s.abort_queue(aborted.queue.id, CaseCaps::ALL)
+            .await
+            .unwrap();
+        s.delete_queue(gone.queue.id).await.unwrap();
+
+        let labels = vec!["arm".to_string()];
+        let q = s
+            .claim_labelled("w1", &labels, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.id, done.queue.id);
+        let hd = Holder::new("w1", q.attempts);
+        s.set_phase(q.id, &hd, Some(Phase::Testing)).await.unwrap();
+        let task = &done.tasks[0].0;
+        s.set_task(task.id, &hd, CaseStatus::Running, None)
+            .await
+            .unwrap();
+        let new = [
+            NewCase {
+                key: "K1".into(),
+                name: "one".into(),
+            },
+            NewCase {
+                key: "K2".into(),
+                name: "two".into(),
+            },
+        ];
+        let ids = s.create_cases(task.id, &hd, &new).await.unwrap();
+        s.start_case(ids[0], &hd).await.unwrap();
+        let failed = CaseResult {
+            status: CaseStatus::Failed,
+            duration_ms: Some(12),
+            message: Some("expected 1, got 2".into()),
+        };
+        s.finish_case(ids[0], &hd, &failed).await.unwrap();
+        s.close_unfinished(q.id, &hd, "cut short").await.unwrap();
+        s.finish_queue(q.id, &hd, QueueStatus::Failed, Some("1 failed"))
+            .await
+            .unwrap();
+        let r = s
+            .claim_labelled("w2", &labels, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.id, running.queue.id);
+        src.exec(&format!(
+            "INSERT INTO status_reports (queue_id, wanted, posted, rounds) VALUES ({}, 'failed', 'running', 2)",
+            done.queue.id
+        ))
+        .await;
+
+        let summary = s.copy_into(&db.store).await.unwrap();
+        assert_eq!(summary.queues, 4);
+        assert_eq!(summary.reports, 1);
+        let before = s.backend.snapshot().await.unwrap();
+        let after = db.store.backend.snapshot().await.unwrap();
+        assert_eq!(before, after);
+        for id in [
+            done.queue.id,
+            running.queue.id,
+            free.queue.id,
+            aborted.queue.id,
+        ] {
+            assert_eq!(
+                s.queue(id).await.unwrap(),
+                db.store.queue(id).await.unwrap()
+            );
+        }
+        assert_eq!(
+            db.store.current_rev().await.unwrap(),
+            s.current_rev().await.unwrap()
+        );
+        // Ids go on past the copied ones (and the deleted one is not reused by a copy).
+        let next = db
+            .store
+            .create_queue(&vq("next", Some(vec!["d.xml"])))
+            .await
+            .unwrap();
+        assert!(next.queue.id > aborted.queue.id);
+        assert!(next.tasks[0].0.id > running.tasks[0].0.id);
+        // The delivery came along: a replay finds its queue.
+        let (again, created) = db
+            .store
+            .create_queue_once(&vq("free", None), "delivery-1", CaseCaps::ALL)
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again.queue.id, free.queue.id);
+
+        // Not empty any more: refused, and nothing changed.
+        let err = s.copy_into(&db.store).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("not empty")),
+            "{err}"
+        );
+        assert_eq!(
+            db.store
+                .count_by_status()
+                .await
+                .unwrap()
+                .values()
+                .sum::<i64>(),
+            5
+        );
+        src.finish().await;
+    }
+
+    on_both!(copies_a_sqlite_history);
+}

@@ -1,0 +1,10 @@
+//! SQL that SQLite and PostgreSQL both speak, written once and expanded into each backend
+//! module: what differs between the dialects stays in `sqlite/` and `postgres/`.
+
+mod queues;
+mod reports;
+mod work;
+
+pub(crate) use queues::queues_impl;
+pub(crate) use reports::reports_impl;
+pub(crate) use work::work_impl;
