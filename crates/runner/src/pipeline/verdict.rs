@@ -82,6 +82,7 @@ impl Run<'_> {
     async fn give_up_claim(&self) {
         self.logs
             .event("this worker lost its claim on the queue (deleted or taken back); stopping");
+        tracing::warn!("lost the claim on the queue (deleted, or taken back after the lease ran out); recorded nothing");
         if let Err(StoreError::NotFound(_)) = self.store.queue(self.queue.id).await {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
