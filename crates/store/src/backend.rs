@@ -213,8 +213,8 @@ pub(crate) trait Reports {
 /// Copying a whole history between databases (`testarena migrate --from … --to …`).
 pub(crate) trait Copying {
     /// Every row a copy carries, read in one snapshot.
-    fn snapshot(&self) -> Fut<'_, crate::copy::Snapshot>;
+    fn snapshot(&self) -> Fut<'_, crate::copy::rows::Snapshot>;
     /// Writes `snapshot` with its ids in one transaction, after checking that this database
     /// has no queue (nor ever deleted one); `Conflict` otherwise.
-    fn restore<'a>(&'a self, snapshot: &'a crate::copy::Snapshot) -> Fut<'a, ()>;
+    fn restore<'a>(&'a self, snapshot: &'a crate::copy::rows::Snapshot) -> Fut<'a, ()>;
 }

@@ -5,106 +5,12 @@
 //! backend-independent row types and written in one transaction on the target, which must be
 //! empty: all or nothing.
 
-use crate::rows::{queue_row, CaseRow, Columns, QueueRow, TaskRow};
-use crate::{Result, Store, StoreError};
+pub(crate) mod rows;
 
-/// A queue row with the columns the API does not show.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CopiedQueue {
-    pub row: QueueRow,
-    pub lease_expires_at: Option<i64>,
-    pub delivery: Option<String>,
-}
+pub use rows::CopySummary;
+pub(crate) use rows::*;
 
-/// A case row with the columns the API does not show.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CopiedCase {
-    pub row: CaseRow,
-    pub queue_id: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-}
-
-/// A commit-status report row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CopiedReport {
-    pub queue_id: i64,
-    pub wanted: String,
-    pub posted: Option<String>,
-    pub claimed_by: Option<String>,
-    pub claimed_until: Option<i64>,
-    pub rounds: i64,
-}
-
-/// Everything a copy carries, in id order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Snapshot {
-    pub queues: Vec<CopiedQueue>,
-    pub tasks: Vec<TaskRow>,
-    pub cases: Vec<CopiedCase>,
-    pub reports: Vec<CopiedReport>,
-    /// The change counter (queues keep their `rev`, so it must not go back).
-    pub change_seq: i64,
-}
-
-/// How many rows a copy wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CopySummary {
-    pub queues: usize,
-    pub tasks: usize,
-    pub cases: usize,
-    pub reports: usize,
-}
-
-/// The columns of `queues` a copy reads and writes.
-pub(crate) const COPY_QUEUE_COLUMNS: &str =
-    "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
-     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, \
-     lease_expires_at, delivery";
-
-/// The columns of `cases` a copy reads and writes.
-pub(crate) const COPY_CASE_COLUMNS: &str =
-    "id, task_id, queue_id, position, case_key, name, status, duration_ms, message, started_at, finished_at";
-
-/// The columns of `status_reports`.
-pub(crate) const REPORT_COLUMNS: &str =
-    "queue_id, wanted, posted, claimed_by, claimed_until, rounds";
-
-pub(crate) fn copied_queue(r: &impl Columns) -> Result<CopiedQueue> {
-    Ok(CopiedQueue {
-        row: queue_row(r)?,
-        lease_expires_at: r.opt_int("lease_expires_at")?,
-        delivery: r.opt_text("delivery")?,
-    })
-}
-
-pub(crate) fn copied_case(r: &impl Columns) -> Result<CopiedCase> {
-    Ok(CopiedCase {
-        row: crate::rows::case_row(r)?,
-        queue_id: r.int("queue_id")?,
-        started_at: r.opt_int("started_at")?,
-        finished_at: r.opt_int("finished_at")?,
-    })
-}
-
-pub(crate) fn copied_report(r: &impl Columns) -> Result<CopiedReport> {
-    Ok(CopiedReport {
-        queue_id: r.int("queue_id")?,
-        wanted: r.text("wanted")?,
-        posted: r.opt_text("posted")?,
-        claimed_by: r.opt_text("claimed_by")?,
-        claimed_until: r.opt_int("claimed_until")?,
-        rounds: r.int("rounds")?,
-    })
-}
-
-/// The message of a refused copy into a database that already has a history.
-pub(crate) fn not_empty(queues: i64) -> StoreError {
-    StoreError::Conflict(format!(
-        "the target database is not empty ({queues} queues, or deleted ones): \
-         copy only into a new, empty database"
-    ))
-}
+use crate::{Result, Store};
 
 /// The SQL that SQLite and PostgreSQL both speak for a copy, expanded in each backend module
 /// (with its `all`, the pool and `Self::after_copy` in scope).
