@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 /// that a child printing without newlines cannot make us grow memory without bound.
 pub use testarena_core::limits::MAX_LINE;
 
+mod lines;
+use lines::*;
+
 /// Size of each pipe read; together with `MAX_LINE` this bounds memory per running child.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -492,62 +495,6 @@ fn exit_code(status: ExitStatus) -> i32 {
         (None, Some(sig)) => 128 + sig,
         (None, None) => -1,
     }
-}
-
-/// Splits a byte stream into lines for a callback, with a bounded buffer.
-#[derive(Debug, Default)]
-struct LineSplitter {
-    /// The start of a line whose end has not arrived yet; never longer than `MAX_LINE`.
-    partial: Vec<u8>,
-}
-
-impl LineSplitter {
-    /// Feeds one chunk; hands every completed line (and every full `MAX_LINE` piece) to `emit`.
-    fn push(&mut self, mut chunk: &[u8], emit: &mut (dyn FnMut(&[u8]) + Send)) {
-        while !chunk.is_empty() {
-            let newline = chunk.iter().position(|&b| b == b'\n');
-            let seg_len = newline.unwrap_or(chunk.len());
-            let room = MAX_LINE - self.partial.len();
-            if seg_len > room {
-                // The line would exceed MAX_LINE: deliver a full piece and carry on.
-                self.partial.extend_from_slice(&chunk[..room]);
-                emit(&self.partial);
-                self.partial.clear();
-                chunk = &chunk[room..];
-                continue;
-            }
-            match newline {
-                Some(i) => {
-                    if self.partial.is_empty() {
-                        emit(strip_cr(&chunk[..i]));
-                    } else {
-                        self.partial.extend_from_slice(&chunk[..i]);
-                        let line = strip_cr(&self.partial);
-                        emit(line);
-                        self.partial.clear();
-                    }
-                    chunk = &chunk[i + 1..];
-                }
-                None => {
-                    self.partial.extend_from_slice(chunk);
-                    chunk = &[];
-                }
-            }
-        }
-    }
-
-    /// Delivers a final line that had no newline.
-    fn finish(&mut self, emit: &mut (dyn FnMut(&[u8]) + Send)) {
-        if !self.partial.is_empty() {
-            emit(&self.partial);
-            self.partial.clear();
-        }
-    }
-}
-
-/// Drops the `\r` of a `\r\n` line ending.
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// True if signalling `pgid` could only hit a real child group: 0 and 1 mean "our own group"

@@ -40,9 +40,13 @@ pub(crate) struct Fanout {
 }
 
 impl Fanout {
-    /// Follows the change counter until the task is dropped; `poke` makes it look at once.
-    pub(crate) async fn run(self) {
-        let mut rev = self.store.current_rev().await.unwrap_or(0);
+    /// Follows the change counter from `start` (read now if not given) until the task is
+    /// dropped; `poke` makes it look at once.
+    pub(crate) async fn run(self, start: Option<i64>) {
+        let mut rev = match start {
+            Some(rev) => rev,
+            None => self.store.current_rev().await.unwrap_or(0),
+        };
         self.rev.send_replace(rev);
         let poll = if self.store.notifies() {
             POLL_NOTIFIED

@@ -114,7 +114,10 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let background = spawn_background(&state);
+    // Where the change poller starts, read before the first request is served: a queue
+    // created by a request must come after it, or its change would never be sent.
+    let start = state.store.current_rev().await.ok();
+    let background = spawn_background_from(&state, start);
     let streams = state.shutdown.clone();
     let limits = state.config.limits.clone();
     let metrics = state.metrics.clone();
@@ -137,6 +140,11 @@ pub async fn serve_on(
 /// Starts what runs beside the handlers, once per server process: the change poller and its
 /// fan-out, the live log watcher, and the Gitea reporter when `[gitea]` has a URL and token.
 pub fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
+    spawn_background_from(state, None)
+}
+
+/// [`spawn_background`], with the change poller starting after change `start` (if known).
+fn spawn_background_from(state: &AppState, start: Option<i64>) -> Vec<JoinHandle<()>> {
     let fanout = changes::Fanout {
         store: state.store.clone(),
         events: state.events.clone(),
@@ -145,7 +153,7 @@ pub fn spawn_background(state: &AppState) -> Vec<JoinHandle<()>> {
         metrics: state.metrics.clone(),
     };
     let mut tasks = vec![
-        tokio::spawn(fanout.run()),
+        tokio::spawn(fanout.run(start)),
         tokio::spawn(
             state
                 .follows
