@@ -71,24 +71,7 @@ fn repo(root: &Path) -> PathBuf {
 </scenario>"#,
         ),
     ];
-    for (path, text) in &files {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "-A"],
-        &["commit", "-qm", "test repository"],
-    ] {
-        let out = Command::new("git")
-            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    common::git_repo(&dir, &files);
     dir
 }
 

@@ -212,3 +212,25 @@ pub fn assert_refused<T: std::fmt::Debug>(
         "message {message:?} should mention {mentions:?}"
     );
 }
+
+/// Writes `files` (path, text) under `dir` and commits them on `main` of a new git repository.
+pub fn git_repo<P: AsRef<str>, T: AsRef<str>>(dir: &Path, files: &[(P, T)]) {
+    for (path, text) in files {
+        let p = dir.join(path.as_ref());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text.as_ref()).unwrap();
+    }
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "test repository"],
+    ] {
+        let out = Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
