@@ -87,6 +87,10 @@ SIZES = {
         "mem_lines": [200_000, 2_000_000],  # ~11 MB and ~113 MB of console output
         "dash_queues": 1_000,
         "dash_runs": 10,
+        "farm_queues": 400,  # benchmark 8: queues drained by 1, 2, 4 workers
+        "farm_workers": [1, 2, 4],
+        "wake_queues": 30,  # benchmark 8: queues submitted one at a time to idle workers
+        "pg_tp_rounds": 5,  # benchmark 9
     },
     "tiny": {
         "spam_lines": 2_000,
@@ -110,6 +114,10 @@ SIZES = {
         "mem_lines": [2_000, 20_000],  # ~0.1 MB and ~1 MB
         "dash_queues": 20,
         "dash_runs": 1,
+        "farm_queues": 10,
+        "farm_workers": [1, 2],
+        "wake_queues": 2,
+        "pg_tp_rounds": 1,
     },
 }
 
@@ -121,6 +129,8 @@ BENCHMARKS = {
     5: "API under load",
     6: "Worker memory",
     7: "Dashboard load",
+    8: "Farm: claims and wake-up",
+    9: "Console throughput on PostgreSQL",
 }
 
 
@@ -399,12 +409,23 @@ class TestArena:
         return q
 
     def queue_dir(self, qid: int) -> Path:
-        return self.data_dir / "queues" / str(qid)
+        """A local copy of the queue's files: its archive from the API, unpacked (the files
+        live in the database, not in the data directory)."""
+        dest = self.data_dir.parent / f"fetched-{self.data_dir.name}" / str(qid)
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        tgz = dest.parent / f"{qid}.tar.gz"
+        with _no_proxy.open(self.base + f"/api/v1/queues/{qid}/archive", timeout=600) as r, \
+                open(tgz, "wb") as f:
+            shutil.copyfileobj(r, f)
+        subprocess.run(["tar", "-xzf", str(tgz), "-C", str(dest)], check=True)
+        tgz.unlink()
+        return dest / f"queue-{qid}"
 
     def log_tail(self, qid: int, n: int = 2000) -> str:
         try:
             return (self.queue_dir(qid) / "queue.log").read_text(errors="replace")[-n:]
-        except OSError:
+        except (OSError, urllib.error.URLError, subprocess.CalledProcessError):
             return ""
 
 
@@ -1363,6 +1384,585 @@ def bench_memory(ctx: Ctx) -> dict:
                   "—", ratio(large[2], small[2]), "< 50 MiB and flat", met, details, raw)
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL farm (benchmarks 8 and 9): `testarena serve` and separate `testarena worker`
+# processes on a fresh PostgreSQL database each, sharing one data directory
+# ---------------------------------------------------------------------------------------------
+
+FARM_TOML = """\
+# Written by bench/bench.py: `cat` as the emulator, so a queue costs TestArena's own work only.
+[build]
+command = "true"
+[emulator]
+command = "cat"
+console = "stdio"
+"""
+
+FARM_XML = """\
+<scenario name="farm" timeout="120">
+  <testcase id="TC_HELLO" timeout="30">
+    <send>hello</send>
+    <expect timeout="10">^hello$</expect>
+  </testcase>
+</scenario>
+"""
+
+
+def pg_admin_url() -> str:
+    """The maintenance database the benchmark creates its databases from."""
+    return (os.environ.get("BENCH_POSTGRES") or os.environ.get("TESTARENA_TEST_POSTGRES")
+            or "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def psql(sql: str) -> str:
+    return run(["psql", pg_admin_url(), "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+               timeout=120, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+
+
+class PgDatabase:
+    """A fresh PostgreSQL database; its name is recorded in <work>/pgdbs, so that bench/run
+    drops it if this script dies before `drop`."""
+
+    def __init__(self, ctx: "Ctx", tag: str):
+        self.name = f"testarena_bench_{os.getpid()}_{tag}"
+        with open(ctx.work / "pgdbs", "a") as f:
+            f.write(self.name + "\n")
+        psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        psql(f"CREATE DATABASE {self.name}")
+        admin = pg_admin_url()
+        base, _, query = admin.partition("?")
+        self.url = base.rsplit("/", 1)[0] + "/" + self.name + (f"?{query}" if query else "")
+
+    def drop(self) -> None:
+        try:
+            psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        except BenchError as e:
+            say(f"could not drop the database {self.name}: {e}")
+
+
+class WorkerProc:
+    """A `testarena worker` process (concurrency 1) on `database` with `data_dir` (the server's,
+    or one of its own) and `config` (default: the server's empty config file in `data_dir`);
+    its own log in <data_dir>/<name>.log."""
+
+    def __init__(self, ctx: "Ctx", data_dir: Path, database: str, name: str,
+                 config: Path | None = None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TESTARENA_")}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = data_dir / f"{name}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = ctx.procs.spawn(
+                [ctx.bin, "worker", "--config", config or data_dir / "bench-config.toml",
+                 "--data-dir", data_dir, "--database", database, "--concurrency", "1"],
+                stdout=subprocess.DEVNULL, stderr=log, env=env)
+
+    def stop(self) -> None:
+        Procs.stop(self.proc, grace=20)
+
+
+def wait_workers(api: Api, pids: list[int], timeout: float = 60) -> None:
+    """Until every one of `pids` is registered (`GET /api/v1/workers`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        have = {w.get("pid") for w in api.get("/api/v1/workers")["workers"]}
+        if set(pids) <= have:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"workers {sorted(set(pids) - have)} did not register in "
+                             f"{timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def api_raw(api: Api, path: str, timeout: float = 60) -> tuple[bytes, dict]:
+    req = urllib.request.Request(api.base + path)
+    try:
+        with _no_proxy.open(req, timeout=timeout) as r:
+            return r.read(), {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        raise BenchError(f"GET {path}: HTTP {e.code}: {e.read()[:500]!r}") from None
+
+
+def api_log(api: Api, qid: int) -> bytes:
+    """A queue's whole log through `GET /api/v1/queues/{id}/log` (1 MiB pages)."""
+    off, chunks = 0, []
+    while True:
+        body, hdr = api_raw(api, f"/api/v1/queues/{qid}/log?offset={off}")
+        if not body:
+            return b"".join(chunks)
+        chunks.append(body)
+        off = int(hdr["x-next-offset"])
+
+
+def parse_log(data: bytes) -> list[tuple[dt.datetime, str, str]]:
+    out = []
+    for raw in data.split(b"\n"):
+        m = LOG_LINE.match(raw.decode("utf-8", errors="replace").rstrip("\r"))
+        if m:
+            out.append((parse_time(m.group(1)), m.group(2), m.group(3)))
+    return out
+
+
+def all_queues(api: Api) -> list[dict]:
+    out, before = [], None
+    while True:
+        page = api.get("/api/v1/queues?limit=500" + (f"&before={before}" if before else ""))
+        out += page["queues"]
+        before = page.get("next")
+        if not before:
+            return out
+
+
+def submit_many(base: str, body: dict, n: int, threads: int = 8) -> list[int]:
+    """POSTs the same queue n times from `threads` keep-alive connections; returns the ids."""
+    u = urllib.parse.urlparse(base)
+    ids: list[int] = []
+    errors: list[str] = []
+    data = json.dumps(body)
+
+    def one(k: int):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        for _ in range(k, n, threads):
+            conn.request("POST", "/api/v1/queues", data, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status != 201:
+                errors.append(f"HTTP {r.status}: {answer[:200]!r}")
+                return
+            ids.append(json.loads(answer)["id"])
+        conn.close()
+
+    ts = [threading.Thread(target=one, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise BenchError(f"submitting queues failed: {errors[0]}")
+    return ids
+
+
+def cpu_times() -> tuple[int, int]:
+    """(total, idle + iowait) jiffies of the whole machine, from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return sum(v), v[3] + v[4]
+
+
+def failed_summary(api: Api, qs: list[dict]) -> str:
+    bad = [q for q in qs if q["status"] != "passed"]
+    if not bad:
+        return ""
+    q = bad[0]
+    tail = api_log(api, q["id"])[-1500:].decode(errors="replace")
+    return (f"{len(bad)} queue(s) did not pass, e.g. {q['id']}: {q['status']}: "
+            f"{q.get('error')}\n{tail}")
+
+
+def farm_drain(api: Api, ids: list[int], start, timeout: float = 1800) -> dict:
+    """Calls `start()` (which starts the workers) with `ids` waiting, then waits until every
+    queue is finished. Rates come from the queues' own `started_at`/`finished_at`."""
+    c0 = cpu_times()
+    start()
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.5)
+        if not any(api.get(f"/api/v1/queues?status={s}&limit=1")["queues"]
+                   for s in ("waiting", "running")):
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"the farm did not drain {len(ids)} queues in {timeout:.0f}s")
+    c1 = cpu_times()
+    want = set(ids)
+    qs = [q for q in all_queues(api) if q["id"] in want]
+    if len(qs) != len(ids) or any(q["status"] != "passed" for q in qs):
+        raise BenchError(f"{len(qs)} of {len(ids)} queues found; " + failed_summary(api, qs))
+    starts = sorted(parse_time(q["started_at"]) for q in qs)
+    ends = sorted(parse_time(q["finished_at"]) for q in qs)
+    span = (ends[-1] - starts[0]).total_seconds()
+    n = len(qs)
+    lo, hi = n // 10, n - 1 - n // 10
+    steady = (ends[hi] - ends[lo]).total_seconds()
+    per_worker: dict[str, int] = {}
+    for q in qs:
+        per_worker[q.get("worker") or "?"] = per_worker.get(q.get("worker") or "?", 0) + 1
+    busy = 1 - (c1[1] - c0[1]) / max(1, c1[0] - c0[0])
+    # The fetch of each queue, from its log read through the API (empty when the server cannot
+    # see the worker's log): `# phase: cloning` → `# testing commit` includes the wait for the
+    # mirror's lock, `| $ git … fetch` → `# testing commit` is the fetch alone.
+    fetch_wait, fetch = [], []
+    for q in qs:
+        t_clone = t_cmd = t_commit = None
+        for t, kind, text in parse_log(api_log(api, q["id"])):
+            if kind == "#" and text.startswith("phase: cloning"):
+                t_clone = t
+            elif kind == "|" and text.startswith("$ git ") and " fetch " in text:
+                t_cmd = t
+            elif kind == "#" and text.startswith("testing commit"):
+                t_commit = t
+                break
+        if t_clone and t_cmd and t_commit:
+            fetch_wait.append((t_commit - t_clone).total_seconds() * 1000)
+            fetch.append((t_commit - t_cmd).total_seconds() * 1000)
+    return {
+        "fetch_wait_ms": fetch_wait, "fetch_ms": fetch,
+        "mirror_busy": sum(fetch) / 1000 / span if fetch and span else None,
+        "n": n, "span_s": span, "rate": n / span if span else float("inf"),
+        "steady_rate": (hi - lo) / steady if steady else float("inf"),
+        "service_ms": [ms_between(q["started_at"], q["finished_at"]) for q in qs],
+        "per_worker": sorted(per_worker.values(), reverse=True),
+        "cpu_busy": busy,
+    }
+
+
+WAKE_STEPS = [
+    ("claim", "submit → claimed (`created_at` → `started_at`)"),
+    ("resp_claim", "POST answered (client clock) → claimed (`started_at`)"),
+    ("fetch_checkout", "claimed → `# phase: building` (fetch, checkout)"),
+    ("build", "`# phase: building` → `# build passed` (`true`)"),
+    ("to_emulator", "`# build passed` → `# starting emulator`"),
+    ("emulator", "**submit → `# starting emulator`**"),
+]
+
+
+def farm_wakeup(ta: TestArena, repo: str, m: int) -> dict[str, list[float]]:
+    """Submits m queues one at a time to idle workers; step times from the API's timestamps and
+    the event lines of the queue log read through the API."""
+    out: dict[str, list[float]] = {k: [] for k, _ in WAKE_STEPS}
+    for _ in range(m):
+        time.sleep(0.3)  # every worker is back to waiting for work
+        q = ta.submit(repo, ["bench/farm.xml"])
+        answered = dt.datetime.now(dt.timezone.utc)
+        q = ta.wait(q["id"], every=0.1)
+        if q["status"] != "passed":
+            raise BenchError(failed_summary(ta.api, [q]))
+        lines = parse_log(api_log(ta.api, q["id"]))
+
+        def find(prefix: str) -> dt.datetime:
+            for t, kind, text in lines:
+                if kind == "#" and text.startswith(prefix):
+                    return t
+            raise BenchError(f"queue {q['id']}: no '# {prefix}' line in its log")
+
+        created, started = parse_time(q["created_at"]), parse_time(q["started_at"])
+        building, built, emu = find("phase: building"), find("build passed"), \
+            find("starting emulator")
+        ms = lambda a, b: (b - a).total_seconds() * 1000  # noqa: E731
+        for k, v in (("claim", ms(created, started)), ("resp_claim", ms(answered, started)),
+                     ("fetch_checkout", ms(started, building)), ("build", ms(building, built)),
+                     ("to_emulator", ms(built, emu)), ("emulator", ms(created, emu))):
+            out[k].append(v)
+    return out
+
+
+def make_farm_repo(ctx: "Ctx") -> str:
+    work = ctx.work / "src" / "farm"
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "bench").mkdir(parents=True)
+    (work / "testarena.toml").write_text(FARM_TOML)
+    (work / "bench" / "farm.xml").write_text(FARM_XML)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "farm")
+    served = ctx.work / "served"
+    served.mkdir(exist_ok=True)
+    if (served / "farm.git").exists():
+        shutil.rmtree(served / "farm.git")
+    git(served, "clone", "-q", "--bare", str(work), "farm.git")
+    return f"git://127.0.0.1:{ctx.git_port}/farm.git"
+
+
+def bench_farm(ctx: "Ctx") -> dict:
+    sz = ctx.size
+    if not ctx.git_port:
+        start_git_daemon(ctx)
+    repo = make_farm_repo(ctx)
+    body = {"repo": repo, "branch": "main", "scenarios": ["bench/farm.xml"]}
+    n, m = sz["farm_queues"], sz["wake_queues"]
+    rows: dict[str, dict] = {}
+    kmax = max(sz["farm_workers"])
+    # (workers, shared data directory?): the layout configuration.md asks for today (the server
+    # reads the logs from the workers' data directory), then the most workers with a data
+    # directory each, as on separate hosts: no mirror (and no mirror lock) shared between them.
+    # That one has no wake-up part: the server cannot read those workers' logs.
+    for k, shared in [(k, True) for k in sz["farm_workers"]] + [(kmax, False)]:
+        label = f"PostgreSQL, {k} worker{'s' if k > 1 else ''}" + \
+            ("" if shared else ", a data directory each")
+        say(f"8: farm: {label}: {n} queues waiting, then the workers start"
+            + (f"; then {m} queues one at a time" if shared else ""))
+        db = PgDatabase(ctx, f"farm{k}{'' if shared else 'own'}")
+        d = ctx.work / f"data-farm-pg{k}{'' if shared else '-own'}"
+        ta, workers = None, []
+        try:
+            ta = TestArena(ctx, "serve", d, extra=["--database", db.url])
+            ids = submit_many(ta.base, body, n)
+
+            def start():
+                workers.extend(
+                    WorkerProc(ctx, d if shared else d / f"worker-{i}", db.url, f"worker-{i}",
+                               config=d / "bench-config.toml") for i in range(k))
+
+            drain = farm_drain(ta.api, ids, start)
+            wait_workers(ta.api, [w.proc.pid for w in workers])
+            rows[label] = {"workers": k, "shared": shared, "drain": drain,
+                           "wake": farm_wakeup(ta, repo, m) if shared else None}
+        finally:
+            for w in workers:
+                w.stop()
+            if ta:
+                ta.stop()
+            db.drop()
+    label = "SQLite, `testarena up`"
+    say(f"8: farm: {label}: {n} queues submitted to `serve`, then `up` on the same data "
+        f"directory; then {m} queues one at a time")
+    d = ctx.work / "data-farm-sqlite"
+    ta = TestArena(ctx, "serve", d)
+    try:
+        ids = submit_many(ta.base, body, n)
+    finally:
+        ta.stop()
+    up: list[TestArena] = []
+    try:
+        # `up` serves the API itself: start it, then follow the drain through it.
+        c0 = cpu_times()
+        up.append(TestArena(ctx, "up", d))
+        drain = farm_drain(up[0].api, ids, lambda: None)
+        c1 = cpu_times()
+        drain["cpu_busy"] = 1 - (c1[1] - c0[1]) / max(1, c1[0] - c0[0])
+        rows[label] = {"workers": 1, "shared": True, "drain": drain,
+                       "wake": farm_wakeup(up[0], repo, m)}
+    finally:
+        for t in up:
+            t.stop()
+    sq_label = label
+    one = rows["PostgreSQL, 1 worker"]["drain"]["steady_rate"]
+    top = rows[f"PostgreSQL, {kmax} workers"]["drain"]["steady_rate"]
+    own = rows[f"PostgreSQL, {kmax} workers, a data directory each"]["drain"]["steady_rate"]
+    scaling, scaling_own = ratio(top, one), ratio(own, one)
+    cores = os.cpu_count() or 1
+    details = [
+        "A repository whose build is `true` and whose \"emulator\" is `cat` (one case: send "
+        "`hello`, expect `^hello$`), served by `git daemon` on loopback, so a queue costs "
+        "TestArena's own work only: claim, fetch into the mirror, checkout, build, start the "
+        "emulator in the sandbox, one case, reports. PostgreSQL: a fresh database per row, one "
+        "`testarena serve` and separate `testarena worker --concurrency 1` processes sharing "
+        "its data directory (as [configuration.md](../docs/configuration.md#data_dir) asks "
+        f"while the server reads the logs from there); then {kmax} workers with a data "
+        "directory each, as on separate hosts (each its own mirror). SQLite: `testarena up` "
+        "(server and worker in one process: a separate worker process on SQLite has no NOTIFY "
+        "and polls every 500 ms).",
+        "",
+        f"**Claim throughput.** {n} queues are submitted (8 parallel POST loops) while no worker "
+        "runs, then the workers start and drain them. From the API's timestamps: overall = "
+        "queues / (first `started_at` → last `finished_at`); steady = the middle 80% of the "
+        "queues by `finished_at` over the time they took (leaves out the workers' start and "
+        "the first fetch, which fills the mirror, and the tail). CPU busy: the whole "
+        f"machine's, from /proc/stat, during the drain ({cores} cores = {cores * 100}%). "
+        "Fetch: from each queue's log (through the API): `# phase: cloning` → `# testing "
+        "commit` (waiting for the mirror's lock, then `git fetch`); mirror busy = the sum of "
+        "the `git fetch` runs alone over the drain's time: near 100% means the queues waited "
+        "for one another's fetch into the shared mirror.",
+        "",
+        "| setup | queues | overall queues/s | **steady queues/s** | × 1 worker | one queue on "
+        "its worker p50 ms | fetch incl. lock wait p50 ms | `git fetch` p50 ms | mirror busy "
+        "| CPU busy | queues per worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, r in rows.items():
+        dd = r["drain"]
+        fw = f"{pct(dd['fetch_wait_ms'], 50):.0f}" if dd["fetch_wait_ms"] else "—"
+        fo = f"{pct(dd['fetch_ms'], 50):.0f}" if dd["fetch_ms"] else "—"
+        mb = f"{dd['mirror_busy'] * 100:.0f}%" if dd["mirror_busy"] is not None else "—"
+        details.append(
+            f"| {label} | {dd['n']} | {dd['rate']:.1f} | **{dd['steady_rate']:.1f}** | "
+            f"{ratio(dd['steady_rate'], one):.2f}× | {pct(dd['service_ms'], 50):.0f} | {fw} | "
+            f"{fo} | {mb} | {dd['cpu_busy'] * cores * 100:.0f}% | "
+            f"{', '.join(map(str, dd['per_worker']))} |")
+    details += [
+        "",
+        "(— : the server cannot read the logs of workers with a data directory of their own.)",
+        "",
+        f"**Wake-up.** Then, with the same workers idle (registered, waiting for work), {m} "
+        "queues are submitted one at a time (0.3 s apart, each waited for). Steps from the API's "
+        "`created_at`/`started_at` and the `# …` event lines of the queue log read through "
+        "`GET /api/v1/queues/{id}/log` (ms; the timestamps have ms resolution). \"POST "
+        "answered\" is the client's clock when the answer arrived (same machine): negative "
+        "means the queue was claimed before the answer reached the client.",
+        "",
+        "| setup | step | p50 ms | p95 ms | max ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for label, r in rows.items():
+        if not r["wake"]:
+            continue
+        for key, step in WAKE_STEPS:
+            xs = r["wake"][key]
+            details.append(f"| {label} | {step} | {pct(xs, 50):.0f} | {pct(xs, 95):.0f} | "
+                           f"{max(xs):.0f} |")
+    claims = {label: pct(r["wake"]["claim"], 50) for label, r in rows.items() if r["wake"]}
+    pg_claim = max(v for lbl, v in claims.items() if lbl.startswith("PostgreSQL"))
+    details += [
+        "",
+        f"Scaling {kmax} workers / 1 worker (steady queues/s): **{scaling:.2f}×** sharing a "
+        f"data directory, **{scaling_own:.2f}×** with a data directory each. Goals: "
+        f"near-linear (≥ {0.8 * kmax:.1f}×, i.e. 80% of {kmax}×; judged on the workers with a "
+        "data directory each, where nothing but the database is shared) and wake-up "
+        "(submit → claimed) p50 ≤ 20 ms on PostgreSQL with every number of workers (the "
+        "worst p50 counts). On a machine with fewer cores than workers, the workers share the "
+        "cores, so the scaling is bounded by the CPU (see CPU busy) rather than by the claim.",
+    ]
+    fig = ", ".join(f"{r['workers']}w {r['drain']['steady_rate']:.1f}/s"
+                    for lbl, r in rows.items() if lbl.startswith("PostgreSQL") and r["shared"])
+    sq = rows[sq_label]["drain"]["steady_rate"]
+    met = scaling_own is not None and scaling_own >= 0.8 * kmax and pg_claim <= 20
+    return result(8, f"PostgreSQL {fig}, {kmax}w with a data dir each {own:.1f}/s "
+                  f"({kmax}w/1w {scaling:.2f}× shared, {scaling_own:.2f}× own); SQLite "
+                  f"{sq:.1f}/s; wake-up p50 {pg_claim:.0f} ms (PostgreSQL, worst), "
+                  f"{claims[sq_label]:.0f} ms (SQLite)",
+                  "1 worker on PostgreSQL", scaling_own,
+                  f"{kmax}w ≥ {0.8 * kmax:.1f}× 1w; wake-up p50 ≤ 20 ms", met, details, rows)
+
+
+CASE_OR_DONE = re.compile(rb"^(\S+) (?:# case (\S+) .* started \(timeout|\| spam done\r?$)", re.M)
+
+
+class LogFollower(threading.Thread):
+    """Follows a queue's log through `GET /api/v1/queues/{id}/log` as a client would (the next
+    offset at once while there is more, 20 ms apart when there is not), and notes when each
+    case's `spam done` line arrived (client clock) and each case's start (its `# case …
+    started` line's timestamp)."""
+
+    def __init__(self, api: Api, qid: int):
+        super().__init__(daemon=True)
+        self.api, self.qid = api, qid
+        self.starts: list[dt.datetime] = []
+        self.dones: list[dt.datetime] = []
+        self.done_at: dt.datetime | None = None
+        self.error: BaseException | None = None
+        self.bytes = 0
+
+    def run(self):
+        try:
+            off, rest = 0, b""
+            while True:
+                body, hdr = api_raw(self.api, f"/api/v1/queues/{self.qid}/log?offset={off}")
+                now = dt.datetime.now(dt.timezone.utc)
+                if body:
+                    off = int(hdr["x-next-offset"])
+                    self.bytes += len(body)
+                    data = rest + body
+                    cut = data.rfind(b"\n") + 1
+                    data, rest = data[:cut], data[cut:]
+                    for mt in CASE_OR_DONE.finditer(data):
+                        if mt.group(2):
+                            self.starts.append(parse_time(mt.group(1).decode()))
+                        else:
+                            self.dones.append(now)
+                elif hdr.get("x-queue-status") not in ("waiting", "running"):
+                    self.done_at = now
+                    return
+                else:
+                    time.sleep(0.02)
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+
+
+def bench_pg_throughput(ctx: "Ctx") -> dict:
+    sz = ctx.size
+    if not ctx.git_port:
+        start_git_daemon(ctx)
+    if not ctx.repo:
+        ctx.repo = make_repo(ctx, "bench")
+    n = sz["spam_lines"]
+    fw = shlex.quote(str(ctx.fw))
+    script = shlex.quote(str(BENCH_DIR / "baseline_throughput.sh"))
+    out_bytes = int(run([BENCH_DIR / "baseline_throughput.sh", ctx.fw, str(n)]).strip()) - \
+        int(run([BENCH_DIR / "baseline_throughput.sh", ctx.fw, "0"]).strip())
+    db = PgDatabase(ctx, "console")
+    d = ctx.work / "data-pg-console"
+    ta, w = None, None
+    durs, api_t, lags, raw_t, boot_t, log_bytes = [], [], [], [], [], []
+    cpu_srv, cpu_wrk = [], []
+    try:
+        ta = TestArena(ctx, "serve", d, extra=["--database", db.url])
+        w = WorkerProc(ctx, d, db.url, "worker")
+        wait_workers(ta.api, [w.proc.pid])
+        rounds = sz["pg_tp_rounds"]
+        for i in range(rounds):
+            say(f"9: throughput on PostgreSQL: round {i + 1}/{rounds}: {sz['spam_cases']} cases "
+                f"of 'spam {n}' (serve + worker), the log followed through the API; then the "
+                "raw pipe (hyperfine)")
+            c_srv, c_wrk = cpu_ms(ta.proc.pid), cpu_ms(w.proc.pid)
+            q = ta.submit(ctx.repo, ["bench/throughput.xml"])
+            f = LogFollower(ta.api, q["id"])
+            f.start()
+            q = ta.wait(q["id"])
+            f.join(600)
+            cpu_srv.append((cpu_ms(ta.proc.pid) - c_srv) / sz["spam_cases"])
+            cpu_wrk.append((cpu_ms(w.proc.pid) - c_wrk) / sz["spam_cases"])
+            if f.is_alive() or f.error or f.done_at is None:
+                raise BenchError(f"following queue {q['id']}'s log failed: {f.error}")
+            if q["status"] != "passed":
+                raise BenchError(failed_summary(ta.api, [q]))
+            cases = [c for t in q["tasks"] for c in t["cases"]]
+            if len(f.starts) != len(cases) or len(f.dones) != len(cases):
+                raise BenchError(f"queue {q['id']}: the log shows {len(f.starts)} case starts "
+                                 f"and {len(f.dones)} `spam done` for {len(cases)} cases")
+            durs += [float(c["duration_ms"]) for c in cases]
+            api_t += [(b - a).total_seconds() * 1000 for a, b in zip(f.starts, f.dones)]
+            lags.append((f.done_at - parse_time(q["finished_at"])).total_seconds() * 1000)
+            log_bytes.append(f.bytes)
+            wu = 1 if i == 0 else 0
+            raw_t += time_command(ctx, "raw-spam-pg", f"{script} {fw} {n}", sz["raw_runs"],
+                                  warmup=wu)["values"]
+            boot_t += time_command(ctx, "raw-boot-pg", f"{script} {fw} 0", sz["raw_runs"],
+                                   warmup=wu)["values"]
+    finally:
+        if w:
+            w.stop()
+        if ta:
+            ta.stop()
+        db.drop()
+    ta_s, api_s, raw, boot = stats(durs), stats(api_t), stats(raw_t), stats(boot_t)
+    raw_stream = raw["median"] - boot["median"]
+    if raw_stream < max(1.0, 0.05 * raw["median"]):
+        raw_stream = float("nan")  # only in --tiny mode: too little output to time
+    mbps = lambda ms: out_bytes / 1e6 / (ms / 1000) if ms else float("inf")  # noqa: E731
+    r_api = None if math.isnan(raw_stream) else ratio(raw_stream, api_s["median"])
+    r_case = None if math.isnan(raw_stream) else ratio(raw_stream, ta_s["median"])
+    details = [
+        f"As benchmark 1, but `testarena serve` and one `testarena worker` as two processes on a "
+        f"fresh PostgreSQL database (sharing the data directory). Output per case: "
+        f"{out_bytes / 1e6:.1f} MB (`spam {n}`). {sz['pg_tp_rounds']} rounds, each: one queue "
+        f"of {sz['spam_cases']} such cases, then {sz['raw_runs']} raw runs and "
+        f"{sz['raw_runs']} boot-only runs. While each queue runs, a client follows its log "
+        "through `GET /api/v1/queues/{id}/log` (next page at once while there is more; 20 ms "
+        "apart when there is not), as `testarena logs -f` and the dashboard do.",
+        f"- **End to end** (figure): from the case's `# case … started` line (its timestamp) "
+        f"until the client has read the case's `spam done` line through the API: {fmt(api_s)} "
+        f"→ **{mbps(api_s['median']):.1f} MB/s**.",
+        f"- The worker's own view: case `duration_ms` {fmt(ta_s)} → "
+        f"{mbps(ta_s['median']):.1f} MB/s"
+        + ("" if r_case is None else f" ({r_case:.2f}× raw)") + ".",
+        f"- Raw pipe: {fmt(raw)}; boot and exit alone: {fmt(boot)}; streaming = difference "
+        f"of medians = {raw_stream:.0f} ms → **{mbps(raw_stream):.1f} MB/s**.",
+        "- Ratio = end-to-end throughput / raw throughput.",
+        f"- The queue's `finished_at` → the client has read the whole log: {fmt(stats(lags))}; "
+        f"log read per queue: {statistics.median(log_bytes) / 1e6:.1f} MB.",
+        f"- CPU time per case (median over the queues; QEMU not included): the worker process "
+        f"{statistics.median(cpu_wrk):.0f} ms, the server process {statistics.median(cpu_srv):.0f}"
+        " ms (serving the log to the client, and the status polls). Benchmark 1 runs server "
+        "and worker in one `testarena up` on SQLite with no client following the log.",
+    ]
+    return result(9, f"{mbps(api_s['median']):.1f} MB/s end to end through the API "
+                  f"({api_s['median']:.0f} ms/case; `duration_ms` {ta_s['median']:.0f} ms)",
+                  "n/a (too little output to time)" if r_api is None
+                  else f"{mbps(raw_stream):.1f} MB/s ({raw_stream:.0f} ms)", r_api, "≥ 0.8×",
+                  None if r_api is None else r_api >= 0.8, details,
+                  {"api_ms": api_s, "case_ms": ta_s, "raw_ms": raw, "boot_ms": boot,
+                   "bytes": out_bytes, "lag_ms": lags, "log_bytes": log_bytes,
+                   "cpu_server_ms": cpu_srv, "cpu_worker_ms": cpu_wrk})
+
+
 def crashed(num: int, e: BaseException) -> dict:
     tb = traceback.format_exc()
     say(f"{num}: CRASHED: {e}")
@@ -1426,7 +2026,45 @@ def machine_info(ctx: Ctx) -> dict:
     }
 
 
-def render(ctx: Ctx, info: dict, results: list[dict], load_end: str, elapsed: float) -> str:
+def previous_report(path: Path, skip: set[int]) -> dict:
+    """From an earlier full report: the table row and the section of each benchmark not in
+    `skip`, and that run's date and commit; so that a full run of some benchmarks (--only,
+    --skip) rewrites those and keeps the others as they were measured."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    if "mode: full" not in text:
+        return {}
+    rows, sections, cur = {}, {}, None
+    for line in text.splitlines():
+        m = re.match(r"^\| (\d+) \| ", line)
+        if m and int(m.group(1)) in BENCHMARKS:
+            rows[int(m.group(1))] = line
+        m = re.match(r"^## (\d+)\. ", line)
+        if m:
+            cur = int(m.group(1))
+            sections[cur] = []
+        elif line.startswith("## ") or line.startswith("# "):
+            cur = None
+        if cur is not None:
+            sections[cur].append(line)
+    date = re.search(r"^- Date: ([^;]+);", text, re.M)
+    commit = re.search(r"^- Commit: (.*)$", text, re.M)
+    own = f"{date.group(1) if date else '?'}, commit {commit.group(1) if commit else '?'}"
+    # Benchmarks that report itself kept from an earlier run keep saying so.
+    origin = {}
+    for m in re.finditer(r"; ([\d, ]+) (?:is|are) kept from the run of (.*?) \(its machine",
+                         text):
+        for n in m.group(1).split(","):
+            origin[int(n)] = m.group(2)
+    return {"kept": {n: {"row": rows[n], "section": sections.get(n, []),
+                         "from": origin.get(n, own)}
+                     for n in rows if n not in skip}}
+
+
+def render(ctx: Ctx, info: dict, results: list[dict], load_end: str, elapsed: float,
+           previous: dict | None = None) -> str:
     mode = "tiny (harness check: sizes far too small for the figures to mean anything)" \
         if ctx.tiny else "full"
     v = info["versions"]
@@ -1446,11 +2084,28 @@ def render(ctx: Ctx, info: dict, results: list[dict], load_end: str, elapsed: fl
         f"- Versions: {v['testarena']}; {v['qemu']}; {v['git']}; {v['hyperfine']}; "
         f"{v['wrk'].split(' [')[0]}; {v['chromium']}; Python {v['python']}; node {v['node']}",
         f"- Timing of whole commands: {', '.join(sorted(ctx.tools_used)) or '-'}",
+    ]
+    kept = (previous or {}).get("kept", {})
+    if kept:
+        groups: dict[str, list[int]] = {}
+        for n in sorted(kept):
+            groups.setdefault(kept[n]["from"], []).append(n)
+        out.append(f"- This run measured benchmark(s) "
+                   f"{', '.join(str(r['num']) for r in sorted(results, key=lambda r: r['num']))}"
+                   " only" + "".join(
+                       f"; {', '.join(map(str, ns))} {'is' if len(ns) == 1 else 'are'} kept "
+                       f"from the run of {frm} (its machine and versions may differ)"
+                       for frm, ns in groups.items()))
+    out += [
         "",
         "| # | Benchmark | TestArena | Baseline | Ratio | Goal | Met |",
         "|---|---|---|---|---:|---|---|",
     ]
-    for r in sorted(results, key=lambda r: r["num"]):
+    for r in sorted(results + [{"num": n, "kept": k} for n, k in kept.items()],
+                    key=lambda r: r["num"]):
+        if r.get("kept"):
+            out.append(r["kept"]["row"])
+            continue
         if r.get("crashed"):
             out.append(f"| {r['num']} | {r['name']} | **crashed** | | | | |")
             continue
@@ -1463,8 +2118,14 @@ def render(ctx: Ctx, info: dict, results: list[dict], load_end: str, elapsed: fl
             "2, 3 = TestArena's time relative to the bare script (lower is better); 4 = warm "
             "checkout time relative to a fresh clone (lower is better); 5 = TestArena's req/s "
             "relative to a static file server; 6 = peak RSS at 10× the output relative to the "
-            "smaller output (1 = flat).", ""]
-    for r in sorted(results, key=lambda r: r["num"]):
+            "smaller output (1 = flat); 8 = queues/s of the most workers relative to one worker "
+            "on PostgreSQL; 9 = end-to-end throughput on PostgreSQL relative to the raw pipe.",
+            ""]
+    for r in sorted(results + [{"num": n, "kept": k} for n, k in kept.items()],
+                    key=lambda r: r["num"]):
+        if r.get("kept"):
+            out += r["kept"]["section"]
+            continue
         out.append(f"## {r['num']}. {r['name']}")
         out.append("")
         if r.get("crashed"):
@@ -1518,6 +2179,12 @@ def main() -> int:
                 results.append(bench_memory(ctx))
             except Exception as e:  # noqa: BLE001
                 results.append(crashed(6, e))
+        for num, fn in ((8, bench_farm), (9, bench_pg_throughput)):
+            if num in want:
+                try:
+                    results.append(fn(ctx))
+                except Exception as e:  # noqa: BLE001
+                    results.append(crashed(num, e))
     finally:
         ctx.procs.stop_all()
     left = processes_under(ctx.work)
@@ -1528,7 +2195,10 @@ def main() -> int:
         except OSError:
             pass
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    report = render(ctx, info, results, load_end, time.monotonic() - t_start)
+    previous = {}
+    if not ctx.tiny and args.out and (args.only or args.skip):
+        previous = previous_report(Path(args.out), {r["num"] for r in results})
+    report = render(ctx, info, results, load_end, time.monotonic() - t_start, previous)
     if left:
         report += "\n**Processes were left running under the work directory: " + \
             "; ".join(c for _, c in left) + "**\n"

@@ -65,12 +65,14 @@ enum Command {
 with all its fields, its tasks, cases and commit-status reports is copied with its id, status \
 and times, in one transaction on the target, which must be a new, empty database (refused \
 otherwise). Workers are not copied, and queues are copied as they are, running ones too: stop \
-the server and the workers first. Logs and reports are files in the data directory \
-(<data>/queues/<id>/...), which is not copied: run the new installation on the same data \
-directory."
+the server and the workers first. Each queue's files (logs, case pages, JUnit report, what its \
+builds left) are copied after the rows, a queue at a time (should that fail, copy again into a \
+new database); files an older version kept under <data>/queues/<id>/ are imported into --from \
+first, so the new installation needs nothing of the old data directory."
     )]
     Migrate {
-        /// Copy the history of this database (sqlite://PATH) into --to; it is only read
+        /// Copy the history of this database (sqlite://PATH) into --to (files an older version left in
+        /// the data directory are imported into it first)
         #[arg(long, value_name = "URL", requires = "to")]
         from: Option<String>,
         /// The new, empty database to copy into (postgres://USER@HOST/DB); its schema is created first
@@ -117,7 +119,7 @@ async fn open_store(s: &Settings) -> Result<Store> {
 }
 
 /// `migrate --from --to`: copies one database's history into another, new one.
-async fn copy_database(from: &str, to: &str) -> Result<()> {
+async fn copy_database(from: &str, to: &str, data_dir: &std::path::Path) -> Result<()> {
     use testarena_core::redact::redact;
     if from.trim_end_matches('/') == to.trim_end_matches('/') {
         anyhow::bail!("--from and --to name the same database");
@@ -138,17 +140,20 @@ async fn copy_database(from: &str, to: &str) -> Result<()> {
     let target = Store::open(to)
         .await
         .with_context(|| format!("cannot open the database to copy into, {}", redact(to)))?;
+    // The files an older version kept in the data directory go into the copy too.
+    testarena_runner::ship::import_old_files(&source, data_dir).await;
     let copied = source.copy_into(&target).await;
     source.close().await;
     target.close().await;
     let n = copied.with_context(|| format!("cannot copy {} into {}", redact(from), redact(to)))?;
     println!(
-        "copied {} queues ({} tasks, {} cases, {} commit-status reports) from {} into {}; \
-         logs and reports stay in the data directory: run the new installation on the same one",
+        "copied {} queues ({} tasks, {} cases, {} commit-status reports, {} bytes of logs and \
+         reports) from {} into {}",
         n.queues,
         n.tasks,
         n.cases,
         n.reports,
+        n.file_bytes,
         redact(from),
         redact(to)
     );
@@ -245,6 +250,13 @@ async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Resu
         }
     }
     let store = open_store(&s).await?;
+    if with_server {
+        // An installation upgraded from a version that kept queue files on disk.
+        let (old, data_dir) = (store.clone(), s.data_dir.clone());
+        tokio::spawn(async move {
+            testarena_runner::ship::import_old_files(&old, &data_dir).await;
+        });
+    }
     let new_work = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let signal_stop = stop.clone();
@@ -355,12 +367,13 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let s = config::settings(&cli.common, None, None, None)?;
             init_logging(s.log_json);
-            copy_database(&from, &to).await
+            copy_database(&from, &to, &s.data_dir).await
         }
         Command::Migrate { .. } => {
             let s = config::settings(&cli.common, None, None, None)?;
             init_logging(s.log_json);
             let store = open_store(&s).await?;
+            testarena_runner::ship::import_old_files(&store, &s.data_dir).await;
             store.close().await;
             println!(
                 "database {} is up to date",

@@ -710,11 +710,22 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         "event took {took:?} through nginx (buffered?)"
     );
 
-    // 2. A queue's live log: each line written to queue.log arrives through nginx at once.
-    let qdir = data.path().join("queues").join(id.to_string());
-    std::fs::create_dir_all(&qdir).unwrap();
-    let log_path = qdir.join("queue.log");
-    std::fs::write(&log_path, "").unwrap();
+    // 2. A queue's live log: each line a worker ships arrives through nginx at once. This
+    //    test is the worker: it claims the queue and writes its log's chunks.
+    let store = testarena_store::Store::open(&format!(
+        "sqlite://{}",
+        data.path().join("testarena.db").display()
+    ))
+    .await
+    .unwrap();
+    let holder = store
+        .claim("test-worker", 60_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .holder()
+        .unwrap();
+    let mut at = 0;
     let mut stream = client
         .get(format!("{ng}/api/v1/queues/{id}/log/stream"))
         .header("accept-encoding", "gzip")
@@ -722,16 +733,17 @@ async fn nginx_site_proxies_live_streams_limits_bodies_and_compresses() {
         .await
         .unwrap();
     assert_event_stream(&stream, "the log stream");
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .unwrap();
     let mut seen = String::new();
     for i in 1..=3 {
         let line = format!("line {i} of the live log through nginx");
         let t = Instant::now();
-        writeln!(log, "{line}").unwrap();
-        log.flush().unwrap();
+        let chunk = testarena_store::Chunk {
+            name: "queue.log".into(),
+            start: at,
+            data: format!("{line}\n").into_bytes(),
+        };
+        at += chunk.data.len() as i64;
+        store.put_chunks(id, &holder, &[chunk]).await.unwrap();
         let took = read_until(&mut stream, &mut seen, &line, t).await;
         eprintln!("log line {i} through nginx after {took:?}");
         assert!(

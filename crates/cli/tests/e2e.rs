@@ -330,26 +330,31 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
     assert_eq!(q.commit.as_deref().unwrap().len(), 40);
     assert_eq!(q.tasks.len(), 1, "default set is scenarios/*.xml");
     assert_eq!(q.summary.passed, 5);
-    let dir = app.data_dir.join("queues").join(id.to_string());
-    let queue_log = std::fs::read_to_string(dir.join("queue.log")).unwrap();
+    let ping = case(&q, "TC_PING");
+    let queue_log = app.log_text(id).await;
     assert!(
         queue_log.contains("| pong"),
         "console lines are in queue.log"
     );
-    assert!(std::fs::read_to_string(dir.join("build.log"))
-        .unwrap()
-        .contains("xtensa-lx106-elf-gcc"));
-    let case_log = std::fs::read_to_string(dir.join("01-smoke/TC_PING.log")).unwrap();
+    assert!(
+        queue_log.contains("xtensa-lx106-elf-gcc"),
+        "build lines too"
+    );
+    let case_log = app.api.fetch_text(&ping.log_url).await.unwrap();
     assert!(
         case_log.contains("# send: ping") && case_log.contains("| pong"),
         "{case_log}"
     );
-    let html = std::fs::read_to_string(dir.join("01-smoke/TC_PING.html")).unwrap();
+    let html = app.api.fetch_text(&ping.html_url).await.unwrap();
     assert!(html.contains("pong") && html.contains("passed"));
-    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    let junit = app.api.junit(id).await.unwrap();
     assert!(
         junit.contains("tests=\"5\"") && junit.contains("TC_PING"),
         "{junit}"
+    );
+    assert!(
+        !app.data_dir.join("queues").join(id.to_string()).exists(),
+        "nothing of the queue is left on the worker's disk: the database holds it"
     );
     // The log endpoint serves the same bytes, resumable by offset.
     let chunk = app.api.queue_log(id, 10).await.unwrap();
@@ -357,15 +362,11 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
     assert_eq!(chunk.next, queue_log.len() as u64);
     assert!(chunk.finished());
 
-    // Reports over HTTP: the case logs by the URLs the queue object gives, junit, archive.
-    let ping = case(&q, "TC_PING");
-    let text = app.api.fetch_text(&ping.log_url).await.unwrap();
-    assert_eq!(text, case_log);
+    // Reports over HTTP: the case page's content type, the archive.
     // Raw, for the page's content type.
     let page = app.http.get(app.url(&ping.html_url)).send().await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     assert_eq!(page.text().await.unwrap(), html);
-    assert_eq!(app.api.junit(id).await.unwrap(), junit);
     let tgz = app.api.archive(id).await.unwrap();
     let listing = tmp.path().join("archive.tgz");
     std::fs::write(&listing, &tgz).unwrap();
@@ -379,6 +380,7 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         format!("queue-{id}/queue.log"),
         format!("queue-{id}/junit.xml"),
         format!("queue-{id}/01-smoke/TC_PING.html"),
+        format!("queue-{id}/build.log"),
     ] {
         assert!(names.lines().any(|l| l == f), "{f} not in archive: {names}");
     }
@@ -483,21 +485,22 @@ async fn failures_are_reported_with_their_reason() {
     assert_eq!(case(&q, "TC_RUN").status, CaseStatus::Passed, "{q:#?}");
     assert_eq!(case(&q, "TC_REBOOT").status, CaseStatus::Passed, "{q:#?}");
     assert_eq!(case(&q, "TC_BRIDGE").status, CaseStatus::Passed, "{q:#?}");
-    let bridge_log = std::fs::read_to_string(
-        app.data_dir
-            .join(format!("queues/{id}/05-host/TC_BRIDGE.log")),
-    )
-    .unwrap();
+    let bridge_log = app
+        .api
+        .fetch_text(&case(&q, "TC_BRIDGE").log_url)
+        .await
+        .unwrap();
     assert!(
         bridge_log.contains("| [run] bridge ok") && bridge_log.contains("| via bridge"),
         "{bridge_log}"
     );
-    let run_log =
-        std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/05-host/TC_RUN.log")))
-            .unwrap();
+    let run_log = app
+        .api
+        .fetch_text(&case(&q, "TC_RUN").log_url)
+        .await
+        .unwrap();
     assert!(run_log.contains("console at tcp://127.0.0.1:"), "{run_log}");
-    let junit =
-        std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/junit.xml"))).unwrap();
+    let junit = app.api.junit(id).await.unwrap();
     assert!(
         junit.contains("<failure") && junit.contains("<error"),
         "{junit}"
@@ -559,7 +562,7 @@ async fn per_case_boot_runs_teardown_and_reboot_keeps_fail_pattern() {
             .contains("Guru Meditation"),
         "fail pattern still armed after reboot: {crash:#?}"
     );
-    let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
+    let log = app.log_text(id).await;
     // The crashed firmware answers nothing, so only the first teardown's echo comes back.
     assert_eq!(
         log.matches("# teardown\n").count(),
@@ -665,6 +668,11 @@ async fn abort_stops_a_running_queue_within_two_seconds() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    // The worker removes its scratch directory once the queue ended.
+    let start = Instant::now();
+    while work.exists() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(!work.exists());
 }
 
@@ -726,12 +734,18 @@ async fn a_50mb_burst_streams_without_memory_growing_and_logs_are_capped() {
     let peak = peak_rss_kb(app.child.id());
     // ~55 MB of console output (plus timestamps) went through; the worker must not hold it.
     assert!(peak > 0 && peak < 120 * 1024, "peak RSS {peak} kB");
-    let log = app
-        .data_dir
-        .join(format!("queues/{id}/01-burst/TC_BURST.log"));
-    let size = std::fs::metadata(&log).unwrap().len();
+    let log = case(&q, "TC_BURST").log_url.clone();
+    let text = app
+        .http
+        .get(app.url(&log))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let size = text.len();
     assert!(size <= 20_000_000 + 1000, "case log capped: {size}");
-    let text = std::fs::read(&log).unwrap();
     assert!(
         String::from_utf8_lossy(&text[text.len().saturating_sub(2000)..]).contains("log truncated")
     );
@@ -968,9 +982,8 @@ async fn sigterm_hands_running_queues_back_and_leaves_no_emulator() {
             .all(|t| t.status == CaseStatus::Pending && t.cases.is_empty()),
         "it starts over: {q:#?}"
     );
-    let log = std::fs::read_to_string(data.join("queues").join(id.to_string()).join("queue.log"))
-        .unwrap();
-    assert!(log.contains("waits again"), "{log}");
+    let log = app.log_text(id).await;
+    assert!(log.contains("handed back"), "{log}");
     drop(app);
     // Another worker takes it and starts it over.
     let app = up(&data, &["--grace", "0s"]);

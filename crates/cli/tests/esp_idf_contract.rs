@@ -116,7 +116,7 @@ async fn esp_idf_profile_contract_with_recording_stand_ins() {
         .await;
     // The stand-ins run in the worker's sandbox: they say how they were called on stdout,
     // which the queue's log keeps.
-    let log = std::fs::read_to_string(app.data_dir.join(format!("queues/{id}/queue.log"))).unwrap();
+    let log = app.log_text(id).await;
     assert_eq!(q.status, QueueStatus::Passed, "{q:#?}\n{log}");
     let lines: Vec<&str> = log
         .lines()

@@ -1,6 +1,7 @@
 //! A farm on PostgreSQL (issue 12): several `worker` processes and `serve` replicas of the real
-//! binary on one fresh database per test, sharing one data directory (the server reads the log
-//! files from it). The "emulator" is `cat`, so no QEMU is needed. PostgreSQL must be reachable
+//! binary on one fresh database per test, each worker with a data directory of its own: they
+//! share nothing but the database, where the logs go too. The "emulator" is `cat`, so no QEMU
+//! is needed. PostgreSQL must be reachable
 //! (`TESTARENA_TEST_POSTGRES` overrides the maintenance database): these fail, never skip.
 //!
 //! The lease is `runner::worker::LEASE` (30 s, not configurable), so the two tests of a lost
@@ -202,10 +203,14 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Pids of the processes whose environment says they work for `queue_dir` (what the runner
-/// gives builds and emulators: `TESTARENA_WORKSPACE` inside the queue's directory).
-fn processes_of(queue_dir: &Path) -> Vec<i32> {
-    let needle = format!("TESTARENA_WORKSPACE={}", queue_dir.display());
+/// Pids of the processes whose environment says they work for queue `id` under `root` (what
+/// the runner gives builds and emulators: `TESTARENA_WORKSPACE` inside the queue's scratch
+/// directory, in the data directory of whichever worker runs it).
+fn processes_of(root: &Path, id: i64) -> Vec<i32> {
+    let (prefix, part) = (
+        format!("TESTARENA_WORKSPACE={}", root.display()),
+        format!("/queues/{id}/"),
+    );
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -214,7 +219,7 @@ fn processes_of(queue_dir: &Path) -> Vec<i32> {
         if let Ok(env) = std::fs::read(e.path().join("environ")) {
             if String::from_utf8_lossy(&env)
                 .split('\0')
-                .any(|v| v.starts_with(&needle))
+                .any(|v| v.starts_with(&prefix) && v.contains(&part))
             {
                 found.push(pid);
             }
@@ -323,7 +328,14 @@ async fn four_workers_drain_many_queues_each_once_in_priority_order() {
     eprintln!("{DRAIN} queues submitted in {:?}", submitting.elapsed());
     let started = Instant::now();
     let workers: Vec<Worker> = (0..4)
-        .map(|i| Worker::start(&db, &data, &repos, root.path().join(format!("w{i}.log"))))
+        .map(|i| {
+            Worker::start(
+                &db,
+                &data.join(format!("w{i}")),
+                &repos,
+                root.path().join(format!("w{i}.log")),
+            )
+        })
         .collect();
     let mut conn = db.connect().await;
     wait_all_finished(&mut conn, DRAIN, Duration::from_secs(120)).await;
@@ -408,8 +420,11 @@ fn sleeping_case(ms: u64, timeout_s: u64) -> String {
 
 /// Waits until queue `id`'s case runs and its emulator is up; returns the queue as the API
 /// shows it then and the pids of its processes.
-async fn wait_for_emulator(server: &App, id: i64) -> (testarena_client::Queue, Vec<i32>) {
-    let queue_dir = server.data_dir.join("queues").join(id.to_string());
+async fn wait_for_emulator(
+    server: &App,
+    root: &Path,
+    id: i64,
+) -> (testarena_client::Queue, Vec<i32>) {
     let start = Instant::now();
     loop {
         let q = server.api.queue(id).await.unwrap();
@@ -418,7 +433,7 @@ async fn wait_for_emulator(server: &App, id: i64) -> (testarena_client::Queue, V
             .first()
             .and_then(|t| t.cases.first())
             .is_some_and(|c| c.status == CaseStatus::Running);
-        let pids = processes_of(&queue_dir);
+        let pids = processes_of(root, id);
         if running && !pids.is_empty() && q.worker.is_some() {
             return (q, pids);
         }
@@ -448,10 +463,17 @@ async fn a_worker_killed_mid_run_leaves_no_emulator_and_its_queue_completes_else
     let data = root.path().join("data");
     let server = serve(&db, &data, &repos, &[]);
     let mut workers: Vec<Worker> = (0..2)
-        .map(|i| Worker::start(&db, &data, &repos, root.path().join(format!("w{i}.log"))))
+        .map(|i| {
+            Worker::start(
+                &db,
+                &data.join(format!("w{i}")),
+                &repos,
+                root.path().join(format!("w{i}.log")),
+            )
+        })
         .collect();
     let id = server.submit(&new_queue(&repo)).await.id;
-    let (q, pids) = wait_for_emulator(&server, id).await;
+    let (q, pids) = wait_for_emulator(&server, root.path(), id).await;
     assert_eq!(q.attempts, 1, "{q:#?}");
     let holder = q.worker.clone().unwrap();
     let victim = workers
@@ -488,9 +510,8 @@ async fn a_worker_killed_mid_run_leaves_no_emulator_and_its_queue_completes_else
         "taken over before the lease ran out: {reclaimed_after:?}"
     );
     // Nothing of either attempt is left running.
-    let queue_dir = data.join("queues").join(id.to_string());
     eventually(Duration::from_secs(5), "the queue's processes end", || {
-        processes_of(&queue_dir).is_empty()
+        processes_of(root.path(), id).is_empty()
     })
     .await;
     drop(survivor);
@@ -510,10 +531,17 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_took_o
     let data = root.path().join("data");
     let server = serve(&db, &data, &repos, &[]);
     let workers: Vec<Worker> = (0..2)
-        .map(|i| Worker::start(&db, &data, &repos, root.path().join(format!("w{i}.log"))))
+        .map(|i| {
+            Worker::start(
+                &db,
+                &data.join(format!("w{i}")),
+                &repos,
+                root.path().join(format!("w{i}.log")),
+            )
+        })
         .collect();
     let id = server.submit(&new_queue(&repo)).await.id;
-    let (q, _) = wait_for_emulator(&server, id).await;
+    let (q, _) = wait_for_emulator(&server, root.path(), id).await;
     let holder = q.worker.clone().unwrap();
     let paused = workers
         .iter()
@@ -541,17 +569,24 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_took_o
     assert_eq!(cases.len(), 1, "{q:#?}");
     assert_eq!(cases[0].status, CaseStatus::Passed, "{q:#?}");
     assert!(cases[0].message.is_none(), "{q:#?}");
-    // The old worker said why it stopped (in the queue log), and nothing later changed.
-    let queue_log = data.join("queues").join(id.to_string()).join("queue.log");
-    let log_of = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    // The old worker said why it stopped (in its own log: the queue's is fenced against it),
+    // and nothing later changed, the queue log included.
     eventually(Duration::from_secs(10), "the lost claim is logged", || {
-        log_of(&queue_log).contains("this worker lost its claim on the queue")
+        workers[paused]
+            .log()
+            .contains("lost the claim on the queue")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = server.api.queue(id).await.unwrap();
     assert_eq!(again.status, QueueStatus::Passed, "{again:#?}");
     assert_eq!(again.tasks, q.tasks, "the old attempt changed the cases");
+    let log = server.log_text(id).await;
+    assert!(log.contains("(attempt 2)"), "{log}");
+    assert!(
+        !log.contains("this worker lost its claim"),
+        "the old attempt wrote into the queue log: {log}"
+    );
     let mut conn = db.connect().await;
     let rows = queue_rows(&mut conn).await;
     assert_eq!(rows[0].worker.as_deref(), Some(other.id().as_str()));

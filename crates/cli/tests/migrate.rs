@@ -1,6 +1,6 @@
 //! `testarena migrate --from sqlite://… --to postgres://…` with the real binary: a SQLite
 //! installation (queues passed, failed, waiting and aborted, with their logs) is copied into a
-//! fresh PostgreSQL database, and `serve` on PostgreSQL with the same data directory shows the
+//! fresh PostgreSQL database, and `serve` on PostgreSQL with a data directory of its own shows the
 //! same queues and logs; a second copy into the now non-empty database is refused. PostgreSQL
 //! must be reachable (`TESTARENA_TEST_POSTGRES` overrides the maintenance database); the
 //! "emulator" is `cat`.
@@ -158,8 +158,14 @@ async fn a_sqlite_installation_moves_to_postgres_with_its_history() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("copied 4 queues"), "{stdout}");
 
-    // PostgreSQL, same data directory: the same queues, statuses, cases, messages and logs.
-    let app = App::start("serve", &data, &["--database", &pg, local[0], local[1]]);
+    // PostgreSQL, a data directory of its own (the logs are in the database): the same
+    // queues, statuses, cases, messages and logs.
+    let elsewhere = root.path().join("data-pg");
+    let app = App::start(
+        "serve",
+        &elsewhere,
+        &["--database", &pg, local[0], local[1]],
+    );
     for (&id, expected) in ids.iter().zip(&before) {
         let got = seen(&app, id).await;
         assert_eq!(got.0, expected.0, "queue {id}");

@@ -3,8 +3,8 @@
 //! dropped after it. PostgreSQL must be reachable: these tests fail, never skip, without it
 //! (`make test` starts it). The "emulator" is `cat`, so no QEMU is needed.
 //!
-//! The separate `serve` and `worker` share one data directory here: the server still reads
-//! the log files from it (shipping logs through PostgreSQL is separate work).
+//! The separate `serve` and `worker` have data directories of their own: the logs reach the
+//! server through PostgreSQL.
 
 mod common;
 
@@ -145,8 +145,9 @@ async fn serve_and_a_separate_worker_complete_a_queue_on_postgres() {
     let root = tempfile::tempdir().unwrap();
     let repo = repo(root.path());
     let repos = root.path().join("repos");
-    // One data directory for both: the server reads the worker's log files from it.
+    // A data directory each: they share nothing but the database.
     let data = root.path().join("data");
+    let worker_data = root.path().join("worker-data");
     let server = App::start(
         "serve",
         &data,
@@ -160,7 +161,7 @@ async fn serve_and_a_separate_worker_complete_a_queue_on_postgres() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_testarena"));
     cmd.arg("worker")
         .arg("--data-dir")
-        .arg(&data)
+        .arg(&worker_data)
         .args(["--database", &db.url, "--allow-local-repos"])
         .arg(&repos)
         .env_remove("TESTARENA_DATABASE_URL")

@@ -1,11 +1,26 @@
-//! Where a queue's files live under the data directory; shared by the worker that writes them
-//! and the server that serves them.
+//! Where a queue's files live: in a worker's scratch directory while it runs the queue, and
+//! by the same names (paths relative to that directory) in the database, where the server
+//! reads them.
 
 use std::path::{Path, PathBuf};
 
-/// `<data>/queues/<id>`: everything a queue wrote.
+/// `<data>/queues/<id>`: the scratch directories of a queue's attempts on this worker.
 pub fn queue_dir(data_dir: &Path, id: i64) -> PathBuf {
     data_dir.join("queues").join(id.to_string())
+}
+
+/// `<data>/queues/<id>/<attempt>`: one attempt's checkout and files, until they are shipped.
+/// Its own per attempt: a worker that lost its claim cannot touch the next attempt's files.
+pub fn attempt_dir(data_dir: &Path, id: i64, attempt: i64) -> PathBuf {
+    queue_dir(data_dir, id).join(attempt.to_string())
+}
+
+/// The name of the plain-text log of a case of the task at `position` running `scenario`
+/// (its path in the queue's files).
+pub fn case_log_name(position: i64, scenario: &str, case_id: &str) -> String {
+    case_log(&task_dir(Path::new(""), position, scenario), case_id)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A name safe as a file name: ASCII letters, digits, `-`, `_` and `.`; anything else is `_`.
@@ -59,6 +74,11 @@ mod tests {
         assert_eq!(
             case_log(&task_dir(&q, 1, "a/b c.xml"), "TC"),
             PathBuf::from("/d/queues/7/02-b_c/TC.log")
+        );
+        assert_eq!(case_log_name(1, "a/b c.xml", "T/C"), "02-b_c/T_C.log");
+        assert_eq!(
+            attempt_dir(Path::new("/d"), 7, 2),
+            PathBuf::from("/d/queues/7/2")
         );
     }
 }

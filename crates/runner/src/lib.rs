@@ -9,4 +9,5 @@ pub mod profile;
 pub mod report;
 pub mod reserve;
 pub mod sandbox;
+pub mod ship;
 pub mod worker;

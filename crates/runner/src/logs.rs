@@ -5,12 +5,13 @@
 use crate::report::{format_line, LineKind};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 /// One log file with a size cap; past the cap a marker is written once and lines are dropped.
 pub struct LogFile {
+    path: PathBuf,
     out: BufWriter<File>,
     written: u64,
     cap: u64,
@@ -23,24 +24,9 @@ impl LogFile {
     /// Creates (truncating) the file at `path`.
     pub fn create(path: &Path, cap: u64) -> std::io::Result<LogFile> {
         Ok(LogFile {
+            path: path.to_path_buf(),
             out: BufWriter::with_capacity(64 * 1024, File::create(path)?),
             written: 0,
-            cap,
-            truncated: false,
-            error: None,
-        })
-    }
-
-    /// Opens the file at `path` for appending (a retried queue keeps its earlier log).
-    pub fn append(path: &Path, cap: u64) -> std::io::Result<LogFile> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(LogFile {
-            out: BufWriter::with_capacity(64 * 1024, file),
-            written,
             cap,
             truncated: false,
             error: None,
@@ -116,6 +102,8 @@ pub struct Sinks {
     case_budget: u64,
     /// Called once with the first error writing any log file.
     on_error: Option<Box<dyn FnOnce(std::io::Error) + Send>>,
+    /// Files complete since the shipper last asked (earlier current logs, case pages).
+    ready: Vec<PathBuf>,
 }
 
 /// Sinks shared between the console reader, process runners and the pipeline.
@@ -132,6 +120,7 @@ impl Logs {
             case_bytes: 0,
             case_budget: u64::MAX,
             on_error: None,
+            ready: Vec::new(),
         })))
     }
 
@@ -139,6 +128,15 @@ impl Logs {
     pub fn on_write_error(self, handler: impl FnOnce(std::io::Error) + Send + 'static) -> Logs {
         self.lock().on_error = Some(Box::new(handler));
         self
+    }
+
+    /// Reports `e` as a failure to keep the logs (the database is full, say), as a failed
+    /// write of a log file would be: the error handler runs, once.
+    pub fn fail(&self, e: std::io::Error) {
+        let handler = self.lock().on_error.take();
+        if let Some(handler) = handler {
+            handler(e);
+        }
     }
 
     /// Caps the build and case logs of the queue together at `bytes`.
@@ -161,8 +159,28 @@ impl Logs {
         let mut old = std::mem::replace(&mut s.current, file);
         if let Some(f) = old.as_mut() {
             f.flush();
+            s.ready.push(f.path.clone());
         }
         old
+    }
+
+    /// Says the file at `path` is complete, for the shipper to send (a case's page).
+    pub fn ready(&self, path: PathBuf) {
+        self.lock().ready.push(path);
+    }
+
+    /// The files to send to the database now: the queue log, the current log and the files
+    /// that became complete since the last call.
+    pub fn to_ship(&self) -> Vec<PathBuf> {
+        let mut s = self.lock();
+        let mut paths = std::mem::take(&mut s.ready);
+        paths.extend(
+            [s.queue.as_ref(), s.current.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|f| f.path.clone()),
+        );
+        paths
     }
 
     /// Writes one TestArena event line and flushes.

@@ -11,44 +11,51 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use std::io::SeekFrom;
-use std::path::PathBuf;
 use std::time::Duration;
 use testarena_core::api::ErrorBody;
 use testarena_core::limits::LOG_CHUNK;
-use testarena_core::paths::{case_log, queue_dir, task_dir};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use testarena_core::paths::case_log_name;
 use tokio::sync::watch;
 
-/// Largest offset a log may be read from: no file is larger (`off_t` is signed).
+/// Largest offset a log may be read from (offsets are signed 64-bit in the database).
 const MAX_OFFSET: u64 = i64::MAX as u64;
 
-/// Up to `max` bytes of the file at `path` from `offset`; nothing when the file is shorter
-/// (or missing). Never seeks past the end.
-async fn read_from(path: &std::path::Path, offset: u64, max: u64) -> Result<Vec<u8>, ApiError> {
-    let mut data = Vec::new();
-    match tokio::fs::File::open(path).await {
-        Ok(mut f) => {
-            let len = f
-                .metadata()
-                .await
-                .map_err(|e| ApiError::io("reading a log", e))?
-                .len();
-            if offset >= len {
-                return Ok(data);
+/// The name of a queue's log among its files.
+const QUEUE_LOG: &str = "queue.log";
+
+/// Up to `max` bytes of queue `id`'s file `name` from `offset`; nothing past its end.
+async fn read_from(
+    s: &AppState,
+    id: i64,
+    name: &str,
+    offset: u64,
+    max: u64,
+) -> Result<Vec<u8>, ApiError> {
+    Ok(s.store.read_file(id, name, offset, max).await?)
+}
+
+/// A whole file of queue `id`, streamed from the database a piece at a time (a case log can
+/// be hundreds of MB).
+fn file_body(s: &AppState, id: i64, name: String) -> Body {
+    let store = s.store.clone();
+    let pieces = futures::stream::unfold(Some(0u64), move |at| {
+        let (store, name) = (store.clone(), name.clone());
+        async move {
+            let at = at?;
+            match store.read_file(id, &name, at, LOG_CHUNK).await {
+                Ok(data) if data.is_empty() => None,
+                Ok(data) => {
+                    let next = at + data.len() as u64;
+                    Some((
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from(data)),
+                        Some(next),
+                    ))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
             }
-            f.seek(SeekFrom::Start(offset))
-                .await
-                .map_err(|e| ApiError::io("reading a log", e))?;
-            f.take(max)
-                .read_to_end(&mut data)
-                .await
-                .map_err(|e| ApiError::io("reading a log", e))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ApiError::io("reading a log", e)),
-    }
-    Ok(data)
+    });
+    Body::from_stream(pieces)
 }
 
 /// An offset asked for: at most [`MAX_OFFSET`], else `400 bad_query`.
@@ -89,12 +96,7 @@ pub(crate) async fn queue_log(
     let Query(p) = params?;
     let offset = check_offset("offset", p.offset.unwrap_or(0))?;
     let q = s.store.queue_row(id).await?;
-    let data = read_from(
-        &queue_dir(&s.config.data_dir, id).join("queue.log"),
-        offset,
-        LOG_CHUNK,
-    )
-    .await?;
+    let data = read_from(&s, id, QUEUE_LOG, offset, LOG_CHUNK).await?;
     let next = offset + data.len() as u64;
     let mut resp = text_response(data, "text/plain; charset=utf-8");
     let h = resp.headers_mut();
@@ -122,9 +124,8 @@ pub(crate) async fn queue_log_stream(
     params: Result<Query<OffsetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let path = queue_dir(&s.config.data_dir, id).join("queue.log");
     // Follow first, then look at the queue: a queue that ends in between is not missed.
-    let tail = s.follows.follow(id, path.clone());
+    let tail = s.follows.follow(id);
     if s.store.queue_row(id).await?.status.is_finished() {
         s.follows.finished(id);
     }
@@ -136,11 +137,12 @@ pub(crate) async fn queue_log_stream(
         Some(o) => check_offset("Last-Event-ID", o)?,
         None => check_offset("offset", p.offset.unwrap_or(0))?,
     };
-    let stream = futures::stream::unfold(Some((offset, tail)), move |state| {
-        let path = path.clone();
+    let reader = s.clone();
+    let stream = futures::stream::unfold(Some((offset, tail, false)), move |state| {
+        let s = reader.clone();
         async move {
-            let (offset, tail) = state?;
-            let (event, next) = next_log_event(&path, offset, tail).await;
+            let (offset, tail, looked) = state?;
+            let (event, next) = next_log_event(&s, id, offset, tail, looked).await;
             Some((Ok::<_, std::convert::Infallible>(event), next))
         }
     });
@@ -150,18 +152,32 @@ pub(crate) async fn queue_log_stream(
         .into_response())
 }
 
-/// The next event of a live log read from `offset`: the complete lines written since (and
-/// where to continue), waiting until the log grows; `end` (and nothing after) once the queue
+/// The next event of a live log read from `offset` (`looked`: by this viewer before): the
+/// complete lines written since (and where to continue), waiting until the log grows; `end` (and nothing after) once the queue
 /// finished and every line was sent.
 async fn next_log_event(
-    path: &std::path::Path,
+    s: &AppState,
+    id: i64,
     mut offset: u64,
     mut tail: watch::Receiver<Tail>,
-) -> (Event, Option<(u64, watch::Receiver<Tail>)>) {
+    mut looked: bool,
+) -> (Event, Option<(u64, watch::Receiver<Tail>, bool)>) {
     loop {
         // What the log was before reading it: a change after the read wakes us.
-        let Tail { finished, .. } = *tail.borrow_and_update();
-        let data = read_from(path, offset, LOG_CHUNK).await.unwrap_or_default();
+        let now = tail.borrow_and_update().clone();
+        let finished = now.finished;
+        // The bytes the watcher read for every viewer if they hold the offset; else the
+        // database, once on connecting, when the log is past the offset, and at the end.
+        let data = match now.cached(offset) {
+            Some(d) => d.to_vec(),
+            None if !looked || finished || now.len > offset => {
+                read_from(s, id, QUEUE_LOG, offset, LOG_CHUNK)
+                    .await
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        looked = true;
         // Only whole lines: a resumed stream then starts at a line boundary.
         let whole = data
             .iter()
@@ -175,7 +191,7 @@ async fn next_log_event(
                 .event("log")
                 .id(offset.to_string())
                 .data(text.trim_end_matches('\n'));
-            return (event, Some((offset, tail)));
+            return (event, Some((offset, tail, true)));
         }
         if finished || tail.changed().await.is_err() {
             let event = Event::default()
@@ -192,20 +208,40 @@ pub(crate) struct CaseParams {
     task: Option<i64>,
 }
 
+/// The name of a case's log among the queue's files.
 async fn find_case_log(
     s: &AppState,
     id: i64,
     case: &str,
     task: Option<i64>,
-) -> Result<PathBuf, ApiError> {
+) -> Result<String, ApiError> {
     s.store.queue_row(id).await?;
-    let dir = queue_dir(&s.config.data_dir, id);
     match s.store.case_task(id, case, task).await? {
-        Some((position, scenario)) => Ok(case_log(&task_dir(&dir, position, &scenario), case)),
+        Some((position, scenario)) => Ok(case_log_name(position, &scenario, case)),
         None => Err(ApiError::NotFound(format!(
             "queue {id} has no case '{case}'"
         ))),
     }
+}
+
+/// The whole file `name` of queue `id` as `content_type`; `404` with `missing` if it has none
+/// (yet).
+async fn whole_file(
+    s: &AppState,
+    id: i64,
+    name: String,
+    content_type: &'static str,
+    missing: Option<String>,
+) -> Result<Response, ApiError> {
+    if let Some(message) = missing {
+        if s.store.file_len(id, &name).await? == 0 {
+            return Err(ApiError::NotFound(message));
+        }
+    }
+    let mut resp = Response::new(file_body(s, id, name));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(resp)
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log[?task=T]`: a case's plain-text log.
@@ -219,21 +255,8 @@ pub(crate) async fn case_log_text(
     params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let path = find_case_log(&s, id, &case, p.task).await?;
-    // Streamed: a case log can be hundreds of MB.
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(text_response(Vec::new(), "text/plain; charset=utf-8"))
-        }
-        Err(e) => return Err(ApiError::io("reading a case log", e)),
-    };
-    let mut resp = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(file)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Ok(resp)
+    let name = find_case_log(&s, id, &case, p.task).await?;
+    whole_file(&s, id, name, "text/plain; charset=utf-8", None).await
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: a case's HTML log.
@@ -247,15 +270,13 @@ pub(crate) async fn case_log_html(
     params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let path = find_case_log(&s, id, &case, p.task)
-        .await?
-        .with_extension("html");
-    match tokio::fs::read(&path).await {
-        Ok(data) => Ok(text_response(data, "text/html; charset=utf-8")),
-        Err(_) => Err(ApiError::NotFound(format!(
-            "case '{case}' has no HTML log yet (it is written when the case ends)"
-        ))),
-    }
+    let log = find_case_log(&s, id, &case, p.task).await?;
+    let name = match log.strip_suffix(".log") {
+        Some(stem) => format!("{stem}.html"),
+        None => format!("{log}.html"),
+    };
+    let missing = format!("case '{case}' has no HTML log yet (it is written when the case ends)");
+    whole_file(&s, id, name, "text/html; charset=utf-8", Some(missing)).await
 }
 
 /// `GET /api/v1/queues/{id}/junit.xml`.
@@ -266,10 +287,13 @@ pub(crate) async fn junit(
     QueueId(id): QueueId,
 ) -> Result<Response, ApiError> {
     s.store.queue_row(id).await?;
-    match tokio::fs::read(queue_dir(&s.config.data_dir, id).join("junit.xml")).await {
-        Ok(data) => Ok(text_response(data, "application/xml; charset=utf-8")),
-        Err(_) => Err(ApiError::NotFound(format!(
-            "queue {id} has no junit.xml yet (it is written when the queue ends)"
-        ))),
-    }
+    let missing = format!("queue {id} has no junit.xml yet (it is written when the queue ends)");
+    whole_file(
+        &s,
+        id,
+        "junit.xml".into(),
+        "application/xml; charset=utf-8",
+        Some(missing),
+    )
+    .await
 }

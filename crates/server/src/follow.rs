@@ -1,32 +1,58 @@
 //! Live logs wake on change: one watcher per server process looks at the length of every queue
-//! log someone follows (a file, no database) and hears from the change poller when a queue ends,
-//! and each log has one `watch` channel all its viewers share. A viewer reads the file when the
-//! log grew, and ends once its queue finished and everything was sent: N viewers of one log
-//! cost one look at the file per tick, and no database query at all after they connected.
+//! log someone follows (in the database) when chunks were written (PostgreSQL's NOTIFY, or a
+//! write in this process; SQLite polls), and hears from the change poller when a queue ends;
+//! each log has one `watch` channel all its viewers share. A viewer reads the log when it grew,
+//! and ends once its queue finished and everything was sent: N viewers of one log cost one
+//! length query per wake-up, not N.
 
 use crate::changes::QueueEvent;
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testarena_core::limits::LOG_CHUNK;
 use testarena_store::Store;
 use tokio::sync::{broadcast, watch};
 
-/// How often the watcher looks at the followed logs' lengths.
+/// How often the watcher looks at the followed logs' lengths when the database tells nobody of
+/// new chunks (SQLite, written by another process).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
+/// How often it looks when the database tells of new chunks (PostgreSQL's NOTIFY): a fallback.
+const LOOK_NOTIFIED: Duration = Duration::from_secs(1);
+
+/// The log viewers follow.
+const QUEUE_LOG: &str = "queue.log";
+
 /// What the viewers of one log know of it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Tail {
     /// The log's length when last looked at.
     pub len: u64,
     /// Its queue finished (or was deleted): nothing more will be written.
     pub finished: bool,
+    /// What the log gained when last looked at (from the start of its last partial line), read
+    /// once for all viewers.
+    pub recent: Option<Arc<Recent>>,
+}
+
+/// Bytes of a log from `start`.
+#[derive(Debug)]
+pub struct Recent {
+    pub start: u64,
+    pub data: Vec<u8>,
+}
+
+impl Tail {
+    /// The log from `offset` as far as the recent bytes go, if they hold `offset`.
+    pub fn cached(&self, offset: u64) -> Option<&[u8]> {
+        let r = self.recent.as_ref()?;
+        let from = usize::try_from(offset.checked_sub(r.start)?).ok()?;
+        (from < r.data.len()).then(|| &r.data[from..])
+    }
 }
 
 /// One followed log.
 struct Followed {
-    path: PathBuf,
     tx: watch::Sender<Tail>,
 }
 
@@ -41,31 +67,58 @@ impl LogFollows {
         self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Follows the log of queue `id` at `path`: a receiver that changes when the log grows or
-    /// the queue finishes.
-    pub fn follow(&self, id: i64, path: PathBuf) -> watch::Receiver<Tail> {
+    /// Follows the log of queue `id`: a receiver that changes when the log grows or the queue
+    /// finishes (a viewer reads the log once on connecting in any case).
+    pub fn follow(&self, id: i64) -> watch::Receiver<Tail> {
         let mut logs = self.lock();
         let entry = logs.entry(id).or_insert_with(|| Followed {
-            tx: watch::Sender::new(Tail {
-                len: file_len(&path),
-                finished: false,
-            }),
-            path,
+            tx: watch::Sender::new(Tail::default()),
         });
         entry.tx.subscribe()
     }
 
-    /// Tells the viewers of queue `id`'s log that it ended (after one last look at its length).
+    /// Tells the viewers of queue `id`'s log that it ended: every line was written before its
+    /// verdict, so whatever they read from now on is all of it.
     pub fn finished(&self, id: i64) {
         if let Some(f) = self.lock().get(&id) {
-            let len = file_len(&f.path);
             f.tx.send_if_modified(|t| {
-                let changed = !t.finished || t.len != len;
-                *t = Tail {
-                    len,
-                    finished: true,
-                };
+                let changed = !t.finished;
+                t.finished = true;
                 changed
+            });
+        }
+    }
+
+    /// Where queue `id`'s followed log stood when last looked at (length, and where the
+    /// recent bytes' last partial line starts), if it is followed.
+    fn stood(&self, id: i64) -> Option<(u64, u64)> {
+        let logs = self.lock();
+        let t = logs.get(&id)?.tx.borrow();
+        let partial_from = match &t.recent {
+            Some(r) if r.start + r.data.len() as u64 == t.len => {
+                let whole = r
+                    .data
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                r.start + whole as u64
+            }
+            _ => t.len,
+        };
+        Some((t.len, partial_from))
+    }
+
+    /// Tells the viewers of queue `id`'s log its length now, and the bytes it gained.
+    fn grew(&self, id: i64, len: u64, recent: Option<Recent>) {
+        if let Some(f) = self.lock().get(&id) {
+            let recent = recent.map(Arc::new);
+            f.tx.send_if_modified(|t| {
+                let grew = t.len != len;
+                t.len = len;
+                if grew {
+                    t.recent = recent;
+                }
+                grew
             });
         }
     }
@@ -79,18 +132,37 @@ impl LogFollows {
         )
     }
 
-    /// Looks at every followed log's length, tells its viewers if it grew, and forgets the
-    /// logs nobody follows any more.
-    fn look(&self) {
+    /// Forgets the logs nobody follows any more; returns the ones followed.
+    fn prune(&self) -> Vec<i64> {
         let mut logs = self.lock();
         logs.retain(|_, f| f.tx.receiver_count() > 0);
-        for f in logs.values() {
-            let len = file_len(&f.path);
-            f.tx.send_if_modified(|t| {
-                let grew = t.len != len;
-                t.len = len;
-                grew
-            });
+        logs.keys().copied().collect()
+    }
+
+    /// Looks at every followed log's length in the database and, if it grew, reads what it
+    /// gained once for all its viewers.
+    async fn look(&self, store: &Store) {
+        for id in self.prune() {
+            let Some((was, partial_from)) = self.stood(id) else {
+                continue;
+            };
+            let len = match store.file_len(id, QUEUE_LOG).await {
+                Ok(len) if len != was => len,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(queue = id, error = %e, "cannot look at a followed log");
+                    continue;
+                }
+            };
+            let recent = store
+                .read_file(id, QUEUE_LOG, partial_from, LOG_CHUNK)
+                .await
+                .ok()
+                .map(|data| Recent {
+                    start: partial_from,
+                    data,
+                });
+            self.grew(id, len, recent);
         }
     }
 
@@ -106,11 +178,13 @@ impl LogFollows {
         mut events: broadcast::Receiver<QueueEvent>,
         store: Store,
     ) {
-        let mut every = tokio::time::interval(LOOK_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = match store.notifies() {
+            true => LOOK_NOTIFIED,
+            false => LOOK_EVERY,
+        };
         loop {
             tokio::select! {
-                _ = every.tick() => self.look(),
+                _ = store.wait_for_files(every) => self.look(&store).await,
                 event = events.recv() => match event {
                     Ok(QueueEvent::Changed(q)) if q.status.is_finished() => self.finished(q.id),
                     Ok(QueueEvent::Deleted(id)) => self.finished(id),
@@ -135,35 +209,35 @@ impl LogFollows {
     }
 }
 
-/// The length of the file at `path`; 0 if there is none (yet).
-fn file_len(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn viewers_of_one_log_share_one_watch_and_wake_on_growth_and_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.log");
         let follows = LogFollows::default();
-        let mut a = follows.follow(7, path.clone());
-        let mut b = follows.follow(7, path.clone());
+        let mut a = follows.follow(7);
+        let mut b = follows.follow(7);
         assert_eq!(follows.counts(), (1, 2));
-        follows.look();
+        follows.grew(7, 0, None);
         assert!(!a.has_changed().unwrap(), "nothing written yet");
-        std::fs::write(&path, "line\n").unwrap();
-        follows.look();
+        let recent = Recent {
+            start: 0,
+            data: b"one\ntw".to_vec(),
+        };
+        follows.grew(7, 6, Some(recent));
         assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
-        assert_eq!(a.borrow_and_update().len, 5);
+        assert_eq!(a.borrow().cached(4), Some(&b"tw"[..]));
+        assert_eq!(a.borrow().cached(6), None);
+        assert_eq!(a.borrow_and_update().len, 6);
+        // The next read starts at the partial line, for viewers that stopped before it.
+        assert_eq!(follows.stood(7), Some((6, 4)));
         follows.finished(7);
         a.changed().await.unwrap();
         assert!(a.borrow().finished);
         assert!(b.borrow_and_update().finished);
         drop((a, b));
-        follows.look();
+        assert!(follows.prune().is_empty());
         assert_eq!(follows.counts(), (0, 0), "forgotten when nobody follows");
     }
 }

@@ -12,7 +12,6 @@ use axum::Json;
 use serde::Deserialize;
 use testarena_core::api::ErrorBody;
 use testarena_core::api::{CaseList, Queue, QueueList, Rerun};
-use testarena_core::paths::queue_dir;
 use testarena_core::validate::ValidQueue;
 use testarena_core::CaseStatus;
 use testarena_core::ValidationError;
@@ -196,14 +195,6 @@ pub(crate) async fn delete_queue(
 ) -> Result<StatusCode, ApiError> {
     s.store.delete_queue(id).await?;
     s.changed(false);
-    let dir = queue_dir(&s.config.data_dir, id);
-    match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(queue = id, error = %e, dir = %dir.display(), "could not remove queue files")
-        }
-    }
     Ok(StatusCode::NO_CONTENT)
 }
 

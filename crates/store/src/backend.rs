@@ -3,6 +3,7 @@
 //! operations, which transitions are allowed, row mapping, counts, assembling a queue's detail)
 //! is written once, in the store.
 
+use crate::files::Chunk;
 use crate::reports::{ReportClaim, ReportDue};
 use crate::rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow};
 use crate::rows::{Holder, WorkerRow};
@@ -17,7 +18,7 @@ pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>
 
 /// A database the store can use: every operation of the parts below.
 pub(crate) trait Backend:
-    Queues + Work + Reports + Copying + std::fmt::Debug + Send + Sync
+    Queues + Work + Files + Reports + Copying + std::fmt::Debug + Send + Sync
 {
     /// Runs a trivial query.
     fn ping(&self) -> Fut<'_, ()>;
@@ -47,6 +48,8 @@ pub(crate) enum Wakeup {
     Work,
     /// Any visible change of a queue, its tasks or cases.
     Change,
+    /// New chunks of a queue's files (its logs).
+    Files,
 }
 
 /// Queues as the API sees them: create, read, list, abort, delete, follow changes.
@@ -179,6 +182,28 @@ pub(crate) trait Work {
         hostname: &'a str,
         alive_since: i64,
     ) -> Fut<'a, Vec<StaleGroup>>;
+}
+
+/// A queue's files, as chunks in the database (see migrations `*_files.sql`): the worker
+/// holding the queue writes them, everybody reads them.
+pub(crate) trait Files {
+    /// Stores `chunks` of queue `id` (a chunk already there, from a write tried twice, is
+    /// left as it is); `ClaimLost` unless `holder` holds the queue.
+    fn put_chunks<'a>(&'a self, id: i64, holder: &'a Holder, chunks: &'a [Chunk]) -> Fut<'a, ()>;
+    /// Stores `chunks` of queue `id` without a claim (copying an installation, importing the
+    /// files of an older version); chunks already there stay as they are.
+    fn import_chunks<'a>(&'a self, id: i64, chunks: &'a [Chunk]) -> Fut<'a, ()>;
+    /// Deletes the files of queue `id` but `keep` (a new attempt starts them over) and returns
+    /// `keep`'s length; `ClaimLost` unless `holder` holds the queue.
+    fn restart_files<'a>(&'a self, id: i64, holder: &'a Holder, keep: &'a str) -> Fut<'a, i64>;
+    /// Deletes one file of queue `id`; `ClaimLost` unless `holder` holds the queue.
+    fn remove_file<'a>(&'a self, id: i64, holder: &'a Holder, name: &'a str) -> Fut<'a, ()>;
+    /// The chunks of file `name` that hold bytes from `offset` to before `end`, in order.
+    fn chunks<'a>(&'a self, id: i64, name: &'a str, offset: i64, end: i64) -> Fut<'a, Vec<Chunk>>;
+    /// Every file of queue `id` with its length, by name.
+    fn files(&self, id: i64) -> Fut<'_, Vec<(String, i64)>>;
+    /// The length of file `name` of queue `id`, if it has one.
+    fn file_len<'a>(&'a self, id: i64, name: &'a str) -> Fut<'a, Option<i64>>;
 }
 
 /// A task's new status, with the times it sets.

@@ -7,6 +7,7 @@
 
 mod backend;
 mod copy;
+mod files;
 mod guards;
 mod portable;
 mod postgres;
@@ -16,6 +17,7 @@ mod sqlite;
 mod work;
 
 pub use copy::CopySummary;
+pub use files::Chunk;
 pub use reports::ReportClaim;
 pub use rows::{
     CaseCaps, CaseRow, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow,

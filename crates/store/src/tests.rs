@@ -771,7 +771,120 @@ async fn another_process_wakes_the_waiters(db: TestDbRef) {
     other.close().await;
 }
 
+/// A queue's files: chunks in order, read by offset across chunks, fenced by the claim; a new
+/// attempt starts every file over but the queue log, which goes on; deleting the queue
+/// deletes them; another process's readers are woken (PostgreSQL's NOTIFY).
+async fn files_are_chunks_fenced_by_the_claim(db: TestDbRef) {
+    use std::time::{Duration, Instant};
+    let s = db.store.clone();
+    let id = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
+    let first = s.claim("w1", -1).await.unwrap().unwrap().holder().unwrap();
+    let chunk = |name: &str, start: i64, data: &str| Chunk {
+        name: name.into(),
+        start,
+        data: data.as_bytes().to_vec(),
+    };
+    assert_eq!(s.restart_files(id, &first, "queue.log").await.unwrap(), 0);
+    s.put_chunks(
+        id,
+        &first,
+        &[
+            chunk("queue.log", 0, "one\n"),
+            chunk("01-x/TC.log", 0, "tc\n"),
+        ],
+    )
+    .await
+    .unwrap();
+    // The same chunk again (an answer lost, the write tried again) changes nothing.
+    s.put_chunks(
+        id,
+        &first,
+        &[
+            chunk("queue.log", 0, "one\n"),
+            chunk("queue.log", 4, "two\n"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.read_file(id, "queue.log", 0, 100).await.unwrap(),
+        b"one\ntwo\n"
+    );
+    assert_eq!(s.read_file(id, "queue.log", 2, 4).await.unwrap(), b"e\ntw");
+    assert_eq!(s.read_file(id, "queue.log", 8, 4).await.unwrap(), b"");
+    assert_eq!(s.read_file(id, "nothing", 0, 4).await.unwrap(), b"");
+    assert_eq!(s.file_len(id, "queue.log").await.unwrap(), 8);
+    assert_eq!(s.file_len(id, "nothing").await.unwrap(), 0);
+    assert_eq!(
+        s.files(id).await.unwrap(),
+        vec![("01-x/TC.log".to_string(), 3), ("queue.log".to_string(), 8)]
+    );
+    // The lease ran out and the queue was claimed again: the old attempt writes nothing.
+    assert_eq!(s.reclaim_expired(3).await.unwrap().0, vec![id]);
+    let second = s
+        .claim("w2", 30_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .holder()
+        .unwrap();
+    let lost = s
+        .put_chunks(id, &first, &[chunk("queue.log", 8, "stale\n")])
+        .await;
+    assert!(matches!(lost, Err(StoreError::ClaimLost(_))), "{lost:?}");
+    assert!(matches!(
+        s.restart_files(id, &first, "queue.log").await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert!(matches!(
+        s.remove_file(id, &first, "queue.log").await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert_eq!(s.restart_files(id, &second, "queue.log").await.unwrap(), 8);
+    assert_eq!(
+        s.files(id).await.unwrap(),
+        vec![("queue.log".to_string(), 8)]
+    );
+    // Another process's reader wakes on new chunks (PostgreSQL); SQLite's waits out its poll.
+    let other = Store::open(&db.url).await.unwrap();
+    other.wait_for_files(Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiter = other.clone();
+    let woken = tokio::spawn(async move {
+        let t = Instant::now();
+        waiter.wait_for_files(Duration::from_secs(3)).await;
+        t.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.put_chunks(id, &second, &[chunk("queue.log", 8, "three\n")])
+        .await
+        .unwrap();
+    let woken = woken.await.unwrap();
+    if db.kind == crate::testdb::Kind::Postgres {
+        assert!(woken < Duration::from_secs(2), "woken after {woken:?}");
+    }
+    assert_eq!(
+        other.read_file(id, "queue.log", 4, 100).await.unwrap(),
+        b"two\nthree\n"
+    );
+    s.remove_file(id, &second, "queue.log").await.unwrap();
+    assert_eq!(s.file_len(id, "queue.log").await.unwrap(), 0);
+    s.put_chunks(id, &second, &[chunk("junit.xml", 0, "<x/>")])
+        .await
+        .unwrap();
+    s.finish_queue(id, &second, QueueStatus::Passed, None)
+        .await
+        .unwrap();
+    s.delete_queue(id).await.unwrap();
+    assert!(
+        other.files(id).await.unwrap().is_empty(),
+        "deleted with the queue"
+    );
+    other.close().await;
+}
+
 on_both!(
+    files_are_chunks_fenced_by_the_claim,
     another_process_wakes_the_waiters,
     a_lost_claim_changes_nothing_of_the_newer_attempt,
     create_get_list,

@@ -131,6 +131,18 @@ pub fn free_port() -> u16 {
 }
 
 impl App {
+    /// A queue's whole log, read through the API a piece at a time.
+    pub async fn log_text(&self, id: i64) -> String {
+        let mut log = Vec::new();
+        loop {
+            let piece = self.api.queue_log(id, log.len() as u64).await.unwrap();
+            if piece.data.is_empty() {
+                return String::from_utf8(log).unwrap();
+            }
+            log.extend_from_slice(&piece.data);
+        }
+    }
+
     /// Submits `new` through the typed client; panics unless the answer is `201 Created`.
     pub async fn submit(&self, new: &testarena_client::NewQueue) -> testarena_client::Queue {
         let answer = self

@@ -214,8 +214,13 @@ impl Run<'_> {
     fn render_html(&self, log_path: &Path, meta: CaseMeta) {
         let html_path = log_path.with_extension("html");
         let log = log_path.to_path_buf();
-        let job =
-            tokio::task::spawn_blocking(move || report::write_case_html(&log, &html_path, &meta));
+        let logs = self.logs.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            report::write_case_html(&log, &html_path, &meta)?;
+            // Complete: the shipper sends it with its next round.
+            logs.ready(html_path);
+            Ok(())
+        });
         self.html_jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -21,6 +21,7 @@ use crate::git::MirrorCache;
 use crate::logs::{LogFile, Logs};
 use crate::report::JunitSuite;
 use crate::sandbox::SandboxConfig;
+use crate::ship::{Shipper, Shipping, QUEUE_LOG};
 use failure::Failure;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,8 @@ struct Run<'a> {
     phase: Phase,
     /// Why the queue's logs could not be written (e.g. no space left on device), if so.
     write_error: Arc<Mutex<Option<String>>>,
+    /// Ships the queue's files into the database as they grow (none if it could not start).
+    shipping: Option<Shipping>,
     /// Case HTML pages being rendered in the background; awaited at the end of each task.
     html_jobs: Mutex<Vec<tokio::task::JoinHandle<std::io::Result<()>>>>,
 }
@@ -114,12 +117,13 @@ async fn run_queue_in_span(
     queue: QueueRow,
     ctl: &QueueControl,
 ) {
-    let dir = testarena_core::paths::queue_dir(&cfg.data_dir, queue.id);
+    let dir = testarena_core::paths::attempt_dir(&cfg.data_dir, queue.id, queue.attempts);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::error!(error = %e, "cannot create the queue directory");
     }
     let write_error: Arc<Mutex<Option<String>>> = Arc::default();
     let logs = queue_logs(cfg, &dir, ctl, write_error.clone());
+    let shipping = start_shipping(store, cfg, &queue, &dir, &logs).await;
     logs.event(&format!(
         "queue {} '{}' claimed by worker {} (attempt {}): {} branch {}",
         queue.id,
@@ -141,6 +145,7 @@ async fn run_queue_in_span(
         logs,
         suites: Vec::new(),
         phase: Phase::Cloning,
+        shipping,
         html_jobs: Default::default(),
         write_error,
     };
@@ -165,7 +170,7 @@ fn queue_logs(
     ctl: &QueueControl,
     write_error: Arc<Mutex<Option<String>>>,
 ) -> Logs {
-    let queue_log = LogFile::append(&dir.join("queue.log"), cfg.log_cap).ok();
+    let queue_log = LogFile::create(&dir.join(QUEUE_LOG), cfg.log_cap).ok();
     let cancel = ctl.cancel.clone();
     let data_dir = cfg.data_dir.clone();
     Logs::new(queue_log)
@@ -175,6 +180,34 @@ fn queue_logs(
             crate::reserve::release(&data_dir);
             cancel.cancel();
         })
+}
+
+/// Starts shipping the queue's files into the database; without it (the database away, the
+/// claim gone) the queue still runs, and its writes will tell.
+async fn start_shipping(
+    store: &Store,
+    cfg: &RunnerConfig,
+    queue: &QueueRow,
+    dir: &std::path::Path,
+    logs: &Logs,
+) -> Option<Shipping> {
+    let holder = queue.holder()?;
+    // Besides the logs (capped each), what builds and steps leave: as much as one log.
+    match Shipper::start(
+        store.clone(),
+        queue.id,
+        holder,
+        dir.to_path_buf(),
+        cfg.log_cap,
+    )
+    .await
+    {
+        Ok(shipper) => Some(Shipping::start(shipper, logs.clone())),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start shipping the queue's files");
+            None
+        }
+    }
 }
 
 impl Run<'_> {

@@ -246,8 +246,13 @@ async fn a_failed_setup_is_an_error_and_a_failed_teardown_only_a_log_line() {
         )
         .await;
     assert_eq!(d.queue.status, QueueStatus::Passed, "{:?}", cases(&d));
-    let log = std::fs::read_to_string(f.cfg.data_dir.join("queues/1/queue.log")).unwrap();
+    let log = f.store.read_file(1, "queue.log", 0, 1 << 20).await.unwrap();
+    let log = String::from_utf8_lossy(&log);
     assert!(log.contains("teardown step <expect>"), "{log}");
+    assert!(
+        !testarena_core::paths::queue_dir(&f.cfg.data_dir, 1).exists(),
+        "the scratch directory is gone: the database holds the queue's files"
+    );
 }
 
 /// Starts a queue whose only case hangs, then stops it for `reason` once the case runs.
@@ -267,7 +272,10 @@ async fn stop_while_running(f: &Fixture, reason: StopReason) -> (i64, PathBuf) {
         ctl.stop(reason);
     };
     tokio::join!(run, stop);
-    (id, testarena_core::paths::queue_dir(&f.cfg.data_dir, id))
+    (
+        id,
+        testarena_core::paths::attempt_dir(&f.cfg.data_dir, id, 1),
+    )
 }
 
 #[tokio::test]
@@ -286,7 +294,7 @@ async fn an_abort_ends_the_running_case_and_the_queue() {
 }
 
 #[tokio::test]
-async fn a_lost_claim_records_nothing_and_keeps_the_files_of_a_queue_that_still_exists() {
+async fn a_lost_claim_records_nothing_and_leaves_the_shipped_lines_to_the_next_attempt() {
     let f = fixture().await;
     let (id, dir) = stop_while_running(&f, StopReason::ClaimLost).await;
     let d = f.store.queue(id).await.unwrap();
@@ -295,25 +303,12 @@ async fn a_lost_claim_records_nothing_and_keeps_the_files_of_a_queue_that_still_
         QueueStatus::Running,
         "the new attempt's to decide"
     );
-    assert!(dir.join("queue.log").exists(), "files kept");
-}
-
-#[tokio::test]
-async fn a_lost_claim_on_an_unreadable_database_keeps_the_files() {
-    let f = fixture().await;
-    let queue = f.hanging_queue().await;
-    let dir = testarena_core::paths::queue_dir(&f.cfg.data_dir, queue.id);
-    let ctl = QueueControl::default();
-    let run = run_queue(&f.store, &f.cfg, &f.mirrors, queue, &ctl);
-    let stop = async {
-        while !dir.join("queue.log").exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // A passing database failure: every read now fails, but the queue is not gone.
-        f.store.close().await;
-        ctl.stop(StopReason::ClaimLost);
-    };
-    tokio::join!(run, stop);
-    assert!(dir.join("queue.log").exists(), "files kept");
+    let log = f
+        .store
+        .read_file(id, "queue.log", 0, 1 << 20)
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("claimed by worker w1 (attempt 1)"), "{log}");
+    assert!(!dir.exists(), "this attempt's scratch directory is gone");
 }

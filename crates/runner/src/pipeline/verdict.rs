@@ -8,7 +8,7 @@ use std::time::Instant;
 use testarena_core::paths::{case_log, task_dir};
 use testarena_core::state::queue_verdict;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
-use testarena_store::{QueueDetail, StoreError};
+use testarena_store::QueueDetail;
 
 impl Run<'_> {
     /// Records the verdict and writes junit.xml; a queue whose claim was lost records nothing.
@@ -46,6 +46,14 @@ impl Run<'_> {
             "queue {id} {status} in {secs:.1}s{}",
             said.unwrap_or_default()
         ));
+        // Every line and file in the database before the verdict: a reader who sees the queue
+        // end finds all of it. Unless the disk (or the database) is full: what space is left
+        // goes to the verdict.
+        if self.logs_failed() {
+            self.shipping = None;
+        } else {
+            self.finish_shipping().await;
+        }
         if let Err(e) = self
             .store
             .finish_queue(id, &worker, status, error.as_deref())
@@ -53,39 +61,59 @@ impl Run<'_> {
         {
             tracing::warn!(error = %e, "cannot record the queue's verdict");
         }
+        self.remove_scratch();
+    }
+
+    /// Ships the rest of the queue's files (the shipping task stops).
+    async fn finish_shipping(&mut self) {
         self.logs.lock().flush();
+        if let Some(shipping) = self.shipping.take() {
+            shipping.finish().await;
+        }
+    }
+
+    /// Removes the attempt's scratch directory (its checkout and the files shipped), and the
+    /// queue's when no other attempt uses it: the database holds what the queue left.
+    fn remove_scratch(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot remove the queue's scratch directory");
+            }
+        }
+        if let Some(parent) = self.dir.parent() {
+            // Only when empty.
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 
     /// After a shutdown cut the queue short: it waits again, for this or another worker to
     /// start it over (its processes are gone already). If the hand-back fails, the lease runs
     /// out and the queue is taken back all the same.
-    async fn hand_back(&self) {
+    async fn hand_back(&mut self) {
         let Some(holder) = self.queue.holder() else {
             return;
         };
+        self.logs.event(
+            "the worker is stopping: the queue is handed back, to wait for a worker to start it over",
+        );
+        self.finish_shipping().await;
         match self.store.hand_back(self.queue.id, &holder).await {
-            Ok(true) => self.logs.event(
-                "the worker is stopping: the queue waits again for a worker to start it over",
-            ),
-            Ok(false) => self
-                .logs
-                .event("the worker is stopping; it no longer held the queue"),
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("the worker is stopping; it no longer held the queue"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot hand the queue back; its lease will run out");
             }
         }
-        self.logs.lock().flush();
+        self.remove_scratch();
     }
 
-    /// After a lost claim: the files stay for the attempt that took the queue over, unless the
-    /// queue is gone from the database for certain (deleted), not on a passing error.
+    /// After a lost claim: the attempt that took the queue over (elsewhere, or in a scratch
+    /// directory of its own) starts its files over; nothing of this one is shipped any more.
     async fn give_up_claim(&self) {
         self.logs
             .event("this worker lost its claim on the queue (deleted or taken back); stopping");
         tracing::warn!("lost the claim on the queue (deleted, or taken back after the lease ran out); recorded nothing");
-        if let Err(StoreError::NotFound(_)) = self.store.queue(self.queue.id).await {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        self.remove_scratch();
     }
 
     /// The queue's status and error: a full disk, a stop reason or a failure first, otherwise

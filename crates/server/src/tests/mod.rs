@@ -8,7 +8,6 @@ use axum::http::{header, HeaderMap, Method, Request};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use testarena_core::paths::queue_dir;
 use testarena_store::{NewCase, Store, StoreOptions};
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -338,9 +337,16 @@ async fn a_slow_body_is_408() {
 async fn huge_log_offsets_are_400_not_500() {
     let app = app().await;
     let id = app.new_queue(&["a.xml"]).await;
-    let dir = queue_dir(&app.state.config.data_dir, id);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("queue.log"), "one\ntwo\n").unwrap();
+    let holder = app
+        .state
+        .store
+        .claim("w", 60_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .holder()
+        .unwrap();
+    put_log(&app.state.store, id, &holder, 0, "one\ntwo\n").await;
     for offset in [
         "9223372036854775808",
         "18446744073709551615",
@@ -539,4 +545,20 @@ async fn a_queue_of_100000_cases_answers_in_pages() {
         .get(&format!("/api/v1/queues/{id}/cases/TC_099999/log"))
         .await;
     assert_eq!(a.status, StatusCode::OK);
+}
+
+/// Appends `text` at `start` of queue `id`'s log, as the worker holding it would.
+pub(crate) async fn put_log(
+    store: &testarena_store::Store,
+    id: i64,
+    holder: &testarena_store::Holder,
+    start: i64,
+    text: &str,
+) {
+    let chunk = testarena_store::Chunk {
+        name: "queue.log".into(),
+        start,
+        data: text.as_bytes().to_vec(),
+    };
+    store.put_chunks(id, holder, &[chunk]).await.unwrap();
 }

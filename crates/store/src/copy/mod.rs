@@ -190,17 +190,24 @@ pub(crate) use copy_impl;
 impl Store {
     /// Copies this store's history (queues with all their fields, tasks, cases, commit-status
     /// reports) into `target`, keeping ids, statuses and times, in one transaction on the
-    /// target: all or nothing. Refuses ([`StoreError::Conflict`]) unless `target` is empty (no
+    /// target: all or nothing; then every queue's files, a piece at a time. Refuses ([`StoreError::Conflict`]) unless `target` is empty (no
     /// queue, and none ever deleted). Queues are copied as they are, running ones too: stop
     /// the workers first. Workers are not copied.
     pub async fn copy_into(&self, target: &Store) -> Result<CopySummary> {
         let snapshot = self.retry(|| self.backend.snapshot()).await?;
         target.retry(|| target.backend.restore(&snapshot)).await?;
+        // The files after the rows, a queue at a time: they can be large, and a copy that
+        // stops half-way is finished by running it again... on a new target.
+        let mut file_bytes = 0;
+        for q in &snapshot.queues {
+            file_bytes += self.copy_files_into(q.row.id, target).await?;
+        }
         Ok(CopySummary {
             queues: snapshot.queues.len(),
             tasks: snapshot.tasks.len(),
             cases: snapshot.cases.len(),
             reports: snapshot.reports.len(),
+            file_bytes,
         })
     }
 }

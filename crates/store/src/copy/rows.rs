@@ -50,6 +50,8 @@ pub struct CopySummary {
     pub tasks: usize,
     pub cases: usize,
     pub reports: usize,
+    /// Bytes of the queues' files (logs, reports) copied.
+    pub file_bytes: u64,
 }
 
 /// The columns of `queues` a copy reads and writes.

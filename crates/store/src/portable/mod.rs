@@ -1,10 +1,12 @@
 //! SQL that SQLite and PostgreSQL both speak, written once and expanded into each backend
 //! module: what differs between the dialects stays in `sqlite/` and `postgres/`.
 
+mod files;
 mod queues;
 mod reports;
 mod work;
 
+pub(crate) use files::files_impl;
 pub(crate) use queues::queues_impl;
 pub(crate) use reports::reports_impl;
 pub(crate) use work::work_impl;

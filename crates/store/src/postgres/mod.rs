@@ -1,10 +1,12 @@
 //! The PostgreSQL backend: its connection setup and migrations, and the SQL of every operation
 //! of the [`Backend`] seam in PostgreSQL's dialect. Claims take the next queue with
 //! `FOR UPDATE SKIP LOCKED`; triggers keep the change counter and send NOTIFY on every change
-//! (`testarena_changes`) and on new work (`testarena_work`), which [`Backend::wait_for`] listens to.
+//! (`testarena_changes`), on new work (`testarena_work`) and on new chunks of a queue's files
+//! (`testarena_files`), which [`Backend::wait_for`] listens to.
 
 mod copy;
 mod details;
+mod files;
 mod queues;
 mod reports;
 mod work;
@@ -26,6 +28,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The channels the triggers of migrations/postgres notify.
 const CHANGES_CHANNEL: &str = "testarena_changes";
 const WORK_CHANNEL: &str = "testarena_work";
+const FILES_CHANNEL: &str = "testarena_files";
 
 /// A pool of connections to one PostgreSQL database, and the wake-ups its NOTIFYs give.
 pub(crate) struct Postgres {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for Postgres {
 struct Listening {
     changes: Notify,
     work: Notify,
+    files: Notify,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -89,8 +93,12 @@ impl Postgres {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(opts)
             .await?;
-        // Two processes migrating at once: sqlx takes an advisory lock around the run.
-        MIGRATOR.run(&pool).await?;
+        // Two processes migrating at once: sqlx takes an advisory lock around the run. A
+        // database that is up to date is left alone, so a role without the right to change
+        // the schema (a server or worker role, see deploy/postgres) can open it.
+        if !up_to_date(&pool).await {
+            MIGRATOR.run(&pool).await?;
+        }
         Ok(Postgres {
             pool,
             listener: tokio::sync::OnceCell::new(),
@@ -125,13 +133,31 @@ impl Postgres {
     }
 }
 
+/// Whether every migration this binary knows, and no other, was applied successfully: then
+/// there is nothing to run (an unknown one is left to the migrator, which refuses it).
+async fn up_to_date(pool: &PgPool) -> bool {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(v) => v,
+            Err(_) => return false,
+        };
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    known.iter().all(|v| applied.contains(v)) && applied.iter().all(|v| known.contains(v))
+}
+
 /// Listens to both channels and wakes the waiters of each; reconnects after a lost connection
 /// (waking everybody then, since a NOTIFY may have been missed). Ends with its [`Listening`].
 async fn listen(url: String, to: std::sync::Weak<Listening>) {
     loop {
         match PgListener::connect(&url).await {
             Ok(mut l) => {
-                if let Err(e) = l.listen_all([CHANGES_CHANNEL, WORK_CHANNEL]).await {
+                if let Err(e) = l
+                    .listen_all([CHANGES_CHANNEL, WORK_CHANNEL, FILES_CHANNEL])
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot LISTEN; polling only");
                 } else {
                     loop {
@@ -139,11 +165,13 @@ async fn listen(url: String, to: std::sync::Weak<Listening>) {
                         let Some(to) = to.upgrade() else { return };
                         match n {
                             Ok(n) if n.channel() == WORK_CHANNEL => wake(&to.work),
+                            Ok(n) if n.channel() == FILES_CHANNEL => wake(&to.files),
                             Ok(_) => wake(&to.changes),
                             Err(e) => {
                                 tracing::warn!(error = %e, "lost the LISTEN connection");
                                 wake(&to.work);
                                 wake(&to.changes);
+                                wake(&to.files);
                                 break;
                             }
                         }
@@ -199,6 +227,7 @@ impl Backend for Postgres {
             let notify = match what {
                 Wakeup::Work => &l.work,
                 Wakeup::Change => &l.changes,
+                Wakeup::Files => &l.files,
             };
             let _ = tokio::time::timeout(timeout, notify.notified()).await;
         })

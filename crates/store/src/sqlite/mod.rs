@@ -3,6 +3,7 @@
 
 mod copy;
 mod details;
+mod files;
 mod queues;
 mod reports;
 mod work;
