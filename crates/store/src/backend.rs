@@ -3,8 +3,8 @@
 //! operations, which transitions are allowed, row mapping, counts, assembling a queue's detail)
 //! is written once, in the store.
 
-use crate::files::Chunk;
 use crate::reports::{ReportClaim, ReportDue};
+use crate::rows::Chunk;
 use crate::rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow};
 use crate::rows::{Holder, WorkerRow};
 use crate::{CaseResult, Result};

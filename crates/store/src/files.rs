@@ -4,18 +4,11 @@
 //! disk is needed by the server tier.
 
 use crate::backend::Wakeup;
+use crate::rows::Chunk;
 use crate::{Holder, Result, Store};
 use std::sync::LazyLock;
 use std::time::Duration;
 use tokio::sync::Notify;
-
-/// Bytes at offset `start` of the file `name` of a queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    pub name: String,
-    pub start: i64,
-    pub data: Vec<u8>,
-}
 
 /// Most bytes of a file copied in one piece.
 const COPY_PIECE: u64 = 1024 * 1024;

@@ -17,10 +17,10 @@ mod sqlite;
 mod work;
 
 pub use copy::CopySummary;
-pub use files::Chunk;
 pub use reports::ReportClaim;
 pub use rows::{
-    CaseCaps, CaseRow, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow, WorkerRow,
+    CaseCaps, CaseRow, Chunk, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow,
+    WorkerRow,
 };
 
 use backend::Backend;

@@ -390,3 +390,11 @@ pub(crate) fn parse_counts<T: FromStr<Err = String> + std::hash::Hash + Eq>(
     }
     Ok(map)
 }
+
+/// Bytes at offset `start` of the file `name` of a queue (see `files.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub name: String,
+    pub start: i64,
+    pub data: Vec<u8>,
+}

@@ -8,7 +8,7 @@ macro_rules! files_impl {
     ($backend:ident, $conn:ty, $lock:literal) => {
         use super::all;
         use crate::backend::{Files, Fut};
-        use crate::files::Chunk;
+        use crate::rows::Chunk;
         use crate::guards::held;
         use crate::rows::Holder;
         use crate::{Result, StoreError};
