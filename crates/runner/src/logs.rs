@@ -108,12 +108,17 @@ pub struct Sinks {
 
 /// Sinks shared between the console reader, process runners and the pipeline.
 #[derive(Clone)]
-pub struct Logs(Arc<Mutex<Sinks>>);
+pub struct Logs {
+    sinks: Arc<Mutex<Sinks>>,
+    /// Woken when a file became complete (a case ended): the shipper sends at once rather than
+    /// at its next round, so a case's last lines reach the database without waiting.
+    completed: Arc<tokio::sync::Notify>,
+}
 
 impl Logs {
     /// Logs writing to `queue` (if any) and nothing else yet.
     pub fn new(queue: Option<LogFile>) -> Logs {
-        Logs(Arc::new(Mutex::new(Sinks {
+        let sinks = Arc::new(Mutex::new(Sinks {
             queue,
             current: None,
             buf: Vec::with_capacity(64 * 1024),
@@ -121,7 +126,11 @@ impl Logs {
             case_budget: u64::MAX,
             on_error: None,
             ready: Vec::new(),
-        })))
+        }));
+        Logs {
+            sinks,
+            completed: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     /// Calls `handler` once with the first error writing a log file (e.g. a full disk).
@@ -147,7 +156,7 @@ impl Logs {
 
     /// Locks the sinks; a poisoned lock is still usable (a panic elsewhere must not lose logs).
     pub fn lock(&self) -> MutexGuard<'_, Sinks> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts sending lines to `file` as well (the case or build log), returning the previous one.
@@ -160,6 +169,7 @@ impl Logs {
         if let Some(f) = old.as_mut() {
             f.flush();
             s.ready.push(f.path.clone());
+            self.completed.notify_one();
         }
         old
     }
@@ -167,6 +177,12 @@ impl Logs {
     /// Says the file at `path` is complete, for the shipper to send (a case's page).
     pub fn ready(&self, path: PathBuf) {
         self.lock().ready.push(path);
+        self.completed.notify_one();
+    }
+
+    /// Waits until a file became complete since the last wait (at once if one did).
+    pub async fn completed(&self) {
+        self.completed.notified().await;
     }
 
     /// The files to send to the database now: the queue log, the current log and the files

@@ -367,8 +367,9 @@ async fn import_queue(store: &Store, id: i64, dir: &Path) -> Result<bool, StoreE
     Ok(true)
 }
 
-/// The shipper of a running queue: a task ships the live logs every [`SHIP_EVERY`]; the queue's
-/// close-out stops it and sweeps the rest.
+/// The shipper of a running queue: a task ships the live logs every [`SHIP_EVERY`], and at once
+/// when a file became complete (a case ended); the queue's close-out stops it and sweeps the
+/// rest.
 ///
 /// The task is asked to stop, never aborted: cancelled inside a write, it would leave its
 /// transaction (and the queue row it locks) to a connection back in the pool, and every other
@@ -392,6 +393,7 @@ impl Shipping {
             loop {
                 tokio::select! {
                     _ = every.tick() => {}
+                    _ = l.completed() => {}
                     _ = stopped.cancelled() => return,
                 }
                 let paths = l.to_ship();
