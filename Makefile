@@ -3,9 +3,10 @@
 #   make demo    install what is missing, build, run the server and a demo queue against
 #                examples/demo-firmware; the server keeps running (make stop ends it)
 #   make test    install what is missing, lint, then run every test: the benchmark harness in
-#                tiny mode, the browser tests, unit, integration and end-to-end tests
+#                tiny mode, the browser tests, the API fuzzer, unit, integration and end-to-end
+#                tests
 #
-# Other targets: deps, build, lint, stop, bench, clean, help.
+# Other targets: deps, build, lint, api-fuzz, stop, bench, clean, help.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -14,14 +15,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FIRMWARE_DIR := examples/demo-firmware
 
-.PHONY: help deps test-deps build lint test unit-test postgres-up browser-test bench-tiny demo stop bench clean
+.PHONY: help deps test-deps build lint test unit-test postgres-up browser-test api-fuzz bench-tiny demo stop bench clean
 
 help:
 	@echo "make demo    build, start the server on 127.0.0.1:8080 and run a demo queue (server keeps running)"
-	@echo "make test    install test tools, lint, bench --tiny, browser tests, cargo test --workspace"
+	@echo "make test    install test tools, lint, bench --tiny, browser tests, API fuzzer, cargo test --workspace"
 	@echo "make deps    install the Xtensa cross compiler, QEMU, curl, rustfmt and clippy if missing"
 	@echo "make build   cargo build --release (target/release/testarena) and build the demo firmware"
 	@echo "make lint    cargo fmt --check and cargo clippy -D warnings"
+	@echo "make api-fuzz  fuzz the REST API from its OpenAPI document (Schemathesis, about 2 minutes)"
 	@echo "make stop    stop the server 'make demo' started"
 	@echo "make bench   run the benchmarks (bench/run; see bench/README.md for what they need)"
 	@echo "make clean   cargo clean and remove the demo firmware's build/"
@@ -46,15 +48,17 @@ test-deps: deps
 	@bash scripts/install-deps.sh --test
 
 # Everything, in one run: lint, the benchmark harness in its tiny mode (so it cannot rot; it
-# asserts nothing about time), the browser tests against a real `testarena up`, then the cargo
-# suite (unit, integration, end-to-end with real git, the Xtensa cross compiler and QEMU) last,
-# so its `test result:` lines close the output. Every step runs even if an earlier one failed;
+# asserts nothing about time), the browser tests against a real `testarena up`, the API fuzzer
+# against a real `testarena serve`, then the cargo suite (unit, integration, end-to-end with
+# real git, the Xtensa cross compiler and QEMU) last, so its `test result:` lines close the
+# output. Every step runs even if an earlier one failed;
 # the exit status says whether all passed.
 test: test-deps
 	@status=0; mkdir -p test-output; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory bench-tiny || status=1; \
 	$(MAKE) --no-print-directory browser-test 2>&1 | tee test-output/browser-test.log || status=1; \
+	$(MAKE) --no-print-directory api-fuzz 2>&1 | tee test-output/api-fuzz.log || status=1; \
 	$(MAKE) --no-print-directory unit-test 2>&1 | tee test-output/cargo-test.log || status=1; \
 	bash scripts/test-summary.sh test-output/cargo-test.log test-output/browser-test.log; \
 	if [ $$status -ne 0 ]; then echo "make test: some step failed (see above)"; fi; \
@@ -84,6 +88,12 @@ browser-test:
 	$(CARGO) build -p testarena --locked
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && TESTARENA_BIN=$(CURDIR)/target/debug/testarena node --test dashboard.test.mjs
+
+# Schemathesis (installed by test-deps) sends schema-generated requests to a real `testarena
+# serve` and fails on any status code, content type, header or body the OpenAPI document does
+# not describe, and on any 5xx. TESTARENA_FUZZ_TOKEN: a token to send (see tests/api-fuzz/run.sh).
+api-fuzz:
+	bash tests/api-fuzz/run.sh
 
 bench-tiny:
 	bash bench/run --tiny --quiet

@@ -10,6 +10,8 @@
 #   - prometheus (promtool) for the metrics test, chromium for the browser tests
 #   - hyperfine and wrk for the benchmark harness's tiny run
 #   - openapi-spec-validator (PyPI) for the OpenAPI test
+#   - Schemathesis (PyPI, the version pinned in tests/api-fuzz/env.sh) for the API fuzzer, in a
+#     virtualenv of its own (python3-venv from Debian if venv is missing)
 # Idempotent: when everything is present it only checks and prints one line.
 set -euo pipefail
 
@@ -127,6 +129,25 @@ if [ "${1:-}" = "--test" ]; then
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore openapi-spec-validator
     fi
     python3 -c 'import openapi_spec_validator' || { say "openapi-spec-validator did not install" >&2; exit 1; }
+    # The API fuzzer (`make api-fuzz`): its own virtualenv, so its dependencies never meet the
+    # system's Python packages; replaced whole when the pinned version changes.
+    # shellcheck source=tests/api-fuzz/env.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/../tests/api-fuzz/env.sh"
+    if ! "$FUZZ_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "version $SCHEMATHESIS_VERSION"; then
+        missing=1
+        # Debian's python3 has venv without ensurepip until python3-venv is installed.
+        if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+            apt_install python3-venv
+        fi
+        say "pip install schemathesis==$SCHEMATHESIS_VERSION into $FUZZ_VENV"
+        rm -rf "$FUZZ_VENV"
+        if ! python3 -m venv "$FUZZ_VENV" ||
+            ! "$FUZZ_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"; then
+            rm -rf "$FUZZ_VENV"
+            say "schemathesis did not install into $FUZZ_VENV" >&2
+            exit 1
+        fi
+    fi
     for tool in systemd-analyze promtool hyperfine wrk chromium node npm; do
         if ! have "$tool"; then
             say "$tool is still not on PATH after installing it" >&2

@@ -37,30 +37,70 @@ impl ValidationError {
 }
 
 /// The body of `POST /api/v1/queues`, as sent.
+// Its OpenAPI schema (the attributes, and `crate::schema`) states the checks of `validate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewQueue {
     /// Git URL or an allowed local path.
+    #[schema(schema_with = crate::schema::repo)]
     pub repo: String,
     /// Branch to test.
+    #[schema(schema_with = crate::schema::branch)]
     pub branch: String,
     /// Scenario files in the repository; `None` means the repository's default set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::scenarios)]
     pub scenarios: Option<Vec<String>>,
-    /// Display name; defaults to `branch`.
+    /// Display name; defaults to `branch`. Trimmed; at most 200 characters, no control
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
-    /// 0..=9, higher runs first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0..=9, higher runs first; 5 when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral"
+    )]
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<i64>,
-    /// Exact commit to test instead of the branch head.
+    /// Exact commit to test instead of the branch head: a full 40-character SHA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-fA-F]{40}$")]
     pub commit: Option<String>,
     /// Labels a worker must all have to run the queue (e.g. `esp32`); at most 16, each
     /// `[a-z0-9][a-z0-9._-]*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::schema::labels)]
     pub labels: Option<Vec<String>>,
+}
+
+/// An optional integer that may also be written as a number with no fraction (`6.0`): JSON
+/// has one number type, and JSON Schema's `integer` admits both spellings.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Error, Unexpected};
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    if let Some(u) = n.as_u64() {
+        return Err(D::Error::invalid_value(
+            Unexpected::Unsigned(u),
+            &"an integer of at most 2^63-1",
+        ));
+    }
+    // Within ±2^53 every integer is exact as a float, and the range check uses no rounding.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Ok(Some(f as i64)),
+        Some(f) => Err(D::Error::invalid_value(Unexpected::Float(f), &"an integer")),
+        None => Err(D::Error::invalid_type(
+            Unexpected::Other("number"),
+            &"an integer",
+        )),
+    }
 }
 
 /// A queue request that passed every check, normalised.

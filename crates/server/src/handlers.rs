@@ -24,12 +24,15 @@ const MAX_CASE_PAGE: u32 = 1000;
 const DEFAULT_CASE_PAGE: u32 = 500;
 
 #[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = NewQueue,
-    responses((status = 201, description = "Queue created; Location header names it", body = Queue),
-              (status = 400, description = "Malformed JSON", body = ErrorBody),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+            description = "Makes a retry safe: a request with a key seen before (from the same caller, the same body) answers the first one's queue instead of making another")),
+    responses((status = 201, description = "Queue created; Location header names it", body = Queue,
+               headers(("Location" = String, description = "The queue's path, /api/v1/queues/{id}"))),
+              (status = 400, description = "Malformed JSON (`malformed_json`), or an Idempotency-Key that is not 1..=255 visible ASCII characters (`bad_idempotency_key`)", body = ErrorBody),
               (status = 408, description = "The body did not arrive in time", body = ErrorBody),
               (status = 413, description = "Body over 256 KiB", body = ErrorBody),
               (status = 415, description = "Not application/json", body = ErrorBody),
-              (status = 422, description = "A field is missing, wrong or refused; the message names it", body = ErrorBody),
+              (status = 422, description = "A field is missing, unknown, wrong or refused (`invalid_input`; the message names it: also a host outside `allowed_hosts` or a local path outside `--allow-local-repos`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)", body = ErrorBody),
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<AppState>,
@@ -51,10 +54,10 @@ pub(crate) struct ListParams {
 
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
     params(("status" = Option<QueueStatus>, Query, description = "Only queues of this status"),
-           ("limit" = Option<u32>, Query, description = "Page size, 1..=500, default 50"),
-           ("before" = Option<i64>, Query, description = "Cursor: only queues with a smaller id (the `next` of the previous page)")),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1..=500, default 50"),
+           ("before" = Option<i64>, Query, minimum = 1, maximum = 999_999_999_999_999_999_i64, description = "Cursor: only queues with a smaller id (the `next` of the previous page)")),
     responses((status = 200, description = "Newest first; each queue lists at most 50 cases per task and 100 in all", body = QueueList),
-              (status = 400, description = "Bad query parameter", body = ErrorBody)))]
+              (status = 400, description = "Bad query parameter (`bad_query`)", body = ErrorBody)))]
 pub(crate) async fn list_queues(
     State(s): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -102,7 +105,7 @@ pub(crate) async fn list_queues(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
+#[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(crate::openapi::QueueIdParam),
     responses((status = 200, description = "The queue; each task lists at most 500 cases (2000 in all), `cases_next` pages on", body = Queue), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<AppState>,
@@ -121,11 +124,11 @@ pub(crate) struct CasePageParams {
 
 /// `GET /api/v1/queues/{id}/tasks/{task}/cases?after=N&limit=M`: a page of a task's cases.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/tasks/{task}/cases", tag = "queues",
-    params(("id" = i64, Path, description = "Queue id"), ("task" = i64, Path, description = "Task id"),
-           ("after" = Option<i64>, Query, description = "Cursor: only cases after this position (the `next` of the previous page)"),
-           ("limit" = Option<u32>, Query, description = "Page size, 1..=1000, default 500")),
+    params(crate::openapi::QueueIdParam, ("task" = i64, Path, minimum = 1, maximum = 999_999_999_999_999_999_i64, description = "Task id (a positive number of at most 18 digits; anything else is 404)"),
+           ("after" = Option<i64>, Query, minimum = 0, description = "Cursor: only cases after this position (the `next` of the previous page)"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..=1000, default 500")),
     responses((status = 200, description = "Cases in file order", body = CaseList),
-              (status = 400, description = "Bad query parameter", body = ErrorBody),
+              (status = 400, description = "Bad query parameter (`bad_query`)", body = ErrorBody),
               (status = 404, description = "No such queue or task", body = ErrorBody)))]
 pub(crate) async fn task_cases(
     State(s): State<AppState>,
@@ -175,7 +178,7 @@ pub(crate) async fn task_cases(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/queues/{id}/abort", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
+#[utoipa::path(post, path = "/api/v1/queues/{id}/abort", tag = "queues", params(crate::openapi::QueueIdParam),
     responses((status = 200, description = "Aborted (waiting) or marked for abort (running)", body = Queue), (status = 404, description = "No such queue", body = ErrorBody),
               (status = 409, description = "Already finished", body = ErrorBody)))]
 pub(crate) async fn abort_queue(
@@ -187,7 +190,7 @@ pub(crate) async fn abort_queue(
     Ok(Json(q))
 }
 
-#[utoipa::path(delete, path = "/api/v1/queues/{id}", tag = "queues", params(("id" = i64, Path, description = "Queue id")),
+#[utoipa::path(delete, path = "/api/v1/queues/{id}", tag = "queues", params(crate::openapi::QueueIdParam),
     responses((status = 204, description = "Deleted with its files (a running queue is aborted first)"), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn delete_queue(
     State(s): State<AppState>,
@@ -200,9 +203,15 @@ pub(crate) async fn delete_queue(
 
 /// `POST /api/v1/queues/{id}/rerun` `{"only_failed": bool}`: a new queue with the same repo,
 /// branch and scenarios (only the failed cases' scenarios and cases if asked).
-#[utoipa::path(post, path = "/api/v1/queues/{id}/rerun", tag = "queues", params(("id" = i64, Path, description = "Queue id")), request_body(content = Option<Rerun>, description = "Optional; default only_failed = false"),
-    responses((status = 201, description = "The new queue", body = Queue), (status = 404, description = "No such queue", body = ErrorBody),
-              (status = 400, description = "Bad body", body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/queues/{id}/rerun", tag = "queues", request_body(content = Rerun, description = "Optional (no body or only whitespace: only_failed = false; `null` is refused); the Content-Type is not looked at"),
+    params(crate::openapi::QueueIdParam,
+           ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+            description = "Makes a retry safe: a request with a key seen before (from the same caller, the same body) answers the first one's queue instead of making another")),
+    responses((status = 201, description = "The new queue; Location header names it", body = Queue,
+               headers(("Location" = String, description = "The new queue's path, /api/v1/queues/{id}"))),
+              (status = 404, description = "No such queue", body = ErrorBody),
+              (status = 400, description = "The body is not valid JSON (`malformed_json`), broke off (`bad_request`), or an Idempotency-Key that is not 1..=255 visible ASCII characters (`bad_idempotency_key`)", body = ErrorBody),
+              (status = 422, description = "Valid JSON but not the body's shape, e.g. an unknown field or `null` (`invalid_input`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)", body = ErrorBody),
               (status = 408, description = "The body did not arrive in time", body = ErrorBody),
               (status = 409, description = "only_failed, but nothing failed", body = ErrorBody),
               (status = 413, description = "Body over 256 KiB", body = ErrorBody),

@@ -245,3 +245,23 @@ fn syntax_errors_give_the_one_line_cause() {
         "is not a valid regular expression: unclosed group"
     );
 }
+
+#[test]
+fn priority_may_be_written_as_an_integral_float() {
+    let parse = |priority: &str| {
+        serde_json::from_str::<NewQueue>(&format!(
+            r#"{{"repo": "https://h/r", "branch": "main", "priority": {priority}}}"#
+        ))
+    };
+    assert_eq!(parse("6").unwrap().priority, Some(6));
+    assert_eq!(parse("6.0").unwrap().priority, Some(6));
+    assert_eq!(parse("-1e2").unwrap().priority, Some(-100));
+    assert_eq!(parse("null").unwrap().priority, None);
+    for bad in ["6.5", "1e300", "18446744073709551615", "\"6\"", "true"] {
+        let e = parse(bad).unwrap_err();
+        assert!(e.is_data(), "{bad}: {e}");
+    }
+    // Out of range, but an integer: the range check names it.
+    let e = parse("12.0").unwrap().validate(&[]).unwrap_err();
+    assert_eq!(e.field, "priority");
+}

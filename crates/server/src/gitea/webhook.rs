@@ -59,18 +59,18 @@ fn ignored(reason: String) -> Response {
 /// The webhook handler.
 #[utoipa::path(post, path = "/api/v1/hooks/gitea", tag = "integrations",
     params(("X-Gitea-Signature" = String, Header, description = "Hex HMAC-SHA256 of the body under the configured secret"),
-           ("X-Gitea-Event" = Option<String>, Header, description = "Only `push` is acted on"),
-           ("X-Gitea-Delivery" = Option<String>, Header, description = "Delivery id: a replay of the same delivery makes no second queue")),
+           ("X-Gitea-Event" = Option<String>, Header, nullable = false, description = "Only `push` is acted on"),
+           ("X-Gitea-Delivery" = Option<String>, Header, nullable = false, max_length = 128, pattern = r"^[!-~]*$", description = "Delivery id, at most 128 visible ASCII characters: a replay of the same delivery makes no second queue")),
     request_body(content = Object, description = "Gitea push event payload", content_type = "application/json"),
     responses((status = 201, description = "A rule matched: the queue", body = Queue),
               (status = 200, description = "A replayed delivery: the queue the first one made", body = Queue),
               (status = 202, description = "Ignored, with the reason", body = Object),
-              (status = 400, description = "Bad payload or delivery id", body = ErrorBody),
+              (status = 400, description = "Malformed JSON (`malformed_json`), or an X-Gitea-Delivery over 128 characters or not visible ASCII (`invalid_input`)", body = ErrorBody),
               (status = 401, description = "Missing or wrong signature", body = ErrorBody),
               (status = 404, description = "Webhook not configured", body = ErrorBody),
               (status = 408, description = "The body did not arrive in time", body = ErrorBody),
               (status = 413, description = "Body over 256 KiB", body = ErrorBody),
-              (status = 422, description = "Clone URL refused", body = ErrorBody),
+              (status = 422, description = "The payload is not a push event, its branch or commit is malformed, or its clone URL is refused (`invalid_input`)", body = ErrorBody),
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn hook(
     State(s): State<AppState>,
