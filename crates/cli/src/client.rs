@@ -264,12 +264,25 @@ fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Client, Fail> {
         .clone()
         .or(file.server_url)
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
-    let mut builder =
-        Client::builder(&server).user_agent(concat!("testarena-cli/", env!("CARGO_PKG_VERSION")));
+    let mut builder = Client::builder(&server)
+        .user_agent(concat!("testarena-cli/", env!("CARGO_PKG_VERSION")))
+        .on_retry(|n| eprintln!("testarena: {}", retry_message(n)));
     if let Some(token) = conn.token.clone().or(file.token) {
         builder = builder.token(token);
     }
     Ok(builder.build()?)
+}
+
+/// What the CLI prints before it tries a call again: why, and how long it waits.
+fn retry_message(n: &testarena_client::RetryNotice) -> String {
+    format!(
+        "{} failed ({}); waiting {:.1}s before trying again ({} of {})",
+        n.call,
+        n.reason,
+        n.wait.as_secs_f64(),
+        n.retry,
+        n.of
+    )
 }
 
 fn parse_id(arg: &IdArg) -> Result<i64, Fail> {
@@ -424,6 +437,21 @@ mod tests {
         assert_eq!(verdict_code(QueueStatus::Failed), 1);
         assert_eq!(verdict_code(QueueStatus::Error), 2);
         assert_eq!(verdict_code(QueueStatus::Aborted), 2);
+    }
+
+    #[test]
+    fn a_retry_says_what_it_waits_for() {
+        let n = testarena_client::RetryNotice {
+            call: "POST /api/v1/queues".into(),
+            reason: "too many requests; try again in 2 s (rate_limited, HTTP 429)".into(),
+            wait: std::time::Duration::from_secs(2),
+            retry: 1,
+            of: 5,
+        };
+        assert_eq!(
+            retry_message(&n),
+            "POST /api/v1/queues failed (too many requests; try again in 2 s (rate_limited, HTTP 429)); waiting 2.0s before trying again (1 of 5)"
+        );
     }
 
     #[test]

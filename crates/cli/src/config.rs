@@ -59,6 +59,18 @@ pub struct ServerArgs {
     /// Time a client has to send a whole request body [default: 30s]
     #[arg(long, env = "TESTARENA_BODY_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
     pub body_timeout: Option<Duration>,
+    /// Submits (and re-runs) per second of one token, sustained; 0 = no limit [default: 10]
+    #[arg(long, env = "TESTARENA_SUBMIT_RATE", value_name = "N")]
+    pub submit_rate: Option<u32>,
+    /// Submits one token may make at once, above the sustained rate [default: 200]
+    #[arg(long, env = "TESTARENA_SUBMIT_BURST", value_name = "N")]
+    pub submit_burst: Option<u32>,
+    /// Archive downloads per second of one client address without a token; 0 = no limit [default: 2]
+    #[arg(long, env = "TESTARENA_ARCHIVE_RATE", value_name = "N")]
+    pub archive_rate: Option<u32>,
+    /// Archive downloads one client address without a token may make at once [default: 20]
+    #[arg(long, env = "TESTARENA_ARCHIVE_BURST", value_name = "N")]
+    pub archive_burst: Option<u32>,
 }
 
 /// Which repositories may be tested (`serve`, `worker`, `up`): the server checks a queue's
@@ -159,6 +171,14 @@ pub struct FileConfig {
     pub idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub body_timeout: Option<Duration>,
+    /// Submits per second of one token; 0 = no limit.
+    pub submit_rate: Option<u32>,
+    /// Submits one token may make at once.
+    pub submit_burst: Option<u32>,
+    /// Archive downloads per second of one client address without a token; 0 = no limit.
+    pub archive_rate: Option<u32>,
+    /// Archive downloads one client address without a token may make at once.
+    pub archive_burst: Option<u32>,
     pub concurrency: Option<usize>,
     /// The worker's labels (added to the emulators found on its host).
     #[serde(default)]
@@ -349,6 +369,18 @@ fn server_limits(
             .and_then(|s| s.body_timeout)
             .or(file.body_timeout)
             .unwrap_or(defaults.body_timeout),
+        submit_rate: rate(
+            "submit",
+            server.and_then(|s| s.submit_rate).or(file.submit_rate),
+            server.and_then(|s| s.submit_burst).or(file.submit_burst),
+            defaults.submit_rate,
+        )?,
+        archive_rate: rate(
+            "archive",
+            server.and_then(|s| s.archive_rate).or(file.archive_rate),
+            server.and_then(|s| s.archive_burst).or(file.archive_burst),
+            defaults.archive_rate,
+        )?,
     };
     for (name, d) in [
         ("header_timeout", limits.header_timeout),
@@ -360,6 +392,24 @@ fn server_limits(
         }
     }
     Ok(limits)
+}
+
+/// A rate limit from its layered rate and burst (each falling back to `default`'s); a burst
+/// of 0 with a rate is refused, as a rate of 0 is the way to say "no limit".
+fn rate(
+    what: &str,
+    per_second: Option<u32>,
+    burst: Option<u32>,
+    default: testarena_server::Rate,
+) -> Result<testarena_server::Rate> {
+    let rate = testarena_server::Rate {
+        per_second: per_second.unwrap_or(default.per_second),
+        burst: burst.unwrap_or(default.burst),
+    };
+    if rate.per_second > 0 && rate.burst == 0 {
+        anyhow::bail!("{what}_burst must be at least 1 (set {what}_rate = 0 for no limit)");
+    }
+    Ok(rate)
 }
 
 /// Where repositories may come from: local roots (real paths) and remote host patterns.
@@ -491,6 +541,54 @@ mod repo_policy_tests {
         let s = settings(&c, None, None, None).unwrap();
         assert!(s.allowed_hosts.is_empty() && s.allowed_roots.is_empty());
         assert_eq!(s.clone_stall_timeout, Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    #[test]
+    fn rate_limits_layer_flag_over_file_over_default() {
+        let file: FileConfig =
+            toml::from_str("submit_rate = 5\nsubmit_burst = 50\narchive_rate = 0\n").unwrap();
+        let none = Cli::parse_from(["t"]);
+        let limits = server_limits(Some(&none.server), &file).unwrap();
+        assert_eq!(
+            (limits.submit_rate.per_second, limits.submit_rate.burst),
+            (5, 50)
+        );
+        // 0 is no limit; the burst left unset keeps the default.
+        assert_eq!(
+            (limits.archive_rate.per_second, limits.archive_rate.burst),
+            (0, 20)
+        );
+        let flags = Cli::parse_from(["t", "--submit-burst", "3", "--archive-rate", "1"]);
+        let limits = server_limits(Some(&flags.server), &file).unwrap();
+        assert_eq!(
+            (limits.submit_rate.per_second, limits.submit_rate.burst),
+            (5, 3)
+        );
+        assert_eq!(
+            (limits.archive_rate.per_second, limits.archive_rate.burst),
+            (1, 20)
+        );
+        let defaults = server_limits(None, &FileConfig::default()).unwrap();
+        assert_eq!(defaults, testarena_server::Limits::default());
+        assert_eq!(
+            (defaults.submit_rate.per_second, defaults.submit_rate.burst),
+            (10, 200)
+        );
+        let bad = Cli::parse_from(["t", "--submit-burst", "0"]);
+        let e = server_limits(Some(&bad.server), &FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("submit_burst"), "{e}");
     }
 }
 

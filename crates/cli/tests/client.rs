@@ -376,6 +376,10 @@ fn unreachable_server_exits_3() {
             err.contains(&format!("cannot reach TestArena at {server}")),
             "{args:?}: {err}"
         );
+        // A submit is tried again (with its Idempotency-Key), saying so; reads are not.
+        let retried = err.matches("before trying again").count();
+        let expected = if args[0] == "submit" { 4 } else { 0 };
+        assert_eq!(retried, expected, "{args:?}: {err}");
     }
     let o = cli(dir.path(), &["queues", "--server", "ftp://x"]);
     assert_eq!(code(&o), 3);

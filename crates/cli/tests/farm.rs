@@ -598,20 +598,22 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_took_o
     db.drop_now().await;
 }
 
-/// Submits `new` to the first of `targets` that answers, trying them in turn (with a short
-/// timeout each) until one acknowledges it; returns the id acknowledged with 201.
+/// Submits `new` with the Idempotency-Key `key` to the first of `targets` that answers,
+/// trying them in turn (with a short timeout each, the same key every time) until one
+/// acknowledges it; returns the id acknowledged with 201, and whether it was a replay.
 async fn submit_anywhere(
     targets: &[testarena_client::Client],
     first: usize,
     new: &NewQueue,
-) -> i64 {
+    key: &str,
+) -> (i64, bool) {
     let start = Instant::now();
     for round in 0.. {
         let api = &targets[(first + round) % targets.len()];
-        match api.create_queue_answer(new).await {
+        match api.create_queue_keyed(new, key).await {
             Ok(answer) => {
                 assert_eq!(answer.status, 201, "{}", answer.text);
-                return answer.value.id;
+                return (answer.value.id, answer.replayed);
             }
             Err(e) => {
                 assert!(e.is_transient(), "{e}");
@@ -637,15 +639,18 @@ async fn every_acknowledged_submit_survives_a_replica_killed_and_restarted() {
     let start_a = || App::start("serve", &data, &["--database", &db.url]);
     let a = start_a();
     let b = serve(&db, &data, &repos, &[]);
+    // The test does the retrying (to the other replica), with the same key each time.
     let client = |base: &str| {
         testarena_client::Client::builder(base)
             .timeout(Some(Duration::from_secs(2)))
+            .retries(0)
             .build()
             .unwrap()
     };
     let mut targets = vec![client(&a.base), client(&b.base)];
     let total = 500;
     let mut acked: HashMap<i64, String> = HashMap::new();
+    let mut replayed = 0;
     let mut set = tokio::task::JoinSet::new();
     let mut a = Some(a);
     let mut restarted = None;
@@ -668,9 +673,11 @@ async fn every_acknowledged_submit_survives_a_replica_killed_and_restarted() {
         let targets = targets.clone();
         // Mostly replica a (the one killed): every 4th goes to b first.
         let first = usize::from(i % 4 == 3);
-        set.spawn(async move { (submit_anywhere(&targets, first, &new).await, name) });
+        let key = testarena_client::new_idempotency_key();
+        set.spawn(async move { (submit_anywhere(&targets, first, &new, &key).await, name) });
         if set.len() >= 8 {
-            let (id, name) = set.join_next().await.unwrap().unwrap();
+            let ((id, replay), name) = set.join_next().await.unwrap().unwrap();
+            replayed += usize::from(replay);
             assert!(
                 acked.insert(id, name).is_none(),
                 "id {id} acknowledged twice"
@@ -678,7 +685,8 @@ async fn every_acknowledged_submit_survives_a_replica_killed_and_restarted() {
         }
     }
     while let Some(r) = set.join_next().await {
-        let (id, name) = r.unwrap();
+        let ((id, replay), name) = r.unwrap();
+        replayed += usize::from(replay);
         assert!(
             acked.insert(id, name).is_none(),
             "id {id} acknowledged twice"
@@ -696,11 +704,99 @@ async fn every_acknowledged_submit_survives_a_replica_killed_and_restarted() {
     }
     let mut conn = db.connect().await;
     let rows = queue_rows(&mut conn).await;
-    // A submit cut off by the kill may have been stored without an answer: then it was sent
-    // again, so there may be more rows than acknowledgements, never fewer.
-    assert!(rows.len() >= total, "{} rows", rows.len());
-    eprintln!("{} acknowledged, {} stored", acked.len(), rows.len());
+    // A submit cut off by the kill may have been stored without an answer: it was sent again
+    // with the same Idempotency-Key, which found that queue. One queue per submit, exactly.
+    eprintln!(
+        "{} acknowledged ({replayed} as replays), {} stored",
+        acked.len(),
+        rows.len()
+    );
+    assert_eq!(rows.len(), total, "queues stored for {total} submits");
+    let stored: HashSet<i64> = rows.iter().map(|r| r.id).collect();
+    assert!(acked.keys().all(|id| stored.contains(id)));
     assert!(restarted.stop().success());
     assert!(b.stop().success());
+    db.drop_now().await;
+}
+
+/// The crash of issue 13: `serve` SIGKILLed (twice) and restarted on its address while clients
+/// submit, each submit with a key of its own that the typed client sends again (its built-in
+/// retry) until the server answers. A submit stored just before a kill, whose answer never
+/// left, is found again by its key: one queue per submit, every acknowledged id stored.
+#[tokio::test]
+async fn a_server_killed_under_keyed_submits_stores_each_submit_exactly_once() {
+    let db = Database::new().await;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let start = || App::start_on("serve", &listen, &data, &["--database", &db.url]);
+    let mut server = Some(start());
+    let api = testarena_client::Client::builder(&server.as_ref().unwrap().base)
+        .timeout(Some(Duration::from_secs(5)))
+        .retries(8)
+        .build()
+        .unwrap();
+    let total = 300;
+    let mut acked: HashMap<i64, String> = HashMap::new();
+    let mut replayed = 0;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..total {
+        if i == 100 || i == 200 {
+            // SIGKILL with submits in flight; back on the same address a moment later.
+            let app = server.take().unwrap();
+            // SAFETY: kill(2) on our own child has no memory effects.
+            unsafe { libc::kill(app.child.id() as i32, libc::SIGKILL) };
+            drop(app);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            server = Some(start());
+        }
+        let mut new = NewQueue::new("https://example.com/r.git", "main");
+        let name = format!("submit-{i}");
+        new.name = Some(name.clone());
+        let api = api.clone();
+        set.spawn(async move {
+            let answer = api
+                .create_queue_answer(&new)
+                .await
+                .unwrap_or_else(|e| panic!("{name} never acknowledged: {e}"));
+            assert_eq!(answer.status, 201, "{}", answer.text);
+            (answer.value.id, answer.replayed, name)
+        });
+        if set.len() >= 16 {
+            let (id, replay, name) = set.join_next().await.unwrap().unwrap();
+            replayed += usize::from(replay);
+            assert!(
+                acked.insert(id, name).is_none(),
+                "id {id} acknowledged twice"
+            );
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        let (id, replay, name) = r.unwrap();
+        replayed += usize::from(replay);
+        assert!(
+            acked.insert(id, name).is_none(),
+            "id {id} acknowledged twice"
+        );
+    }
+    let mut conn = db.connect().await;
+    let rows = queue_rows(&mut conn).await;
+    eprintln!(
+        "{} acknowledged ({replayed} as replays), {} stored",
+        acked.len(),
+        rows.len()
+    );
+    assert_eq!(acked.len(), total);
+    assert_eq!(rows.len(), total, "queues stored for {total} submits");
+    let server = server.unwrap();
+    for (id, name) in &acked {
+        let q = server
+            .api
+            .queue(*id)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(&q.name, name);
+    }
+    assert!(server.stop().success());
     db.drop_now().await;
 }

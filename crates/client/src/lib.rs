@@ -16,6 +16,22 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Submits are exactly-once
+//!
+//! Every submit ([`Client::create_queue`], [`Client::rerun`]) carries a fresh random
+//! `Idempotency-Key`, and is sent again with that same key when the answer does not come (the
+//! connection failed or broke, the call timed out) or the server (or its proxy) says it is in
+//! trouble for now (502, 503, 504): the server makes one queue per key, and answers a repeat
+//! with the queue the first try made (`Idempotent-Replayed: true`, [`Answer::replayed`]). So a
+//! submit whose first answer was lost still makes exactly one queue. The tries are bounded
+//! ([`ClientBuilder::retries`], default [`DEFAULT_RETRIES`]) with a doubling pause (from
+//! [`FIRST_PAUSE`] to [`MAX_PAUSE`]), or the server's `Retry-After`. To retry a submit
+//! across processes or clients, pass your own key ([`Client::create_queue_keyed`]).
+//!
+//! Any call refused with `429 rate_limited` waits the `Retry-After` the server gives (at most
+//! [`MAX_RETRY_AFTER`]) and goes again, within the same bound: a refused request did nothing.
+//! [`ClientBuilder::on_retry`] is told of every wait (the CLI prints it).
 
 mod error;
 
@@ -29,6 +45,7 @@ pub use testarena_core::{CaseStatus, NewQueue, Phase, QueueStatus};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest chunk of a queue log the server sends per request (`testarena_core::limits::LOG_CHUNK`,
@@ -38,6 +55,24 @@ pub const MAX_LOG_CHUNK: usize = testarena_core::limits::LOG_CHUNK as usize;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole call may take unless the builder says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a call is tried again (see the crate's documentation) unless the builder says
+/// otherwise.
+pub const DEFAULT_RETRIES: u32 = 4;
+/// The pause before the first retry without a `Retry-After`; it doubles with every retry.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between retries without a `Retry-After`.
+pub const MAX_PAUSE: Duration = Duration::from_secs(8);
+/// The longest `Retry-After` waited for; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The request header that makes a submit happen once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The answer header of a submit the server had seen before (`true`).
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A fresh `Idempotency-Key` for one submit: a random (v4) UUID.
+pub fn new_idempotency_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
 
 /// A JSON answer with what came with it: the typed value, the text exactly as the server sent
 /// it (for a program that prints the API's own JSON), its status and its `Location`.
@@ -51,6 +86,44 @@ pub struct Answer<T> {
     pub status: u16,
     /// The `Location` header: the path of a new queue.
     pub location: Option<String>,
+    /// Whether the server had seen this submit's `Idempotency-Key` before, so the queue is the
+    /// one an earlier try made (`Idempotent-Replayed: true`).
+    pub replayed: bool,
+}
+
+/// A retry the client is about to make, for [`ClientBuilder::on_retry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryNotice {
+    /// What is tried again (`POST /api/v1/queues`).
+    pub call: String,
+    /// Why: what the last try met.
+    pub reason: String,
+    /// How long the client waits before the next try.
+    pub wait: Duration,
+    /// The number of the retry to come (1 for the first).
+    pub retry: u32,
+    /// Retries allowed in all.
+    pub of: u32,
+}
+
+/// Which failures a call is tried again after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retrying {
+    /// `429` only: the server did nothing, whatever the call.
+    RateLimited,
+    /// Also a lost answer or a server in trouble (502, 503, 504): for a submit with an
+    /// `Idempotency-Key`, which the server makes at most once.
+    Keyed,
+}
+
+/// What is told of every retry.
+#[derive(Clone)]
+struct RetryHook(Arc<dyn Fn(&RetryNotice) + Send + Sync>);
+
+impl fmt::Debug for RetryHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RetryHook")
+    }
 }
 
 /// One chunk of a queue log (`GET /api/v1/queues/{id}/log`).
@@ -80,9 +153,24 @@ pub struct ClientBuilder {
     user_agent: String,
     connect_timeout: Duration,
     timeout: Option<Duration>,
+    retries: u32,
+    on_retry: Option<RetryHook>,
 }
 
 impl ClientBuilder {
+    /// How often a call is tried again after a failure it may be retried after (default
+    /// [`DEFAULT_RETRIES`]; 0: never).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Calls `hook` before every retry, with what is retried, why and how long the wait is.
+    pub fn on_retry(mut self, hook: impl Fn(&RetryNotice) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(RetryHook(Arc::new(hook)));
+        self
+    }
+
     /// Sends `token` as `Authorization: Bearer <token>` (an empty token sends none).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into()).filter(|t| !t.is_empty());
@@ -122,6 +210,8 @@ impl ClientBuilder {
             base,
             token: self.token,
             http,
+            retries: self.retries,
+            on_retry: self.on_retry,
         })
     }
 }
@@ -133,6 +223,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    retries: u32,
+    on_retry: Option<RetryHook>,
 }
 
 impl fmt::Debug for Client {
@@ -202,6 +294,8 @@ impl Client {
             user_agent: concat!("testarena-client/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: Some(DEFAULT_TIMEOUT),
+            retries: DEFAULT_RETRIES,
+            on_retry: None,
         }
     }
 
@@ -236,15 +330,85 @@ impl Client {
     }
 
     /// Sends a request; any answer but 2xx becomes an error carrying the API's code and
-    /// message.
+    /// message. A `429` is waited out and tried again (bounded).
     async fn send(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
-        let resp = rb.send().await.map_err(|e| self.transport(e))?;
+        self.send_retrying(rb, Retrying::RateLimited).await
+    }
+
+    /// Sends a request, and again after the failures `retrying` allows (at most
+    /// `self.retries` times), with a pause: the server's `Retry-After`, else a doubling one.
+    async fn send_retrying(
+        &self,
+        rb: RequestBuilder,
+        retrying: Retrying,
+    ) -> Result<Response, ClientError> {
+        let mut retry = 0;
+        let mut rb = rb;
+        loop {
+            // A body that cannot be cloned (a stream) cannot be sent twice: one try only.
+            let again = rb.try_clone();
+            let call = again.as_ref().and_then(|r| r.try_clone()?.build().ok());
+            let (error, retry_after) = match self.try_send(rb).await {
+                Ok(resp) => return Ok(resp),
+                Err(failure) => failure,
+            };
+            let wait = match (again, call) {
+                (Some(next), Some(call)) if retry < self.retries => {
+                    match retry_wait(&error, retry_after, retrying, retry) {
+                        Some(wait) => {
+                            retry += 1;
+                            self.notify(&call, &error, wait, retry);
+                            rb = next;
+                            wait
+                        }
+                        None => return Err(error),
+                    }
+                }
+                _ => return Err(error),
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One try: the answer if it is a success, else the error and the server's `Retry-After`.
+    async fn try_send(
+        &self,
+        rb: RequestBuilder,
+    ) -> Result<Response, (ClientError, Option<Duration>)> {
+        let resp = rb.send().await.map_err(|e| (self.transport(e), None))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp.bytes().await.unwrap_or_default();
-        Err(ClientError::from_answer(status, &body))
+        Err((ClientError::from_answer(status, &body), retry_after))
+    }
+
+    /// Tells the retry hook (if any) of a retry of `call` after `error`.
+    fn notify(&self, call: &reqwest::Request, error: &ClientError, wait: Duration, retry: u32) {
+        if let Some(RetryHook(hook)) = &self.on_retry {
+            hook(&RetryNotice {
+                call: format!("{} {}", call.method(), call.url().path()),
+                reason: error.to_string(),
+                wait,
+                retry,
+                of: self.retries,
+            });
+        }
+    }
+
+    /// Sends a submit with `key` as its `Idempotency-Key`, tried again (same key) after a lost
+    /// answer or a server in trouble; parses the new (or replayed) queue.
+    async fn submit(&self, rb: RequestBuilder, key: &str) -> Result<Answer<Queue>, ClientError> {
+        let rb = rb.header(IDEMPOTENCY_KEY, key);
+        let resp = self.send_retrying(rb, Retrying::Keyed).await?;
+        self.parse(resp, "a queue").await
     }
 
     async fn bytes(&self, resp: Response) -> Result<Vec<u8>, ClientError> {
@@ -263,12 +427,24 @@ impl Client {
         what: &'static str,
     ) -> Result<Answer<T>, ClientError> {
         let resp = self.send(rb).await?;
+        self.parse(resp, what).await
+    }
+
+    /// Parses a success's JSON answer as `what`.
+    async fn parse<T: DeserializeOwned>(
+        &self,
+        resp: Response,
+        what: &'static str,
+    ) -> Result<Answer<T>, ClientError> {
         let status = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let location = header(reqwest::header::LOCATION.as_str());
+        let replayed = header(IDEMPOTENT_REPLAYED).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let text = self.text(resp).await?;
         let value =
             serde_json::from_str(&text).map_err(|source| ClientError::Decode { what, source })?;
@@ -277,6 +453,7 @@ impl Client {
             text,
             status,
             location,
+            replayed,
         })
     }
 
@@ -304,15 +481,27 @@ impl Client {
         Err(ClientError::from_answer(status, &body))
     }
 
-    /// `POST /api/v1/queues`: submits a queue; the answer is the new queue.
+    /// `POST /api/v1/queues`: submits a queue, exactly once (a fresh `Idempotency-Key`, tried
+    /// again as the crate's documentation says); the answer is the new queue.
     pub async fn create_queue(&self, new: &NewQueue) -> Result<Queue, ClientError> {
         Ok(self.create_queue_answer(new).await?.value)
     }
 
     /// [`Client::create_queue`], with the answer's text.
     pub async fn create_queue_answer(&self, new: &NewQueue) -> Result<Answer<Queue>, ClientError> {
+        self.create_queue_keyed(new, &new_idempotency_key()).await
+    }
+
+    /// [`Client::create_queue_answer`] with `key` as the `Idempotency-Key`: a call with the key
+    /// of an earlier one (and the same queue) answers the queue that one made. A key is 1 to
+    /// 255 visible ASCII characters; [`new_idempotency_key`] makes one.
+    pub async fn create_queue_keyed(
+        &self,
+        new: &NewQueue,
+        key: &str,
+    ) -> Result<Answer<Queue>, ClientError> {
         let rb = self.request(Method::POST, "/api/v1/queues").json(new);
-        self.answer(rb, "a queue").await
+        self.submit(rb, key).await
     }
 
     /// `GET /api/v1/queues/{id}`: one queue (each task lists its first 500 cases).
@@ -369,17 +558,28 @@ impl Client {
     }
 
     /// `POST /api/v1/queues/{id}/rerun`: a new queue like this one (only its failed cases with
-    /// `only_failed`).
+    /// `only_failed`), made exactly once as [`Client::create_queue`] is.
     pub async fn rerun(&self, id: i64, rerun: &Rerun) -> Result<Queue, ClientError> {
         Ok(self.rerun_answer(id, rerun).await?.value)
     }
 
     /// [`Client::rerun`], with the answer's text.
     pub async fn rerun_answer(&self, id: i64, rerun: &Rerun) -> Result<Answer<Queue>, ClientError> {
+        self.rerun_keyed(id, rerun, &new_idempotency_key()).await
+    }
+
+    /// [`Client::rerun_answer`] with `key` as the `Idempotency-Key` (as
+    /// [`Client::create_queue_keyed`]).
+    pub async fn rerun_keyed(
+        &self,
+        id: i64,
+        rerun: &Rerun,
+        key: &str,
+    ) -> Result<Answer<Queue>, ClientError> {
         let rb = self
             .request(Method::POST, &format!("/api/v1/queues/{id}/rerun"))
             .json(rerun);
-        self.answer(rb, "a queue").await
+        self.submit(rb, key).await
     }
 
     /// `DELETE /api/v1/queues/{id}`: deletes the queue and its files.
@@ -500,9 +700,86 @@ impl Client {
     }
 }
 
+/// How long to wait before retry number `retry + 1` after `error`, if `retrying` allows one:
+/// the server's `Retry-After` (at most [`MAX_RETRY_AFTER`]) if it gave one, else a pause that
+/// doubles from [`FIRST_PAUSE`] up to [`MAX_PAUSE`].
+fn retry_wait(
+    error: &ClientError,
+    retry_after: Option<Duration>,
+    retrying: Retrying,
+    retry: u32,
+) -> Option<Duration> {
+    let backoff = FIRST_PAUSE
+        .saturating_mul(1u32 << retry.min(16))
+        .min(MAX_PAUSE);
+    let keyed = retrying == Retrying::Keyed;
+    match error {
+        ClientError::Api { status: 429, .. } => {}
+        ClientError::Api {
+            status: 502..=504, ..
+        } if keyed => {}
+        ClientError::Transport { .. } if keyed => {}
+        _ => return None,
+    }
+    Some(retry_after.map_or(backoff, |w| w.min(MAX_RETRY_AFTER)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_retried_and_after_how_long() {
+        let api = |status: u16| ClientError::Api {
+            status,
+            code: "x".into(),
+            message: "x".into(),
+        };
+        let secs = Duration::from_secs;
+        // 429: whatever the call, after its Retry-After (cut to a minute).
+        for retrying in [Retrying::RateLimited, Retrying::Keyed] {
+            assert_eq!(
+                retry_wait(&api(429), Some(secs(3)), retrying, 0),
+                Some(secs(3))
+            );
+            assert_eq!(
+                retry_wait(&api(429), Some(secs(3600)), retrying, 0),
+                Some(MAX_RETRY_AFTER)
+            );
+        }
+        // A server in trouble: only a keyed submit, doubling pauses unless told.
+        assert_eq!(retry_wait(&api(503), None, Retrying::RateLimited, 0), None);
+        assert_eq!(
+            retry_wait(&api(503), Some(secs(1)), Retrying::Keyed, 3),
+            Some(secs(1))
+        );
+        let pauses: Vec<_> = (0..6)
+            .map(|n| retry_wait(&api(502), None, Retrying::Keyed, n).unwrap())
+            .collect();
+        assert_eq!(pauses[0], FIRST_PAUSE);
+        assert_eq!(pauses[1], FIRST_PAUSE * 2);
+        assert_eq!(pauses[5], MAX_PAUSE);
+        assert_eq!(
+            retry_wait(&api(504), None, Retrying::Keyed, 40),
+            Some(MAX_PAUSE)
+        );
+        // Refusals are final.
+        for status in [400, 404, 409, 422, 500] {
+            assert_eq!(
+                retry_wait(&api(status), None, Retrying::Keyed, 0),
+                None,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_fresh_uuids() {
+        let (a, b) = (new_idempotency_key(), new_idempotency_key());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert!(a.bytes().all(|c| c.is_ascii_graphic()));
+    }
 
     #[test]
     fn base_urls_are_normalised() {

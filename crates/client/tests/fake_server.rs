@@ -295,3 +295,102 @@ async fn an_unreachable_or_slow_server_is_a_transport_error() {
         Err(ClientError::InvalidUrl(m)) if m.contains("invalid server URL")
     ));
 }
+
+/// A stand-in for `POST /api/v1/queues` whose first answer comes too late (the client gives
+/// up: a lost answer), whose second is `503`, and whose third is the queue, as a replay.
+async fn flaky(State(keys): State<Seen>, headers: HeaderMap, body: String) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let n = {
+        let mut keys = keys.lock().unwrap();
+        keys.push(key);
+        keys.len()
+    };
+    let new: NewQueue = serde_json::from_str(&body).unwrap();
+    match n % 3 {
+        1 => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            (StatusCode::CREATED, Json(queue(7, &new))).into_response()
+        }
+        2 => api_error(StatusCode::SERVICE_UNAVAILABLE, "database_busy", "busy"),
+        _ => (
+            StatusCode::CREATED,
+            [("idempotent-replayed", "true")],
+            Json(queue(7, &new)),
+        )
+            .into_response(),
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_sent_again_with_the_same_idempotency_key() {
+    let keys: Seen = Arc::default();
+    let app = Router::new()
+        .route("/api/v1/queues", post(flaky))
+        .with_state(keys.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let seen = told.clone();
+    let client = Client::builder(&base)
+        .timeout(Some(Duration::from_millis(300)))
+        .on_retry(move |n| seen.lock().unwrap().push(n.clone()))
+        .build()
+        .unwrap();
+    let new = NewQueue::new("https://h/fw.git", "main");
+    let answer = client.create_queue_answer(&new).await.unwrap();
+    assert_eq!((answer.value.id, answer.replayed), (7, true));
+    {
+        let keys = keys.lock().unwrap();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert!(
+            keys.iter().all(|k| k == &keys[0]),
+            "one key for every try: {keys:?}"
+        );
+        assert_eq!(keys[0].len(), 36, "a UUID: {keys:?}");
+    }
+    let told = told.lock().unwrap().clone();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert_eq!(told[0].call, "POST /api/v1/queues");
+    assert!(
+        told[0].reason.contains("no answer in time"),
+        "{:?}",
+        told[0]
+    );
+    assert!(told[1].reason.contains("HTTP 503"), "{:?}", told[1]);
+    assert_eq!(
+        (told[1].retry, told[1].of),
+        (2, testarena_client::DEFAULT_RETRIES)
+    );
+    // The next submit is another one: a new key.
+    client.create_queue_answer(&new).await.unwrap();
+    {
+        let keys = keys.lock().unwrap();
+        assert_eq!(keys.len(), 6);
+        assert_ne!(keys[3], keys[0]);
+    }
+    // A client told not to retry gives up at once.
+    let once = Client::builder(&base)
+        .timeout(Some(Duration::from_millis(300)))
+        .retries(0)
+        .build()
+        .unwrap();
+    let e = once.create_queue(&new).await.unwrap_err();
+    assert!(matches!(e, ClientError::Transport { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn refusals_are_not_sent_again() {
+    let (base, seen) = fake().await;
+    let client = Client::new(&base).unwrap();
+    let e = client
+        .create_queue(&NewQueue::new("r", "a..b"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(422));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -43,6 +43,9 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// Well-formed input refused for a reason of its own (422 with that code).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("{0}")]
     Json(#[from] JsonRejection),
     #[error("{0}")]
@@ -114,6 +117,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Json(r) => match r {
                 JsonRejection::MissingJsonContentType(_) => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -1,12 +1,13 @@
 //! The queue endpoints. Each checks its input, calls the store, and shapes the answer.
 
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::path::{QueueId, TaskId};
 use crate::state::AppState;
 use crate::view::{self, DETAIL_CAPS, LIST_CAPS};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -36,13 +37,17 @@ const DEFAULT_CASE_PAGE: u32 = 500;
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<NewQueue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(new) = body?;
+    let key = idempotency::submit_key(&headers, || {
+        idempotency::digest("create", &serde_json::to_vec(&new).unwrap_or_default())
+    })?;
     let valid = new.validate(&s.config.allowed_roots)?;
     check_host(&s, &valid.repo)?;
     check_real_location(&valid.repo, &s.config.allowed_roots)?;
-    queue_created(&s, &valid).await
+    idempotency::submit(&s, &valid, key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +224,7 @@ pub(crate) async fn delete_queue(
 pub(crate) async fn rerun_queue(
     State(s): State<AppState>,
     QueueId(id): QueueId,
+    headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
@@ -228,6 +234,13 @@ pub(crate) async fn rerun_queue(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::from_json_error("rerun body", &e))?
     };
+    let key = idempotency::submit_key(&headers, || {
+        idempotency::digest("rerun", format!("{id} {}", opts.only_failed).as_bytes())
+    })?;
+    // A retry finds its queue even if the queue it re-ran is gone by now.
+    if let Some(replay) = idempotency::replay(&s, key.as_ref()).await? {
+        return Ok(replay);
+    }
     let old = s.store.queue(id).await?;
     let q = &old.queue;
     let mut again = ValidQueue {
@@ -267,7 +280,7 @@ pub(crate) async fn rerun_queue(
         again.scenarios = Some(scenarios);
         again.case_filter = Some(filter);
     }
-    queue_created(&s, &again).await
+    idempotency::submit(&s, &again, key).await
 }
 
 /// A local repository must really be under an allowed root: a symlink inside a root that points

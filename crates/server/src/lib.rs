@@ -3,6 +3,7 @@
 
 mod archive;
 mod assets;
+mod caller_key;
 mod changes;
 pub mod conn;
 mod error;
@@ -11,9 +12,11 @@ mod files;
 mod follow;
 pub mod gitea;
 mod handlers;
+mod idempotency;
 pub mod metrics;
 pub mod openapi;
 mod path;
+pub mod ratelimit;
 mod state;
 mod system;
 mod view;
@@ -22,6 +25,7 @@ pub use changes::QueueEvent;
 pub use conn::Limits;
 pub use error::ApiError;
 pub use path::QueueId;
+pub use ratelimit::Rate;
 pub use state::{AppState, ServerConfig};
 
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +34,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
 
@@ -38,6 +43,11 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// The whole router: API, dashboard and JSON fallbacks.
 pub fn router(state: AppState) -> Router {
+    let limits = &state.config.limits;
+    let rate_limits = Arc::new(ratelimit::RateLimits::new(
+        limits.submit_rate,
+        limits.archive_rate,
+    ));
     let api = Router::new()
         .route("/health", get(system::health))
         .route(
@@ -73,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/docs", get(openapi::docs))
         .route("/api/docs/swagger-ui-bundle.js", get(openapi::docs_js))
         .route("/api/docs/swagger-ui.css", get(openapi::docs_css))
+        .route_layer(axum::middleware::from_fn_with_state(
+            rate_limits,
+            ratelimit::limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             system::track,

@@ -3,6 +3,7 @@
 //! operations, which transitions are allowed, row mapping, counts, assembling a queue's detail)
 //! is written once, in the store.
 
+use crate::once::Once;
 use crate::reports::{ReportClaim, ReportDue};
 use crate::rows::Chunk;
 use crate::rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow};
@@ -54,16 +55,16 @@ pub(crate) enum Wakeup {
 
 /// Queues as the API sees them: create, read, list, abort, delete, follow changes.
 pub(crate) trait Queues {
-    /// Stores a waiting queue (and its tasks); with a `delivery` that already made one, stores
-    /// nothing and returns `None`.
+    /// Stores a waiting queue (and its tasks); with a `once` (a webhook delivery, an
+    /// idempotency key) that already made one, stores nothing and returns `None`.
     fn insert_queue<'a>(
         &'a self,
         q: &'a ValidQueue,
-        delivery: Option<&'a str>,
+        once: Option<Once<'a>>,
         now: i64,
     ) -> Fut<'a, Option<i64>>;
-    /// The queue an earlier webhook `delivery` made.
-    fn queue_of_delivery<'a>(&'a self, delivery: &'a str) -> Fut<'a, Option<i64>>;
+    /// The queue an earlier insert with `once` made, with the request digest stored with it.
+    fn queue_of<'a>(&'a self, once: Once<'a>) -> Fut<'a, Option<(i64, Option<String>)>>;
     /// One queue with its tasks and their cases (all, or the first ones and the counts).
     fn queue(&self, id: i64, caps: Option<CaseCaps>) -> Fut<'_, Option<QueueDetail>>;
     /// One queue's row alone.

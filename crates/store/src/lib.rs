@@ -9,6 +9,7 @@ mod backend;
 mod copy;
 mod files;
 mod guards;
+mod once;
 mod portable;
 mod postgres;
 mod reports;
@@ -17,6 +18,7 @@ mod sqlite;
 mod work;
 
 pub use copy::CopySummary;
+pub use once::{Keyed, SubmitKey};
 pub use reports::ReportClaim;
 pub use rows::{
     CaseCaps, CaseRow, Chunk, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow,
@@ -276,35 +278,6 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::Conflict("delivery already seen".into()))?;
         self.queue(id).await
-    }
-
-    /// Stores a new queue for a webhook delivery, unless that delivery already made one: then
-    /// that queue is returned. The flag says whether the queue is new.
-    pub async fn create_queue_once(
-        &self,
-        q: &ValidQueue,
-        delivery: &str,
-        caps: CaseCaps,
-    ) -> Result<(QueueDetail, bool)> {
-        let now = now_ms();
-        let made = self
-            .retry(|| self.backend.insert_queue(q, Some(delivery), now))
-            .await?;
-        let (id, created) = match made {
-            Some(id) => (id, true),
-            None => {
-                let earlier = self
-                    .retry(|| self.backend.queue_of_delivery(delivery))
-                    .await?;
-                (
-                    earlier.ok_or_else(|| {
-                        StoreError::Corrupt(format!("delivery {delivery} has no queue"))
-                    })?,
-                    false,
-                )
-            }
-        };
-        Ok((self.queue_capped(id, caps).await?, created))
     }
 
     /// One queue with its tasks and all their cases.

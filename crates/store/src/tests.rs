@@ -526,6 +526,91 @@ async fn one_delivery_makes_one_queue(db: TestDbRef) {
     assert_eq!((made, ids.len()), (1, 1));
 }
 
+fn key(caller: &str, key: &str, request: &str) -> SubmitKey {
+    SubmitKey {
+        caller: caller.into(),
+        key: key.into(),
+        request: request.into(),
+    }
+}
+
+async fn one_idempotency_key_makes_one_queue(db: TestDbRef) {
+    let s = db.store.clone();
+    let q = vq("a", 5, Some(vec!["x.xml"]));
+    let k = key("alice", "k-1", "req-1");
+    let Keyed::Created(first) = s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap() else {
+        panic!("the first submit with a key makes a queue")
+    };
+    assert_eq!(first.tasks.len(), 1);
+    // The same key and request again: the same queue, nothing new.
+    let again = s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap();
+    assert_eq!(again, Keyed::Replayed(first.clone()));
+    assert_eq!(
+        s.keyed_earlier(&k, CaseCaps::ALL).await.unwrap(),
+        Some(Keyed::Replayed(first.clone()))
+    );
+    // The same key with another request is refused, and names the queue it made.
+    let other = key("alice", "k-1", "req-2");
+    let reused = s
+        .create_queue_keyed(&q, &other, CaseCaps::ALL)
+        .await
+        .unwrap();
+    assert_eq!(reused, Keyed::Reused(first.queue.id));
+    // Keys are scoped by caller: another caller's (or an anonymous) "k-1" is another key.
+    for caller in ["bob", ""] {
+        let theirs = key(caller, "k-1", "req-1");
+        match s
+            .create_queue_keyed(&q, &theirs, CaseCaps::ALL)
+            .await
+            .unwrap()
+        {
+            Keyed::Created(d) => assert_ne!(d.queue.id, first.queue.id),
+            other => panic!("{caller:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        s.keyed_earlier(&key("carol", "k-1", "req-1"), CaseCaps::ALL)
+            .await
+            .unwrap(),
+        None
+    );
+    // A key is no delivery, and a delivery no key.
+    let (by_hook, created) = s.create_queue_once(&q, "k-1", CaseCaps::ALL).await.unwrap();
+    assert!(created);
+    assert_ne!(by_hook.queue.id, first.queue.id);
+    let (page, _) = s.list_queues(None, 10, None, CaseCaps::ALL).await.unwrap();
+    assert_eq!(page.len(), 4);
+    // Concurrent tries with one key make one queue; every try gets it.
+    let k = key("alice", "k-2", "req-1");
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (s, q, k) = (s.clone(), q.clone(), k.clone());
+        handles.push(tokio::spawn(async move {
+            s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap()
+        }));
+    }
+    let (mut made, mut ids) = (0, Vec::new());
+    for h in handles {
+        match h.await.unwrap() {
+            Keyed::Created(d) => {
+                made += 1;
+                ids.push(d.queue.id);
+            }
+            Keyed::Replayed(d) => ids.push(d.queue.id),
+            Keyed::Reused(id) => panic!("same request refused as reused ({id})"),
+        }
+    }
+    ids.dedup();
+    assert_eq!((made, ids.len()), (1, 1));
+    // A deleted queue frees its key: the next submit makes a new queue.
+    s.delete_queue(ids[0]).await.unwrap();
+    assert_eq!(s.keyed_earlier(&k, CaseCaps::ALL).await.unwrap(), None);
+    match s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap() {
+        Keyed::Created(d) => assert_ne!(d.queue.id, ids[0]),
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn capped_reads_list_the_first_cases_and_count_them_all(db: TestDbRef) {
     let s = db.store.clone();
     let id = s
@@ -898,6 +983,7 @@ on_both!(
     a_handed_back_queue_waits_again_and_starts_over,
     changes_are_tracked_by_rev,
     one_delivery_makes_one_queue,
+    one_idempotency_key_makes_one_queue,
     capped_reads_list_the_first_cases_and_count_them_all,
     only_verdicts_end_queues_and_cases,
 );

@@ -31,10 +31,26 @@ impl App {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> App {
+        App::spawn(subcommand, "127.0.0.1:0", data_dir, extra, envs)
+    }
+
+    /// As [`App::start`], listening on `listen` (to come back on the same address after a
+    /// restart).
+    pub fn start_on(subcommand: &str, listen: &str, data_dir: &Path, extra: &[&str]) -> App {
+        App::spawn(subcommand, listen, data_dir, extra, &[])
+    }
+
+    fn spawn(
+        subcommand: &str,
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> App {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_testarena"));
         cmd.envs(envs.iter().copied());
         cmd.arg(subcommand)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("TESTARENA_DATABASE_URL")

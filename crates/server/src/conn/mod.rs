@@ -9,6 +9,8 @@ mod registry;
 mod wire;
 
 use crate::metrics::Metrics;
+use crate::ratelimit::{Rate, DEFAULT_ARCHIVE_RATE, DEFAULT_SUBMIT_RATE};
+use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
@@ -17,6 +19,7 @@ use registry::{Conn, Registry};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -46,6 +49,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// A request body must arrive completely within this time of its head.
     pub body_timeout: Duration,
+    /// Submits (`POST /api/v1/queues`, re-runs) per caller with a token.
+    pub submit_rate: Rate,
+    /// Archive downloads per client address, for callers without a token.
+    pub archive_rate: Rate,
 }
 
 impl Default for Limits {
@@ -55,6 +62,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            submit_rate: DEFAULT_SUBMIT_RATE,
+            archive_rate: DEFAULT_ARCHIVE_RATE,
         }
     }
 }
@@ -134,6 +143,8 @@ pub(crate) async fn serve(
         header_timeout = ?limits.header_timeout,
         idle_timeout = ?limits.idle_timeout,
         body_timeout = ?limits.body_timeout,
+        submit_rate = ?limits.submit_rate,
+        archive_rate = ?limits.archive_rate,
         "connection limits"
     );
     let registry = Arc::new(Registry::new(metrics));
@@ -157,7 +168,7 @@ pub(crate) async fn serve(
         let tcp = tokio::select! {
             _ = &mut shutdown => break 'accept,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -186,7 +197,8 @@ pub(crate) async fn serve(
             graceful.clone(),
         );
         tokio::spawn(async move {
-            serve_connection(tcp, app, &limits, conn, registry.clone(), graceful).await;
+            let (tcp, peer) = tcp;
+            serve_connection(tcp, peer, app, &limits, conn, registry.clone(), graceful).await;
             registry.remove(id);
         });
     }
@@ -216,6 +228,7 @@ async fn accept_error(e: io::Error) {
 
 async fn serve_connection(
     tcp: TcpStream,
+    peer: SocketAddr,
     app: Router,
     limits: &Limits,
     conn: Arc<Conn>,
@@ -233,12 +246,14 @@ async fn serve_connection(
     let svc_conn = conn.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let guard = InFlight::start(svc_conn.clone(), registry.clone());
-        let req = req.map(|body| DeadlineBody {
+        let mut req = req.map(|body| DeadlineBody {
             inner: body,
             deadline: Instant::now() + body_timeout,
             timeout: body_timeout,
             sleep: None,
         });
+        // The client's address, for the per-address rate limits.
+        req.extensions_mut().insert(ConnectInfo(peer));
         let answer = app.clone().oneshot(req);
         async move {
             let resp = match answer.await {

@@ -79,7 +79,7 @@ macro_rules! copy_impl {
                     }
                     let queue_sql = format!(
                         "INSERT INTO queues ({COPY_QUEUE_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
                     );
                     for c in &s.queues {
                         let q = &c.row;
@@ -107,6 +107,9 @@ macro_rules! copy_impl {
                             .bind(to_json(Some(&q.labels).filter(|l| !l.is_empty()))?)
                             .bind(c.lease_expires_at)
                             .bind(&c.delivery)
+                            .bind(&c.idem_caller)
+                            .bind(&c.idem_key)
+                            .bind(&c.idem_request)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -251,6 +254,18 @@ mod tests {
             .create_queue_once(&vq("free", None), "delivery-1", CaseCaps::ALL)
             .await
             .unwrap();
+        let submit_key = crate::SubmitKey {
+            caller: "c0ffee".into(),
+            key: "key-1".into(),
+            request: "digest-1".into(),
+        };
+        let crate::Keyed::Created(keyed) = s
+            .create_queue_keyed(&vq("keyed", None), &submit_key, CaseCaps::ALL)
+            .await
+            .unwrap()
+        else {
+            panic!("a new key makes a queue")
+        };
         let aborted = s.create_queue(&vq("aborted", None)).await.unwrap();
         s.abort_queue(aborted.queue.id, CaseCaps::ALL)
             .await
@@ -305,7 +320,7 @@ mod tests {
         .await;
 
         let summary = s.copy_into(&db.store).await.unwrap();
-        assert_eq!(summary.queues, 4);
+        assert_eq!(summary.queues, 5);
         assert_eq!(summary.reports, 1);
         let before = s.backend.snapshot().await.unwrap();
         let after = db.store.backend.snapshot().await.unwrap();
@@ -314,6 +329,7 @@ mod tests {
             done.queue.id,
             running.queue.id,
             free.queue.id,
+            keyed.queue.id,
             aborted.queue.id,
         ] {
             assert_eq!(
@@ -341,6 +357,16 @@ mod tests {
             .unwrap();
         assert!(!created);
         assert_eq!(again.queue.id, free.queue.id);
+        // So did the idempotency key: a client's retry finds its queue.
+        let replay = db
+            .store
+            .create_queue_keyed(&vq("keyed", None), &submit_key, CaseCaps::ALL)
+            .await
+            .unwrap();
+        assert!(
+            matches!(replay, crate::Keyed::Replayed(ref d) if d.queue.id == keyed.queue.id),
+            "{replay:?}"
+        );
 
         // Not empty any more: refused, and nothing changed.
         let err = s.copy_into(&db.store).await.unwrap_err();
@@ -355,7 +381,7 @@ mod tests {
                 .unwrap()
                 .values()
                 .sum::<i64>(),
-            5
+            6
         );
         src.finish().await;
     }

@@ -10,6 +10,10 @@ pub(crate) struct CopiedQueue {
     pub row: QueueRow,
     pub lease_expires_at: Option<i64>,
     pub delivery: Option<String>,
+    /// The submit's idempotency key: its caller's digest, the key, the request's digest.
+    pub idem_caller: Option<String>,
+    pub idem_key: Option<String>,
+    pub idem_request: Option<String>,
 }
 
 /// A case row with the columns the API does not show.
@@ -58,7 +62,7 @@ pub struct CopySummary {
 pub(crate) const COPY_QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, \
-     lease_expires_at, delivery";
+     lease_expires_at, delivery, idem_caller, idem_key, idem_request";
 
 /// The columns of `cases` a copy reads and writes.
 pub(crate) const COPY_CASE_COLUMNS: &str =
@@ -73,6 +77,9 @@ pub(crate) fn copied_queue(r: &impl Columns) -> Result<CopiedQueue> {
         row: queue_row(r)?,
         lease_expires_at: r.opt_int("lease_expires_at")?,
         delivery: r.opt_text("delivery")?,
+        idem_caller: r.opt_text("idem_caller")?,
+        idem_key: r.opt_text("idem_key")?,
+        idem_request: r.opt_text("idem_request")?,
     })
 }
 

@@ -6,6 +6,7 @@ macro_rules! queues_impl {
         use super::{all, details::details_on};
         use crate::backend::{Fut, Queues};
         use crate::guards::{c, cut_short, q, queue_moves, unfinished};
+        use crate::once::Once;
         use crate::rows::{
             case_row, queue_row, to_json, CaseCaps, CaseRow, QueueDetail, QueueRow, CASE_COLUMNS,
             QUEUE_COLUMNS,
@@ -26,7 +27,7 @@ macro_rules! queues_impl {
             fn insert_queue<'a>(
                 &'a self,
                 queue: &'a ValidQueue,
-                delivery: Option<&'a str>,
+                once: Option<Once<'a>>,
                 now: i64,
             ) -> Fut<'a, Option<i64>> {
                 Box::pin(async move {
@@ -34,12 +35,29 @@ macro_rules! queues_impl {
                     let case_filter = to_json(queue.case_filter.as_ref())?;
                     let origin = to_json(queue.origin.as_ref())?;
                     let labels = to_json(Some(&queue.labels).filter(|l| !l.is_empty()))?;
+                    let (delivery, key) = match once {
+                        Some(Once::Delivery(d)) => (Some(d), None),
+                        Some(Once::Key(k)) => (None, Some(k)),
+                        None => (None, None),
+                    };
+                    // A second insert with the same delivery or key stores nothing (the unique
+                    // index decides, so two at the same time make one queue).
+                    let on_conflict = match once {
+                        Some(Once::Delivery(_)) => {
+                            "ON CONFLICT (delivery) WHERE delivery IS NOT NULL DO NOTHING"
+                        }
+                        Some(Once::Key(_)) => {
+                            "ON CONFLICT (idem_caller, idem_key) WHERE idem_key IS NOT NULL DO NOTHING"
+                        }
+                        None => "",
+                    };
                     let mut tx = self.pool.begin().await?;
                     // The INSERT comes first, so the transaction takes the write lock at once.
                     let id: Option<i64> = sqlx::query_scalar(&format!(
-                        "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels) \
-                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11) \
-                         ON CONFLICT (delivery) WHERE delivery IS NOT NULL DO NOTHING RETURNING id",
+                        "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels, \
+                         idem_caller, idem_key, idem_request) \
+                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         {on_conflict} RETURNING id",
                         q(QueueStatus::INITIAL)
                     ))
                     .bind(&queue.name)
@@ -53,6 +71,9 @@ macro_rules! queues_impl {
                     .bind(&origin)
                     .bind(delivery)
                     .bind(&labels)
+                    .bind(key.map(|k| k.caller.as_str()))
+                    .bind(key.map(|k| k.key.as_str()))
+                    .bind(key.map(|k| k.request.as_str()))
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some(id) = id else {
@@ -75,14 +96,27 @@ macro_rules! queues_impl {
                 })
             }
 
-            fn queue_of_delivery<'a>(&'a self, delivery: &'a str) -> Fut<'a, Option<i64>> {
+            fn queue_of<'a>(&'a self, once: Once<'a>) -> Fut<'a, Option<(i64, Option<String>)>> {
                 Box::pin(async move {
-                    Ok(
-                        sqlx::query_scalar("SELECT id FROM queues WHERE delivery = $1")
-                            .bind(delivery)
+                    let row = match once {
+                        Once::Delivery(d) => {
+                            sqlx::query("SELECT id, idem_request FROM queues WHERE delivery = $1")
+                                .bind(d)
+                                .fetch_optional(&self.pool)
+                                .await?
+                        }
+                        Once::Key(k) => {
+                            sqlx::query(
+                                "SELECT id, idem_request FROM queues WHERE idem_caller = $1 AND idem_key = $2",
+                            )
+                            .bind(&k.caller)
+                            .bind(&k.key)
                             .fetch_optional(&self.pool)
-                            .await?,
-                    )
+                            .await?
+                        }
+                    };
+                    row.map(|r| Ok((r.try_get("id")?, r.try_get("idem_request")?)))
+                        .transpose()
                 })
             }
 
