@@ -54,6 +54,8 @@ class HttpError extends Error {
 /** Fetches JSON from the API; throws HttpError with the API's `{"error":{code,message}}`, or TypeError offline. */
 async function api(path, opts = {}) {
   const init = { method: opts.method || 'GET', headers: { accept: 'application/json' } };
+  // Writes made with the session cookie carry its CSRF token (a bearer token needs none).
+  if (init.method !== 'GET' && session.csrf) init.headers['x-csrf-token'] = session.csrf;
   if (opts.body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(opts.body);
@@ -66,6 +68,10 @@ async function api(path, opts = {}) {
     data = text ? JSON.parse(text) : null;
   } catch {
     data = null;
+  }
+  if (res.status === 401 && session.signed_in && path !== '/session') {
+    // The token was revoked or expired meanwhile: show the page as signed out.
+    loadSession();
   }
   if (!res.ok) {
     const err = data && data.error;
@@ -207,6 +213,123 @@ function confirmDialog({ title, body, ok = 'OK', danger = true }) {
     dlg.showModal();
     tid('confirm-cancel', dlg).focus();
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session: who is signed in, and what that allows
+// ---------------------------------------------------------------------------------------------
+
+/** GET /api/v1/session's answer. The token itself lives in an HttpOnly cookie this script
+ * cannot read; the page only knows the name, the scope and the CSRF token for its writes. */
+const session = { known: false, auth: 'off', anonymous_read: true, signed_in: false, name: null, scope: null, csrf: null };
+const SCOPE_RANK = { read: 1, submit: 2, admin: 3 };
+const ACTION_TEXT = {
+  submit: 'submit queues', abort: 'abort this queue', delete: 'delete queues',
+  rerun: 're-run queues', 'rerun-failed': 're-run queues',
+};
+
+/** The scope `action` needs (on queue `q`): aborting one's own queue needs only submit. */
+function scopeNeeded(action, q) {
+  if (action === 'delete') return 'admin';
+  if (action === 'abort') {
+    return q && session.name && q.submitted_by === session.name ? 'submit' : 'admin';
+  }
+  return 'submit';
+}
+
+/** Why the visitor may not do `action` (on queue `q`), or '' when they may (the server checks
+ * again; this only keeps buttons honest). */
+function deniedReason(action, q) {
+  if (!session.known) return '';
+  const need = scopeNeeded(action, q);
+  if ((SCOPE_RANK[session.scope] || 0) >= SCOPE_RANK[need]) return '';
+  const what = ACTION_TEXT[action] || action;
+  const alt = action === 'abort' ? ' (or the token that submitted it)' : '';
+  if (!session.signed_in) return `Sign in with a token of scope ${need}${alt} to ${what}.`;
+  return `Your token “${session.name}” has scope ${session.scope}; to ${what} you need scope ${need}${alt}.`;
+}
+
+async function loadSession() {
+  try {
+    const s = await api('/session');
+    Object.assign(session, s, { known: true });
+  } catch {
+    return; // offline: keep what was known
+  }
+  renderSession();
+}
+
+function renderSession() {
+  const box = tid('session');
+  box.hidden = session.auth !== 'required' && !session.signed_in;
+  const who = tid('session-who');
+  who.replaceChildren();
+  if (session.signed_in) {
+    who.append(h('b', { text: session.name }), ` · ${session.scope}`);
+    who.title = `Signed in as ${session.name} (scope ${session.scope})`;
+  } else {
+    who.textContent = session.anonymous_read ? 'Not signed in' : 'Sign in to see the queues';
+    who.title = '';
+  }
+  tid('sign-in-button').hidden = session.signed_in;
+  tid('sign-out-button').hidden = !session.signed_in;
+  const reason = deniedReason('submit');
+  const btn = tid('submit-button');
+  btn.disabled = !!reason;
+  btn.title = reason;
+  const note = tid('submit-denied');
+  note.hidden = !reason;
+  note.textContent = reason;
+  if (page.queue) renderQueue(page.queue);
+}
+
+function openSignIn() {
+  const dlg = tid('sign-in-dialog');
+  const form = tid('sign-in-form', dlg);
+  form.reset();
+  tid('sign-in-error', dlg).hidden = true;
+  dlg.showModal();
+  tid('sign-in-token', dlg).focus();
+}
+
+async function onSignIn(ev) {
+  ev.preventDefault();
+  const dlg = tid('sign-in-dialog');
+  const input = tid('sign-in-token', dlg);
+  const err = tid('sign-in-error', dlg);
+  const btn = tid('sign-in-submit', dlg);
+  btn.disabled = true;
+  try {
+    await api('/session', { method: 'POST', body: { token: input.value.trim() } });
+    input.value = '';
+    dlg.close();
+    await afterSessionChange();
+    toast(`Signed in as ${session.name} (${session.scope}).`, 'ok');
+  } catch (e) {
+    err.textContent = isOffline(e) ? 'Cannot reach the server — try again in a moment.'
+      : e.status === 401 ? 'This token is not valid (unknown, revoked or expired).' : e.message;
+    err.hidden = false;
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+async function onSignOut() {
+  try {
+    await api('/session', { method: 'DELETE' });
+  } catch (e) {
+    toast(isOffline(e) ? 'Cannot reach the server — try again in a moment.' : e.message, 'error');
+    return;
+  }
+  await afterSessionChange();
+  toast('Signed out.');
+}
+
+/** Reads the session again and everything the visitor may now see differently. */
+async function afterSessionChange() {
+  await loadSession();
+  loadBoard();
+  if (page.id) fetchQueue(page.id);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,7 +655,8 @@ async function loadBoard() {
     if (gen !== board.gen) return;
     board.error = isOffline(e)
       ? 'Cannot reach the server — retrying…'
-      : `The server could not list queues: ${e.message} — retrying…`;
+      : e.status === 401 ? 'Sign in to see the queues: this server shows them only to signed-in users.'
+        : `The server could not list queues: ${e.message} — retrying…`;
     if (board.loaded) toast(board.error, 'error');
     else setBoardState();
     setTimeout(() => { if (gen === board.gen) loadBoard(); }, 3000);
@@ -687,7 +811,7 @@ async function onSubmit(ev) {
     if (isOffline(e)) showFormError(form, 'Cannot reach the server — check that testarena is running, then try again.');
     else showFormError(form, e.message);
   } finally {
-    btn.disabled = false;
+    btn.disabled = !!deniedReason('submit');
     btn.textContent = 'Submit queue';
   }
 }
@@ -1230,6 +1354,7 @@ function renderQueue(q) {
   tid('queue-worker').textContent = q.worker ? `${q.worker}${q.attempts > 1 ? ` (attempt ${q.attempts})` : ''}` : '—';
   tid('queue-scenarios').textContent = q.scenarios ? q.scenarios.join(', ') : 'repository default';
   tid('queue-labels').textContent = (q.labels && q.labels.length) ? q.labels.join(', ') : 'any worker';
+  tid('queue-submitter').textContent = q.submitted_by || 'anonymous';
   const err = tid('queue-error');
   err.hidden = !q.error;
   err.textContent = q.error || '';
@@ -1237,14 +1362,19 @@ function renderQueue(q) {
   const finished = FINISHED.has(q.status);
   const sum = q.summary || { total: 0, passed: 0, failed: 0, error: 0, skipped: 0 };
   tid('abort-button').hidden = finished;
-  tid('abort-button').disabled = page.busy || q.abort_requested;
+  tid('abort-button').disabled = page.busy || q.abort_requested || !!deniedReason('abort', q);
   tid('abort-button').textContent = q.abort_requested ? 'Aborting…' : 'Abort';
   tid('rerun-button').hidden = !finished;
   const hasFailures = sum.failed + sum.error > 0
     || (q.tasks || []).some((t) => t.status === 'failed' || t.status === 'error');
   tid('rerun-failed-button').hidden = !finished || !hasFailures;
   tid('delete-button').hidden = false;
-  for (const a of ['rerun-button', 'rerun-failed-button', 'delete-button']) tid(a).disabled = page.busy;
+  for (const b of ['abort', 'rerun', 'rerun-failed', 'delete']) {
+    const reason = deniedReason(b, q);
+    const el = tid(`${b}-button`);
+    if (b !== 'abort') el.disabled = page.busy || !!reason;
+    el.title = reason;
+  }
 
   tid('raw-log-link').href = `${API}/queues/${id}/log`;
   tid('junit-link').href = `${API}/queues/${id}/junit.xml`;
@@ -1561,6 +1691,12 @@ function init() {
     c.focus({ preventScroll: true });
   });
   tid('wrap-toggle').addEventListener('change', (e) => c.classList.toggle('nowrap', !e.target.checked));
+
+  tid('sign-in-button').addEventListener('click', openSignIn);
+  tid('sign-out-button').addEventListener('click', onSignOut);
+  tid('sign-in-form').addEventListener('submit', onSignIn);
+  tid('sign-in-cancel').addEventListener('click', () => tid('sign-in-dialog').close());
+  loadSession();
 
   window.addEventListener('hashchange', route);
   route();

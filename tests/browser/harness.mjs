@@ -207,9 +207,10 @@ function startDiskProxy(target) {
 }
 
 /**
- * Starts everything. Returns { url, repo, commit, tmp, api(), stop() }.
+ * Starts everything. Returns { url, repo, commit, tmp, api(), token(), stop() }.
+ * `args` are added to `testarena up` (e.g. ['--auth', 'required']).
  */
-export async function startArena() {
+export async function startArena({ args = [] } = {}) {
   const bin = path.resolve(repoRoot, process.env.TESTARENA_BIN || path.join('target', 'debug', 'testarena'));
   if (!fs.existsSync(bin)) {
     throw new Error(`testarena binary not found at ${bin}: build it (cargo build -p testarena) or set TESTARENA_BIN`);
@@ -220,7 +221,7 @@ export async function startArena() {
   const dataDir = path.join(tmp, 'data');
   const logFile = path.join(tmp, 'testarena.log');
   const log = fs.openSync(logFile, 'a');
-  const child = spawn(bin, ['up', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--allow-local-repos', tmp], {
+  const child = spawn(bin, ['up', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--allow-local-repos', tmp, ...args], {
     cwd: tmp,
     detached: true, // its own process group, so stop() can end it and everything it started
     stdio: ['ignore', 'pipe', log],
@@ -241,16 +242,28 @@ export async function startArena() {
     url = proxy.url;
   }
 
-  async function api(method, p, body) {
+  async function api(method, p, body, bearer) {
+    const headers = body ? { 'content-type': 'application/json' } : {};
+    if (bearer) headers.authorization = `Bearer ${bearer}`;
     const res = await fetch(serverUrl + p, {
       method,
-      headers: body ? { 'content-type': 'application/json' } : {},
+      headers,
       body: body ? JSON.stringify(body) : undefined,
     });
     const text = await res.text();
     let json = null;
     try { json = text ? JSON.parse(text) : null; } catch { json = null; }
     return { status: res.status, json, text, headers: res.headers };
+  }
+
+  /** Creates an API token with `testarena token create` (as an admin would); returns it. */
+  function token(name, scope) {
+    const out = execFileSync(bin, ['token', 'create', '--data-dir', dataDir, '--name', name, '--scope', scope], {
+      cwd: tmp, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const last = out.trim().split('\n').pop().trim().split(/\s+/).pop();
+    if (!/^ta_/.test(last)) throw new Error(`no token in the output of token create:\n${out}`);
+    return last;
   }
 
   async function stop() {
@@ -278,7 +291,7 @@ export async function startArena() {
     return left;
   }
 
-  return { url, serverUrl, repo, commit, tmp, logFile, api, stop };
+  return { url, serverUrl, repo, commit, tmp, logFile, api, token, stop };
 }
 
 /** Launches headless Chromium with a fresh profile. Returns { context, close() }. */
