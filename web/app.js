@@ -263,7 +263,7 @@ const page = {
 
 function matchesText(q, text) {
   if (!text) return true;
-  const hay = `#${q.id} ${q.name} ${q.repo} ${q.branch} ${q.commit || ''} ${q.status} ${q.phase || ''} ${q.worker || ''}`.toLowerCase();
+  const hay = `#${q.id} ${q.name} ${q.repo} ${q.branch} ${q.commit || ''} ${q.status} ${q.phase || ''} ${q.worker || ''} ${q.submitted_by || ''}`.toLowerCase();
   return text.split(/\s+/).every((w) => hay.includes(w));
 }
 
@@ -349,6 +349,10 @@ function buildRow(q, now) {
   }
   repo.textContent = shortRepo(q.repo);
   repo.title = q.repo;
+  if (q.submitted_by) {
+    main.lastChild.append(h('span', { class: 'by', testid: `by-${id}`,
+      title: `submitted with the API token ${q.submitted_by}`, text: `by ${q.submitted_by}` }));
+  }
 
   const prio = prioCell.firstChild;
   prio.className = `prio p${q.priority}`;
@@ -1227,6 +1231,7 @@ function renderQueue(q) {
   cr.textContent = fmtAge(created);
   cr.title = fmtDateTime(created);
   tickQueue();
+  tid('queue-by').textContent = q.submitted_by || '—';
   tid('queue-worker').textContent = q.worker ? `${q.worker}${q.attempts > 1 ? ` (attempt ${q.attempts})` : ''}` : '—';
   tid('queue-scenarios').textContent = q.scenarios ? q.scenarios.join(', ') : 'repository default';
   tid('queue-labels').textContent = (q.labels && q.labels.length) ? q.labels.join(', ') : 'any worker';

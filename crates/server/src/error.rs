@@ -51,6 +51,16 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// No token, or one that is not valid, where one is needed: `401` with
+    /// `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token's scope is too small: `403 forbidden` (the message names both scopes).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A write by the session cookie without the session's `X-CSRF-Token`: `403 csrf`.
+    #[error("{0}")]
+    Csrf(String),
     #[error("{0}")]
     Store(StoreError),
     /// Writing a file failed because the disk is full.
@@ -128,6 +138,9 @@ impl ApiError {
             ApiError::Body(b) => body_status(b),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             ApiError::Store(StoreError::Busy(_) | StoreError::Overloaded(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_busy")
             }
@@ -268,6 +281,10 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

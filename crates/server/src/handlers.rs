@@ -1,5 +1,6 @@
 //! The queue endpoints. Each checks its input, calls the store, and shapes the answer.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::path::{QueueId, TaskId};
 use crate::state::AppState;
@@ -33,13 +34,14 @@ const DEFAULT_CASE_PAGE: u32 = 500;
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<AppState>,
+    caller: Caller,
     body: Result<Json<NewQueue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(new) = body?;
     let valid = new.validate(&s.config.allowed_roots)?;
     check_host(&s, &valid.repo)?;
     check_real_location(&valid.repo, &s.config.allowed_roots)?;
-    queue_created(&s, &valid).await
+    queue_created(&s, &valid, caller.name.as_deref()).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,9 +182,16 @@ pub(crate) async fn task_cases(
               (status = 409, description = "Already finished", body = ErrorBody)))]
 pub(crate) async fn abort_queue(
     State(s): State<AppState>,
+    caller: Caller,
     QueueId(id): QueueId,
 ) -> Result<Json<Queue>, ApiError> {
-    let q = view::queue(&s.store.abort_queue(id, DETAIL_CAPS).await?);
+    let row = s.store.queue_row(id).await?;
+    if !caller.may_abort(row.submitted_by.as_deref()) {
+        return Err(crate::auth::abort_refused(&caller));
+    }
+    let by = caller.name.as_deref();
+    let q = view::queue(&s.store.abort_queue_by(id, by, DETAIL_CAPS).await?);
+    tracing::info!(queue = id, token = by.unwrap_or("-"), "queue aborted");
     s.changed(false);
     Ok(Json(q))
 }
@@ -191,9 +200,12 @@ pub(crate) async fn abort_queue(
     responses((status = 204, description = "Deleted with its files (a running queue is aborted first)"), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn delete_queue(
     State(s): State<AppState>,
+    caller: Caller,
     QueueId(id): QueueId,
 ) -> Result<StatusCode, ApiError> {
     s.store.delete_queue(id).await?;
+    let by = caller.name.as_deref().unwrap_or("-");
+    tracing::info!(queue = id, token = by, "queue deleted");
     s.changed(false);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -209,6 +221,7 @@ pub(crate) async fn delete_queue(
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn rerun_queue(
     State(s): State<AppState>,
+    caller: Caller,
     QueueId(id): QueueId,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -258,7 +271,7 @@ pub(crate) async fn rerun_queue(
         again.scenarios = Some(scenarios);
         again.case_filter = Some(filter);
     }
-    queue_created(&s, &again).await
+    queue_created(&s, &again, caller.name.as_deref()).await
 }
 
 /// A local repository must really be under an allowed root: a symlink inside a root that points
@@ -280,10 +293,17 @@ fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), A
     }
 }
 
-/// Stores a new queue, wakes the worker and the live-update poller, and answers `201 Created`
-/// with the queue and its `Location`.
-pub(crate) async fn queue_created(s: &AppState, queue: &ValidQueue) -> Result<Response, ApiError> {
-    let detail = s.store.create_queue(queue).await?;
+/// Stores a new queue (submitted by the API token named `by`, if any), wakes the worker and
+/// the live-update poller, and answers `201 Created` with the queue and its `Location`.
+pub(crate) async fn queue_created(
+    s: &AppState,
+    queue: &ValidQueue,
+    by: Option<&str>,
+) -> Result<Response, ApiError> {
+    let detail = s.store.create_queue_by(queue, by).await?;
+    if let Some(name) = by {
+        tracing::info!(queue = detail.queue.id, token = name, "queue submitted");
+    }
     let live = view::live_labels(&s.store).await;
     let created = view::queue_live(&detail, live.as_deref());
     s.changed(true);

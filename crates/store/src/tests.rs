@@ -929,3 +929,121 @@ async fn postgres_claims_skip_locked_queues() {
     })
     .await
 }
+
+// --- API tokens (crate::tokens) and who submitted or aborted a queue ---
+
+mod tokens {
+    use super::*;
+    use testarena_core::auth::{self, Scope};
+
+    async fn tokens_round_trip_and_only_hashes_are_stored(db: TestDbRef) {
+        let s = db.store.clone();
+        let ci = s.create_token("ci", Scope::Submit, None).await.unwrap();
+        let (id, secret) = auth::parse_token(&ci.text).expect("well-formed");
+        assert_eq!(id, ci.row.id);
+        assert!(secret.len() >= 64, "at least 256 bits");
+        let stored = db
+            .row(&format!("SELECT hash FROM tokens WHERE id = {id}"))
+            .await
+            .unwrap();
+        assert_eq!(stored[0].as_deref(), Some(secret_hash(secret).as_str()));
+        assert!(
+            !format!("{stored:?}").contains(secret),
+            "the secret is never stored"
+        );
+
+        let found = s.verify_token(&ci.text).await.unwrap().expect("valid");
+        assert_eq!(found.row.name, "ci");
+        assert_eq!(found.row.scope, Scope::Submit);
+        // Another secret, a wrong id, garbage: refused alike.
+        let other = auth::format_token(id, &"0".repeat(64));
+        let wrong_id = auth::format_token(id + 1, secret);
+        for bad in [other.as_str(), wrong_id.as_str(), "ta_x", ""] {
+            assert_eq!(s.verify_token(bad).await.unwrap(), None, "{bad}");
+        }
+
+        // Names are unique and checked.
+        let dup = s.create_token("ci", Scope::Read, None).await.unwrap_err();
+        assert!(
+            matches!(dup, StoreError::Conflict(ref m) if m.contains("ci")),
+            "{dup}"
+        );
+        let bad = s.create_token("12", Scope::Read, None).await.unwrap_err();
+        assert!(matches!(bad, StoreError::Invalid(_)), "{bad}");
+
+        let admin = s.create_token("root", Scope::Admin, None).await.unwrap();
+        let names: Vec<String> = s
+            .tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["ci", "root"]);
+
+        // last_used_at follows touches.
+        assert_eq!(s.tokens().await.unwrap()[0].last_used_at, None);
+        s.touch_token(id).await.unwrap();
+        assert!(s.tokens().await.unwrap()[0].last_used_at.is_some());
+
+        // Revoke by id and by name; then the texts are refused at once.
+        assert_eq!(s.revoke_token(&id.to_string()).await.unwrap().name, "ci");
+        assert_eq!(s.verify_token(&ci.text).await.unwrap(), None);
+        assert_eq!(s.revoke_token("root").await.unwrap().id, admin.row.id);
+        assert_eq!(s.verify_token(&admin.text).await.unwrap(), None);
+        let gone = s.revoke_token("root").await.unwrap_err();
+        assert!(
+            matches!(gone, StoreError::TokenNotFound(ref w) if w == "root"),
+            "{gone}"
+        );
+        assert!(s.tokens().await.unwrap().is_empty());
+    }
+
+    async fn expired_tokens_are_refused(db: TestDbRef) {
+        let s = db.store.clone();
+        let past = s
+            .create_token("old", Scope::Admin, Some(now_ms() - 1))
+            .await
+            .unwrap();
+        assert_eq!(s.verify_token(&past.text).await.unwrap(), None);
+        let future = s
+            .create_token("new", Scope::Read, Some(now_ms() + 60_000))
+            .await
+            .unwrap();
+        assert!(s.verify_token(&future.text).await.unwrap().is_some());
+    }
+
+    async fn queues_record_who_submitted_and_aborted_them(db: TestDbRef) {
+        let s = db.store.clone();
+        let q = testarena_core::validate::ValidQueue {
+            repo: "https://example.com/r.git".into(),
+            branch: "main".into(),
+            scenarios: None,
+            name: "main".into(),
+            priority: 5,
+            commit: None,
+            case_filter: None,
+            labels: Vec::new(),
+            origin: None,
+        };
+        let by = s.create_queue_by(&q, Some("ci")).await.unwrap();
+        assert_eq!(by.queue.submitted_by.as_deref(), Some("ci"));
+        let anon = s.create_queue(&q).await.unwrap();
+        assert_eq!(anon.queue.submitted_by, None);
+        let aborted = s
+            .abort_queue_by(by.queue.id, Some("alice"), crate::CaseCaps::ALL)
+            .await
+            .unwrap();
+        assert_eq!(
+            aborted.queue.error.as_deref(),
+            Some("aborted before it started (by alice)")
+        );
+        assert_eq!(aborted.queue.submitted_by.as_deref(), Some("ci"));
+    }
+
+    on_both!(
+        tokens_round_trip_and_only_hashes_are_stored,
+        expired_tokens_are_refused,
+        queues_record_who_submitted_and_aborted_them,
+    );
+}

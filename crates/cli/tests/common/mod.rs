@@ -31,10 +31,23 @@ impl App {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> App {
+        App::start_on("127.0.0.1:0", subcommand, data_dir, extra, envs)
+    }
+
+    /// As [`App::start_with_env`], listening on `listen` (e.g. `0.0.0.0:0`).
+    pub fn start_on(
+        listen: &str,
+        subcommand: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> App {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_testarena"));
+        // The machine's auth setting must not leak in; a test may still give one.
+        cmd.env_remove("TESTARENA_AUTH");
         cmd.envs(envs.iter().copied());
         cmd.arg(subcommand)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("TESTARENA_DATABASE_URL")

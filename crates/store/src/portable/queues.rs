@@ -27,6 +27,7 @@ macro_rules! queues_impl {
                 &'a self,
                 queue: &'a ValidQueue,
                 delivery: Option<&'a str>,
+                submitted_by: Option<&'a str>,
                 now: i64,
             ) -> Fut<'a, Option<i64>> {
                 Box::pin(async move {
@@ -37,8 +38,8 @@ macro_rules! queues_impl {
                     let mut tx = self.pool.begin().await?;
                     // The INSERT comes first, so the transaction takes the write lock at once.
                     let id: Option<i64> = sqlx::query_scalar(&format!(
-                        "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels) \
-                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11) \
+                        "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels, submitted_by) \
+                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11, $12) \
                          ON CONFLICT (delivery) WHERE delivery IS NOT NULL DO NOTHING RETURNING id",
                         q(QueueStatus::INITIAL)
                     ))
@@ -53,6 +54,7 @@ macro_rules! queues_impl {
                     .bind(&origin)
                     .bind(delivery)
                     .bind(&labels)
+                    .bind(submitted_by)
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some(id) = id else {
@@ -240,17 +242,18 @@ macro_rules! queues_impl {
                 })
             }
 
-            fn abort_waiting(&self, id: i64, now: i64) -> Fut<'_, bool> {
+            fn abort_waiting<'a>(&'a self, id: i64, reason: &'a str, now: i64) -> Fut<'a, bool> {
                 Box::pin(async move {
                     let (from, to) = (QueueStatus::Waiting, QueueStatus::Aborted);
                     let done = sqlx::query(&format!(
-                        "UPDATE queues SET status = {}, finished_at = $2, error = 'aborted before it started' \
+                        "UPDATE queues SET status = {}, finished_at = $2, error = $3 \
                          WHERE id = $1 AND {}",
                         q(to),
                         queue_moves(from, to)
                     ))
                     .bind(id)
                     .bind(now)
+                    .bind(reason)
                     .execute(&self.pool)
                     .await?;
                     if done.rows_affected() == 1 {
