@@ -174,11 +174,13 @@ Next steps:
        systemctl enable --now testarena-app testarena-worker
      or several workers instead of one:
        systemctl enable --now testarena-app testarena-worker@1 testarena-worker@2
-  3. Put nginx in front (HTTPS, compression, live streams):
+  3. Make API tokens (the config asks for them: [auth] mode = "required"), e.g.
+       sudo -u testarena testarena token create --config $CONF_DIR/config.toml --name admin --scope admin
+  4. Put nginx in front (HTTPS, compression, live streams):
        cp $DOC_DIR/nginx-testarena.conf /etc/nginx/sites-available/testarena
        ln -s ../sites-available/testarena /etc/nginx/sites-enabled/testarena
        nginx -t && systemctl reload nginx
-  4. Logs: journalctl -u testarena-app -u testarena-worker -f
+  5. Logs: journalctl -u testarena-app -u testarena-worker -f
   See $DOC_DIR/deployment.md.
 NEXT
 if [ "${#active[@]}" -gt 0 ]; then

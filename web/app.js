@@ -386,7 +386,7 @@ const page = {
 
 function matchesText(q, text) {
   if (!text) return true;
-  const hay = `#${q.id} ${q.name} ${q.repo} ${q.branch} ${q.commit || ''} ${q.status} ${q.phase || ''} ${q.worker || ''}`.toLowerCase();
+  const hay = `#${q.id} ${q.name} ${q.repo} ${q.branch} ${q.commit || ''} ${q.status} ${q.phase || ''} ${q.worker || ''} ${q.submitted_by || ''}`.toLowerCase();
   return text.split(/\s+/).every((w) => hay.includes(w));
 }
 
@@ -472,6 +472,10 @@ function buildRow(q, now) {
   }
   repo.textContent = shortRepo(q.repo);
   repo.title = q.repo;
+  if (q.submitted_by) {
+    main.lastChild.append(h('span', { class: 'by', testid: `by-${id}`,
+      title: `submitted with the API token ${q.submitted_by}`, text: `by ${q.submitted_by}` }));
+  }
 
   const prio = prioCell.firstChild;
   prio.className = `prio p${q.priority}`;

@@ -79,6 +79,20 @@ BEGIN
     END IF;
 END $$;
 
+-- --- API tokens (tokens), once a migration has made the table ------------------------------
+-- `testarena token create|list|revoke` run with serve's own configuration, so as the server
+-- role: it makes, lists and deletes tokens. The server reads a token on every request that
+-- carries one and records when it was last used (that column only). The worker never sees
+-- them.
+DO $$
+BEGIN
+    IF to_regclass('tokens') IS NOT NULL THEN
+        GRANT SELECT, INSERT, DELETE ON tokens TO testarena_server;
+        GRANT UPDATE (last_used_at) ON tokens TO testarena_server;
+        GRANT USAGE ON SEQUENCE tokens_id_seq TO testarena_server;
+    END IF;
+END $$;
+
 -- --- Tables a later migration makes ----------------------------------------------------------
 -- The server may read them at once; anything more comes with the next run of this file.
 ALTER DEFAULT PRIVILEGES FOR ROLE testarena_owner IN SCHEMA public

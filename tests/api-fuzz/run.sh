@@ -57,7 +57,11 @@ testarena() {
 # repositories may be anywhere (`/`): nothing is ever read from them, and every repository the
 # schema admits is then accepted.
 mkdir -p "$work/data"
-testarena serve --listen 127.0.0.1:0 --allow-local-repos / >"$work/server.out" 2>"$work/server.log" &
+# Tokens required (as on a shared server): every request carries an admin token made below, so
+# every route is reached past the auth check; the submit limit is off so the generated submits
+# are judged, not throttled.
+testarena serve --listen 127.0.0.1:0 --allow-local-repos / --auth required --submit-rate 0 \
+    >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 
 base=""
@@ -91,9 +95,12 @@ if [ "$healthy" -ne 1 ]; then
 fi
 say "fuzzing $base"
 
-# The credentials of every request: the token given, if any. (A server that requires tokens
-# gets one made here: `token="${token:-$(testarena token create --name api-fuzz --scope admin)}"`.)
+# The credentials of every request: the token given, else an admin token made here as an admin
+# would (`token create` prints it as its last line).
 token="${TESTARENA_FUZZ_TOKEN:-}"
+if [ -z "$token" ]; then
+    token="$(testarena token create --name api-fuzz --scope admin | tail -n 1)"
+fi
 auth=()
 if [ -n "$token" ]; then
     # Every request as this caller: no generated credentials in place of the token.

@@ -4,7 +4,7 @@
 //! Exit codes: 0 success (or a passed queue), 1 a failed queue, 2 an errored or aborted queue,
 //! 3 bad input, an API refusal or connection trouble.
 
-mod render;
+pub(crate) mod render;
 mod wait;
 
 use crate::config::{self, CommonArgs};
@@ -163,10 +163,43 @@ struct Fail {
 
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Fail {
+        let mut message = e.to_string();
+        if let Some(advice) = auth_advice(&e) {
+            message.push('\n');
+            message.push_str(&advice);
+        }
         Fail {
             code: EXIT_TROUBLE,
-            message: e.to_string(),
+            message,
         }
+    }
+}
+
+/// What to do about a refusal for want of a token (401) or of scope (403), indented under
+/// the error; `None` for any other error.
+fn auth_advice(e: &ClientError) -> Option<String> {
+    use testarena_core::auth::{needed_scope, Scope};
+    match (e.status(), e.code()) {
+        (Some(401), _) => Some(
+            "  This server needs an API token: pass it with --token TOKEN, the TESTARENA_TOKEN \
+             environment variable, or `token = \"...\"` in the config file.\n  \
+             An administrator creates one on the server's host with \
+             `testarena token create --name NAME --scope submit` (read: look only; admin: also \
+             delete and abort any queue)."
+                .to_string(),
+        ),
+        (Some(403), Some("forbidden")) => {
+            let needed = e
+                .api_message()
+                .and_then(needed_scope)
+                .unwrap_or(Scope::Admin);
+            Some(format!(
+                "  This needs a token with scope {needed}. Ask an administrator for one \
+                 (`testarena token create --name NAME --scope {needed}`) and pass it with --token \
+                 or TESTARENA_TOKEN."
+            ))
+        }
+        _ => None,
     }
 }
 

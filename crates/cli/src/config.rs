@@ -9,7 +9,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use testarena_core::auth::AuthMode;
 use testarena_runner::sandbox::{SandboxConfig, SandboxMode};
+use testarena_server::AuthConfig;
 
 /// Where the config file is looked for when `--config` is not given.
 const DEFAULT_CONFIG: &str = "/etc/testarena/config.toml";
@@ -71,6 +73,14 @@ pub struct ServerArgs {
     /// Archive downloads one client address without a token may make at once [default: 20]
     #[arg(long, env = "TESTARENA_ARCHIVE_BURST", value_name = "N")]
     pub archive_burst: Option<u32>,
+    /// API tokens: required (writes, and reads unless [auth] anonymous_read, need a token) or
+    /// off (nothing checked) [default: off on a loopback address, required on any other]
+    #[arg(long, env = "TESTARENA_AUTH", value_name = "MODE", value_parser = auth_mode)]
+    pub auth: Option<AuthMode>,
+}
+
+fn auth_mode(s: &str) -> Result<AuthMode, String> {
+    s.parse()
 }
 
 /// Which repositories may be tested (`serve`, `worker`, `up`): the server checks a queue's
@@ -205,6 +215,18 @@ pub struct FileConfig {
     pub token: Option<String>,
     /// Gitea webhook and commit statuses.
     pub gitea: Option<testarena_server::gitea::GiteaConfig>,
+    /// `[auth]`: how the server checks callers.
+    pub auth: Option<AuthFile>,
+}
+
+/// The config file's `[auth]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// `required` or `off`.
+    pub mode: Option<AuthMode>,
+    /// Whether the board and logs are readable without a token (default true).
+    pub anonymous_read: Option<bool>,
 }
 
 /// Settings after layering.
@@ -233,6 +255,10 @@ pub struct Settings {
     pub sandbox: SandboxConfig,
     /// `[gitea]` with `TESTARENA_GITEA_SECRET` / `TESTARENA_GITEA_TOKEN` over the file's values.
     pub gitea: Option<testarena_server::gitea::GiteaConfig>,
+    /// How the server checks callers (the mode defaults from the listen address).
+    pub auth: AuthConfig,
+    /// Whether the auth mode was given (flag, environment or file) rather than defaulted.
+    pub auth_explicit: bool,
 }
 
 /// Reads the config file: `explicit`, else the default path if it exists, else nothing.
@@ -306,6 +332,7 @@ pub fn settings(
         .and_then(|w| w.clone_timeout)
         .or(file.clone_timeout)
         .unwrap_or(Duration::from_secs(600));
+    let (auth, auth_explicit) = auth_settings(server, file.auth.as_ref(), listen);
     let gitea = gitea_with_env(file.gitea);
     Ok(Settings {
         listen,
@@ -324,7 +351,39 @@ pub fn settings(
         clone_timeout,
         sandbox,
         gitea,
+        auth,
+        auth_explicit,
     })
+}
+
+/// The server's auth settings: the mode from flag/env over `[auth] mode`, else `off` on a
+/// loopback address and `required` on any other (so a server reachable from the network never
+/// takes anonymous writes by accident); `anonymous_read` from the file, default true. The flag
+/// says whether the mode was given.
+pub fn auth_settings(
+    server: Option<&ServerArgs>,
+    file: Option<&AuthFile>,
+    listen: SocketAddr,
+) -> (AuthConfig, bool) {
+    let given = server.and_then(|s| s.auth).or(file.and_then(|f| f.mode));
+    let mode = given.unwrap_or(if is_loopback(listen) {
+        AuthMode::Off
+    } else {
+        AuthMode::Required
+    });
+    let anonymous_read = file.and_then(|f| f.anonymous_read).unwrap_or(true);
+    (
+        AuthConfig {
+            mode,
+            anonymous_read,
+        },
+        given.is_some(),
+    )
+}
+
+/// Whether `addr` is reachable from this host only (127.0.0.0/8, ::1, or ::ffff:127.x).
+pub fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
 }
 
 /// How long running queues may finish after SIGTERM when nothing says otherwise.
@@ -614,5 +673,74 @@ mod label_tests {
         let f: FileConfig = toml::from_str("labels = [\"esp32\"]\ngrace = \"2m\"\n").unwrap();
         assert_eq!(f.labels, ["esp32"]);
         assert_eq!(f.grace, Some(Duration::from_secs(120)));
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    fn flag(auth: Option<AuthMode>) -> ServerArgs {
+        ServerArgs {
+            listen: None,
+            max_connections: None,
+            header_timeout: None,
+            idle_timeout: None,
+            body_timeout: None,
+            submit_rate: None,
+            submit_burst: None,
+            archive_rate: None,
+            archive_burst: None,
+            auth,
+        }
+    }
+
+    #[test]
+    fn auth_is_off_on_loopback_only_unless_given() {
+        let at = |a: &str| auth_settings(None, None, a.parse().unwrap());
+        let off = AuthConfig {
+            mode: AuthMode::Off,
+            anonymous_read: true,
+        };
+        let required = AuthConfig {
+            mode: AuthMode::Required,
+            anonymous_read: true,
+        };
+        for lo in [
+            "127.0.0.1:8080",
+            "127.1.2.3:1",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert_eq!(at(lo), (off.clone(), false), "{lo}");
+        }
+        for public in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.0.2.1:80",
+            "[2001:db8::1]:80",
+        ] {
+            assert_eq!(at(public), (required.clone(), false), "{public}");
+        }
+    }
+
+    #[test]
+    fn auth_layers_flag_over_file() {
+        let any: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        let file: FileConfig =
+            toml::from_str("[auth]\nmode = \"off\"\nanonymous_read = false\n").unwrap();
+        let f = file.auth.as_ref();
+        let (cfg, given) = auth_settings(Some(&flag(None)), f, any);
+        assert_eq!(
+            (cfg.mode, cfg.anonymous_read, given),
+            (AuthMode::Off, false, true)
+        );
+        let (cfg, given) = auth_settings(Some(&flag(Some(AuthMode::Required))), f, any);
+        assert_eq!(
+            (cfg.mode, cfg.anonymous_read, given),
+            (AuthMode::Required, false, true)
+        );
+        assert!(toml::from_str::<FileConfig>("[auth]\nmode = \"maybe\"\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[auth]\nanonymous = true\n").is_err());
     }
 }

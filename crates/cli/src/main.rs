@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod tokens;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -64,7 +65,7 @@ enum Command {
         after_help = "Copying (--from sqlite://PATH --to postgres://USER@HOST/DB): every queue \
 with all its fields, its tasks, cases and commit-status reports is copied with its id, status \
 and times, in one transaction on the target, which must be a new, empty database (refused \
-otherwise). Workers are not copied, and queues are copied as they are, running ones too: stop \
+otherwise). API tokens are copied too (they keep working). Workers are not copied, and queues are copied as they are, running ones too: stop \
 the server and the workers first. Each queue's files (logs, case pages, JUnit report, what its \
 builds left) are copied after the rows, a queue at a time (should that fail, copy again into a \
 new database); files an older version kept under <data>/queues/<id>/ are imported into --from \
@@ -78,6 +79,12 @@ first, so the new installation needs nothing of the old data directory."
         /// The new, empty database to copy into (postgres://USER@HOST/DB); its schema is created first
         #[arg(long, value_name = "URL", requires = "from")]
         to: Option<String>,
+    },
+    /// Create, list and revoke API tokens (in the database directly, with the same
+    /// --database / --data-dir / config as `serve`)
+    Token {
+        #[command(subcommand)]
+        action: tokens::TokenCommand,
     },
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -148,16 +155,46 @@ async fn copy_database(from: &str, to: &str, data_dir: &std::path::Path) -> Resu
     let n = copied.with_context(|| format!("cannot copy {} into {}", redact(from), redact(to)))?;
     println!(
         "copied {} queues ({} tasks, {} cases, {} commit-status reports, {} bytes of logs and \
-         reports) from {} into {}",
+         reports) and {} API tokens from {} into {}",
         n.queues,
         n.tasks,
         n.cases,
         n.reports,
         n.file_bytes,
+        n.tokens,
         redact(from),
         redact(to)
     );
     Ok(())
+}
+
+/// Logs how callers are checked, warning where that is risky: auth off on an address others
+/// can reach (only when asked for), or auth required with no token to use yet.
+async fn announce_auth(s: &Settings, store: &Store) {
+    use testarena_server::AuthMode;
+    match s.auth.mode {
+        AuthMode::Off if !config::is_loopback(s.listen) => tracing::warn!(
+            listen = %s.listen,
+            "--auth off on an address other hosts can reach: anybody who reaches it can \
+             submit, abort and delete queues"
+        ),
+        AuthMode::Off => tracing::info!(
+            "auth off (loopback address): no token is checked; --auth required to check them"
+        ),
+        AuthMode::Required => {
+            tracing::info!(
+                anonymous_read = s.auth.anonymous_read,
+                explicit = s.auth_explicit,
+                "auth required: writes need an API token"
+            );
+            if store.tokens().await.is_ok_and(|t| t.is_empty()) {
+                tracing::warn!(
+                    "auth is required and no API token exists yet: make one with \
+                     `testarena token create --name NAME --scope admin`"
+                );
+            }
+        }
+    }
 }
 
 /// Prints the bound address on stdout, so scripts and tests that asked for port 0 find it.
@@ -284,7 +321,9 @@ async fn run_services(s: Settings, with_server: bool, with_worker: bool) -> Resu
             allowed_hosts: s.allowed_hosts.clone(),
             gitea: s.gitea.clone(),
             limits: s.limits.clone(),
+            auth: s.auth.clone(),
         };
+        announce_auth(&s, &store).await;
         let state = AppState::new(store.clone(), config, new_work);
         let listener = tokio::net::TcpListener::bind(s.listen)
             .await
@@ -380,6 +419,14 @@ async fn run(cli: Cli) -> Result<()> {
                 testarena_core::redact::redact(&s.database_url)
             );
             Ok(())
+        }
+        Command::Token { action } => {
+            let s = config::settings(&cli.common, None, None, None)?;
+            init_logging(s.log_json);
+            let store = open_store(&s).await?;
+            let result = tokens::run(action, &store).await;
+            store.close().await;
+            result
         }
         Command::Client(c) => std::process::exit(client::run(c, &cli.common).await),
     }

@@ -650,6 +650,7 @@ const ROUTED_PATHS: &[&str] = &[
     "/api/v1/queues/{id}/log/stream",
     "/api/v1/queues/{id}/rerun",
     "/api/v1/queues/{id}/tasks/{task}/cases",
+    "/api/v1/session",
     "/api/v1/workers",
     "/metrics",
 ];

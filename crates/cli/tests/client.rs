@@ -163,7 +163,7 @@ async fn queues_lists_as_table_and_json() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     for col in [
-        "ID", "STATUS", "PHASE", "PRI", "BRANCH", "SHA", "CASES", "AGE", "NAME",
+        "ID", "STATUS", "PHASE", "PRI", "BRANCH", "SHA", "CASES", "BY", "AGE", "NAME",
     ] {
         assert!(lines[0].contains(col), "{col} in {}", lines[0]);
     }

@@ -303,6 +303,57 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
     // Two replicas on one database.
     let (one, two) = (serve(1), serve(2));
 
+    // API tokens, made and revoked with serve's own configuration (the server role); the
+    // server reads them and records their use.
+    let server_url = farm.url(&farm.server);
+    let token_cmd = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_testarena"))
+            .arg("token")
+            .args(args)
+            .args(["--database", &server_url, "--data-dir"])
+            .arg(&data)
+            .env("TESTARENA_CONFIG", "/dev/null")
+            .env_remove("TESTARENA_DATABASE_URL")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "token {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let made = token_cmd(&["create", "--name", "ci", "--scope", "submit"]);
+    let token = made.lines().last().unwrap().trim().to_string();
+    let listed = one
+        .http
+        .get(one.url("/api/v1/queues"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), reqwest::StatusCode::OK);
+    let mut owner_conn = farm.connect(&farm.owner).await;
+    let start = Instant::now();
+    loop {
+        let used: Option<i64> = sqlx::query_scalar("SELECT last_used_at FROM tokens")
+            .fetch_one(&mut owner_conn)
+            .await
+            .unwrap();
+        if used.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the server did not record the token's use"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    owner_conn.close().await.unwrap();
+    assert!(token_cmd(&["list"]).contains("ci"));
+    token_cmd(&["revoke", "ci"]);
+
     // A: passes. It comes from a (pretend) Gitea push, so the worker's status changes fire
     // the commit-status trigger. B: asks for a label no worker has, so it waits.
     let a = one.submit(&new_queue(&repo, "scenarios/s.xml")).await;
@@ -392,6 +443,7 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
          VALUES (999999, 'x', true, '\\x00', 0)",
         "ALTER TABLE queues ADD COLUMN x BIGINT",
         "DROP TABLE workers",
+        "SELECT hash FROM tokens",
     ] {
         assert_refused(&mut as_worker, "the worker role", sql).await;
     }
@@ -406,6 +458,7 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
          VALUES (999999, 'x', true, '\\x00', 0)",
         "ALTER TABLE queues ADD COLUMN x BIGINT",
         "TRUNCATE queues",
+        "UPDATE tokens SET scope = 'admin'",
     ] {
         assert_refused(&mut as_server, "the server role", sql).await;
     }

@@ -65,7 +65,7 @@ async fn the_same_idempotency_key_makes_one_queue_and_replays_it() {
     assert_eq!(count(&app).await, 1);
     // The same key with another request: refused, nothing stored.
     let (status, _, body) = post(&app, "/api/v1/queues", &queue_body("dev"), &key).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_reused");
     assert!(body["error"]["message"]
         .as_str()
@@ -144,11 +144,11 @@ async fn a_rerun_with_a_key_is_made_once_even_after_its_queue_is_deleted() {
     assert_eq!(header(&h, "idempotent-replayed"), Some("true"));
     // Same key, another request (only_failed): refused.
     let (status, _, body) = post(&app, &path, &json!({"only_failed": true}), &key).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_reused");
     // A create with a re-run's key is another request too.
     let (status, _, body) = post(&app, "/api/v1/queues", &queue_body("main"), &key).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // The typed client's re-run is keyed as well.
     let keep = app
         .api

@@ -34,6 +34,7 @@ fn queue(id: i64, new: &NewQueue) -> Queue {
         worker: None,
         attempts: 0,
         labels: Vec::new(),
+        submitted_by: None,
         waiting_reason: None,
         summary: Summary::default(),
         tasks: Vec::new(),

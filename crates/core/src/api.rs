@@ -30,6 +30,10 @@ pub struct Queue {
     /// Labels a worker must all have to run it; empty: any worker.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The name of the API token that submitted it; null when submitted without one (or by a
+    /// webhook).
+    #[serde(default)]
+    pub submitted_by: Option<String>,
     /// Why a waiting queue is not being run, when no live worker can take it (e.g.
     /// `waiting for a worker with labels esp32`); null otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]

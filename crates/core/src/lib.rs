@@ -2,6 +2,7 @@
 //! configuration types. No I/O and no async: every other crate depends on this one.
 
 pub mod api;
+pub mod auth;
 pub mod limits;
 pub mod origin;
 pub mod paths;

@@ -185,17 +185,18 @@ impl Logs {
         self.completed.notified().await;
     }
 
-    /// The files to send to the database now: the queue log, the current log and the files
-    /// that became complete since the last call.
+    /// The files to send to the database now: the queue log first (the live console waits
+    /// for nothing else), then the current log and the files that became complete since the
+    /// last call.
     pub fn to_ship(&self) -> Vec<PathBuf> {
         let mut s = self.lock();
-        let mut paths = std::mem::take(&mut s.ready);
-        paths.extend(
-            [s.queue.as_ref(), s.current.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|f| f.path.clone()),
-        );
+        let ready = std::mem::take(&mut s.ready);
+        let mut paths: Vec<PathBuf> = [s.queue.as_ref(), s.current.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|f| f.path.clone())
+            .collect();
+        paths.extend(ready);
         paths
     }
 

@@ -43,9 +43,10 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    /// Well-formed input refused for a reason of its own (422 with that code).
+    /// A request that contradicts an earlier one, with a code of its own (409): e.g. an
+    /// `Idempotency-Key` sent before with another request.
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    ConflictWith { code: &'static str, message: String },
     #[error("{0}")]
     Json(#[from] JsonRejection),
     #[error("{0}")]
@@ -54,6 +55,16 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// No token, or one that is not valid, where one is needed: `401` with
+    /// `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token's scope is too small: `403 forbidden` (the message names both scopes).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A write by the session cookie without the session's `X-CSRF-Token`: `403 csrf`.
+    #[error("{0}")]
+    Csrf(String),
     #[error("{0}")]
     Store(StoreError),
     /// Writing a file failed because the disk is full.
@@ -117,7 +128,7 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::ConflictWith { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Json(r) => match r {
                 JsonRejection::MissingJsonContentType(_) => {
                     (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -132,6 +143,9 @@ impl ApiError {
             ApiError::Body(b) => body_status(b),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             ApiError::Store(StoreError::Busy(_) | StoreError::Overloaded(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "database_busy")
             }
@@ -272,6 +286,10 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -1,5 +1,6 @@
 //! The queue endpoints. Each checks its input, calls the store, and shapes the answer.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency;
 use crate::path::{QueueId, TaskId};
@@ -33,10 +34,12 @@ const DEFAULT_CASE_PAGE: u32 = 500;
               (status = 408, description = "The body did not arrive in time", body = ErrorBody),
               (status = 413, description = "Body over 256 KiB", body = ErrorBody),
               (status = 415, description = "Not application/json", body = ErrorBody),
-              (status = 422, description = "A field is missing, unknown, wrong or refused (`invalid_input`; the message names it: also a host outside `allowed_hosts` or a local path outside `--allow-local-repos`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)", body = ErrorBody),
+              (status = 422, description = "A field is missing, unknown, wrong or refused (`invalid_input`; the message names it: also a host outside `allowed_hosts` or a local path outside `--allow-local-repos`)", body = ErrorBody),
+              (status = 409, description = "An Idempotency-Key sent before with another body (`idempotency_key_reused`)", body = ErrorBody),
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Json<NewQueue>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -47,7 +50,7 @@ pub(crate) async fn create_queue(
     let valid = new.validate(&s.config.allowed_roots)?;
     check_host(&s, &valid.repo)?;
     check_real_location(&valid.repo, &s.config.allowed_roots)?;
-    idempotency::submit(&s, &valid, key).await
+    idempotency::submit(&s, &valid, key, caller.name.as_deref()).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,9 +191,16 @@ pub(crate) async fn task_cases(
               (status = 409, description = "Already finished", body = ErrorBody)))]
 pub(crate) async fn abort_queue(
     State(s): State<AppState>,
+    caller: Caller,
     QueueId(id): QueueId,
 ) -> Result<Json<Queue>, ApiError> {
-    let q = view::queue(&s.store.abort_queue(id, DETAIL_CAPS).await?);
+    let row = s.store.queue_row(id).await?;
+    if !caller.may_abort(row.submitted_by.as_deref()) {
+        return Err(crate::auth::abort_refused(&caller));
+    }
+    let by = caller.name.as_deref();
+    let q = view::queue(&s.store.abort_queue_by(id, by, DETAIL_CAPS).await?);
+    tracing::info!(queue = id, token = by.unwrap_or("-"), "queue aborted");
     s.changed(false);
     Ok(Json(q))
 }
@@ -199,9 +209,12 @@ pub(crate) async fn abort_queue(
     responses((status = 204, description = "Deleted with its files (a running queue is aborted first)"), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn delete_queue(
     State(s): State<AppState>,
+    caller: Caller,
     QueueId(id): QueueId,
 ) -> Result<StatusCode, ApiError> {
     s.store.delete_queue(id).await?;
+    let by = caller.name.as_deref().unwrap_or("-");
+    tracing::info!(queue = id, token = by, "queue deleted");
     s.changed(false);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -216,13 +229,14 @@ pub(crate) async fn delete_queue(
                headers(("Location" = String, description = "The new queue's path, /api/v1/queues/{id}"))),
               (status = 404, description = "No such queue", body = ErrorBody),
               (status = 400, description = "The body is not valid JSON (`malformed_json`), broke off (`bad_request`), or an Idempotency-Key that is not 1..=255 visible ASCII characters (`bad_idempotency_key`)", body = ErrorBody),
-              (status = 422, description = "Valid JSON but not the body's shape, e.g. an unknown field or `null` (`invalid_input`), or an Idempotency-Key reused with another body (`idempotency_key_reused`)", body = ErrorBody),
+              (status = 422, description = "Valid JSON but not the body's shape, e.g. an unknown field or `null` (`invalid_input`)", body = ErrorBody),
               (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-              (status = 409, description = "only_failed, but nothing failed", body = ErrorBody),
+              (status = 409, description = "only_failed, but nothing failed (`conflict`), or an Idempotency-Key sent before with another body (`idempotency_key_reused`)", body = ErrorBody),
               (status = 413, description = "Body over 256 KiB", body = ErrorBody),
               (status = 503, description = "Database busy or disk full; Retry-After says when to try again", body = ErrorBody)))]
 pub(crate) async fn rerun_queue(
     State(s): State<AppState>,
+    caller: Caller,
     QueueId(id): QueueId,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
@@ -280,7 +294,7 @@ pub(crate) async fn rerun_queue(
         again.scenarios = Some(scenarios);
         again.case_filter = Some(filter);
     }
-    idempotency::submit(&s, &again, key).await
+    idempotency::submit(&s, &again, key, caller.name.as_deref()).await
 }
 
 /// A local repository must really be under an allowed root: a symlink inside a root that points
@@ -302,10 +316,17 @@ fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), A
     }
 }
 
-/// Stores a new queue, wakes the worker and the live-update poller, and answers `201 Created`
-/// with the queue and its `Location`.
-pub(crate) async fn queue_created(s: &AppState, queue: &ValidQueue) -> Result<Response, ApiError> {
-    let detail = s.store.create_queue(queue).await?;
+/// Stores a new queue (submitted by the API token named `by`, if any), wakes the worker and
+/// the live-update poller, and answers `201 Created` with the queue and its `Location`.
+pub(crate) async fn queue_created(
+    s: &AppState,
+    queue: &ValidQueue,
+    by: Option<&str>,
+) -> Result<Response, ApiError> {
+    let detail = s.store.create_queue_by(queue, by).await?;
+    if let Some(name) = by {
+        tracing::info!(queue = detail.queue.id, token = name, "queue submitted");
+    }
     let live = view::live_labels(&s.store).await;
     let created = view::queue_live(&detail, live.as_deref());
     s.changed(true);

@@ -2,8 +2,9 @@
 //! as Stripe and the IETF draft "The Idempotency-Key HTTP Header Field" have it: a client that
 //! sends a request again with the same key (because the first answer never came) gets the
 //! queue the first try made, answered as the first time (`201`, `Location`) plus
-//! `Idempotent-Replayed: true`; the same key with another request is `422
-//! idempotency_key_reused`. The key is kept with its queue (scoped by the caller key, with a
+//! `Idempotent-Replayed: true`; the same key with another request is `409
+//! idempotency_key_reused` (the IETF draft says 422, but here 422 means "this input is invalid
+//! in itself", which a reused key's request is not: it conflicts with the earlier one). The key is kept with its queue (scoped by the caller key, with a
 //! digest of the request) and goes when the queue is deleted.
 
 use crate::caller_key::caller_key;
@@ -68,18 +69,27 @@ fn bad_key(message: String) -> ApiError {
     }
 }
 
-/// Stores `queue` and answers `201 Created`; with a `key`, only if the key made no queue yet
-/// (else the answer is that queue's replay, or the refusal of a reused key).
+/// Stores `queue` (submitted by the token named `by`) and answers `201 Created`; with a `key`,
+/// only if the key made no queue yet (else the answer is that queue's replay, or the refusal
+/// of a reused key).
 pub(crate) async fn submit(
     s: &AppState,
     queue: &ValidQueue,
     key: Option<SubmitKey>,
+    by: Option<&str>,
 ) -> Result<Response, ApiError> {
     let Some(key) = key else {
-        return queue_created(s, queue).await;
+        return queue_created(s, queue, by).await;
     };
-    match s.store.create_queue_keyed(queue, &key, DETAIL_CAPS).await? {
+    match s
+        .store
+        .create_queue_keyed(queue, &key, by, DETAIL_CAPS)
+        .await?
+    {
         Keyed::Created(detail) => {
+            if let Some(name) = by {
+                tracing::info!(queue = detail.queue.id, token = name, "queue submitted");
+            }
             s.changed(true);
             let live = view::live_labels(&s.store).await;
             Ok(queue_answer(
@@ -116,7 +126,7 @@ async fn answer_earlier(
     let detail = match earlier {
         Keyed::Replayed(detail) | Keyed::Created(detail) => detail,
         Keyed::Reused(id) => {
-            return Err(ApiError::Unprocessable {
+            return Err(ApiError::ConflictWith {
                 code: "idempotency_key_reused",
                 message: format!(
                     "Idempotency-Key '{}' was sent before with another request (it made queue {id}); use a new key for a new request",

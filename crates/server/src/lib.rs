@@ -3,6 +3,7 @@
 
 mod archive;
 mod assets;
+mod auth;
 mod caller_key;
 mod changes;
 pub mod conn;
@@ -17,10 +18,12 @@ pub mod metrics;
 pub mod openapi;
 mod path;
 pub mod ratelimit;
+mod session;
 mod state;
 mod system;
 mod view;
 
+pub use auth::{AuthConfig, AuthMode, Caller, Scope, CSRF_HEADER, SESSION_COOKIE};
 pub use changes::QueueEvent;
 pub use conn::Limits;
 pub use error::ApiError;
@@ -73,6 +76,12 @@ pub fn router(state: AppState) -> Router {
         .route("/workers", get(system::workers))
         .route("/hooks/gitea", post(gitea::webhook::hook))
         .route("/events", get(events::events))
+        .route(
+            "/session",
+            post(session::sign_in)
+                .get(session::session)
+                .delete(session::sign_out),
+        )
         .fallback(system::not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -93,6 +102,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
+        // Who is calling, and may they: before routing, so no handler runs unchecked.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Every error answer of the layers below, whoever made it, in the API's JSON shape.
         .layer(axum::middleware::map_response(error::json_errors))

@@ -310,6 +310,7 @@ mod tests {
             worker: None,
             attempts: 1,
             labels: Vec::new(),
+            submitted_by: None,
             waiting_reason: None,
             summary: Summary {
                 total: 100_000,

@@ -62,15 +62,19 @@ not_found`.";
         crate::events::events,
         crate::gitea::webhook::hook,
         crate::system::metrics,
+        crate::session::sign_in,
+        crate::session::session,
+        crate::session::sign_out,
     ),
     components(schemas(
         testarena_core::api::Queue, testarena_core::api::Summary, testarena_core::api::Task, testarena_core::api::Case,
         testarena_core::api::QueueList, testarena_core::api::CaseList, testarena_core::api::Health, testarena_core::api::ErrorBody,
         testarena_core::api::ErrorDetail, testarena_core::api::WorkerList, testarena_core::api::Worker,
         testarena_core::api::Rerun, testarena_core::NewQueue, testarena_core::QueueStatus, testarena_core::Phase,
-        testarena_core::CaseStatus,
+        testarena_core::CaseStatus, testarena_core::auth::SignIn, testarena_core::auth::SignedIn,
+        testarena_core::auth::SessionInfo, testarena_core::auth::Scope,
     )),
-    tags((name = "queues"), (name = "logs"), (name = "system"), (name = "integrations")),
+    tags((name = "queues"), (name = "logs"), (name = "system"), (name = "integrations"), (name = "session")),
     modifiers(&ErrorResponses, &Access, &OptionalBodies)
 )]
 pub struct ApiDoc;
@@ -492,7 +496,7 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("bad_idempotency_key"));
-            assert!(answers["422"]["description"]
+            assert!(answers["409"]["description"]
                 .as_str()
                 .unwrap()
                 .contains("idempotency_key_reused"));

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub gitea: Option<crate::gitea::GiteaConfig>,
     /// Connection limits and timeouts.
     pub limits: Limits,
+    /// Whether (and how) callers are checked.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Shared state of every handler.
@@ -43,6 +45,8 @@ pub struct AppState {
     pub follows: Arc<LogFollows>,
     /// Cancelled when the server shuts down, so endless streams (SSE) end and let it stop.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// When this process last recorded each token's use.
+    pub(crate) last_used: Arc<crate::auth::LastUsed>,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             follows: Arc::new(LogFollows::default()),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            last_used: Arc::default(),
         }
     }
 

@@ -104,6 +104,7 @@ pub(crate) fn queue(detail: &QueueDetail) -> api::Queue {
         worker: q.worker_id.clone(),
         attempts: q.attempts,
         labels: q.labels.clone(),
+        submitted_by: q.submitted_by.clone(),
         waiting_reason: None,
         summary: detail.summary(),
         tasks,

@@ -19,7 +19,7 @@ pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>
 
 /// A database the store can use: every operation of the parts below.
 pub(crate) trait Backend:
-    Queues + Work + Files + Reports + Copying + std::fmt::Debug + Send + Sync
+    Queues + Work + Files + Reports + Copying + Tokens + std::fmt::Debug + Send + Sync
 {
     /// Runs a trivial query.
     fn ping(&self) -> Fut<'_, ()>;
@@ -61,6 +61,7 @@ pub(crate) trait Queues {
         &'a self,
         q: &'a ValidQueue,
         once: Option<Once<'a>>,
+        submitted_by: Option<&'a str>,
         now: i64,
     ) -> Fut<'a, Option<i64>>;
     /// The queue an earlier insert with `once` made, with the request digest stored with it.
@@ -100,8 +101,8 @@ pub(crate) trait Queues {
     fn count_by_status(&self) -> Fut<'_, Vec<(String, i64)>>;
     /// (worker, queue id) of every running queue.
     fn running_by_worker(&self) -> Fut<'_, Vec<(String, i64)>>;
-    /// Aborts a waiting queue; false if it is not waiting (any more).
-    fn abort_waiting(&self, id: i64, now: i64) -> Fut<'_, bool>;
+    /// Aborts a waiting queue, with `reason` as its error; false if it is not waiting (any more).
+    fn abort_waiting<'a>(&'a self, id: i64, reason: &'a str, now: i64) -> Fut<'a, bool>;
     /// Asks the worker of a running queue to abort it.
     fn request_abort(&self, id: i64) -> Fut<'_, ()>;
     /// Deletes a queue's rows; false if there was none.
@@ -234,6 +235,31 @@ pub(crate) trait Reports {
     fn report_posted<'a>(&'a self, queue_id: i64, by: &'a str, state: &'a str) -> Fut<'a, bool>;
     /// Releases a report `by` holds, to be tried again after `retry_at`.
     fn report_retry<'a>(&'a self, queue_id: i64, by: &'a str, retry_at: i64) -> Fut<'a, ()>;
+}
+
+/// API tokens (see `crate::tokens`).
+pub(crate) trait Tokens {
+    /// Stores a token; `None` if the name is taken.
+    fn insert_token<'a>(
+        &'a self,
+        name: &'a str,
+        scope: &'a str,
+        hash: &'a str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Fut<'a, Option<i64>>;
+    /// Every token, by id.
+    fn tokens(&self) -> Fut<'_, Vec<crate::tokens::TokenRow>>;
+    /// One token with its hash.
+    fn token(&self, id: i64) -> Fut<'_, Option<crate::tokens::VerifiedToken>>;
+    /// Deletes the token with id `id` or name `name`; returns it.
+    fn delete_token<'a>(
+        &'a self,
+        id: Option<i64>,
+        name: &'a str,
+    ) -> Fut<'a, Option<crate::tokens::TokenRow>>;
+    /// Sets a token's `last_used_at`.
+    fn touch_token(&self, id: i64, now: i64) -> Fut<'_, ()>;
 }
 
 /// Copying a whole history between databases (`testarena migrate --from … --to …`).

@@ -15,6 +15,7 @@ mod postgres;
 mod reports;
 mod rows;
 mod sqlite;
+mod tokens;
 mod work;
 
 pub use copy::CopySummary;
@@ -24,6 +25,7 @@ pub use rows::{
     CaseCaps, CaseRow, Chunk, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow,
     WorkerRow,
 };
+pub use tokens::{secret_hash, NewToken, TokenRow, VerifiedToken};
 
 use backend::Backend;
 use std::future::Future;
@@ -53,6 +55,15 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("queue {0} not found")]
     NotFound(i64),
+    /// No token has this id or name.
+    #[error("no token has the id or name '{0}'")]
+    TokenNotFound(String),
+    /// A value given to the store is not acceptable (the message says why).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something the store needs from the system failed (e.g. random numbers).
+    #[error("{0}")]
+    Internal(String),
     #[error("{0}")]
     Conflict(String),
     #[error("queue {0} is no longer held by this worker")]
@@ -272,9 +283,18 @@ impl Store {
 
     /// Stores a new waiting queue (and its tasks when scenarios are named); returns it.
     pub async fn create_queue(&self, q: &ValidQueue) -> Result<QueueDetail> {
+        self.create_queue_by(q, None).await
+    }
+
+    /// As [`Store::create_queue`], recording the name of the API token that submitted it.
+    pub async fn create_queue_by(
+        &self,
+        q: &ValidQueue,
+        submitted_by: Option<&str>,
+    ) -> Result<QueueDetail> {
         let now = now_ms();
         let id = self
-            .retry(|| self.backend.insert_queue(q, None, now))
+            .retry(|| self.backend.insert_queue(q, None, submitted_by, now))
             .await?
             .ok_or_else(|| StoreError::Conflict("delivery already seen".into()))?;
         self.queue(id).await
@@ -351,11 +371,28 @@ impl Store {
     /// Aborts a queue: a waiting one at once, a running one by asking its worker. Returns it
     /// with at most `caps` cases.
     pub async fn abort_queue(&self, id: i64, caps: CaseCaps) -> Result<QueueDetail> {
+        self.abort_queue_by(id, None, caps).await
+    }
+
+    /// As [`Store::abort_queue`]; a waiting queue's error names `by` (an API token's name).
+    pub async fn abort_queue_by(
+        &self,
+        id: i64,
+        by: Option<&str>,
+        caps: CaseCaps,
+    ) -> Result<QueueDetail> {
         let current = self.queue_row(id).await?;
         match current.status {
             QueueStatus::Waiting => {
                 let now = now_ms();
-                if !self.retry(|| self.backend.abort_waiting(id, now)).await? {
+                let reason = match by {
+                    Some(name) => format!("aborted before it started (by {name})"),
+                    None => "aborted before it started".to_string(),
+                };
+                if !self
+                    .retry(|| self.backend.abort_waiting(id, &reason, now))
+                    .await?
+                {
                     // Claimed in the meantime: ask the worker instead.
                     self.retry(|| self.backend.request_abort(id)).await?;
                 }

@@ -60,20 +60,21 @@ impl Store {
         delivery: &str,
         caps: CaseCaps,
     ) -> Result<(QueueDetail, bool)> {
-        let (id, created, _) = self.insert_once(q, Once::Delivery(delivery)).await?;
+        let (id, created, _) = self.insert_once(q, Once::Delivery(delivery), None).await?;
         Ok((self.queue_capped(id, caps).await?, created))
     }
 
     /// Stores a new queue for a submit with an `Idempotency-Key`, unless the key (of that
     /// caller) already made one: then that queue is returned if the request was the same, and
-    /// [`Keyed::Reused`] if it was not.
+    /// [`Keyed::Reused`] if it was not. `submitted_by` names the API token that submitted it.
     pub async fn create_queue_keyed(
         &self,
         q: &ValidQueue,
         key: &SubmitKey,
+        submitted_by: Option<&str>,
         caps: CaseCaps,
     ) -> Result<Keyed> {
-        let (id, created, request) = self.insert_once(q, Once::Key(key)).await?;
+        let (id, created, request) = self.insert_once(q, Once::Key(key), submitted_by).await?;
         if created {
             return Ok(Keyed::Created(self.queue_capped(id, caps).await?));
         }
@@ -118,11 +119,12 @@ impl Store {
         &self,
         q: &ValidQueue,
         once: Once<'_>,
+        submitted_by: Option<&str>,
     ) -> Result<(i64, bool, Option<String>)> {
         for _ in 0..ONCE_TRIES {
             let now = now_ms();
             if let Some(id) = self
-                .retry(|| self.backend.insert_queue(q, Some(once), now))
+                .retry(|| self.backend.insert_queue(q, Some(once), submitted_by, now))
                 .await?
             {
                 return Ok((id, true, None));

@@ -33,6 +33,8 @@ pub struct QueueRow {
     pub origin: Option<testarena_core::origin::Origin>,
     /// Labels a worker must all have to claim it; empty: any worker.
     pub labels: Vec<String>,
+    /// The name of the API token that submitted it; `None`: no token (or a webhook).
+    pub submitted_by: Option<String>,
 }
 
 /// A task row (one scenario file of a queue).
@@ -217,7 +219,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<S
 /// The columns of `queues` that [`queue_row`] reads, in the order of the schema.
 pub(crate) const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
-     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels";
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, submitted_by";
 
 /// The columns of `tasks` that [`task_row`] reads.
 pub(crate) const TASK_COLUMNS: &str =
@@ -254,6 +256,7 @@ pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
         rev: r.int("rev")?,
         origin: r.json("origin")?,
         labels: r.json("labels")?.unwrap_or_default(),
+        submitted_by: r.opt_text("submitted_by")?,
     })
 }
 

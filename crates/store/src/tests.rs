@@ -538,12 +538,20 @@ async fn one_idempotency_key_makes_one_queue(db: TestDbRef) {
     let s = db.store.clone();
     let q = vq("a", 5, Some(vec!["x.xml"]));
     let k = key("alice", "k-1", "req-1");
-    let Keyed::Created(first) = s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap() else {
+    let Keyed::Created(first) = s
+        .create_queue_keyed(&q, &k, Some("alice-token"), CaseCaps::ALL)
+        .await
+        .unwrap()
+    else {
         panic!("the first submit with a key makes a queue")
     };
     assert_eq!(first.tasks.len(), 1);
+    assert_eq!(first.queue.submitted_by.as_deref(), Some("alice-token"));
     // The same key and request again: the same queue, nothing new.
-    let again = s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap();
+    let again = s
+        .create_queue_keyed(&q, &k, Some("alice-token"), CaseCaps::ALL)
+        .await
+        .unwrap();
     assert_eq!(again, Keyed::Replayed(first.clone()));
     assert_eq!(
         s.keyed_earlier(&k, CaseCaps::ALL).await.unwrap(),
@@ -552,7 +560,7 @@ async fn one_idempotency_key_makes_one_queue(db: TestDbRef) {
     // The same key with another request is refused, and names the queue it made.
     let other = key("alice", "k-1", "req-2");
     let reused = s
-        .create_queue_keyed(&q, &other, CaseCaps::ALL)
+        .create_queue_keyed(&q, &other, None, CaseCaps::ALL)
         .await
         .unwrap();
     assert_eq!(reused, Keyed::Reused(first.queue.id));
@@ -560,7 +568,7 @@ async fn one_idempotency_key_makes_one_queue(db: TestDbRef) {
     for caller in ["bob", ""] {
         let theirs = key(caller, "k-1", "req-1");
         match s
-            .create_queue_keyed(&q, &theirs, CaseCaps::ALL)
+            .create_queue_keyed(&q, &theirs, None, CaseCaps::ALL)
             .await
             .unwrap()
         {
@@ -586,7 +594,9 @@ async fn one_idempotency_key_makes_one_queue(db: TestDbRef) {
     for _ in 0..8 {
         let (s, q, k) = (s.clone(), q.clone(), k.clone());
         handles.push(tokio::spawn(async move {
-            s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap()
+            s.create_queue_keyed(&q, &k, None, CaseCaps::ALL)
+                .await
+                .unwrap()
         }));
     }
     let (mut made, mut ids) = (0, Vec::new());
@@ -605,7 +615,11 @@ async fn one_idempotency_key_makes_one_queue(db: TestDbRef) {
     // A deleted queue frees its key: the next submit makes a new queue.
     s.delete_queue(ids[0]).await.unwrap();
     assert_eq!(s.keyed_earlier(&k, CaseCaps::ALL).await.unwrap(), None);
-    match s.create_queue_keyed(&q, &k, CaseCaps::ALL).await.unwrap() {
+    match s
+        .create_queue_keyed(&q, &k, None, CaseCaps::ALL)
+        .await
+        .unwrap()
+    {
         Keyed::Created(d) => assert_ne!(d.queue.id, ids[0]),
         other => panic!("{other:?}"),
     }
@@ -1014,4 +1028,122 @@ async fn postgres_claims_skip_locked_queues() {
         assert_eq!(s.claim("w", 30_000).await.unwrap().unwrap().id, first);
     })
     .await
+}
+
+// --- API tokens (crate::tokens) and who submitted or aborted a queue ---
+
+mod tokens {
+    use super::*;
+    use testarena_core::auth::{self, Scope};
+
+    async fn tokens_round_trip_and_only_hashes_are_stored(db: TestDbRef) {
+        let s = db.store.clone();
+        let ci = s.create_token("ci", Scope::Submit, None).await.unwrap();
+        let (id, secret) = auth::parse_token(&ci.text).expect("well-formed");
+        assert_eq!(id, ci.row.id);
+        assert!(secret.len() >= 64, "at least 256 bits");
+        let stored = db
+            .row(&format!("SELECT hash FROM tokens WHERE id = {id}"))
+            .await
+            .unwrap();
+        assert_eq!(stored[0].as_deref(), Some(secret_hash(secret).as_str()));
+        assert!(
+            !format!("{stored:?}").contains(secret),
+            "the secret is never stored"
+        );
+
+        let found = s.verify_token(&ci.text).await.unwrap().expect("valid");
+        assert_eq!(found.row.name, "ci");
+        assert_eq!(found.row.scope, Scope::Submit);
+        // Another secret, a wrong id, garbage: refused alike.
+        let other = auth::format_token(id, &"0".repeat(64));
+        let wrong_id = auth::format_token(id + 1, secret);
+        for bad in [other.as_str(), wrong_id.as_str(), "ta_x", ""] {
+            assert_eq!(s.verify_token(bad).await.unwrap(), None, "{bad}");
+        }
+
+        // Names are unique and checked.
+        let dup = s.create_token("ci", Scope::Read, None).await.unwrap_err();
+        assert!(
+            matches!(dup, StoreError::Conflict(ref m) if m.contains("ci")),
+            "{dup}"
+        );
+        let bad = s.create_token("12", Scope::Read, None).await.unwrap_err();
+        assert!(matches!(bad, StoreError::Invalid(_)), "{bad}");
+
+        let admin = s.create_token("root", Scope::Admin, None).await.unwrap();
+        let names: Vec<String> = s
+            .tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["ci", "root"]);
+
+        // last_used_at follows touches.
+        assert_eq!(s.tokens().await.unwrap()[0].last_used_at, None);
+        s.touch_token(id).await.unwrap();
+        assert!(s.tokens().await.unwrap()[0].last_used_at.is_some());
+
+        // Revoke by id and by name; then the texts are refused at once.
+        assert_eq!(s.revoke_token(&id.to_string()).await.unwrap().name, "ci");
+        assert_eq!(s.verify_token(&ci.text).await.unwrap(), None);
+        assert_eq!(s.revoke_token("root").await.unwrap().id, admin.row.id);
+        assert_eq!(s.verify_token(&admin.text).await.unwrap(), None);
+        let gone = s.revoke_token("root").await.unwrap_err();
+        assert!(
+            matches!(gone, StoreError::TokenNotFound(ref w) if w == "root"),
+            "{gone}"
+        );
+        assert!(s.tokens().await.unwrap().is_empty());
+    }
+
+    async fn expired_tokens_are_refused(db: TestDbRef) {
+        let s = db.store.clone();
+        let past = s
+            .create_token("old", Scope::Admin, Some(now_ms() - 1))
+            .await
+            .unwrap();
+        assert_eq!(s.verify_token(&past.text).await.unwrap(), None);
+        let future = s
+            .create_token("new", Scope::Read, Some(now_ms() + 60_000))
+            .await
+            .unwrap();
+        assert!(s.verify_token(&future.text).await.unwrap().is_some());
+    }
+
+    async fn queues_record_who_submitted_and_aborted_them(db: TestDbRef) {
+        let s = db.store.clone();
+        let q = testarena_core::validate::ValidQueue {
+            repo: "https://example.com/r.git".into(),
+            branch: "main".into(),
+            scenarios: None,
+            name: "main".into(),
+            priority: 5,
+            commit: None,
+            case_filter: None,
+            labels: Vec::new(),
+            origin: None,
+        };
+        let by = s.create_queue_by(&q, Some("ci")).await.unwrap();
+        assert_eq!(by.queue.submitted_by.as_deref(), Some("ci"));
+        let anon = s.create_queue(&q).await.unwrap();
+        assert_eq!(anon.queue.submitted_by, None);
+        let aborted = s
+            .abort_queue_by(by.queue.id, Some("alice"), crate::CaseCaps::ALL)
+            .await
+            .unwrap();
+        assert_eq!(
+            aborted.queue.error.as_deref(),
+            Some("aborted before it started (by alice)")
+        );
+        assert_eq!(aborted.queue.submitted_by.as_deref(), Some("ci"));
+    }
+
+    on_both!(
+        tokens_round_trip_and_only_hashes_are_stored,
+        expired_tokens_are_refused,
+        queues_record_who_submitted_and_aborted_them,
+    );
 }

@@ -127,7 +127,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The `queues` table.
 pub fn queue_table(queues: &[Queue], now: OffsetDateTime) -> String {
     let header = [
-        "ID", "STATUS", "PHASE", "PRI", "BRANCH", "SHA", "CASES", "AGE", "NAME",
+        "ID", "STATUS", "PHASE", "PRI", "BRANCH", "SHA", "CASES", "BY", "AGE", "NAME",
     ];
     let rows: Vec<Vec<String>> = queues
         .iter()
@@ -145,6 +145,7 @@ pub fn queue_table(queues: &[Queue], now: OffsetDateTime) -> String {
                 cut(&clean(&q.branch), BRANCH_WIDTH),
                 short_sha(q.commit.as_deref()),
                 cases_cell(&q.summary),
+                q.submitted_by.as_deref().map_or_else(|| "-".into(), clean),
                 age(&q.created_at, now),
                 clean(&q.name),
             ]
@@ -245,6 +246,9 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
             .unwrap_or_else(|| "(not fetched yet)".into()),
     );
     field("priority", q.priority.to_string());
+    if let Some(by) = &q.submitted_by {
+        field("by", clean(by));
+    }
     if let Some(list) = &q.scenarios {
         field("scenarios", clean(&list.join(" ")));
     }
@@ -369,6 +373,7 @@ mod tests {
             worker: Some("host-1".into()),
             attempts: 1,
             labels: Vec::new(),
+            submitted_by: Some("ci".into()),
             waiting_reason: None,
             summary: Summary {
                 total: 5,
@@ -435,7 +440,9 @@ mod tests {
         assert!(lines[0].starts_with("ID  STATUS"), "{t}");
         assert!(lines[0].ends_with("AGE  NAME"), "{t}");
         let row = lines[1];
-        for want in ["7", "running", "testing", "0123456", "2/5", "3m", "nightly"] {
+        for want in [
+            "7", "running", "testing", "0123456", "2/5", " ci ", "3m", "nightly",
+        ] {
             assert!(row.contains(want), "{want} missing in {row}");
         }
         assert!(row.contains('…'), "long branch is cut: {row}");
@@ -461,6 +468,7 @@ mod tests {
         for want in [
             "Queue 7",
             "running (testing)",
+            "by        ci",
             "scenarios/boot.xml",
             "TC_1 (boot)",
             "3.2s",

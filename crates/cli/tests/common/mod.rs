@@ -35,7 +35,7 @@ impl App {
     }
 
     /// As [`App::start`], listening on `listen` (to come back on the same address after a
-    /// restart).
+    /// restart, or on a non-loopback address such as `0.0.0.0:0`).
     pub fn start_on(subcommand: &str, listen: &str, data_dir: &Path, extra: &[&str]) -> App {
         App::spawn(subcommand, listen, data_dir, extra, &[])
     }
@@ -48,6 +48,8 @@ impl App {
         envs: &[(&str, &str)],
     ) -> App {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_testarena"));
+        // The machine's auth setting must not leak in; a test may still give one.
+        cmd.env_remove("TESTARENA_AUTH");
         cmd.envs(envs.iter().copied());
         cmd.arg(subcommand)
             .args(["--listen", listen, "--data-dir"])

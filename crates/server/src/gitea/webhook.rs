@@ -131,7 +131,7 @@ pub(crate) async fn hook(
     };
     let queue = queue_of(&s, &push, branch, rule)?;
     let Some(delivery) = delivery else {
-        return queue_created(&s, &queue).await;
+        return queue_created(&s, &queue, None).await;
     };
     let (detail, created) = s
         .store

@@ -50,6 +50,7 @@ async fn app_configured(options: StoreOptions, adjust: impl FnOnce(&mut ServerCo
             ..GiteaConfig::default()
         }),
         limits: Limits::default(),
+        auth: AuthConfig::default(),
     };
     adjust(&mut config);
     let state = AppState::new(store, config, Arc::new(Notify::new()));

@@ -1,5 +1,6 @@
 //! Copying an installation's history from one database into another (`testarena migrate
-//! --from … --to …`): every queue with all its fields, tasks, cases and commit-status reports,
+//! --from … --to …`): every queue with all its fields, tasks, cases, commit-status reports and
+//! API tokens,
 //! with their ids, statuses and times as they are. Workers and their process groups are not
 //! copied (they register again). The rows are read in one snapshot of the source through the
 //! backend-independent row types and written in one transaction on the target, which must be
@@ -23,6 +24,7 @@ macro_rules! copy_impl {
             COPY_QUEUE_COLUMNS, REPORT_COLUMNS,
         };
         use crate::rows::{task_row, to_json, TASK_COLUMNS};
+        use crate::tokens::{token_with_hash, TOKEN_COLUMNS};
 
         impl Copying for $backend {
             fn snapshot(&self) -> Fut<'_, Snapshot> {
@@ -51,6 +53,10 @@ macro_rules! copy_impl {
                     .fetch_all(&mut *tx)
                     .await?;
                     let reports = all(&rows, copied_report)?;
+                    let rows = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let tokens = all(&rows, token_with_hash)?;
                     let change_seq: i64 =
                         sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1")
                             .fetch_one(&mut *tx)
@@ -61,6 +67,7 @@ macro_rules! copy_impl {
                         tasks,
                         cases,
                         reports,
+                        tokens,
                         change_seq,
                     })
                 })
@@ -79,7 +86,7 @@ macro_rules! copy_impl {
                     }
                     let queue_sql = format!(
                         "INSERT INTO queues ({COPY_QUEUE_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
                     );
                     for c in &s.queues {
                         let q = &c.row;
@@ -105,6 +112,7 @@ macro_rules! copy_impl {
                             .bind(q.rev)
                             .bind(to_json(q.origin.as_ref())?)
                             .bind(to_json(Some(&q.labels).filter(|l| !l.is_empty()))?)
+                            .bind(&q.submitted_by)
                             .bind(c.lease_expires_at)
                             .bind(&c.delivery)
                             .bind(&c.idem_caller)
@@ -163,6 +171,22 @@ macro_rules! copy_impl {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    let token_sql = format!(
+                        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    );
+                    for t in &s.tokens {
+                        let r = &t.row;
+                        sqlx::query(&token_sql)
+                            .bind(r.id)
+                            .bind(&r.name)
+                            .bind(r.scope.as_str())
+                            .bind(r.created_at)
+                            .bind(r.last_used_at)
+                            .bind(r.expires_at)
+                            .bind(&t.hash)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     // The triggers gave every queue a new rev as its rows arrived: put back the
                     // source's (no trigger watches `rev`), and the counter past all of them.
                     for c in &s.queues {
@@ -210,6 +234,7 @@ impl Store {
             tasks: snapshot.tasks.len(),
             cases: snapshot.cases.len(),
             reports: snapshot.reports.len(),
+            tokens: snapshot.tokens.len(),
             file_bytes,
         })
     }
@@ -242,7 +267,11 @@ mod tests {
         let src = TestDb::new(Kind::Sqlite).await;
         let s = src.store.clone();
         let done = s
-            .create_queue(&vq("done", Some(vec!["a.xml", "b.xml"])))
+            .create_queue_by(&vq("done", Some(vec!["a.xml", "b.xml"])), Some("ci"))
+            .await
+            .unwrap();
+        let token = s
+            .create_token("ci", testarena_core::auth::Scope::Submit, None)
             .await
             .unwrap();
         let gone = s.create_queue(&vq("gone", None)).await.unwrap();
@@ -260,7 +289,7 @@ mod tests {
             request: "digest-1".into(),
         };
         let crate::Keyed::Created(keyed) = s
-            .create_queue_keyed(&vq("keyed", None), &submit_key, CaseCaps::ALL)
+            .create_queue_keyed(&vq("keyed", None), &submit_key, None, CaseCaps::ALL)
             .await
             .unwrap()
         else {
@@ -322,6 +351,7 @@ mod tests {
         let summary = s.copy_into(&db.store).await.unwrap();
         assert_eq!(summary.queues, 5);
         assert_eq!(summary.reports, 1);
+        assert_eq!(summary.tokens, 1);
         let before = s.backend.snapshot().await.unwrap();
         let after = db.store.backend.snapshot().await.unwrap();
         assert_eq!(before, after);
@@ -349,6 +379,15 @@ mod tests {
             .unwrap();
         assert!(next.queue.id > aborted.queue.id);
         assert!(next.tasks[0].0.id > running.tasks[0].0.id);
+        // Tokens came along and keep working; new ones get new ids.
+        let found = db.store.verify_token(&token.text).await.unwrap().unwrap();
+        assert_eq!(found.row.name, "ci");
+        let other = db
+            .store
+            .create_token("other", testarena_core::auth::Scope::Read, None)
+            .await
+            .unwrap();
+        assert!(other.row.id > token.row.id);
         // The delivery came along: a replay finds its queue.
         let (again, created) = db
             .store
@@ -360,7 +399,7 @@ mod tests {
         // So did the idempotency key: a client's retry finds its queue.
         let replay = db
             .store
-            .create_queue_keyed(&vq("keyed", None), &submit_key, CaseCaps::ALL)
+            .create_queue_keyed(&vq("keyed", None), &submit_key, None, CaseCaps::ALL)
             .await
             .unwrap();
         assert!(

@@ -43,6 +43,8 @@ pub(crate) struct Snapshot {
     pub tasks: Vec<TaskRow>,
     pub cases: Vec<CopiedCase>,
     pub reports: Vec<CopiedReport>,
+    /// API tokens with their hashes (the secrets exist nowhere, so the tokens keep working).
+    pub tokens: Vec<crate::tokens::VerifiedToken>,
     /// The change counter (queues keep their `rev`, so it must not go back).
     pub change_seq: i64,
 }
@@ -54,6 +56,8 @@ pub struct CopySummary {
     pub tasks: usize,
     pub cases: usize,
     pub reports: usize,
+    /// API tokens.
+    pub tokens: usize,
     /// Bytes of the queues' files (logs, reports) copied.
     pub file_bytes: u64,
 }
@@ -62,7 +66,7 @@ pub struct CopySummary {
 pub(crate) const COPY_QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, \
-     lease_expires_at, delivery, idem_caller, idem_key, idem_request";
+     submitted_by, lease_expires_at, delivery, idem_caller, idem_key, idem_request";
 
 /// The columns of `cases` a copy reads and writes.
 pub(crate) const COPY_CASE_COLUMNS: &str =

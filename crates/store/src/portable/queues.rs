@@ -28,6 +28,7 @@ macro_rules! queues_impl {
                 &'a self,
                 queue: &'a ValidQueue,
                 once: Option<Once<'a>>,
+                submitted_by: Option<&'a str>,
                 now: i64,
             ) -> Fut<'a, Option<i64>> {
                 Box::pin(async move {
@@ -55,8 +56,8 @@ macro_rules! queues_impl {
                     // The INSERT comes first, so the transaction takes the write lock at once.
                     let id: Option<i64> = sqlx::query_scalar(&format!(
                         "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels, \
-                         idem_caller, idem_key, idem_request) \
-                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         idem_caller, idem_key, idem_request, submitted_by) \
+                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                          {on_conflict} RETURNING id",
                         q(QueueStatus::INITIAL)
                     ))
@@ -74,6 +75,7 @@ macro_rules! queues_impl {
                     .bind(key.map(|k| k.caller.as_str()))
                     .bind(key.map(|k| k.key.as_str()))
                     .bind(key.map(|k| k.request.as_str()))
+                    .bind(submitted_by)
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some(id) = id else {
@@ -274,17 +276,18 @@ macro_rules! queues_impl {
                 })
             }
 
-            fn abort_waiting(&self, id: i64, now: i64) -> Fut<'_, bool> {
+            fn abort_waiting<'a>(&'a self, id: i64, reason: &'a str, now: i64) -> Fut<'a, bool> {
                 Box::pin(async move {
                     let (from, to) = (QueueStatus::Waiting, QueueStatus::Aborted);
                     let done = sqlx::query(&format!(
-                        "UPDATE queues SET status = {}, finished_at = $2, error = 'aborted before it started' \
+                        "UPDATE queues SET status = {}, finished_at = $2, error = $3 \
                          WHERE id = $1 AND {}",
                         q(to),
                         queue_moves(from, to)
                     ))
                     .bind(id)
                     .bind(now)
+                    .bind(reason)
                     .execute(&self.pool)
                     .await?;
                     if done.rows_affected() == 1 {

@@ -9,6 +9,7 @@ mod details;
 mod files;
 mod queues;
 mod reports;
+mod tokens;
 mod work;
 
 use crate::backend::{Backend, Fut, Wakeup};
