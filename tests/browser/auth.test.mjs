@@ -60,7 +60,7 @@ async function hangingQueue(bearer) {
 }
 
 test('anonymous visitors read the board; writes are disabled with the reason', async () => {
-  const page = await newPage(browser.context);
+  const { page, check } = await newPage(browser.context);
   try {
     await openBoard(page);
     assert.equal(await whoText(page), 'Not signed in');
@@ -75,13 +75,14 @@ test('anonymous visitors read the board; writes are disabled with the reason', a
     });
     assert.equal(r.status, 401);
     assert.equal(r.body.error.code, 'unauthorized');
+    check();
   } finally {
     await page.close();
   }
 });
 
 test('a bad token is refused in the sign-in dialog', async () => {
-  const page = await newPage(browser.context);
+  const { page, check } = await newPage(browser.context);
   try {
     await openBoard(page);
     const resp = await signIn(page, 'ta_0_not-a-real-token');
@@ -90,13 +91,14 @@ test('a bad token is refused in the sign-in dialog', async () => {
     assert.match(await page.getByTestId('sign-in-error').textContent(), /not valid/);
     await page.getByTestId('sign-in-cancel').click();
     assert.equal(await whoText(page), 'Not signed in');
+    check();
   } finally {
     await page.close();
   }
 });
 
 test('signed in with a submit token: HttpOnly cookie, CSRF-safe writes, own queues only', async () => {
-  const page = await newPage(browser.context);
+  const { page, check } = await newPage(browser.context);
   try {
     await openBoard(page);
     const resp = await signIn(page, tokens.dev);
@@ -174,13 +176,14 @@ test('signed in with a submit token: HttpOnly cookie, CSRF-safe writes, own queu
     assert.ok(!after.some((k) => k.name === 'testarena_session' && k.value), JSON.stringify(after));
     assert.equal(await page.getByTestId('abort-button').isDisabled(), true);
     await arena.api('POST', `/api/v1/queues/${theirs.id}/abort`, null, tokens.boss);
+    check();
   } finally {
     await page.close();
   }
 });
 
 test('an admin deletes; a read token cannot submit', async () => {
-  const page = await newPage(browser.context);
+  const { page, check } = await newPage(browser.context);
   try {
     await openBoard(page);
     await signIn(page, tokens.reader);
@@ -206,6 +209,7 @@ test('an admin deletes; a read token cannot submit', async () => {
     assert.equal(deleted.status(), 204);
     await page.getByTestId('sign-out-button').click();
     await page.waitForSelector('[data-testid="sign-in-button"]:not([hidden])');
+    check();
   } finally {
     await page.close();
   }

@@ -2,6 +2,13 @@
 
 use std::time::Duration;
 
+/// Most scenario files one queue may name (the check, and the API's schema).
+pub const MAX_SCENARIOS: usize = 1000;
+/// Most labels one queue may ask for.
+pub const MAX_LABELS: usize = 16;
+/// Longest label, in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+
 /// Longest console or build output line kept whole, in bytes: a longer one is cut into pieces
 /// of this size, and scenario patterns are timed against a worst-case line this long.
 pub const MAX_LINE: usize = 64 * 1024;

@@ -4,7 +4,7 @@
 //! the allow-list), the pattern admits the shape and the description says the rest; the
 //! server then answers `422 invalid_input`.
 
-use crate::validate::{MAX_LABELS, MAX_LABEL_LEN, MAX_SCENARIOS};
+use crate::limits::{MAX_LABELS, MAX_LABEL_LEN, MAX_SCENARIOS};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
 

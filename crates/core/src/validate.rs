@@ -7,14 +7,9 @@ use std::time::{Duration, Instant};
 
 /// Most characters a queue name may have.
 pub const MAX_NAME_CHARS: usize = 200;
-/// Most scenario files one queue may name.
-pub const MAX_SCENARIOS: usize = 1000;
 /// Default priority of a queue (0..=9, higher runs first).
 pub const DEFAULT_PRIORITY: i64 = 5;
-/// Most labels one queue may ask for.
-pub const MAX_LABELS: usize = 16;
-/// Longest label, in bytes.
-pub const MAX_LABEL_LEN: usize = 64;
+pub use crate::limits::{MAX_LABELS, MAX_LABEL_LEN, MAX_SCENARIOS};
 
 /// A rejected input: which field, and why, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

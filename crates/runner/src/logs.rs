@@ -102,6 +102,8 @@ pub struct Sinks {
     case_budget: u64,
     /// Called once with the first error writing any log file.
     on_error: Option<Box<dyn FnOnce(std::io::Error) + Send>>,
+    /// A log could not be kept (a write failed, or [`Logs::fail`]): the disk is full.
+    failed: bool,
     /// Files complete since the shipper last asked (earlier current logs, case pages).
     ready: Vec<PathBuf>,
 }
@@ -125,6 +127,7 @@ impl Logs {
             case_bytes: 0,
             case_budget: u64::MAX,
             on_error: None,
+            failed: false,
             ready: Vec::new(),
         }));
         Logs {
@@ -142,7 +145,11 @@ impl Logs {
     /// Reports `e` as a failure to keep the logs (the database is full, say), as a failed
     /// write of a log file would be: the error handler runs, once.
     pub fn fail(&self, e: std::io::Error) {
-        let handler = self.lock().on_error.take();
+        let handler = {
+            let mut s = self.lock();
+            s.failed = true;
+            s.on_error.take()
+        };
         if let Some(handler) = handler {
             handler(e);
         }
@@ -178,6 +185,12 @@ impl Logs {
     pub fn ready(&self, path: PathBuf) {
         self.lock().ready.push(path);
         self.completed.notify_one();
+    }
+
+    /// Whether a log could not be kept (the disk is full): nothing more should be written for
+    /// the queue but its verdict, which needs what space is left.
+    pub fn failed(&self) -> bool {
+        self.lock().failed
     }
 
     /// Waits until a file became complete since the last wait (at once if one did).
@@ -256,6 +269,7 @@ impl Sinks {
             .flatten()
             .find_map(LogFile::take_error);
         if let Some(e) = error {
+            self.failed = true;
             if let Some(handler) = self.on_error.take() {
                 handler(e);
             }

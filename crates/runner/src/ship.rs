@@ -65,6 +65,9 @@ pub struct Shipper {
     lost: bool,
     /// The database said it is full (not yet reported to the queue).
     full: Option<String>,
+    /// Cancelled when the queue's logs are given up (the disk is full): a round under way
+    /// stops after its current batch.
+    halt: tokio_util::sync::CancellationToken,
 }
 
 impl Shipper {
@@ -90,6 +93,7 @@ impl Shipper {
             budget_total: budget,
             lost: false,
             full: None,
+            halt: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -132,7 +136,7 @@ impl Shipper {
             self.sent.insert(name.to_string(), at);
         }
         let mut shipped = 0;
-        while at.local < len {
+        while at.local < len && !self.halt.is_cancelled() {
             let batch = match read_batch(&mut file, at.local, len, name, at.base).await {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => break,
@@ -378,12 +382,15 @@ pub struct Shipping {
     shipper: Arc<tokio::sync::Mutex<Shipper>>,
     logs: Logs,
     stop: tokio_util::sync::CancellationToken,
+    /// [`Shipper::halt`]: dropped without [`Shipping::finish`], nothing more is shipped.
+    halt: tokio_util::sync::CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Shipping {
     /// Starts shipping `logs` with `shipper`.
     pub fn start(shipper: Shipper, logs: Logs) -> Shipping {
+        let halt = shipper.halt.clone();
         let shipper = Arc::new(tokio::sync::Mutex::new(shipper));
         let stop = tokio_util::sync::CancellationToken::new();
         let (s, l, stopped) = (shipper.clone(), logs.clone(), stop.clone());
@@ -395,6 +402,11 @@ impl Shipping {
                     _ = every.tick() => {}
                     _ = l.completed() => {}
                     _ = stopped.cancelled() => return,
+                }
+                if l.failed() {
+                    // The disk is full: the space left (and the reserve just released) is
+                    // for the verdict, not for more lines.
+                    return;
                 }
                 let paths = l.to_ship();
                 let mut shipper = s.lock().await;
@@ -411,6 +423,7 @@ impl Shipping {
             shipper,
             logs,
             stop,
+            halt,
             task: Some(task),
         }
     }
@@ -441,8 +454,10 @@ impl Shipping {
 
 impl Drop for Shipping {
     fn drop(&mut self) {
-        // The round under way ends on its own; no new one starts.
+        // No new round starts, and the one under way stops after its current batch (given up:
+        // what space is left goes to the verdict).
         self.stop.cancel();
+        self.halt.cancel();
     }
 }
 

@@ -14,7 +14,7 @@ use testarena_core::limits::LOG_CHUNK;
 use testarena_store::Store;
 
 /// `GET /api/v1/queues/{id}/archive`: a tar.gz of the queue's files (not the checkout).
-#[utoipa::path(get, path = "/api/v1/queues/{id}/archive", tag = "logs", params(crate::openapi::QueueIdParam),
+#[utoipa::path(get, path = "/api/v1/queues/{id}/archive", tag = "logs", params(crate::path::QueueIdParam),
     responses((status = 200, description = "tar.gz of the queue's logs and reports (regular files only: the worker never ships a link)", content_type = "application/gzip", body = Vec<u8>),
               (status = 404, description = "No such queue", body = ErrorBody),
               (status = 503, description = "No space left for the archive", body = ErrorBody)))]

@@ -10,6 +10,7 @@
 //! needs `admin`. The health check, the dashboard and its assets, the API docs, the Gitea
 //! webhook (it has its HMAC) and the session routes are open.
 
+pub use crate::access::AuthConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{FromRequestParts, Request, State};
@@ -18,9 +19,6 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use testarena_core::auth::forbidden_message;
 pub use testarena_core::auth::{AuthMode, Scope};
@@ -31,29 +29,6 @@ pub const SESSION_COOKIE: &str = "testarena_session";
 
 /// The header a write authenticated by the session cookie carries (the session's `csrf`).
 pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// How often at most a token's `last_used_at` is written, per token and server process.
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
-/// How the server checks callers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// `Required`: tokens are checked; `Off`: nothing is (a valid token still names the
-    /// submitter).
-    pub mode: AuthMode,
-    /// With `Required`: whether reading (GET/HEAD) needs no token.
-    pub anonymous_read: bool,
-}
-
-impl Default for AuthConfig {
-    /// Nothing checked: what a server on loopback does unless told otherwise.
-    fn default() -> Self {
-        AuthConfig {
-            mode: AuthMode::Off,
-            anonymous_read: true,
-        }
-    }
-}
 
 /// Who made a request: the token's name (`None`: no token) and what it may do. With auth
 /// off the scope is `Admin` (nothing is checked). Handlers take it as an extractor.
@@ -108,25 +83,6 @@ pub(crate) struct StaleCookie;
 /// replica computes the same one without storing anything.
 pub(crate) fn csrf_of(hash: &str) -> String {
     hex::encode(Sha256::digest(format!("csrf:{hash}").as_bytes()))
-}
-
-/// When each token was last recorded as used by this process.
-#[derive(Debug, Default)]
-pub(crate) struct LastUsed(Mutex<HashMap<i64, Instant>>);
-
-impl LastUsed {
-    /// Whether token `id`'s use should be written now (and notes that it is).
-    fn due(&self, id: i64) -> bool {
-        let now = Instant::now();
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get(&id) {
-            Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
-            _ => {
-                seen.insert(id, now);
-                true
-            }
-        }
-    }
 }
 
 /// What a route needs, and what to call it in a refusal.
@@ -440,13 +396,5 @@ mod tests {
         };
         assert!(!read.may_abort(Some("ci")));
         assert!(Caller::anonymous(Scope::Admin).may_abort(None));
-    }
-
-    #[test]
-    fn uses_are_recorded_at_most_once_a_minute() {
-        let l = LastUsed::default();
-        assert!(l.due(1));
-        assert!(!l.due(1));
-        assert!(l.due(2));
     }
 }

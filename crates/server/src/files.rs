@@ -84,7 +84,7 @@ pub(crate) struct OffsetParams {
 /// `GET /api/v1/queues/{id}/log?offset=N`: the queue log from byte N (at most 1 MiB), with
 /// `X-Next-Offset` saying where to continue; poll it to follow a running queue.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/log", tag = "logs",
-    params(crate::openapi::QueueIdParam, ("offset" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Byte offset to read from, 0..=2^63-1; default 0")),
+    params(crate::path::QueueIdParam, ("offset" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Byte offset to read from, 0..=2^63-1; default 0")),
     responses((status = 200, description = "Up to 1 MiB of queue.log from the offset (nothing past the end); X-Next-Offset tells where to continue", content_type = "text/plain", body = String,
                headers(("X-Next-Offset" = u64, description = "The offset to ask for next: the given one plus the bytes sent"),
                        ("X-Queue-Status" = testarena_core::QueueStatus, description = "The queue's status when the log was read: poll again while it is waiting or running"))),
@@ -114,7 +114,7 @@ pub(crate) async fn queue_log(
 /// each with the byte offset after it as its id, so `Last-Event-ID` resumes without loss or
 /// duplicates; an `end` event once the queue finished and everything was sent.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/log/stream", tag = "logs",
-    params(crate::openapi::QueueIdParam, ("offset" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Byte offset to start from, 0..=2^63-1 (Last-Event-ID wins)"),
+    params(crate::path::QueueIdParam, ("offset" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Byte offset to start from, 0..=2^63-1 (Last-Event-ID wins)"),
            ("Last-Event-ID" = Option<u64>, Header, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Resume after this offset (a value that is not a number is ignored)")),
     responses((status = 200, description = "SSE: `log` events with complete lines (id = offset after them), `end` when finished", content_type = "text/event-stream", body = String),
               (status = 400, description = "Offset empty, not a number or above 2^63-1 (`bad_query`)", body = ErrorBody),
@@ -248,7 +248,7 @@ async fn whole_file(
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log[?task=T]`: a case's plain-text log.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/cases/{case}/log", tag = "logs",
-    params(crate::openapi::QueueIdParam, ("case" = String, Path, min_length = 1, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id (not a number: 400 `bad_query`)")),
+    params(crate::path::QueueIdParam, ("case" = String, Path, min_length = 1, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id (not a number: 400 `bad_query`)")),
     responses((status = 200, description = "The case's log", content_type = "text/plain", body = String), (status = 404, description = "No such queue, case or task", body = ErrorBody)))]
 pub(crate) async fn case_log_text(
     State(s): State<AppState>,
@@ -263,7 +263,7 @@ pub(crate) async fn case_log_text(
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: a case's HTML log.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/cases/{case}/log.html", tag = "logs",
-    params(crate::openapi::QueueIdParam, ("case" = String, Path, min_length = 1, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id (not a number: 400 `bad_query`)")),
+    params(crate::path::QueueIdParam, ("case" = String, Path, min_length = 1, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id (not a number: 400 `bad_query`)")),
     responses((status = 200, description = "The case's log as a self-contained HTML page", content_type = "text/html", body = String), (status = 404, description = "No such queue, case or task, or the case has not ended yet", body = ErrorBody)))]
 pub(crate) async fn case_log_html(
     State(s): State<AppState>,
@@ -282,7 +282,7 @@ pub(crate) async fn case_log_html(
 }
 
 /// `GET /api/v1/queues/{id}/junit.xml`.
-#[utoipa::path(get, path = "/api/v1/queues/{id}/junit.xml", tag = "logs", params(crate::openapi::QueueIdParam),
+#[utoipa::path(get, path = "/api/v1/queues/{id}/junit.xml", tag = "logs", params(crate::path::QueueIdParam),
     responses((status = 200, description = "JUnit XML: one testsuite per scenario", content_type = "application/xml", body = String), (status = 404, description = "No such queue, or it has not ended yet", body = ErrorBody)))]
 pub(crate) async fn junit(
     State(s): State<AppState>,

@@ -8,8 +8,8 @@ use crate::state::AppState;
 use crate::view::{self, DETAIL_CAPS, LIST_CAPS};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use testarena_core::api::ErrorBody;
@@ -113,7 +113,7 @@ pub(crate) async fn list_queues(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(crate::openapi::QueueIdParam),
+#[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(crate::path::QueueIdParam),
     responses((status = 200, description = "The queue; each task lists at most 500 cases (2000 in all), `cases_next` pages on", body = Queue), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<AppState>,
@@ -132,7 +132,7 @@ pub(crate) struct CasePageParams {
 
 /// `GET /api/v1/queues/{id}/tasks/{task}/cases?after=N&limit=M`: a page of a task's cases.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/tasks/{task}/cases", tag = "queues",
-    params(crate::openapi::QueueIdParam, ("task" = i64, Path, minimum = 1, maximum = 999_999_999_999_999_999_i64, description = "Task id (a positive number of at most 18 digits; anything else is 404)"),
+    params(crate::path::QueueIdParam, ("task" = i64, Path, minimum = 1, maximum = 999_999_999_999_999_999_i64, description = "Task id (a positive number of at most 18 digits; anything else is 404)"),
            ("after" = Option<i64>, Query, minimum = 0, description = "Cursor: only cases after this position (the `next` of the previous page)"),
            ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size, 1..=1000, default 500")),
     responses((status = 200, description = "Cases in file order", body = CaseList),
@@ -186,7 +186,7 @@ pub(crate) async fn task_cases(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/queues/{id}/abort", tag = "queues", params(crate::openapi::QueueIdParam),
+#[utoipa::path(post, path = "/api/v1/queues/{id}/abort", tag = "queues", params(crate::path::QueueIdParam),
     responses((status = 200, description = "Aborted (waiting) or marked for abort (running)", body = Queue), (status = 404, description = "No such queue", body = ErrorBody),
               (status = 409, description = "Already finished", body = ErrorBody)))]
 pub(crate) async fn abort_queue(
@@ -205,7 +205,7 @@ pub(crate) async fn abort_queue(
     Ok(Json(q))
 }
 
-#[utoipa::path(delete, path = "/api/v1/queues/{id}", tag = "queues", params(crate::openapi::QueueIdParam),
+#[utoipa::path(delete, path = "/api/v1/queues/{id}", tag = "queues", params(crate::path::QueueIdParam),
     responses((status = 204, description = "Deleted with its files (a running queue is aborted first)"), (status = 404, description = "No such queue", body = ErrorBody)))]
 pub(crate) async fn delete_queue(
     State(s): State<AppState>,
@@ -222,7 +222,7 @@ pub(crate) async fn delete_queue(
 /// `POST /api/v1/queues/{id}/rerun` `{"only_failed": bool}`: a new queue with the same repo,
 /// branch and scenarios (only the failed cases' scenarios and cases if asked).
 #[utoipa::path(post, path = "/api/v1/queues/{id}/rerun", tag = "queues", request_body(content = Rerun, description = "Optional (no body or only whitespace: only_failed = false; `null` is refused); the Content-Type is not looked at"),
-    params(crate::openapi::QueueIdParam,
+    params(crate::path::QueueIdParam,
            ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
             description = "Makes a retry safe: a request with a key seen before (from the same caller, the same body) answers the first one's queue instead of making another")),
     responses((status = 201, description = "The new queue; Location header names it", body = Queue,
@@ -314,33 +314,6 @@ fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), A
         .into()),
         _ => Ok(()),
     }
-}
-
-/// Stores a new queue (submitted by the API token named `by`, if any), wakes the worker and
-/// the live-update poller, and answers `201 Created` with the queue and its `Location`.
-pub(crate) async fn queue_created(
-    s: &AppState,
-    queue: &ValidQueue,
-    by: Option<&str>,
-) -> Result<Response, ApiError> {
-    let detail = s.store.create_queue_by(queue, by).await?;
-    if let Some(name) = by {
-        tracing::info!(queue = detail.queue.id, token = name, "queue submitted");
-    }
-    let live = view::live_labels(&s.store).await;
-    let created = view::queue_live(&detail, live.as_deref());
-    s.changed(true);
-    Ok(queue_answer(StatusCode::CREATED, created))
-}
-
-/// A queue as the answer, with its `Location`.
-pub(crate) fn queue_answer(status: StatusCode, queue: Queue) -> Response {
-    let location = view::queue_url(queue.id);
-    let mut resp = (status, Json(queue)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
 }
 
 /// Refuses a repository on a host outside `allowed_hosts` (the worker checks again).

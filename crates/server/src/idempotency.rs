@@ -1,20 +1,23 @@
+//! A submitted queue stored and answered (`201 Created` with its `Location`), and
 //! `Idempotency-Key` on the submits (`POST /api/v1/queues`, `POST /api/v1/queues/{id}/rerun`),
 //! as Stripe and the IETF draft "The Idempotency-Key HTTP Header Field" have it: a client that
 //! sends a request again with the same key (because the first answer never came) gets the
 //! queue the first try made, answered as the first time (`201`, `Location`) plus
 //! `Idempotent-Replayed: true`; the same key with another request is `409
 //! idempotency_key_reused` (the IETF draft says 422, but here 422 means "this input is invalid
-//! in itself", which a reused key's request is not: it conflicts with the earlier one). The key is kept with its queue (scoped by the caller key, with a
-//! digest of the request) and goes when the queue is deleted.
+//! in itself", which a reused key's request is not: it conflicts with the earlier one). The
+//! key is kept with its queue (scoped by the caller key, with a digest of the request) and goes
+//! when the queue is deleted.
 
 use crate::caller_key::caller_key;
 use crate::error::ApiError;
-use crate::handlers::{queue_answer, queue_created};
 use crate::state::AppState;
 use crate::view::{self, DETAIL_CAPS};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use sha2::{Digest, Sha256};
+use testarena_core::api::Queue;
 use testarena_core::validate::ValidQueue;
 use testarena_store::{Keyed, SubmitKey};
 
@@ -147,6 +150,33 @@ async fn answer_earlier(
     resp.headers_mut()
         .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     Ok(resp)
+}
+
+/// Stores a new queue (submitted by the API token named `by`, if any), wakes the worker and
+/// the live-update poller, and answers `201 Created` with the queue and its `Location`.
+pub(crate) async fn queue_created(
+    s: &AppState,
+    queue: &ValidQueue,
+    by: Option<&str>,
+) -> Result<Response, ApiError> {
+    let detail = s.store.create_queue_by(queue, by).await?;
+    if let Some(name) = by {
+        tracing::info!(queue = detail.queue.id, token = name, "queue submitted");
+    }
+    let live = view::live_labels(&s.store).await;
+    let created = view::queue_live(&detail, live.as_deref());
+    s.changed(true);
+    Ok(queue_answer(StatusCode::CREATED, created))
+}
+
+/// A queue as the answer, with its `Location`.
+pub(crate) fn queue_answer(status: StatusCode, queue: Queue) -> Response {
+    let location = view::queue_url(queue.id);
+    let mut resp = (status, Json(queue)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 #[cfg(test)]

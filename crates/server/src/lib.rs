@@ -1,6 +1,7 @@
 //! The HTTP side of TestArena: the REST API, live logs and the dashboard. It never starts a
 //! child process; the worker does that.
 
+mod access;
 mod archive;
 mod assets;
 mod auth;

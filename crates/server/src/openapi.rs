@@ -79,18 +79,6 @@ not_found`.";
 )]
 pub struct ApiDoc;
 
-/// The `{id}` of a queue route, as the document states it (the extractor is
-/// [`crate::path::QueueId`]).
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Path)]
-#[allow(dead_code)]
-pub(crate) struct QueueIdParam {
-    /// Queue id: a positive decimal number of at most 18 digits without leading zeros;
-    /// anything else is `404 not_found`.
-    #[param(minimum = 1, maximum = 999_999_999_999_999_999_i64)]
-    id: i64,
-}
-
 /// Adds the error answers every operation can give (with the error body) where an operation
 /// does not list them itself.
 struct ErrorResponses;

@@ -33,6 +33,18 @@ async fn raw_param<S: Send + Sync>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueId(pub i64);
 
+/// The `{id}` of a queue route, as the OpenAPI document states it (the extractor is
+/// [`QueueId`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct QueueIdParam {
+    /// Queue id: a positive decimal number of at most 18 digits without leading zeros;
+    /// anything else is `404 not_found`.
+    #[param(minimum = 1, maximum = 999_999_999_999_999_999_i64)]
+    id: i64,
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for QueueId {
     type Rejection = Response;
 

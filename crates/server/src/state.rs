@@ -23,7 +23,7 @@ pub struct ServerConfig {
     /// Connection limits and timeouts.
     pub limits: Limits,
     /// Whether (and how) callers are checked.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: crate::access::AuthConfig,
 }
 
 /// Shared state of every handler.
@@ -46,7 +46,7 @@ pub struct AppState {
     /// Cancelled when the server shuts down, so endless streams (SSE) end and let it stop.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// When this process last recorded each token's use.
-    pub(crate) last_used: Arc<crate::auth::LastUsed>,
+    pub(crate) last_used: Arc<crate::access::LastUsed>,
 }
 
 impl AppState {

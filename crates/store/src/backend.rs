@@ -249,15 +249,15 @@ pub(crate) trait Tokens {
         expires_at: Option<i64>,
     ) -> Fut<'a, Option<i64>>;
     /// Every token, by id.
-    fn tokens(&self) -> Fut<'_, Vec<crate::tokens::TokenRow>>;
+    fn tokens(&self) -> Fut<'_, Vec<crate::rows::TokenRow>>;
     /// One token with its hash.
-    fn token(&self, id: i64) -> Fut<'_, Option<crate::tokens::VerifiedToken>>;
+    fn token(&self, id: i64) -> Fut<'_, Option<crate::rows::VerifiedToken>>;
     /// Deletes the token with id `id` or name `name`; returns it.
     fn delete_token<'a>(
         &'a self,
         id: Option<i64>,
         name: &'a str,
-    ) -> Fut<'a, Option<crate::tokens::TokenRow>>;
+    ) -> Fut<'a, Option<crate::rows::TokenRow>>;
     /// Sets a token's `last_used_at`.
     fn touch_token(&self, id: i64, now: i64) -> Fut<'_, ()>;
 }

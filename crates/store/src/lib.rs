@@ -25,7 +25,8 @@ pub use rows::{
     CaseCaps, CaseRow, Chunk, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow,
     WorkerRow,
 };
-pub use tokens::{secret_hash, NewToken, TokenRow, VerifiedToken};
+pub use rows::{TokenRow, VerifiedToken};
+pub use tokens::{secret_hash, NewToken};
 
 use backend::Backend;
 use std::future::Future;

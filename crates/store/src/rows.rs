@@ -5,6 +5,7 @@ use crate::{Result, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use testarena_core::api::Summary;
+use testarena_core::auth::Scope;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
 /// A queue row.
@@ -400,4 +401,55 @@ pub struct Chunk {
     pub name: String,
     pub start: i64,
     pub data: Vec<u8>,
+}
+
+/// A token as listed: everything but its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    /// `None`: never expires.
+    pub expires_at: Option<i64>,
+}
+
+/// A token whose text was checked: its row and the stored hash of its secret (the server
+/// derives a session's CSRF value from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub row: TokenRow,
+    /// SHA-256 of the secret, lower-case hex.
+    pub hash: String,
+}
+
+/// The columns of `tokens` that [`token_row`] reads (with `hash` after them).
+pub(crate) const TOKEN_COLUMNS: &str =
+    "id, name, scope, created_at, last_used_at, expires_at, hash";
+
+pub(crate) fn token_row(r: &impl Columns) -> Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.int("id")?,
+        name: r.text("name")?,
+        scope: r.parsed("scope")?,
+        created_at: r.int("created_at")?,
+        last_used_at: r.opt_int("last_used_at")?,
+        expires_at: r.opt_int("expires_at")?,
+    })
+}
+
+/// A token's row with its stored hash.
+pub(crate) fn token_with_hash(r: &impl Columns) -> Result<VerifiedToken> {
+    Ok(VerifiedToken {
+        row: token_row(r)?,
+        hash: r.text("hash")?,
+    })
+}
+
+impl TokenRow {
+    /// Whether the token has expired at `now` (milliseconds).
+    pub fn expired_at(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }

@@ -3,32 +3,11 @@
 //! the SHA-256 of the secret, found by the id and compared in constant time. Nothing is cached:
 //! a revoked (deleted) or expired token is refused at the next request on every replica.
 
-use crate::rows::Columns;
+use crate::rows::{TokenRow, VerifiedToken};
 use crate::{now_ms, Result, Store, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use testarena_core::auth::{self, Scope};
-
-/// A token as listed: everything but its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRow {
-    pub id: i64,
-    pub name: String,
-    pub scope: Scope,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-    /// `None`: never expires.
-    pub expires_at: Option<i64>,
-}
-
-/// A token whose text was checked: its row and the stored hash of its secret (the server
-/// derives a session's CSRF value from it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedToken {
-    pub row: TokenRow,
-    /// SHA-256 of the secret, lower-case hex.
-    pub hash: String,
-}
 
 /// A token made now: its row, and its text, which exists nowhere else.
 #[derive(Debug, Clone)]
@@ -36,29 +15,6 @@ pub struct NewToken {
     pub row: TokenRow,
     /// `ta_<id>_<secret>`: show it once.
     pub text: String,
-}
-
-/// The columns of `tokens` that [`token_row`] reads (with `hash` after them).
-pub(crate) const TOKEN_COLUMNS: &str =
-    "id, name, scope, created_at, last_used_at, expires_at, hash";
-
-pub(crate) fn token_row(r: &impl Columns) -> Result<TokenRow> {
-    Ok(TokenRow {
-        id: r.int("id")?,
-        name: r.text("name")?,
-        scope: r.parsed("scope")?,
-        created_at: r.int("created_at")?,
-        last_used_at: r.opt_int("last_used_at")?,
-        expires_at: r.opt_int("expires_at")?,
-    })
-}
-
-/// A token's row with its stored hash.
-pub(crate) fn token_with_hash(r: &impl Columns) -> Result<VerifiedToken> {
-    Ok(VerifiedToken {
-        row: token_row(r)?,
-        hash: r.text("hash")?,
-    })
 }
 
 /// SHA-256 of a token's secret, lower-case hex. A fast hash is enough: the secret is 256
@@ -75,20 +31,13 @@ fn new_secret() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-impl TokenRow {
-    /// Whether the token has expired at `now` (milliseconds).
-    pub fn expired_at(&self, now: i64) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-}
-
 /// The SQL of the `Tokens` side of a backend, in what both dialects speak, expanded once per
 /// backend module (with its `all` and pool in scope).
 macro_rules! tokens_impl {
     ($backend:ident) => {
         use super::all;
         use crate::backend::{Fut, Tokens};
-        use crate::tokens::{token_row, token_with_hash, TokenRow, VerifiedToken, TOKEN_COLUMNS};
+        use crate::rows::{token_row, token_with_hash, TokenRow, VerifiedToken, TOKEN_COLUMNS};
 
         impl Tokens for $backend {
             fn insert_token<'a>(

@@ -6,7 +6,8 @@
 
 use super::GiteaRule;
 use crate::error::{error_response, ApiError};
-use crate::handlers::{check_host, queue_answer, queue_created};
+use crate::handlers::check_host;
+use crate::idempotency::{queue_answer, queue_created};
 use crate::state::AppState;
 use crate::view::{self, DETAIL_CAPS};
 use axum::body::Bytes;

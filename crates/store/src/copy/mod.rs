@@ -24,7 +24,7 @@ macro_rules! copy_impl {
             COPY_QUEUE_COLUMNS, REPORT_COLUMNS,
         };
         use crate::rows::{task_row, to_json, TASK_COLUMNS};
-        use crate::tokens::{token_with_hash, TOKEN_COLUMNS};
+        use crate::rows::{token_with_hash, TOKEN_COLUMNS};
 
         impl Copying for $backend {
             fn snapshot(&self) -> Fut<'_, Snapshot> {

@@ -44,7 +44,7 @@ pub(crate) struct Snapshot {
     pub cases: Vec<CopiedCase>,
     pub reports: Vec<CopiedReport>,
     /// API tokens with their hashes (the secrets exist nowhere, so the tokens keep working).
-    pub tokens: Vec<crate::tokens::VerifiedToken>,
+    pub tokens: Vec<crate::rows::VerifiedToken>,
     /// The change counter (queues keep their `rev`, so it must not go back).
     pub change_seq: i64,
 }
