@@ -1,6 +1,7 @@
 //! Tests of `validate`.
 
 use super::*;
+use std::time::Duration;
 
 fn q(repo: &str, branch: &str) -> NewQueue {
     NewQueue {
