@@ -60,7 +60,10 @@ mkdir -p "$work/data"
 # Tokens required (as on a shared server): every request carries an admin token made below, so
 # every route is reached past the auth check; the submit limit is off so the generated submits
 # are judged, not throttled.
-testarena serve --listen 127.0.0.1:0 --allow-local-repos / --auth required --submit-rate 0 \
+# The binary itself in the background (not the function: `$!` would then be a subshell, and
+# stopping it would leave the server running).
+"$bin" --data-dir "$work/data" --database "sqlite://$work/data/testarena.db" \
+    serve --listen 127.0.0.1:0 --allow-local-repos / --auth required --submit-rate 0 \
     >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 
