@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::App;
+use common::{App, Database};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::Connection;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -853,51 +852,9 @@ async fn the_cli_says_what_to_do_about_401_and_403_and_tokens_round_trip() {
     assert!(err(&o).contains("unauthorized"), "{}", err(&o));
 }
 
-/// A fresh PostgreSQL database, dropped with [`Database::drop_now`].
-struct Database {
-    name: String,
-    url: String,
-}
-
-fn maintenance_url() -> String {
-    std::env::var("TESTARENA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-impl Database {
-    async fn new() -> Database {
-        let maintenance = maintenance_url();
-        let mut admin = sqlx::PgConnection::connect(&maintenance)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is unreachable at {maintenance}: {e}"));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("testarena_auth_{}_{nanos}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = maintenance.split('?').next().unwrap();
-        let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-        Database {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    async fn drop_now(self) {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&maintenance_url()).await {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-            let _ = sqlx::query(&sql).execute(&mut admin).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_stops_working_at_once_on_two_replicas_on_postgres() {
-    let db = Database::new().await;
+    let db = Database::new("auth").await;
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let admin_dir = tempfile::tempdir().unwrap();
     let admin_data = admin_dir.path().display().to_string();

@@ -9,64 +9,13 @@
 
 mod common;
 
-use common::App;
-use sqlx::{Connection, Row};
+use common::{App, Database};
+use sqlx::Row;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testarena_client::{CaseStatus, NewQueue, QueueStatus};
-
-fn maintenance_url() -> String {
-    std::env::var("TESTARENA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh PostgreSQL database; dropped by [`Database::drop_now`] (or left for inspection if
-/// the test failed before it).
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn new() -> Database {
-        let maintenance = maintenance_url();
-        let mut admin = sqlx::PgConnection::connect(&maintenance)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is unreachable at {maintenance}: {e}"));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("testarena_farm_{}_{nanos}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = maintenance.split('?').next().unwrap();
-        let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-        Database {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    async fn connect(&self) -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&self.url).await.unwrap()
-    }
-
-    async fn drop_now(self) {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&maintenance_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-    }
-}
 
 /// A local git repository under `root/repos/r`: `cat` as the emulator, `scenarios/s.xml` with
 /// the test case `case` (its body).
@@ -293,7 +242,7 @@ const DRAIN: usize = 2_000;
 
 #[tokio::test]
 async fn four_workers_drain_many_queues_each_once_in_priority_order() {
-    let db = Database::new().await;
+    let db = Database::new("farm").await;
     let root = tempfile::tempdir().unwrap();
     let repo = repo(root.path(), SHORT_CASE);
     let repos = root.path().join("repos");
@@ -455,7 +404,7 @@ async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool
 
 #[tokio::test]
 async fn a_worker_killed_mid_run_leaves_no_emulator_and_its_queue_completes_elsewhere() {
-    let db = Database::new().await;
+    let db = Database::new("farm").await;
     let root = tempfile::tempdir().unwrap();
     let repo = repo(root.path(), &sleeping_case(4_000, 60));
     let repos = root.path().join("repos");
@@ -521,7 +470,7 @@ async fn a_worker_killed_mid_run_leaves_no_emulator_and_its_queue_completes_else
 
 #[tokio::test]
 async fn a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_took_over() {
-    let db = Database::new().await;
+    let db = Database::new("farm").await;
     let root = tempfile::tempdir().unwrap();
     // A case timeout shorter than the pause: resumed, the first attempt would time the case
     // out and fail the queue, if its writes still counted.
@@ -630,7 +579,7 @@ async fn submit_anywhere(
 
 #[tokio::test]
 async fn every_acknowledged_submit_survives_a_replica_killed_and_restarted() {
-    let db = Database::new().await;
+    let db = Database::new("farm").await;
     let root = tempfile::tempdir().unwrap();
     let repos = root.path().join("repos");
     std::fs::create_dir_all(&repos).unwrap();
@@ -725,7 +674,7 @@ async fn every_acknowledged_submit_survives_a_replica_killed_and_restarted() {
 /// left, is found again by its key: one queue per submit, every acknowledged id stored.
 #[tokio::test]
 async fn a_server_killed_under_keyed_submits_stores_each_submit_exactly_once() {
-    let db = Database::new().await;
+    let db = Database::new("farm").await;
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let listen = format!("127.0.0.1:{}", common::free_port());

@@ -13,8 +13,7 @@
 
 mod common;
 
-use common::App;
-use sqlx::Connection;
+use common::{App, Database};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -42,57 +41,6 @@ const CONSOLE_LINES: &[&str] = &[
     " | live start",
     " | live end",
 ];
-
-fn maintenance_url() -> String {
-    std::env::var("TESTARENA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh PostgreSQL database; dropped by [`Database::drop_now`].
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn new() -> Database {
-        let maintenance = maintenance_url();
-        let mut admin = sqlx::PgConnection::connect(&maintenance)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is unreachable at {maintenance}: {e}. This test needs it: start \
-                     it (`make test` does) or point TESTARENA_TEST_POSTGRES at a server"
-                )
-            });
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("testarena_netns_{}_{nanos}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = maintenance.split('?').next().unwrap();
-        let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-        Database {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    async fn drop_now(self) {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&maintenance_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-    }
-}
 
 /// Runs `program args`; its output, or a panic saying what could not be run.
 fn run(program: &str, args: &[&str]) -> Output {
@@ -718,7 +666,7 @@ async fn two_replicas_stream_the_console_of_a_qemu_queue_run_by_workers_in_their
     let _leftovers = KillUnder(root_path.clone());
     let repos = root_path.join("repos");
     let repo = firmware_repo(&repos);
-    let db = Database::new().await;
+    let db = Database::new("netns").await;
 
     // Two namespaces, each with only `lo` and its veth end; a forwarder on each veth's host end.
     let namespaces = [Netns::create(0), Netns::create(1)];

@@ -8,63 +8,11 @@
 
 mod common;
 
-use common::App;
-use sqlx::Connection;
+use common::{App, Database};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use testarena_client::{CaseStatus, NewQueue, QueueStatus};
-
-fn maintenance_url() -> String {
-    std::env::var("TESTARENA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh PostgreSQL database, dropped with it.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn new() -> Database {
-        let maintenance = maintenance_url();
-        let mut admin = sqlx::PgConnection::connect(&maintenance)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is unreachable at {maintenance}: {e}. These tests need it: start \
-                     it (`make test` does) or point TESTARENA_TEST_POSTGRES at a server"
-                )
-            });
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("testarena_e2e_{}_{nanos}", std::process::id());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = maintenance.split('?').next().unwrap();
-        let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-        Database {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    async fn drop_now(self) {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&maintenance_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-    }
-}
 
 /// A local git repository under `root/repos/r`: `cat` as the emulator, two scenarios.
 fn repo(root: &Path) -> PathBuf {
@@ -108,7 +56,7 @@ async fn run_a_queue(app: &App, repo: &Path) {
 
 #[tokio::test]
 async fn up_runs_a_queue_on_postgres() {
-    let db = Database::new().await;
+    let db = Database::new("e2e").await;
     let root = tempfile::tempdir().unwrap();
     let repo = repo(root.path());
     let repos = root.path().join("repos");
@@ -141,7 +89,7 @@ impl Drop for WorkerProcess {
 
 #[tokio::test]
 async fn serve_and_a_separate_worker_complete_a_queue_on_postgres() {
-    let db = Database::new().await;
+    let db = Database::new("e2e").await;
     let root = tempfile::tempdir().unwrap();
     let repo = repo(root.path());
     let repos = root.path().join("repos");
@@ -196,7 +144,7 @@ async fn read_sse_until(resp: &mut reqwest::Response, seen: &mut String, needle:
 /// the other at once (NOTIFY), well before its fallback poll (2 s).
 #[tokio::test]
 async fn live_views_on_every_replica_update_at_once() {
-    let db = Database::new().await;
+    let db = Database::new("e2e").await;
     let root = tempfile::tempdir().unwrap();
     let a = App::start("serve", &root.path().join("a"), &["--database", &db.url]);
     let b = App::start("serve", &root.path().join("b"), &["--database", &db.url]);

@@ -264,3 +264,63 @@ pub fn git_repo<P: AsRef<str>, T: AsRef<str>>(dir: &Path, files: &[(P, T)]) {
         assert!(out.status.success(), "{out:?}");
     }
 }
+
+/// The PostgreSQL server the tests use (its maintenance database): `TESTARENA_TEST_POSTGRES`,
+/// else the local one with trust auth.
+pub fn maintenance_url() -> String {
+    std::env::var("TESTARENA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh PostgreSQL database of one test; dropped by [`Database::drop_now`] (or left for
+/// inspection if the test failed before it).
+pub struct Database {
+    pub name: String,
+    pub url: String,
+}
+
+impl Database {
+    /// Creates `testarena_<prefix>_<pid>_<nanos>`.
+    pub async fn new(prefix: &str) -> Database {
+        use sqlx::Connection;
+        let maintenance = maintenance_url();
+        let mut admin = sqlx::PgConnection::connect(&maintenance)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is unreachable at {maintenance}: {e}. This test needs it: start \
+                     it (`make test` does) or point TESTARENA_TEST_POSTGRES at a server"
+                )
+            });
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("testarena_{prefix}_{}_{nanos}", std::process::id());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = maintenance.split('?').next().unwrap();
+        let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+        Database {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    /// A connection to the database.
+    pub async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    /// Drops the database (its connections are ended first).
+    pub async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&maintenance_url()).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let _ = sqlx::query(&sql).execute(&mut admin).await;
+        }
+    }
+}
