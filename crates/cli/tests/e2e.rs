@@ -345,6 +345,20 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         case_log.contains("# send: ping") && case_log.contains("| pong"),
         "{case_log}"
     );
+    // A case's log is its own range of the queue log: from its start to its verdict.
+    assert!(queue_log.contains(&case_log), "{case_log}");
+    let first = case_log.lines().next().unwrap_or_default();
+    let last = case_log.lines().last().unwrap_or_default();
+    assert!(
+        first.contains("# case TC_PING '") && first.contains("' started (timeout "),
+        "{case_log}"
+    );
+    assert!(last.contains("# case TC_PING passed in "), "{case_log}");
+    assert_eq!(
+        case_log.matches("# case ").count(),
+        2,
+        "no other case: {case_log}"
+    );
     let html = app.api.fetch_text(&ping.html_url).await.unwrap();
     assert!(html.contains("pong") && html.contains("passed"));
     let junit = app.api.junit(id).await.unwrap();
@@ -380,6 +394,7 @@ async fn default_scenarios_pass_with_reports_and_live_log() {
         format!("queue-{id}/queue.log"),
         format!("queue-{id}/junit.xml"),
         format!("queue-{id}/01-smoke/TC_PING.html"),
+        format!("queue-{id}/01-smoke/TC_PING.log"),
         format!("queue-{id}/build.log"),
     ] {
         assert!(names.lines().any(|l| l == f), "{f} not in archive: {names}");

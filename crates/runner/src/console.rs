@@ -9,7 +9,6 @@
 use crate::logs::LogFile;
 use crate::logs::Logs;
 use crate::process::{self, Group, Spec};
-use crate::report::LineKind;
 use crate::sandbox::{NetNs, Sandbox};
 use regex::Regex;
 use std::borrow::Cow;
@@ -19,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use testarena_core::limits::MAX_LINE;
 use testarena_core::repo_config::ConsoleKind;
+use testarena_report::LineKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, watch};

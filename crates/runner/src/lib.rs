@@ -6,7 +6,6 @@ pub mod logs;
 pub mod pipeline;
 pub mod process;
 pub mod profile;
-pub mod report;
 pub mod reserve;
 pub mod sandbox;
 pub mod ship;

@@ -1,13 +1,14 @@
-//! The log files a queue writes while it runs: `queue.log` always, plus the current case's or
-//! the build's log. Lines are timestamped as they arrive and flushed in batches, so a reader
-//! (the API's log endpoint) sees them live.
+//! The log files a queue writes while it runs: `queue.log` always, plus the build's log while
+//! it builds. Lines are timestamped as they arrive and flushed in batches, so a reader (the
+//! API's log endpoint) sees them live. A case has no file of its own: its log is the range of
+//! `queue.log` between its start and its end ([`Logs::position`]).
 
-use crate::report::{format_line, LineKind};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
+use testarena_report::{format_line, LineKind};
 
 /// One log file with a size cap; past the cap a marker is written once and lines are dropped.
 pub struct LogFile {
@@ -74,7 +75,9 @@ impl LogFile {
             LineKind::Event,
             note.as_bytes(),
         );
-        let _ = self.out.write_all(&marker);
+        if self.out.write_all(&marker).is_ok() {
+            self.written += marker.len() as u64;
+        }
     }
 
     fn flush(&mut self) {
@@ -93,7 +96,10 @@ impl LogFile {
 pub struct Sinks {
     /// `queue.log`: everything.
     pub queue: Option<LogFile>,
-    /// The current case's or the build's log.
+    /// Where this `queue.log` starts in the queue's log in the database (after the lines of
+    /// earlier attempts).
+    base: u64,
+    /// The build's log while it builds.
     pub current: Option<LogFile>,
     buf: Vec<u8>,
     /// Bytes written to all build and case logs of the queue so far, and their common cap: a
@@ -122,6 +128,7 @@ impl Logs {
     pub fn new(queue: Option<LogFile>) -> Logs {
         let sinks = Arc::new(Mutex::new(Sinks {
             queue,
+            base: 0,
             current: None,
             buf: Vec::with_capacity(64 * 1024),
             case_bytes: 0,
@@ -181,9 +188,25 @@ impl Logs {
         old
     }
 
-    /// Says the file at `path` is complete, for the shipper to send (a case's page).
-    pub fn ready(&self, path: PathBuf) {
-        self.lock().ready.push(path);
+    /// Says where this attempt's `queue.log` starts in the queue's log in the database.
+    pub fn set_base(&self, base: u64) {
+        self.lock().base = base;
+    }
+
+    /// Where this attempt's `queue.log` starts in the queue's log in the database.
+    pub fn base(&self) -> u64 {
+        self.lock().base
+    }
+
+    /// The offset in the queue's log (in the database, across attempts) the next line will
+    /// have: a case's log is the range between its start and its end.
+    pub fn position(&self) -> u64 {
+        let s = self.lock();
+        s.base + s.queue.as_ref().map_or(0, |q| q.written)
+    }
+
+    /// Wakes the shipper now (a case ended: its last lines go out without waiting).
+    pub fn ship_now(&self) {
         self.completed.notify_one();
     }
 

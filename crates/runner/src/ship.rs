@@ -1,6 +1,6 @@
 //! Ships a queue's files from the worker's scratch directory into the database while the
-//! queue runs: the live logs every [`SHIP_EVERY`], complete files (case pages) as they are
-//! written, and at the end everything else the queue left (junit.xml, the files its builds
+//! queue runs: the live logs every [`SHIP_EVERY`] (and at once when a case ends), a build log
+//! when it is complete, and at the end everything else the queue left (junit.xml, the files its builds
 //! and `<run>` steps wrote). Every server replica reads them from there; nothing on the
 //! worker's disk is needed once the queue ended, and a worker that dies loses at most its
 //! last [`SHIP_EVERY`] of output.
@@ -95,6 +95,11 @@ impl Shipper {
             full: None,
             halt: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Where this attempt's queue log starts in the database (after the earlier attempts').
+    pub fn queue_log_base(&self) -> u64 {
+        self.sent.get(QUEUE_LOG).map_or(0, |s| s.base)
     }
 
     /// The name of the file at `path` in the queue (its path under the queue directory).

@@ -1,17 +1,33 @@
-//! `GET /api/v1/queues/{id}/archive`: a tar.gz of a queue's files (its logs, case pages,
-//! junit.xml and what its builds left), read from the database a piece at a time.
+//! `GET /api/v1/queues/{id}/archive`: a tar.gz of a queue's files (its logs, junit.xml and
+//! what its builds left) and of its cases' logs and pages, made from the queue log; read from
+//! the database a piece at a time.
 
+use crate::case_logs::{self, Located};
 use crate::error::ApiError;
 use crate::path::QueueId;
 use crate::state::AppState;
+use crate::stored::StoredRange;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use std::io::{Read, Seek, Write};
 use testarena_core::api::ErrorBody;
-use testarena_core::limits::LOG_CHUNK;
+use testarena_core::paths::case_log_name;
+use testarena_report::CaseMeta;
 use testarena_store::Store;
+
+/// One entry of the archive.
+enum Entry {
+    /// Bytes `at.range` of the stored file `at.file`, as `name`.
+    Stored { name: String, at: Located },
+    /// A case's page, made from its log at `at`.
+    Page {
+        name: String,
+        at: Located,
+        meta: CaseMeta,
+    },
+}
 
 /// `GET /api/v1/queues/{id}/archive`: a tar.gz of the queue's files (not the checkout).
 #[utoipa::path(get, path = "/api/v1/queues/{id}/archive", tag = "logs", params(crate::path::QueueIdParam),
@@ -23,9 +39,9 @@ pub(crate) async fn archive(
     QueueId(id): QueueId,
 ) -> Result<Response, ApiError> {
     s.store.queue_row(id).await?;
-    let files = s.store.files(id).await?;
+    let entries = entries(&s.store, id).await?;
     let (store, rt) = (s.store.clone(), tokio::runtime::Handle::current());
-    let file = tokio::task::spawn_blocking(move || build_archive(&store, &rt, id, &files))
+    let file = tokio::task::spawn_blocking(move || build_archive(&store, &rt, id, &entries))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::io("cannot build the archive", e))?;
@@ -46,14 +62,49 @@ pub(crate) async fn archive(
     Ok(resp)
 }
 
-/// Writes `files` (name, length) of queue `id` as `queue-<id>/<name>` into a gzipped tar in a
-/// temporary file, reading each from the database a piece at a time (on `rt`, from this
-/// blocking thread).
+/// What the archive of queue `id` holds: its stored files, then each case's log and page where
+/// they are not stored files of their own (queues of this version store none).
+async fn entries(store: &Store, id: i64) -> Result<Vec<Entry>, ApiError> {
+    let files = store.files(id).await?;
+    let stored = |name: &str| files.iter().any(|(f, _)| f == name);
+    let mut entries = Vec::new();
+    for (task, cases) in &store.queue(id).await?.tasks {
+        for c in cases.iter().filter(|c| c.log_from.is_some()) {
+            let log = case_log_name(task.position, &task.scenario, &c.key);
+            let page = format!("{}.html", log.strip_suffix(".log").unwrap_or(&log));
+            let at = case_logs::locate(store, id, task.position, &task.scenario, c).await?;
+            if !stored(&page) {
+                let meta = case_logs::meta(id, &task.scenario, c);
+                let at = at.clone();
+                entries.push(Entry::Page {
+                    name: page,
+                    at,
+                    meta,
+                });
+            }
+            if !stored(&log) {
+                entries.push(Entry::Stored { name: log, at });
+            }
+        }
+    }
+    let whole = files.into_iter().map(|(name, len)| Entry::Stored {
+        at: Located {
+            file: name.clone(),
+            range: 0..len,
+        },
+        name,
+    });
+    Ok(whole.chain(entries).collect())
+}
+
+/// Writes `entries` of queue `id` as `queue-<id>/<name>` into a gzipped tar in a temporary
+/// file, reading each from the database a piece at a time (on `rt`, from this blocking
+/// thread).
 fn build_archive(
     store: &Store,
     rt: &tokio::runtime::Handle,
     id: i64,
-    files: &[(String, u64)],
+    entries: &[Entry],
 ) -> std::io::Result<std::fs::File> {
     let mut file = tempfile::tempfile()?;
     {
@@ -63,24 +114,26 @@ fn build_archive(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        for (name, len) in files {
+        for entry in entries {
             let mut header = tar::Header::new_gnu();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(0o644);
             header.set_mtime(now);
-            header.set_size(*len);
-            let data = StoredFile {
-                store,
-                rt,
-                id,
-                name,
-                at: 0,
-                buf: Vec::new(),
-                pos: 0,
-            };
-            // Exactly the size the header says: padded should the file be shorter.
-            let data = data.chain(std::io::repeat(0)).take(*len);
-            tar.append_data(&mut header, format!("queue-{id}/{name}"), data)?;
+            match entry {
+                Entry::Stored { name, at } => {
+                    let len = at.range.end - at.range.start;
+                    header.set_size(len);
+                    let data = StoredRange::new(store, rt, id, &at.file, at.range.clone());
+                    // Exactly the size the header says: padded should the file be shorter.
+                    let data = data.chain(std::io::repeat(0)).take(len);
+                    tar.append_data(&mut header, format!("queue-{id}/{name}"), data)?;
+                }
+                Entry::Page { name, at, meta } => {
+                    let page = case_logs::render_page(store, rt, id, at, meta)?;
+                    header.set_size(page.metadata()?.len());
+                    tar.append_data(&mut header, format!("queue-{id}/{name}"), page)?;
+                }
+            }
         }
         let mut gz = tar.into_inner()?;
         gz.flush()?;
@@ -88,33 +141,4 @@ fn build_archive(
     }
     file.rewind()?;
     Ok(file)
-}
-
-/// One of a queue's files as a reader, a piece from the database at a time.
-struct StoredFile<'a> {
-    store: &'a Store,
-    rt: &'a tokio::runtime::Handle,
-    id: i64,
-    name: &'a str,
-    /// Offset of the next piece to read.
-    at: u64,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for StoredFile<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
-            self.buf = self
-                .rt
-                .block_on(self.store.read_file(self.id, self.name, self.at, LOG_CHUNK))
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            self.pos = 0;
-            self.at += self.buf.len() as u64;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }

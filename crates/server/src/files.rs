@@ -1,6 +1,7 @@
-//! A queue's files over HTTP: its log (plain, or streamed live as SSE), its cases' logs and its
-//! JUnit report.
+//! A queue's files over HTTP: its log (plain, or streamed live as SSE), its cases' logs and
+//! pages (made from the queue log on request) and its JUnit report.
 
+use crate::case_logs::{self, QUEUE_LOG};
 use crate::error::ApiError;
 use crate::follow::Tail;
 use crate::path::{CaseKey, QueueId};
@@ -14,14 +15,11 @@ use serde::Deserialize;
 use std::time::Duration;
 use testarena_core::api::ErrorBody;
 use testarena_core::limits::LOG_CHUNK;
-use testarena_core::paths::case_log_name;
+use testarena_store::FoundCase;
 use tokio::sync::watch;
 
 /// Largest offset a log may be read from (offsets are signed 64-bit in the database).
 const MAX_OFFSET: u64 = i64::MAX as u64;
-
-/// The name of a queue's log among its files.
-const QUEUE_LOG: &str = "queue.log";
 
 /// Up to `max` bytes of queue `id`'s file `name` from `offset`; nothing past its end.
 async fn read_from(
@@ -34,15 +32,20 @@ async fn read_from(
     Ok(s.store.read_file(id, name, offset, max).await?)
 }
 
-/// A whole file of queue `id`, streamed from the database a piece at a time (a case log can
-/// be hundreds of MB).
-fn file_body(s: &AppState, id: i64, name: String) -> Body {
+/// Bytes `range` of file `name` of queue `id`, streamed from the database a piece at a time (a
+/// case log can be hundreds of MB).
+fn range_body(s: &AppState, id: i64, name: String, range: std::ops::Range<u64>) -> Body {
     let store = s.store.clone();
-    let pieces = futures::stream::unfold(Some(0u64), move |at| {
+    let end = range.end;
+    let pieces = futures::stream::unfold(Some(range.start), move |at| {
         let (store, name) = (store.clone(), name.clone());
         async move {
             let at = at?;
-            match store.read_file(id, &name, at, LOG_CHUNK).await {
+            let want = LOG_CHUNK.min(end.saturating_sub(at));
+            if want == 0 {
+                return None;
+            }
+            match store.read_file(id, &name, at, want).await {
                 Ok(data) if data.is_empty() => None,
                 Ok(data) => {
                     let next = at + data.len() as u64;
@@ -210,46 +213,32 @@ pub(crate) struct CaseParams {
     task: Option<i64>,
 }
 
-/// The name of a case's log among the queue's files.
-async fn find_case_log(
+/// Case `case` of queue `id` (of task `task` if given); `404` if there is no such case.
+async fn find_case(
     s: &AppState,
     id: i64,
     case: &str,
     task: Option<i64>,
-) -> Result<String, ApiError> {
+) -> Result<FoundCase, ApiError> {
     s.store.queue_row(id).await?;
-    match s.store.case_task(id, case, task).await? {
-        Some((position, scenario)) => Ok(case_log_name(position, &scenario, case)),
-        None => Err(ApiError::NotFound(format!(
-            "queue {id} has no case '{case}'"
-        ))),
-    }
+    s.store
+        .case_task(id, case, task)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("queue {id} has no case '{case}'")))
 }
 
-/// The whole file `name` of queue `id` as `content_type`; `404` with `missing` if it has none
-/// (yet).
-async fn whole_file(
-    s: &AppState,
-    id: i64,
-    name: String,
-    content_type: &'static str,
-    missing: Option<String>,
-) -> Result<Response, ApiError> {
-    if let Some(message) = missing {
-        if s.store.file_len(id, &name).await? == 0 {
-            return Err(ApiError::NotFound(message));
-        }
-    }
-    let mut resp = Response::new(file_body(s, id, name));
+/// `content` as a response of `content_type`.
+fn typed(body: Body, content_type: &'static str) -> Response {
+    let mut resp = Response::new(body);
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(resp)
+    resp
 }
 
 /// `GET /api/v1/queues/{id}/cases/{case}/log[?task=T]`: a case's plain-text log.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/cases/{case}/log", tag = "logs",
     params(crate::path::QueueIdParam, ("case" = String, Path, min_length = 1, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id (not a number: 400 `bad_query`)")),
-    responses((status = 200, description = "The case's log", content_type = "text/plain", body = String), (status = 404, description = "No such queue, case or task", body = ErrorBody)))]
+    responses((status = 200, description = "The case's log (so far, while it runs; empty if it has not started)", content_type = "text/plain", body = String), (status = 404, description = "No such queue, case or task", body = ErrorBody)))]
 pub(crate) async fn case_log_text(
     State(s): State<AppState>,
     QueueId(id): QueueId,
@@ -257,14 +246,24 @@ pub(crate) async fn case_log_text(
     params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let name = find_case_log(&s, id, &case, p.task).await?;
-    whole_file(&s, id, name, "text/plain; charset=utf-8", None).await
+    let found = find_case(&s, id, &case, p.task).await?;
+    let at = case_logs::locate(
+        &s.store,
+        id,
+        found.task_position,
+        &found.scenario,
+        &found.case,
+    )
+    .await?;
+    let body = range_body(&s, id, at.file, at.range);
+    Ok(typed(body, "text/plain; charset=utf-8"))
 }
 
-/// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: a case's HTML log.
+/// `GET /api/v1/queues/{id}/cases/{case}/log.html[?task=T]`: a case's HTML log, made from its
+/// log on request.
 #[utoipa::path(get, path = "/api/v1/queues/{id}/cases/{case}/log.html", tag = "logs",
     params(crate::path::QueueIdParam, ("case" = String, Path, min_length = 1, description = "Test case id"), ("task" = Option<i64>, Query, description = "Task id, when two scenarios share a case id (not a number: 400 `bad_query`)")),
-    responses((status = 200, description = "The case's log as a self-contained HTML page", content_type = "text/html", body = String), (status = 404, description = "No such queue, case or task, or the case has not ended yet", body = ErrorBody)))]
+    responses((status = 200, description = "The case's log as a self-contained HTML page (its last 8 MiB; so far, while it runs)", content_type = "text/html", body = String), (status = 404, description = "No such queue, case or task", body = ErrorBody)))]
 pub(crate) async fn case_log_html(
     State(s): State<AppState>,
     QueueId(id): QueueId,
@@ -272,13 +271,26 @@ pub(crate) async fn case_log_html(
     params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let log = find_case_log(&s, id, &case, p.task).await?;
-    let name = match log.strip_suffix(".log") {
-        Some(stem) => format!("{stem}.html"),
-        None => format!("{log}.html"),
-    };
-    let missing = format!("case '{case}' has no HTML log yet (it is written when the case ends)");
-    whole_file(&s, id, name, "text/html; charset=utf-8", Some(missing)).await
+    let found = find_case(&s, id, &case, p.task).await?;
+    let at = case_logs::locate(
+        &s.store,
+        id,
+        found.task_position,
+        &found.scenario,
+        &found.case,
+    )
+    .await?;
+    let meta = case_logs::meta(id, &found.scenario, &found.case);
+    let (store, rt) = (s.store.clone(), tokio::runtime::Handle::current());
+    let page =
+        tokio::task::spawn_blocking(move || case_logs::render_page(&store, &rt, id, &at, &meta))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::io("cannot make the case's page", e))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(page),
+    ));
+    Ok(typed(body, "text/html; charset=utf-8"))
 }
 
 /// `GET /api/v1/queues/{id}/junit.xml`.
@@ -290,12 +302,10 @@ pub(crate) async fn junit(
 ) -> Result<Response, ApiError> {
     s.store.queue_row(id).await?;
     let missing = format!("queue {id} has no junit.xml yet (it is written when the queue ends)");
-    whole_file(
-        &s,
-        id,
-        "junit.xml".into(),
-        "application/xml; charset=utf-8",
-        Some(missing),
-    )
-    .await
+    let len = s.store.file_len(id, "junit.xml").await?;
+    if len == 0 {
+        return Err(ApiError::NotFound(missing));
+    }
+    let body = range_body(&s, id, "junit.xml".into(), 0..len);
+    Ok(typed(body, "application/xml; charset=utf-8"))
 }

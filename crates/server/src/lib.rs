@@ -6,6 +6,7 @@ mod archive;
 mod assets;
 mod auth;
 mod caller_key;
+mod case_logs;
 mod changes;
 pub mod conn;
 mod error;
@@ -21,6 +22,7 @@ mod path;
 pub mod ratelimit;
 mod session;
 mod state;
+mod stored;
 mod system;
 mod view;
 

@@ -7,8 +7,8 @@ use crate::once::Once;
 use crate::reports::{ReportClaim, ReportDue};
 use crate::rows::Chunk;
 use crate::rows::{CaseCaps, CaseRow, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow};
-use crate::rows::{Holder, WorkerRow};
-use crate::{CaseResult, Result};
+use crate::rows::{FoundCase, Holder, WorkerRow};
+use crate::{CaseUpdate, Result};
 use std::future::Future;
 use std::pin::Pin;
 use testarena_core::validate::ValidQueue;
@@ -78,13 +78,13 @@ pub(crate) trait Queues {
         after: Option<i64>,
         limit: u32,
     ) -> Fut<'_, Option<(Vec<CaseRow>, u64)>>;
-    /// The (position, scenario) of the first task of a queue with a case `key`.
+    /// The first case `key` of a queue (of task `task` if given), with its task.
     fn case_task<'a>(
         &'a self,
         queue_id: i64,
         key: &'a str,
         task: Option<i64>,
-    ) -> Fut<'a, Option<(i64, String)>>;
+    ) -> Fut<'a, Option<FoundCase>>;
     /// Newest first, at most `limit`, optionally of one status and below an id.
     fn list_queues(
         &self,
@@ -152,14 +152,8 @@ pub(crate) trait Work {
         holder: &'a Holder,
         cases: &'a [NewCase],
     ) -> Fut<'a, Vec<i64>>;
-    fn start_case<'a>(&'a self, case_id: i64, holder: &'a Holder, now: i64) -> Fut<'a, ()>;
-    fn finish_case<'a>(
-        &'a self,
-        case_id: i64,
-        holder: &'a Holder,
-        result: &'a CaseResult,
-        now: i64,
-    ) -> Fut<'a, ()>;
+    /// Applies case starts and verdicts in one transaction, fenced by `holder`'s claim.
+    fn record_cases<'a>(&'a self, holder: &'a Holder, updates: &'a [CaseUpdate]) -> Fut<'a, ()>;
     /// Cuts short every unfinished case and task of a queue.
     fn close_unfinished<'a>(
         &'a self,

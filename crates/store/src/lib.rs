@@ -22,8 +22,8 @@ pub use copy::CopySummary;
 pub use once::{Keyed, SubmitKey};
 pub use reports::ReportClaim;
 pub use rows::{
-    CaseCaps, CaseRow, Chunk, Holder, NewCase, QueueDetail, QueueRow, StaleGroup, TaskRow,
-    WorkerRow,
+    CaseCaps, CaseRow, Chunk, FoundCase, Holder, NewCase, QueueDetail, QueueRow, StaleGroup,
+    TaskRow, WorkerRow,
 };
 pub use rows::{TokenRow, VerifiedToken};
 pub use tokens::{secret_hash, NewToken};
@@ -185,6 +185,35 @@ pub struct CaseResult {
     pub message: Option<String>,
 }
 
+/// A change of a case as the worker records it: a queue's changes are written together, a
+/// batch at a time.
+#[derive(Debug, Clone)]
+pub enum CaseUpdate {
+    /// The case started at `at` (ms since the epoch); its log starts at byte `log_from` of the
+    /// queue log.
+    Started {
+        case_id: i64,
+        at: i64,
+        log_from: Option<u64>,
+    },
+    /// The case ended at `at` as `result`; its log ends before byte `log_to` of the queue log.
+    Finished {
+        case_id: i64,
+        at: i64,
+        result: CaseResult,
+        log_to: Option<u64>,
+    },
+}
+
+impl CaseUpdate {
+    /// The case it changes.
+    pub fn case_id(&self) -> i64 {
+        match self {
+            CaseUpdate::Started { case_id, .. } | CaseUpdate::Finished { case_id, .. } => *case_id,
+        }
+    }
+}
+
 /// The database, whichever backend the URL names.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -336,14 +365,13 @@ impl Store {
             .ok_or(StoreError::NotFound(queue_id))
     }
 
-    /// The task (position, scenario) of a queue that has a case `key`, the first one unless
-    /// `task` names one.
+    /// The case `key` of a queue with its task: the first one unless `task` names one.
     pub async fn case_task(
         &self,
         queue_id: i64,
         key: &str,
         task: Option<i64>,
-    ) -> Result<Option<(i64, String)>> {
+    ) -> Result<Option<FoundCase>> {
         self.retry(|| self.backend.case_task(queue_id, key, task))
             .await
     }

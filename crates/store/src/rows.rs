@@ -62,6 +62,18 @@ pub struct CaseRow {
     pub status: CaseStatus,
     pub duration_ms: Option<i64>,
     pub message: Option<String>,
+    /// Where its log starts in the queue log (byte offset), once it started.
+    pub log_from: Option<i64>,
+    /// Where its log ends in the queue log, once it ended.
+    pub log_to: Option<i64>,
+}
+
+/// A case found by its key, with the position and scenario of its task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundCase {
+    pub task_position: i64,
+    pub scenario: String,
+    pub case: CaseRow,
 }
 
 /// A case to create: its id in the scenario and its name.
@@ -228,7 +240,7 @@ pub(crate) const TASK_COLUMNS: &str =
 
 /// The columns of `cases` that [`case_row`] reads.
 pub(crate) const CASE_COLUMNS: &str =
-    "id, task_id, position, case_key, name, status, duration_ms, message";
+    "id, task_id, position, case_key, name, status, duration_ms, message, log_from, log_to";
 
 pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
     let phase = r.opt_text("phase")?;
@@ -284,6 +296,8 @@ pub(crate) fn case_row(r: &impl Columns) -> Result<CaseRow> {
         status: r.parsed("status")?,
         duration_ms: r.opt_int("duration_ms")?,
         message: r.opt_text("message")?,
+        log_from: r.opt_int("log_from")?,
+        log_to: r.opt_int("log_to")?,
     })
 }
 

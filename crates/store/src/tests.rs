@@ -174,6 +174,15 @@ async fn expired_leases_are_taken_back_then_given_up(db: TestDbRef) {
     let q = s.queue(id).await.unwrap();
     assert_eq!(q.queue.status, QueueStatus::Error);
     assert!(q.queue.error.unwrap().contains("2 times"));
+    // A queue whose abort was asked for while its worker was lost is not run again: aborted.
+    let id = s.create_queue(&vq("b", 5, None)).await.unwrap().queue.id;
+    s.claim("w3", -1).await.unwrap().unwrap();
+    s.abort_queue(id, CaseCaps::ALL).await.unwrap();
+    let (back, gone) = s.reclaim_expired(2).await.unwrap();
+    assert_eq!((back, gone), (vec![], vec![id]));
+    let q = s.queue(id).await.unwrap();
+    assert_eq!(q.queue.status, QueueStatus::Aborted);
+    assert!(q.queue.error.unwrap().contains("aborted on request"));
 }
 
 async fn abort_and_delete(db: TestDbRef) {
@@ -701,13 +710,14 @@ async fn capped_reads_list_the_first_cases_and_count_them_all(db: TestDbRef) {
     assert_eq!(page[0], capped);
     let (changed, _) = s.changes_since(0, caps).await.unwrap();
     assert_eq!(changed[0], capped);
+    let found = |f: Option<crate::FoundCase>| f.map(|f| (f.task_position, f.scenario, f.case.key));
     assert_eq!(
-        s.case_task(id, "TC_20", None).await.unwrap(),
-        Some((0, "x.xml".to_string()))
+        found(s.case_task(id, "TC_20", None).await.unwrap()),
+        Some((0, "x.xml".to_string(), "TC_20".to_string()))
     );
     assert_eq!(
-        s.case_task(id, "TC_5", Some(tasks[2])).await.unwrap(),
-        Some((2, "z.xml".to_string()))
+        found(s.case_task(id, "TC_5", Some(tasks[2])).await.unwrap()),
+        Some((2, "z.xml".to_string(), "TC_5".to_string()))
     );
     assert_eq!(s.case_task(id, "TC_99", None).await.unwrap(), None);
 }
@@ -982,7 +992,108 @@ async fn files_are_chunks_fenced_by_the_claim(db: TestDbRef) {
     other.close().await;
 }
 
+/// A batch of case starts and verdicts is written whole, with each case's range of the queue
+/// log; a batch with a case of a lost claim changes nothing.
+async fn case_batches_record_log_ranges_all_or_nothing(db: TestDbRef) {
+    let s = db.store.clone();
+    let id = s
+        .create_queue(&vq("b", 5, Some(vec!["x.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let w = s
+        .claim("w", 30_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .holder()
+        .unwrap();
+    let task = s.queue(id).await.unwrap().tasks[0].0.id;
+    let new = |k: &str| NewCase {
+        key: k.into(),
+        name: k.into(),
+    };
+    let cases = s
+        .create_cases(task, &w, &[new("A"), new("B")])
+        .await
+        .unwrap();
+    let passed = CaseResult {
+        status: CaseStatus::Passed,
+        duration_ms: Some(3),
+        message: None,
+    };
+    let batch = [
+        CaseUpdate::Started {
+            case_id: cases[0],
+            at: 10,
+            log_from: Some(100),
+        },
+        CaseUpdate::Finished {
+            case_id: cases[0],
+            at: 13,
+            result: passed.clone(),
+            log_to: Some(250),
+        },
+        CaseUpdate::Started {
+            case_id: cases[1],
+            at: 14,
+            log_from: Some(250),
+        },
+    ];
+    s.record_cases(&w, &batch).await.unwrap();
+    let found = s.case_task(id, "A", None).await.unwrap().unwrap().case;
+    assert_eq!(
+        (found.status, found.log_from, found.log_to),
+        (CaseStatus::Passed, Some(100), Some(250))
+    );
+    let found = s.case_task(id, "B", None).await.unwrap().unwrap().case;
+    assert_eq!(
+        (found.status, found.log_from, found.log_to),
+        (CaseStatus::Running, Some(250), None)
+    );
+    // Another queue's case in the batch: nothing of it is written.
+    let other = s
+        .create_queue(&vq("o", 5, Some(vec!["y.xml"])))
+        .await
+        .unwrap()
+        .queue
+        .id;
+    let w2 = s
+        .claim("w2", 30_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .holder()
+        .unwrap();
+    let otask = s.queue(other).await.unwrap().tasks[0].0.id;
+    let ocase = s.create_cases(otask, &w2, &[new("C")]).await.unwrap()[0];
+    let mixed = [
+        CaseUpdate::Finished {
+            case_id: cases[1],
+            at: 20,
+            result: passed,
+            log_to: Some(300),
+        },
+        CaseUpdate::Started {
+            case_id: ocase,
+            at: 21,
+            log_from: Some(0),
+        },
+    ];
+    assert!(
+        matches!(s.record_cases(&w, &mixed).await, Err(StoreError::ClaimLost(c)) if c == ocase)
+    );
+    let found = s.case_task(id, "B", None).await.unwrap().unwrap().case;
+    assert_eq!(
+        (found.status, found.log_to),
+        (CaseStatus::Running, None),
+        "rolled back"
+    );
+}
+
 on_both!(
+    case_batches_record_log_ranges_all_or_nothing,
     files_are_chunks_fenced_by_the_claim,
     another_process_wakes_the_waiters,
     a_lost_claim_changes_nothing_of_the_newer_attempt,

@@ -3,7 +3,7 @@
 
 use crate::backend::TaskUpdate;
 use crate::rows::{Holder, NewCase, QueueRow, StaleGroup, TaskRow, WorkerRow};
-use crate::{now_ms, CaseResult, Result, Store, StoreError};
+use crate::{now_ms, CaseResult, CaseUpdate, Result, Store, StoreError};
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
 impl Store {
@@ -141,28 +141,58 @@ impl Store {
             .await
     }
 
-    /// Marks a case running.
+    /// Marks a case running (now, with no log range).
     pub async fn start_case(&self, case_id: i64, holder: &Holder) -> Result<()> {
-        let now = now_ms();
-        self.retry(|| self.backend.start_case(case_id, holder, now))
-            .await
+        let at = now_ms();
+        let log_from = None;
+        self.record_cases(
+            holder,
+            &[CaseUpdate::Started {
+                case_id,
+                at,
+                log_from,
+            }],
+        )
+        .await
     }
 
-    /// Records a case's verdict.
+    /// Records a case's verdict (now, with no log range).
     pub async fn finish_case(
         &self,
         case_id: i64,
         holder: &Holder,
         result: &CaseResult,
     ) -> Result<()> {
-        if !result.status.is_finished() {
-            return Err(StoreError::Conflict(format!(
-                "case {case_id} cannot end as {}",
-                result.status
-            )));
+        let (at, result, log_to) = (now_ms(), result.clone(), None);
+        let update = CaseUpdate::Finished {
+            case_id,
+            at,
+            result,
+            log_to,
+        };
+        self.record_cases(holder, &[update]).await
+    }
+
+    /// Records case starts and verdicts in one transaction, fenced by `holder`'s claim: all of
+    /// them, or none (`ClaimLost` when a case is not of a queue `holder` holds).
+    pub async fn record_cases(&self, holder: &Holder, updates: &[CaseUpdate]) -> Result<()> {
+        for u in updates {
+            if let CaseUpdate::Finished {
+                case_id, result, ..
+            } = u
+            {
+                if !result.status.is_finished() {
+                    return Err(StoreError::Conflict(format!(
+                        "case {case_id} cannot end as {}",
+                        result.status
+                    )));
+                }
+            }
         }
-        let now = now_ms();
-        self.retry(|| self.backend.finish_case(case_id, holder, result, now))
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.retry(|| self.backend.record_cases(holder, updates))
             .await
     }
 

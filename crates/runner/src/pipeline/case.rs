@@ -1,17 +1,14 @@
-//! One test case: its log, its steps under its time limit, how it ended and what that says,
-//! its HTML page in the background, and its record in the store.
+//! One test case: its steps under its time limit, how it ended and what that says, and its
+//! record in the store (with the range of the queue log that is its log).
 
 use super::failure::{Failure, StopReason};
 use super::Run;
 use crate::console::{Console, EmulatorSpec, StepFailure};
-use crate::logs::LogFile;
-use crate::report::{self, CaseMeta};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use testarena_core::paths::case_log;
 use testarena_core::CaseStatus;
 use testarena_scenario::{Scenario, TestCase};
+use testarena_store::CaseUpdate;
 use tokio_util::sync::CancellationToken;
 
 /// How long a crash gets to finish printing (its backtrace) before it is quoted.
@@ -44,21 +41,20 @@ enum CaseEnd {
 impl Run<'_> {
     /// Runs one case on the running emulator and records its outcome; `Err` when the queue was
     /// stopped meanwhile (its close-out records the rest).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_case(
         &self,
         scenario: &Scenario,
         case: &TestCase,
         case_row: i64,
-        tdir: &Path,
         console: &mut Console,
         spec: &EmulatorSpec,
         cancel: &CancellationToken,
     ) -> Result<CaseOutcome, Failure> {
-        self.store.start_case(case_row, &self.holder()).await?;
-        let log_path = case_log(tdir, &case.id);
-        self.logs
-            .set_current(LogFile::create(&log_path, self.cfg.log_cap).ok());
+        self.cases.push(CaseUpdate::Started {
+            case_id: case_row,
+            at: testarena_store::now_ms(),
+            log_from: Some(self.logs.position()),
+        })?;
         self.logs.event(&format!(
             "case {} '{}' started (timeout {})",
             case.id,
@@ -85,8 +81,7 @@ impl Run<'_> {
             message,
             duration_ms: Some(ms),
         };
-        self.close_case(scenario, case, case_row, &log_path, &outcome)
-            .await?;
+        self.close_case(case, case_row, &outcome)?;
         Ok(outcome)
     }
 
@@ -161,13 +156,11 @@ impl Run<'_> {
         }
     }
 
-    /// Logs the outcome, starts the case's HTML page and records the case.
-    async fn close_case(
+    /// Logs the outcome and records the case (its log ends with that line).
+    fn close_case(
         &self,
-        scenario: &Scenario,
         case: &TestCase,
         case_row: i64,
-        log_path: &Path,
         outcome: &CaseOutcome,
     ) -> Result<(), Failure> {
         let ms = outcome.duration_ms.unwrap_or(0);
@@ -178,52 +171,19 @@ impl Run<'_> {
             outcome.status,
             said.unwrap_or_default()
         ));
-        self.logs.set_current(None);
-        // No space for a page when the logs failed: the little there is goes to the verdict.
-        let logs_failed = self.logs_failed();
-        if !logs_failed {
-            let meta = CaseMeta {
-                queue_id: self.queue.id,
-                scenario: scenario.name.clone(),
-                case_id: case.id.clone(),
-                case_name: case.name.clone(),
-                status: outcome.status,
-                duration_ms: ms,
-                message: outcome.message.clone(),
-            };
-            self.render_html(log_path, meta);
-        }
-        let worker = &self.holder();
+        // Its last lines go to the database now, not at the shipper's next round.
+        self.logs.ship_now();
+        self.cases.push(CaseUpdate::Finished {
+            case_id: case_row,
+            at: testarena_store::now_ms(),
+            result: outcome.result(),
+            log_to: Some(self.logs.position()),
+        })?;
         let stopped = outcome.status == CaseStatus::Error && self.ctl.cancel.is_cancelled();
-        if logs_failed || stopped {
-            // Recorded by the queue's close-out, with the stop reason.
-            let _ = self
-                .store
-                .finish_case(case_row, worker, &outcome.result())
-                .await;
+        if self.logs_failed() || stopped {
+            // The rest is recorded by the queue's close-out, with the stop reason.
             return Err(Failure::Stopped);
         }
-        self.store
-            .finish_case(case_row, worker, &outcome.result())
-            .await?;
         Ok(())
-    }
-
-    /// Renders the case's HTML page in the background: it reads the whole case log, which is
-    /// no work for the async threads.
-    fn render_html(&self, log_path: &Path, meta: CaseMeta) {
-        let html_path = log_path.with_extension("html");
-        let log = log_path.to_path_buf();
-        let logs = self.logs.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            report::write_case_html(&log, &html_path, &meta)?;
-            // Complete: the shipper sends it with its next round.
-            logs.ready(html_path);
-            Ok(())
-        });
-        self.html_jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(job);
     }
 }

@@ -6,6 +6,7 @@
 mod boot;
 mod build;
 mod case;
+mod case_writer;
 mod checkout;
 mod failure;
 mod step;
@@ -19,7 +20,6 @@ pub use failure::{InfraError, StopReason};
 
 use crate::git::MirrorCache;
 use crate::logs::{LogFile, Logs};
-use crate::report::JunitSuite;
 use crate::sandbox::SandboxConfig;
 use crate::ship::{Shipper, Shipping, QUEUE_LOG};
 use failure::Failure;
@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testarena_core::Phase;
+use testarena_report::JunitSuite;
 use testarena_store::{Holder, QueueRow, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -92,8 +93,8 @@ struct Run<'a> {
     write_error: Arc<Mutex<Option<String>>>,
     /// Ships the queue's files into the database as they grow (none if it could not start).
     shipping: Option<Shipping>,
-    /// Case HTML pages being rendered in the background; awaited at the end of each task.
-    html_jobs: Mutex<Vec<tokio::task::JoinHandle<std::io::Result<()>>>>,
+    /// Writes the cases' starts and verdicts, in batches.
+    cases: case_writer::CaseWriter,
 }
 
 /// Runs one claimed queue to its end and records the verdict (unless the claim was lost).
@@ -133,7 +134,10 @@ async fn run_queue_in_span(
         crate::git::redact(&queue.repo),
         queue.branch
     ));
+    let holder = Holder::new(cfg.worker_id.clone(), queue.attempts);
+    let cases = case_writer::CaseWriter::new(store.clone(), holder);
     let mut run = Run {
+        cases,
         store,
         cfg,
         ctl,
@@ -146,7 +150,6 @@ async fn run_queue_in_span(
         suites: Vec::new(),
         phase: Phase::Cloning,
         shipping,
-        html_jobs: Default::default(),
         write_error,
     };
     let started = Instant::now();
@@ -202,7 +205,10 @@ async fn start_shipping(
     )
     .await
     {
-        Ok(shipper) => Some(Shipping::start(shipper, logs.clone())),
+        Ok(shipper) => {
+            logs.set_base(shipper.queue_log_base());
+            Some(Shipping::start(shipper, logs.clone()))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot start shipping the queue's files");
             None

@@ -6,13 +6,12 @@ use super::failure::{Failure, InfraError};
 use super::Run;
 use crate::console::{Console, EmulatorSpec};
 use crate::profile::Profile;
-use crate::report::{JunitCase, JunitSuite};
 use regex::Regex;
-use std::path::Path;
-use testarena_core::paths::{case_log, task_dir};
+use testarena_core::paths::task_dir;
 use testarena_core::CaseStatus;
+use testarena_report::JunitSuite;
 use testarena_scenario::{BootMode, Scenario};
-use testarena_store::{CaseResult, NewCase, TaskRow};
+use testarena_store::{CaseResult, CaseUpdate, NewCase, TaskRow};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -45,7 +44,7 @@ impl Run<'_> {
             };
             let span = tracing::info_span!("task", task = task.id, scenario = %task.scenario);
             let suite = self
-                .run_task(task.id, &task.scenario, &tdir, &spec)
+                .run_task(task.id, &task.scenario, &spec)
                 .instrument(span)
                 .await?;
             self.suites.push(suite);
@@ -58,7 +57,6 @@ impl Run<'_> {
         &mut self,
         task_id: i64,
         scenario_path: &str,
-        tdir: &Path,
         spec: &EmulatorSpec,
     ) -> Result<JunitSuite, Failure> {
         let worker = self.holder();
@@ -96,8 +94,7 @@ impl Run<'_> {
             .store
             .create_cases(task_id, &worker, &new_cases)
             .await?;
-        let (outcomes, task_error) = self.run_timed(&scenario, &case_ids, tdir, spec).await?;
-        suite.cases = junit_cases(&scenario, &outcomes, tdir);
+        let (outcomes, task_error) = self.run_timed(&scenario, &case_ids, spec).await?;
         let verdict = match &task_error {
             Some(_) => CaseStatus::Error,
             None => outcomes
@@ -135,7 +132,6 @@ impl Run<'_> {
         &mut self,
         scenario: &Scenario,
         case_ids: &[i64],
-        tdir: &Path,
         spec: &EmulatorSpec,
     ) -> Result<(Vec<CaseOutcome>, Option<String>), Failure> {
         // A child token that fires on the scenario's timeout as well as on queue stops.
@@ -148,10 +144,9 @@ impl Run<'_> {
         }));
         let mut outcomes = Vec::new();
         let task_error = self
-            .run_cases(scenario, case_ids, tdir, spec, &task_cancel, &mut outcomes)
+            .run_cases(scenario, case_ids, spec, &task_cancel, &mut outcomes)
             .await;
         drop(timer);
-        self.wait_for_html().await;
         let timed_out = task_cancel.is_cancelled() && !self.ctl.cancel.is_cancelled();
         let never_ran = NeverRan {
             task_error: task_error.as_deref(),
@@ -162,11 +157,15 @@ impl Run<'_> {
                 break;
             }
             let outcome = never_ran.outcome();
-            self.store
-                .finish_case(*case_row, &self.holder(), &outcome.result())
-                .await?;
+            self.cases.push(CaseUpdate::Finished {
+                case_id: *case_row,
+                at: testarena_store::now_ms(),
+                result: outcome.result(),
+                log_to: None,
+            })?;
             outcomes.push(outcome);
         }
+        self.cases.flush().await?;
         self.check_stopped()?;
         Ok((outcomes, task_error))
     }
@@ -177,7 +176,6 @@ impl Run<'_> {
         &mut self,
         scenario: &Scenario,
         case_ids: &[i64],
-        tdir: &Path,
         spec: &EmulatorSpec,
         cancel: &CancellationToken,
         outcomes: &mut Vec<CaseOutcome>,
@@ -202,7 +200,7 @@ impl Run<'_> {
             let Some(c) = console.as_mut() else { break };
             let span = tracing::info_span!("case", case = %case.id);
             let r = self
-                .run_case(scenario, case, *case_id, tdir, c, spec, cancel)
+                .run_case(scenario, case, *case_id, c, spec, cancel)
                 .instrument(span)
                 .await;
             match r {
@@ -219,17 +217,6 @@ impl Run<'_> {
             self.teardown_and_stop(scenario, &mut c, spec, cancel).await;
         }
         task_error
-    }
-
-    /// Waits until every case's HTML page started so far is written.
-    pub(super) async fn wait_for_html(&self) {
-        let jobs = std::mem::take(&mut *self.html_jobs.lock().unwrap_or_else(|p| p.into_inner()));
-        for job in jobs {
-            match job.await.map_err(std::io::Error::other).and_then(|r| r) {
-                Ok(()) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot write a case's HTML log"),
-            }
-        }
     }
 }
 
@@ -259,23 +246,6 @@ impl NeverRan<'_> {
             duration_ms: None,
         }
     }
-}
-
-/// The JUnit cases of a scenario from its outcomes, in order.
-fn junit_cases(scenario: &Scenario, outcomes: &[CaseOutcome], tdir: &Path) -> Vec<JunitCase> {
-    scenario
-        .cases
-        .iter()
-        .zip(outcomes)
-        .map(|(case, o)| JunitCase {
-            id: case.id.clone(),
-            name: case.name.clone(),
-            status: o.status,
-            duration_ms: o.duration_ms.unwrap_or(0),
-            message: o.message.clone(),
-            log_path: Some(case_log(tdir, &case.id)),
-        })
-        .collect()
 }
 
 impl CaseOutcome {

@@ -3,12 +3,14 @@
 
 use super::failure::{Failure, InfraError, StopReason};
 use super::Run;
-use crate::report::{self, JunitCase, JunitSuite};
+use crate::ship::QUEUE_LOG;
+use std::path::Path;
 use std::time::Instant;
 use testarena_core::paths::{case_log, task_dir};
 use testarena_core::state::queue_verdict;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
-use testarena_store::QueueDetail;
+use testarena_report::{self as report, CaseLog, JunitCase, JunitSuite};
+use testarena_store::{CaseRow, QueueDetail};
 
 impl Run<'_> {
     /// Records the verdict and writes junit.xml; a queue whose claim was lost records nothing.
@@ -16,8 +18,10 @@ impl Run<'_> {
         let id = self.queue.id;
         let worker = self.holder();
         self.logs.set_current(None);
-        // Pages of cases of a task that was cut short.
-        self.wait_for_html().await;
+        // Every case start and verdict in the store before the close-out reads them.
+        if let Err(e) = self.cases.flush().await {
+            tracing::warn!(error = %e, "cannot record the queue's last cases");
+        }
         if self.ctl.reason() == Some(StopReason::ClaimLost) {
             self.give_up_claim().await;
             return;
@@ -177,7 +181,7 @@ impl Run<'_> {
                             status: c.status,
                             duration_ms: c.duration_ms.unwrap_or(0).max(0) as u64,
                             message: c.message.clone(),
-                            log_path: Some(case_log(&tdir, &c.key)).filter(|p| p.exists()),
+                            log: self.case_log(&tdir, c),
                         })
                         .collect(),
                 }
@@ -187,6 +191,23 @@ impl Run<'_> {
         if let Err(e) = report::write_junit(&path, &self.queue.name, &suites) {
             tracing::warn!(error = %e, "cannot write junit.xml");
         }
+    }
+}
+
+impl Run<'_> {
+    /// Where case `c`'s log is in this attempt's local queue log, if it ran in this attempt.
+    fn case_log(&self, tdir: &Path, c: &CaseRow) -> Option<CaseLog> {
+        let base = self.logs.base();
+        let local = |o: Option<i64>| u64::try_from(o?).ok()?.checked_sub(base);
+        let from = local(c.log_from)?;
+        let to = local(c.log_to).unwrap_or_else(|| self.logs.position() - base);
+        let name = case_log(tdir, &c.key);
+        Some(CaseLog {
+            file: self.dir.join(QUEUE_LOG),
+            from,
+            to: to.max(from),
+            name: name.file_name()?.to_string_lossy().into_owned(),
+        })
     }
 }
 

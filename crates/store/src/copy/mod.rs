@@ -138,7 +138,7 @@ macro_rules! copy_impl {
                             .await?;
                     }
                     let case_sql = format!(
-                        "INSERT INTO cases ({COPY_CASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                        "INSERT INTO cases ({COPY_CASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                     );
                     for c in &s.cases {
                         let r = &c.row;
@@ -154,6 +154,8 @@ macro_rules! copy_impl {
                             .bind(&r.message)
                             .bind(c.started_at)
                             .bind(c.finished_at)
+                            .bind(r.log_from)
+                            .bind(r.log_to)
                             .execute(&mut *tx)
                             .await?;
                     }

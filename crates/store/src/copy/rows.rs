@@ -70,7 +70,7 @@ pub(crate) const COPY_QUEUE_COLUMNS: &str =
 
 /// The columns of `cases` a copy reads and writes.
 pub(crate) const COPY_CASE_COLUMNS: &str =
-    "id, task_id, queue_id, position, case_key, name, status, duration_ms, message, started_at, finished_at";
+    "id, task_id, queue_id, position, case_key, name, status, duration_ms, message, started_at, finished_at, log_from, log_to";
 
 /// The columns of `status_reports`.
 pub(crate) const REPORT_COLUMNS: &str =

@@ -8,7 +8,7 @@ macro_rules! queues_impl {
         use crate::guards::{c, cut_short, q, queue_moves, unfinished};
         use crate::once::Once;
         use crate::rows::{
-            case_row, queue_row, to_json, CaseCaps, CaseRow, QueueDetail, QueueRow, CASE_COLUMNS,
+            case_row, queue_row, to_json, CaseCaps, CaseRow, FoundCase, QueueDetail, QueueRow, CASE_COLUMNS,
             QUEUE_COLUMNS,
         };
         use crate::Result;
@@ -189,20 +189,32 @@ macro_rules! queues_impl {
                 queue_id: i64,
                 key: &'a str,
                 task: Option<i64>,
-            ) -> Fut<'a, Option<(i64, String)>> {
+            ) -> Fut<'a, Option<FoundCase>> {
                 Box::pin(async move {
-                    let row = sqlx::query(
-                        "SELECT tasks.position, tasks.scenario FROM cases JOIN tasks ON tasks.id = cases.task_id \
+                    let row = sqlx::query(&format!(
+                        "SELECT tasks.position AS task_position, tasks.scenario, {} \
+                         FROM cases JOIN tasks ON tasks.id = cases.task_id \
                          WHERE cases.queue_id = $1 AND cases.case_key = $2 AND ($3 IS NULL OR cases.task_id = $3) \
                          ORDER BY tasks.position LIMIT 1",
-                    )
+                        CASE_COLUMNS
+                            .split(", ")
+                            .map(|c| format!("cases.{c}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
                     .bind(queue_id)
                     .bind(key)
                     .bind(task)
                     .fetch_optional(&self.pool)
                     .await?;
-                    row.map(|r| Ok((r.try_get("position")?, r.try_get("scenario")?)))
-                        .transpose()
+                    row.map(|r| {
+                        Ok(FoundCase {
+                            task_position: r.try_get("task_position")?,
+                            scenario: r.try_get("scenario")?,
+                            case: case_row(&r)?,
+                        })
+                    })
+                    .transpose()
                 })
             }
 

@@ -13,7 +13,7 @@ macro_rules! work_impl {
             queue_row, stale_group, task_row, to_json, worker_row, Holder, NewCase, QueueRow, StaleGroup,
             TaskRow, WorkerRow, QUEUE_COLUMNS, TASK_COLUMNS,
         };
-        use crate::{CaseResult, Result, StoreError};
+        use crate::{CaseUpdate, Result, StoreError};
         use testarena_core::{CaseStatus, Phase, QueueStatus};
 
         impl $backend {
@@ -30,25 +30,39 @@ macro_rules! work_impl {
                 held.map(|_| ()).ok_or(StoreError::ClaimLost(id))
             }
 
-            /// Gives up queues whose lease ran out `max_attempts` times: they become `error`, their
-            /// unfinished cases and tasks are cut short.
+            /// Ends queues whose lease ran out and that are not to be run again: those whose
+            /// abort was asked for (`aborted`: the worker was lost before it could stop) and those
+            /// lost `max_attempts` times (`error`). Their unfinished cases and tasks are cut short.
             async fn give_up(
                 tx: &mut $conn,
                 now: i64,
                 max_attempts: i64,
             ) -> Result<Vec<i64>> {
-                let (from, to) = (QueueStatus::Running, QueueStatus::Error);
-                let given_up: Vec<i64> = sqlx::query_scalar(&format!(
-                    "UPDATE queues SET status = {}, phase = NULL, finished_at = $1, lease_expires_at = NULL, \
-                     error = 'worker lost (lease expired) ' || attempts || ' times; giving up' \
-                     WHERE {} AND lease_expires_at < $1 AND attempts >= $2 RETURNING id",
-                    q(to),
-                    queue_moves(from, to)
-                ))
-                .bind(now)
-                .bind(max_attempts)
-                .fetch_all(&mut *tx)
-                .await?;
+                let from = QueueStatus::Running;
+                let mut given_up: Vec<i64> = Vec::new();
+                for (to, error, which) in [
+                    (
+                        QueueStatus::Aborted,
+                        "'aborted on request (its worker was lost before it could stop)'",
+                        "abort_requested = 1",
+                    ),
+                    (
+                        QueueStatus::Error,
+                        "'worker lost (lease expired) ' || attempts || ' times; giving up'",
+                        "attempts >= $2",
+                    ),
+                ] {
+                    let sql = format!(
+                        "UPDATE queues SET status = {}, phase = NULL, finished_at = $1, lease_expires_at = NULL, \
+                         error = {error} WHERE {} AND lease_expires_at < $1 AND {which} RETURNING id",
+                        q(to),
+                        queue_moves(from, to)
+                    );
+                    let query = sqlx::query_scalar::<_, i64>(&sql).bind(now);
+                    // Only the second condition has a parameter of its own.
+                    let query = if which.contains("$2") { query.bind(max_attempts) } else { query };
+                    given_up.extend(query.fetch_all(&mut *tx).await?);
+                }
                 let (cases, tasks) = (
                     format!(
                         "UPDATE cases SET status = {}, message = COALESCE(message, 'worker lost') WHERE queue_id = $1 AND {}",
@@ -373,47 +387,44 @@ macro_rules! work_impl {
                 })
             }
 
-            fn start_case<'a>(&'a self, case_id: i64, holder: &'a Holder, now: i64) -> Fut<'a, ()> {
+            fn record_cases<'a>(&'a self, holder: &'a Holder, updates: &'a [CaseUpdate]) -> Fut<'a, ()> {
                 Box::pin(async move {
-                    let sql = format!(
-                        "UPDATE cases SET status = {}, started_at = $3 \
-                         WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {} $2)",
-                        c(CaseStatus::Running),
+                    let of_held_queue = format!(
+                        "EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {} $2)",
                         held()
                     );
-                    self.held_update(
-                        case_id,
-                        sqlx::query(&sql)
-                            .bind(case_id)
-                            .bind(holder.token())
-                            .bind(now),
-                    )
-                    .await
-                })
-            }
-
-            fn finish_case<'a>(
-                &'a self,
-                case_id: i64,
-                holder: &'a Holder,
-                r: &'a CaseResult,
-                now: i64,
-            ) -> Fut<'a, ()> {
-                Box::pin(async move {
-                    let sql = format!(
-                        "UPDATE cases SET status = $3, duration_ms = $4, message = $5, finished_at = $6 \
-                         WHERE id = $1 AND EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {} $2)",
-                        held()
+                    let started = format!(
+                        "UPDATE cases SET status = {}, started_at = $3, log_from = $4 WHERE id = $1 AND {of_held_queue}",
+                        c(CaseStatus::Running)
                     );
-                    let duration = r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64);
-                    let query = sqlx::query(&sql)
-                        .bind(case_id)
-                        .bind(holder.token())
-                        .bind(r.status.as_str())
-                        .bind(duration)
-                        .bind(r.message.as_deref())
-                        .bind(now);
-                    self.held_update(case_id, query).await
+                    let finished = format!(
+                        "UPDATE cases SET status = $3, duration_ms = $4, message = $5, finished_at = $6, log_to = $7 \
+                         WHERE id = $1 AND {of_held_queue}"
+                    );
+                    let offset = |o: &Option<u64>| o.map(|o| o.min(i64::MAX as u64) as i64);
+                    let mut tx = self.pool.begin().await?;
+                    for u in updates {
+                        let query = match u {
+                            CaseUpdate::Started { case_id, at, log_from } => sqlx::query(&started)
+                                .bind(*case_id)
+                                .bind(holder.token())
+                                .bind(*at)
+                                .bind(offset(log_from)),
+                            CaseUpdate::Finished { case_id, at, result: r, log_to } => sqlx::query(&finished)
+                                .bind(*case_id)
+                                .bind(holder.token())
+                                .bind(r.status.as_str())
+                                .bind(r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64))
+                                .bind(r.message.as_deref())
+                                .bind(*at)
+                                .bind(offset(log_to)),
+                        };
+                        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+                            return Err(StoreError::ClaimLost(u.case_id()));
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
                 })
             }
 

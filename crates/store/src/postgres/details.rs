@@ -70,7 +70,7 @@ async fn first_cases(
     Ok(sqlx::query(&format!(
         "SELECT {CASE_COLUMNS} FROM ( \
            SELECT f.*, ROW_NUMBER() OVER (PARTITION BY f.queue_id ORDER BY f.task_position, f.position) AS qn FROM ( \
-             SELECT c.id, c.task_id, c.queue_id, c.position, c.case_key, c.name, c.status, c.duration_ms, c.message, \
+             SELECT c.id, c.task_id, c.queue_id, c.position, c.case_key, c.name, c.status, c.duration_ms, c.message, c.log_from, c.log_to, \
                     t.position AS task_position, \
                     ROW_NUMBER() OVER (PARTITION BY c.task_id ORDER BY c.position) AS tn \
              FROM cases c JOIN tasks t ON t.id = c.task_id \

@@ -22,8 +22,34 @@ pub struct JunitCase {
     pub duration_ms: u64,
     /// Why the case failed, errored or was skipped.
     pub message: Option<String>,
-    /// The case's `.log`, whose tail goes into `<system-out>`.
-    pub log_path: Option<PathBuf>,
+    /// The case's log, whose tail goes into `<system-out>`.
+    pub log: Option<CaseLog>,
+}
+
+/// Where a case's log is: the byte range of the queue log it spans (a case's log is never a
+/// file of its own while the queue runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseLog {
+    /// The queue log.
+    pub file: PathBuf,
+    /// Its first byte.
+    pub from: u64,
+    /// The byte after its last.
+    pub to: u64,
+    /// What the reader knows it as (`TC_PING.log`).
+    pub name: String,
+}
+
+impl CaseLog {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.to.saturating_sub(self.from)
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One scenario as it goes into the JUnit file.
@@ -78,8 +104,8 @@ pub fn write_junit(path: &Path, queue_name: &str, suites: &[JunitSuite]) -> io::
             let mut tc = TestCase::new(xml_safe(&case_title(case)), case_status(case));
             tc.set_classname(xml_safe(&suite.name));
             tc.set_time(time);
-            if let Some(log_path) = &case.log_path {
-                if let Some(out) = log_tail(log_path, &mut budget) {
+            if let Some(log) = &case.log {
+                if let Some(out) = log_tail(log, &mut budget) {
                     tc.set_system_out(xml_safe(&out));
                 }
             }
@@ -146,18 +172,15 @@ fn set_message(status: &mut TestCaseStatus, message: &str) {
 }
 
 /// The tail of a case log for `<system-out>`, charged against `budget`; `None` if there is no such file.
-fn log_tail(path: &Path, budget: &mut u64) -> Option<String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
+fn log_tail(log: &CaseLog, budget: &mut u64) -> Option<String> {
+    let name = &log.name;
     if *budget < 4096 {
         return Some(format!(
             "[TestArena: log not included (report size limit); see {name}]\n"
         ));
     }
     let cap = LOG_TAIL_MAX.min(*budget);
-    match read_tail(path, cap) {
+    match read_tail(log, cap) {
         Ok((text, 0)) => {
             *budget -= text.len() as u64;
             Some(text)
@@ -173,17 +196,15 @@ fn log_tail(path: &Path, budget: &mut u64) -> Option<String> {
     }
 }
 
-/// The last `cap` bytes of a file, starting at a line boundary, and how many bytes before them were left out.
-fn read_tail(path: &Path, cap: u64) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut cut = 0;
-    if len > cap {
-        cut = len - cap;
-        file.seek(SeekFrom::Start(cut))?;
-    }
+/// The last `cap` bytes of a case log, starting at a line boundary, and how many bytes before
+/// them were left out.
+fn read_tail(log: &CaseLog, cap: u64) -> io::Result<(String, u64)> {
+    let mut file = File::open(&log.file)?;
+    let len = log.len();
+    let cut = len.saturating_sub(cap);
+    file.seek(SeekFrom::Start(log.from + cut))?;
     let mut buf = Vec::with_capacity(usize::try_from(len.min(cap)).unwrap_or(0));
-    file.take(cap).read_to_end(&mut buf)?;
+    file.take(len - cut).read_to_end(&mut buf)?;
     let mut start = 0;
     if cut > 0 {
         if let Some(p) = buf.iter().position(|&b| b == b'\n') {
@@ -209,6 +230,15 @@ mod tests {
     use super::super::test_util::TempDir;
     use super::*;
 
+    fn whole(path: &Path, len: u64) -> CaseLog {
+        CaseLog {
+            file: path.to_path_buf(),
+            from: 0,
+            to: len,
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+        }
+    }
+
     fn case(id: &str, status: CaseStatus, message: Option<&str>) -> JunitCase {
         JunitCase {
             id: id.into(),
@@ -216,7 +246,7 @@ mod tests {
             status,
             duration_ms: 1500,
             message: message.map(Into::into),
-            log_path: None,
+            log: None,
         }
     }
 
@@ -362,9 +392,9 @@ mod tests {
             Some("bad \u{1}\u{ffff} <tag> ]]> \x1b[31mred"),
         );
         c.name = String::new();
-        c.log_path = Some(log);
+        c.log = Some(whole(&log, content.len() as u64));
         let mut missing = case("TC_Y", CaseStatus::Pending, None);
-        missing.log_path = Some(dir.path().join("none.log"));
+        missing.log = Some(whole(&dir.path().join("none.log"), 10));
         let suites = [JunitSuite {
             name: "s\u{0}\u{fffe}".into(),
             file: "f.xml".into(),
@@ -420,9 +450,16 @@ mod tests {
             content.push_str(&format!("2026-11-25T15:08:56.123Z | line {n}\n"));
             n += 1;
         }
-        std::fs::write(&log, &content).unwrap();
+        // The case's lines sit in the middle of the queue log.
+        let queue = format!("before\n{content}after\n");
+        std::fs::write(&log, &queue).unwrap();
         let mut c = case("TC_BIG", CaseStatus::Passed, None);
-        c.log_path = Some(log);
+        c.log = Some(CaseLog {
+            file: log,
+            from: 7,
+            to: 7 + content.len() as u64,
+            name: "TC_BIG.log".into(),
+        });
         let path = dir.path().join("junit.xml");
         write_junit(
             &path,
@@ -448,6 +485,10 @@ mod tests {
         assert!(out.ends_with(&format!("| line {}\n", n - 1)));
         assert!(out.len() as u64 <= LOG_TAIL_MAX + 200);
         assert!(!out.contains("| line 0\n"));
+        assert!(
+            !out.contains("after") && !out.contains("before"),
+            "only the case's range"
+        );
     }
 
     #[test]
@@ -455,6 +496,7 @@ mod tests {
         let dir = TempDir::new("junit-readtail");
         let log = dir.path().join("a.log");
         std::fs::write(&log, "aaaa\nbbbb\ncccc\n").unwrap();
+        let log = whole(&log, 15);
         assert_eq!(
             read_tail(&log, 100).unwrap(),
             ("aaaa\nbbbb\ncccc\n".into(), 0)

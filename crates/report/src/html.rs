@@ -2,12 +2,13 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use testarena_core::CaseStatus;
 
 use super::log::{parse_line, LineKind};
+use super::CaseLog;
 
 /// What the header of a case's HTML page shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,46 +35,62 @@ const MAX_LINE: usize = 256 * 1024;
 /// with a note pointing to the raw log, so the page stays loadable in a browser.
 pub const MAX_HTML_LOG: u64 = 8 * 1024 * 1024;
 
-/// Renders the log at `log_path` as a self-contained HTML page at `html_path`, streaming line by line.
-///
-/// A missing log gives a page that says no output was recorded. The page is written to a
-/// temporary sibling and renamed into place, so readers never see half a page.
-pub fn write_case_html(log_path: &Path, html_path: &Path, meta: &CaseMeta) -> io::Result<()> {
-    let mut skipped = 0;
-    let log = match File::open(log_path) {
-        Ok(mut file) => {
-            let len = file.metadata()?.len();
-            if len > MAX_HTML_LOG {
-                use std::io::{BufRead, Seek, SeekFrom};
-                file.seek(SeekFrom::Start(len - MAX_HTML_LOG))?;
-                let mut reader = BufReader::with_capacity(64 * 1024, file);
-                // Start at a line boundary.
-                let mut partial = Vec::new();
-                reader.read_until(b'\n', &mut partial)?;
-                skipped = len - MAX_HTML_LOG + partial.len() as u64;
-                Some(reader)
-            } else {
-                Some(BufReader::with_capacity(64 * 1024, file))
-            }
+/// Where a case's page starts reading a log of `len` bytes: only its last [`MAX_HTML_LOG`]
+/// bytes are shown.
+pub fn page_start(len: u64) -> u64 {
+    len.saturating_sub(MAX_HTML_LOG)
+}
+
+/// Renders a case's page into `out`, streaming line by line, from `log`: the case's log from
+/// byte `skipped` on (see [`page_start`]; the page then starts at the next line), or `None`
+/// for a case that printed nothing.
+pub fn render_case_page(
+    log: Option<impl Read>,
+    skipped: u64,
+    meta: &CaseMeta,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    out.write_all(head(meta).as_bytes())?;
+    let Some(log) = log else {
+        out.write_all(b"<p class=\"none\">No output was recorded for this case.</p>\n")?;
+        return out.write_all(FOOT);
+    };
+    let mut log = BufReader::with_capacity(64 * 1024, log);
+    let mut skipped = skipped;
+    if skipped > 0 {
+        // Start at a line boundary.
+        let mut partial = Vec::new();
+        log.read_until(b'\n', &mut partial)?;
+        skipped += partial.len() as u64;
+        let note = format!(
+            "<p class=\"none\">The first {skipped} bytes of this case's log are not shown here; the raw log has everything.</p>\n"
+        );
+        out.write_all(note.as_bytes())?;
+    }
+    write_lines(log, out)?;
+    out.write_all(FOOT)
+}
+
+/// The end of every page.
+const FOOT: &[u8] = b"</main>\n</body>\n</html>\n";
+
+/// Renders the case log `log` (a range of a local queue log) as a self-contained HTML page at
+/// `html_path`. The page is written to a temporary sibling and renamed into place, so readers
+/// never see half a page; a log that is empty or gone gives a page that says no output was
+/// recorded.
+pub fn write_case_html(log: &CaseLog, html_path: &Path, meta: &CaseMeta) -> io::Result<()> {
+    let skipped = page_start(log.len());
+    let reader = match File::open(&log.file) {
+        Ok(mut file) if !log.is_empty() => {
+            file.seek(SeekFrom::Start(log.from + skipped))?;
+            Some(file.take(log.len() - skipped))
         }
+        Ok(_) => None,
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
     super::write_atomically(html_path, |out| {
-        out.write_all(head(meta).as_bytes())?;
-        if skipped > 0 {
-            let note = format!(
-                "<p class=\"none\">The first {skipped} bytes of this case's log are not shown here; the raw log has everything.</p>\n"
-            );
-            out.write_all(note.as_bytes())?;
-        }
-        match log {
-            Some(log) => write_lines(log, out)?,
-            None => {
-                out.write_all(b"<p class=\"none\">No output was recorded for this case.</p>\n")?
-            }
-        }
-        out.write_all(b"</main>\n</body>\n</html>\n")
+        render_case_page(reader, skipped, meta, out)
     })
 }
 

@@ -100,6 +100,16 @@ fn durations_for_people() {
     assert_eq!(human_duration(123_456), "2 min 03.456 s");
 }
 
+/// The whole file at `path` as a case log.
+fn whole(path: &std::path::Path) -> CaseLog {
+    CaseLog {
+        file: path.to_path_buf(),
+        from: 0,
+        to: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        name: "x.log".into(),
+    }
+}
+
 fn meta() -> CaseMeta {
     CaseMeta {
         queue_id: 12,
@@ -130,7 +140,7 @@ fn page_has_header_and_escaped_log() {
     }
     std::fs::write(&log_path, &log).unwrap();
 
-    write_case_html(&log_path, &html_path, &meta()).unwrap();
+    write_case_html(&whole(&log_path), &html_path, &meta()).unwrap();
     let page = std::fs::read_to_string(&html_path).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.trim_end().ends_with("</html>"));
@@ -159,7 +169,7 @@ fn missing_log_gives_a_page_saying_so() {
     let mut m = meta();
     m.status = CaseStatus::Skipped;
     m.message = None;
-    write_case_html(&dir.path().join("nope.log"), &html_path, &m).unwrap();
+    write_case_html(&whole(&dir.path().join("nope.log")), &html_path, &m).unwrap();
     let page = std::fs::read_to_string(&html_path).unwrap();
     assert!(page.contains("No output was recorded"));
     assert!(!page.contains("class=\"msg\""));
@@ -204,7 +214,7 @@ fn a_huge_log_shows_its_end_with_a_note() {
     }
     std::fs::write(&log, &text).unwrap();
     let html = dir.path().join("big.html");
-    write_case_html(&log, &html, &meta()).unwrap();
+    write_case_html(&whole(&log), &html, &meta()).unwrap();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(
         page.contains("bytes of this case&#x27;s log are not shown")

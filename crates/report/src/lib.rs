@@ -10,8 +10,10 @@ mod html;
 mod junit;
 mod log;
 
-pub use html::{line_to_html, write_case_html, CaseMeta};
-pub use junit::{write_junit, JunitCase, JunitSuite};
+pub use html::{
+    line_to_html, page_start, render_case_page, write_case_html, CaseMeta, MAX_HTML_LOG,
+};
+pub use junit::{write_junit, CaseLog, JunitCase, JunitSuite};
 pub use log::{escape_text, format_line, parse_line, LineKind};
 
 use std::ffi::OsString;
