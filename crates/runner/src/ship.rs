@@ -20,6 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// How often the live logs are shipped.
 pub const SHIP_EVERY: Duration = Duration::from_millis(250);
 
+/// Shortest time between two rounds of shipping (a case's end asks for one at once).
+const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
+
 /// Largest chunk stored in one row.
 const CHUNK: usize = 256 * 1024;
 
@@ -421,6 +424,13 @@ impl Shipping {
                     tracing::warn!(%message, "the database is full: the queue's logs stop");
                     l.fail(std::io::Error::from_raw_os_error(libc::ENOSPC));
                     return;
+                }
+                drop(shipper);
+                // At most one round per MIN_ROUND_GAP: a hundred short cases in a row would
+                // otherwise wake it a hundred times, each a write to the database.
+                tokio::select! {
+                    _ = tokio::time::sleep(MIN_ROUND_GAP) => {}
+                    _ = stopped.cancelled() => return,
                 }
             }
         });
