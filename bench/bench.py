@@ -84,7 +84,8 @@ SIZES = {
         "api_queues": 10_000,
         "wrk_secs": 10,
         "wrk_conns": 50,
-        "mem_lines": [200_000, 2_000_000],  # ~11 MB and ~113 MB of console output
+        "mem_lines": [200_000, 2_000_000, 18_000_000],  # ~11 MB, ~113 MB, ~1 GB of console
+        "mem_log_cap": 4 << 30,  # --log-cap for benchmark 6: every byte of it is stored
         "dash_queues": 1_000,
         "dash_runs": 10,
         "farm_queues": 400,  # benchmark 8: queues drained by 1, 2, 4 workers
@@ -113,6 +114,7 @@ SIZES = {
         "wrk_secs": 2,
         "wrk_conns": 10,
         "mem_lines": [2_000, 20_000],  # ~0.1 MB and ~1 MB
+        "mem_log_cap": None,  # the default
         "dash_queues": 20,
         "dash_runs": 1,
         "farm_queues": 10,
@@ -133,6 +135,8 @@ BENCHMARKS = {
     7: "Dashboard load",
     8: "Farm: claims and wake-up",
     9: "Console throughput on PostgreSQL",
+    10: "Farm simulation",
+    11: "Server memory, 100 live consoles",
 }
 
 
@@ -1356,16 +1360,37 @@ def bench_dashboard(ctx: Ctx, ta: TestArena, n: int) -> dict:
                   paint["median"] < 1000, details, runs)
 
 
+def log_size(api: Api, qid: int) -> int:
+    """The size of a queue's log, through `GET /api/v1/queues/{id}/log` (an offset past the end
+    answers an empty body): a bisection, so a 1.5 GB log is not downloaded."""
+    def has(off: int) -> bool:
+        body, _ = api_raw(api, f"/api/v1/queues/{qid}/log?offset={off}")
+        return bool(body)
+
+    lo, hi = 0, 1 << 20
+    while has(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # has(lo) or lo == 0; not has(hi)
+        mid = (lo + hi) // 2
+        if has(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi if has(lo) else lo
+
+
 def bench_memory(ctx: Ctx) -> dict:
     sz = ctx.size
     if not ctx.git_port:
         start_git_daemon(ctx)
     if not ctx.repo:
         ctx.repo = make_repo(ctx, "bench")
+    cap = sz["mem_log_cap"]
+    extra = ["--log-cap", str(cap)] if cap else []
     rows, raw = [], []
     for n in sz["mem_lines"]:
         say(f"6: memory: one case of 'spam {n}' on a fresh `testarena up`")
-        ta = TestArena(ctx, "up", ctx.work / f"data-mem-{n}")
+        ta = TestArena(ctx, "up", ctx.work / f"data-mem-{n}", extra=extra)
         try:
             idle = ta.vm()
             samples: list[tuple[float, int]] = []
@@ -1387,37 +1412,49 @@ def bench_memory(ctx: Ctx) -> dict:
                 stop.set()
                 th.join()
             end = ta.vm()
-            qlog = (ta.queue_dir(q["id"]) / "queue.log").stat().st_size
+            qlog = log_size(ta.api, q["id"])
             case = q["tasks"][0]["cases"][0]
             peak_at = max(samples, key=lambda s: s[1]) if samples else (0, 0)
+            # RSS over the run in tenths of it: flat means flat all along, not only at the end.
+            span = samples[-1][0] if samples else 0
+            tenths = [max((v for t, v in samples if k * span / 10 <= t <= (k + 1) * span / 10),
+                          default=0) for k in range(10)]
             raw.append({"lines": n, "idle_kib": idle, "end_kib": end, "queue_log": qlog,
                         "case_ms": case["duration_ms"], "peak_sample": peak_at,
+                        "tenths_kib": tenths,
                         "samples": samples[::max(1, len(samples) // 200)]})
             rows.append((n, idle.get("VmHWM", 0), end.get("VmHWM", 0), end.get("VmRSS", 0),
-                         qlog, case["duration_ms"], peak_at))
+                         qlog, case["duration_ms"], peak_at, tenths))
         finally:
             ta.stop()
     small, large = rows[0], rows[-1]
     growth = (large[2] - small[2]) / 1024
-    peak = large[2] / 1024
+    peak = max(r[2] for r in rows) / 1024
+    out_mb = {n: n * 58 / 1e6 for n, *_ in rows}  # "line N the quick ... dog\n": ~58 bytes
     details = [
         "VmHWM (peak resident set) of the `testarena up` process (server and worker; QEMU is a "
         "separate process and not counted), read from /proc/PID/status. A fresh process per "
-        "size, default `--log-cap` (256 MiB). RSS was also sampled every 50 ms while the "
-        "queue ran, to see when the peak happens.",
+        "size, " + (f"`--log-cap {cap}` ({cap >> 30} GiB), so that every byte of the output "
+                    "is stored (`queue.log` and the case's log, in the SQLite database)"
+                    if cap else "default `--log-cap` (256 MiB)")
+        + ". RSS was also sampled every 50 ms while the queue ran, to see when the peak "
+        "happens and whether it creeps up with the output. `queue.log`: its size through "
+        "`GET /api/v1/queues/{id}/log` (timestamps make it ~1.5× the console output).",
         "",
-        "| console output | idle peak | peak after the queue | RSS after | queue.log | case time "
-        "| largest sample (at s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| console output | idle peak | **peak after the queue** | RSS after | queue.log | "
+        "case time | largest sample (at s) | largest sample in each tenth of the run, MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for n, idle, hwm, rss, qlog, case_ms, (at, v) in rows:
-        details.append(f"| `spam {n}` | {idle / 1024:.1f} MiB | **{hwm / 1024:.1f} MiB** | "
-                       f"{rss / 1024:.1f} MiB | {qlog / 1e6:.1f} MB | {case_ms} ms | "
-                       f"{v / 1024:.1f} MiB ({at:.1f}) |")
-    details += ["", f"Growth from the small to the large output: {growth:+.1f} MiB "
-                f"(flat = less than 10 MiB for ten times the output)."]
+    for n, idle, hwm, rss, qlog, case_ms, (at, v), tenths in rows:
+        details.append(f"| `spam {n}` (~{out_mb[n]:,.0f} MB) | {idle / 1024:.1f} MiB | "
+                       f"**{hwm / 1024:.1f} MiB** | {rss / 1024:.1f} MiB | {qlog / 1e6:,.1f} MB | "
+                       f"{case_ms} ms | {v / 1024:.1f} MiB ({at:.1f}) | "
+                       f"{' '.join(f'{t / 1024:.0f}' for t in tenths)} |")
+    details += ["", f"Growth from the smallest to the largest output "
+                f"({large[4] / max(1, small[4]):.0f}× the log): {growth:+.1f} MiB "
+                f"(flat = less than 10 MiB)."]
     met = peak < 50 and growth < 10
-    return result(6, f"{peak:.1f} MiB peak at {large[4] / 1e6:.0f} MB of log "
+    return result(6, f"{peak:.1f} MiB peak at {large[4] / 1e6:,.0f} MB of log "
                   f"({small[2] / 1024:.1f} MiB at {small[4] / 1e6:.1f} MB)",
                   "—", ratio(large[2], small[2]), "< 50 MiB and flat", met, details, raw)
 
@@ -2093,7 +2130,8 @@ def previous_report(path: Path, skip: set[int]) -> dict:
     rows, sections, cur = {}, {}, None
     for line in text.splitlines():
         m = re.match(r"^\| (\d+) \| ", line)
-        if m and int(m.group(1)) in BENCHMARKS:
+        # The summary table only: the sections' tables have rows such as "| 10 | 400 |" too.
+        if m and int(m.group(1)) in BENCHMARKS and not sections:
             rows[int(m.group(1))] = line
         m = re.match(r"^## (\d+)\. ", line)
         if m:
@@ -2171,9 +2209,11 @@ def render(ctx: Ctx, info: dict, results: list[dict], load_end: str, elapsed: fl
     out += ["", "Ratios: 1 = TestArena's throughput relative to the raw pipe (higher is better); "
             "2, 3 = TestArena's time relative to the bare script (lower is better); 4 = warm "
             "checkout time relative to a fresh clone (lower is better); 5 = TestArena's req/s "
-            "relative to a static file server; 6 = peak RSS at 10× the output relative to the "
-            "smaller output (1 = flat); 8 = queues/s of the most workers relative to one worker "
-            "on PostgreSQL, with the 1-second emulator; 9 = end-to-end throughput on PostgreSQL relative to the raw pipe.",
+            "relative to a static file server; 6 = peak RSS at the largest output relative to the "
+            "smallest (1 = flat); 8 = queues/s of the most workers relative to one worker "
+            "on PostgreSQL, with the 1-second emulator; 9 = end-to-end throughput on PostgreSQL relative to the raw pipe; "
+            "10 = claims/s of the most workers (50) relative to one (each queue's emulator takes 0.5 s); "
+            "11 = the server's peak RSS with the viewers relative to the same queues without them.",
             ""]
     for r in sorted(results + [{"num": n, "kept": k} for n, k in kept.items()],
                     key=lambda r: r["num"]):
@@ -2205,6 +2245,11 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma-separated benchmark numbers to skip")
     args = ap.parse_args()
     ctx = Ctx(args)
+    ctx.out_path = Path(args.out).resolve() if args.out else None  # benchmark 10's plot goes beside it
+    # Benchmarks 10 and 11 live in modules of their own that use this one's helpers.
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import farm_sim  # noqa: E402
+    import memory  # noqa: E402
     want = set(BENCHMARKS)
     if args.only:
         want = {int(x) for x in args.only.split(",") if x.strip()}
@@ -2233,7 +2278,8 @@ def main() -> int:
                 results.append(bench_memory(ctx))
             except Exception as e:  # noqa: BLE001
                 results.append(crashed(6, e))
-        for num, fn in ((8, bench_farm), (9, bench_pg_throughput)):
+        for num, fn in ((8, bench_farm), (9, bench_pg_throughput),
+                        (10, farm_sim.bench_farm_sim), (11, memory.bench_live_consoles)):
             if num in want:
                 try:
                     results.append(fn(ctx))
