@@ -3,7 +3,7 @@
 // attributes set one by one — never through innerHTML — so a branch called `<script>` stays text.
 
 const API = '/api/v1';
-const PAGE_SIZE = 100;
+const PAGE_SIZE = 100; // index.html preloads the first page: the same number there
 const MAX_CONSOLE_LINES = 20000;
 // What the server defines (once, in its core crate) and puts into the page: see
 // crates/server/src/assets.rs, `limits_json`.
@@ -19,7 +19,19 @@ const FORM_FIELDS = ['repo', 'branch', 'scenarios', 'priority', 'name'];
 // ---------------------------------------------------------------------------------------------
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const tid = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+
+// The page's own elements (static in index.html), found once: a query by attribute walks the
+// document, and with 1,000 rows on the board that is ~30,000 elements per look-up.
+const tidCache = new Map();
+/** The element with `data-testid="id"` (inside `root` when given). */
+function tid(id, root) {
+  if (root) return root.querySelector(`[data-testid="${id}"]`);
+  let e = tidCache.get(id);
+  if (e && e.isConnected) return e;
+  e = document.querySelector(`[data-testid="${id}"]`);
+  if (e) tidCache.set(id, e);
+  return e;
+}
 
 /** Creates an element; `props` sets className, text, dataset, attributes; children are nodes or strings. */
 function h(tag, props, ...children) {
@@ -53,7 +65,9 @@ class HttpError extends Error {
 
 /** Fetches JSON from the API; throws HttpError with the API's `{"error":{code,message}}`, or TypeError offline. */
 async function api(path, opts = {}) {
-  const init = { method: opts.method || 'GET', headers: { accept: 'application/json' } };
+  // A GET sends no header of its own: the board's first page is preloaded by index.html, and
+  // the browser reuses a preloaded answer only for a request with the same headers.
+  const init = { method: opts.method || 'GET', headers: {} };
   // Writes made with the session cookie carry its CSRF token (a bearer token needs none).
   if (init.method !== 'GET' && session.csrf) init.headers['x-csrf-token'] = session.csrf;
   if (opts.body !== undefined) {
@@ -123,9 +137,13 @@ function fmtAge(t, now = Date.now()) {
   return `${Math.floor(hr / 24)}d ago`;
 }
 
-const DATE_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+// Made on first use: building a DateTimeFormat loads locale data (~10-30 ms), which the
+// board's first paint does not need.
+let dateFmt = null;
 function fmtDateTime(t) {
-  return t == null ? '' : DATE_FMT.format(t);
+  if (t == null) return '';
+  dateFmt ??= new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+  return dateFmt.format(t);
 }
 
 /** How long a queue ran (or has been running). */
@@ -370,6 +388,7 @@ const board = {
   error: null,
   started: false,
   gen: 0, // bumps on every reload, so stale answers are dropped
+  batching: false, // applying a batch of live events: the state line is updated once, after
 };
 
 const page = {
@@ -427,11 +446,20 @@ function getRowTemplate() {
 const EMPTY_SUMMARY = { total: 0, passed: 0, failed: 0, error: 0, skipped: 0 };
 const COUNT_KINDS = [['passed', 'pass', '✓'], ['failed', 'fail', '✗'], ['error', 'err', '!'], ['skipped', 'skip', '–']];
 
-function buildRow(q, now) {
+/** Everything a board row shows of `q`: a row whose signature did not change is kept as it is. */
+function rowSignature(q) {
+  const sum = q.summary || EMPTY_SUMMARY;
+  return [q.status, q.phase, q.abort_requested, q.error, q.name, q.branch, q.commit, q.repo,
+    q.submitted_by, q.priority, q.created_at, q.started_at, q.finished_at, waitingReason(q),
+    sum.total, sum.passed, sum.failed, sum.error, sum.skipped].join('\u0000');
+}
+
+function buildRow(q, now, sig = rowSignature(q)) {
   const id = q.id;
   const sum = q.summary || EMPTY_SUMMARY;
   const created = parseTime(q.created_at);
   const row = getRowTemplate().cloneNode(true);
+  row._sig = sig;
   row.className = `qrow s-${q.status}`;
   row.setAttribute('data-testid', `queue-row-${id}`);
   row.dataset.id = id;
@@ -510,7 +538,16 @@ function buildRow(q, now) {
   row._age = ageEl;
   row._dur = durEl;
   row._created = created;
+  row._ageText = ageEl.textContent;
+  row._durText = durEl.textContent;
   return row;
+}
+
+/** The row for `q`: the one on the board when it still shows the same, else a new one. */
+function rowFor(q, now) {
+  const sig = rowSignature(q);
+  const old = board.rows.get(q.id);
+  return old && old._sig === sig ? old : buildRow(q, now, sig);
 }
 
 function updateCount() {
@@ -519,16 +556,20 @@ function updateCount() {
   let text = `${loaded} loaded`;
   if (board.text || board.status) text = `${n} shown · ${loaded} loaded`;
   if (board.next != null) text += ' · more available';
-  tid('queue-count').textContent = board.loaded ? text : '';
+  setText(tid('queue-count'), board.loaded ? text : '');
+}
+
+/** Sets an element's text unless it already reads so (a write is a DOM change even when equal). */
+function setText(e, text) {
+  if (e.textContent !== text) e.textContent = text;
 }
 
 function setBoardState() {
+  if (board.batching) return; // once, when the batch is applied
   const box = tid('board-state');
-  const textEl = $('.state-text', box);
-  const spin = $('.spinner', box);
   let state = 'ok';
   let message = '';
-  box.replaceChildren(spin, textEl);
+  let curl = null;
   if (!board.loaded && board.error) {
     state = 'error';
     message = board.error;
@@ -538,9 +579,7 @@ function setBoardState() {
   } else if (board.queues.size === 0 && !board.status) {
     state = 'empty';
     message = 'No queues yet — submit one with the form, or from a shell:';
-    const origin = location.origin;
-    box.append(h('code', { class: 'cmd', testid: 'empty-curl',
-      text: `curl -X POST ${origin}${API}/queues -H 'content-type: application/json' -d '{"repo":"https://git.example.com/fw.git","branch":"main"}'` }));
+    curl = `curl -X POST ${location.origin}${API}/queues -H 'content-type: application/json' -d '{"repo":"https://git.example.com/fw.git","branch":"main"}'`;
   } else if (board.queues.size === 0) {
     state = 'empty';
     message = `No ${board.status} queues. Choose “All” to see every queue.`;
@@ -550,28 +589,118 @@ function setBoardState() {
       ? 'Nothing loaded matches the search. Load more to search older queues, or clear the search.'
       : 'No queue matches the search.';
   }
-  box.dataset.state = state;
-  box.hidden = state === 'ok';
-  spin.hidden = state !== 'loading';
-  textEl.textContent = message;
-  tid('load-more').hidden = !board.loaded || board.next == null;
+  const key = `${state}\u0000${message}\u0000${curl}`;
+  if (box._key !== key) {
+    box._key = key;
+    const textEl = $('.state-text', box);
+    const spin = $('.spinner', box);
+    box.replaceChildren(spin, textEl);
+    if (curl) box.append(h('code', { class: 'cmd', testid: 'empty-curl', text: curl }));
+    box.dataset.state = state;
+    box.hidden = state === 'ok';
+    spin.hidden = state !== 'loading';
+    textEl.textContent = message;
+  }
+  const more = tid('load-more');
+  const moreHidden = !board.loaded || board.next == null;
+  if (more.hidden !== moreHidden) more.hidden = moreHidden;
   updateCount();
 }
 
-/** Renders every visible loaded queue at once (initial load, filter change). */
-function renderBoard() {
+// The list is made of chunks of rows, and a chunk off screen is skipped by the browser
+// (`content-visibility: auto` in style.css): a change then costs style, layout and paint of the
+// chunks in view, not of 1,000 rows. With the rows themselves skipped one by one, each frame with
+// a change still walked every row (layout, pre-paint, the visibility observer: ~10 ms a frame
+// for 1,000 rows, against ~3 ms with chunks).
+const CHUNK = 25; // rows per chunk as built; a chunk that grows to twice that is split
+const ROW_HEIGHT = 58; // px: a row's height, the size of a chunk not rendered yet
+
+function newChunk() {
+  const c = document.createElement('div');
+  c.className = 'qchunk';
+  c.setAttribute('role', 'none');
+  return c;
+}
+
+/** Tells the browser how tall the chunk would be, for a chunk never rendered yet (a rendered
+ * one remembers its real size: `auto`). */
+function sizeChunk(c) {
+  c.style.containIntrinsicSize = `auto ${c.childElementCount * ROW_HEIGHT}px`;
+}
+
+/** Rows in new chunks, appended to `parent` (the list, or a fragment). */
+function appendChunked(parent, rows) {
+  let chunk = null;
+  for (const row of rows) {
+    if (!chunk || chunk.childElementCount >= CHUNK) {
+      if (chunk) sizeChunk(chunk);
+      chunk = newChunk();
+      parent.append(chunk);
+    }
+    chunk.append(row);
+  }
+  if (chunk) sizeChunk(chunk);
+}
+
+/** Removes a row from its chunk, and the chunk when it is left empty. */
+function removeRow(row) {
+  const chunk = row.parentNode;
+  row.remove();
+  if (!chunk || !chunk.classList.contains('qchunk')) return;
+  if (chunk.childElementCount === 0) chunk.remove();
+  else sizeChunk(chunk);
+}
+
+/** Inserts a new row before the first row with a smaller id (newest first). */
+function insertRow(row, id) {
   const list = tid('queue-list');
-  const frag = document.createDocumentFragment();
+  let chunk = null;
+  for (const c of list.children) {
+    const last = c.lastElementChild;
+    if (last && Number(last.dataset.id) < id) {
+      chunk = c;
+      break;
+    }
+  }
+  if (!chunk) {
+    // Older than every row: at the end.
+    const last = list.lastElementChild;
+    if (last && last.childElementCount < 2 * CHUNK) {
+      last.append(row);
+      sizeChunk(last);
+    } else {
+      appendChunked(list, [row]);
+    }
+    return;
+  }
+  let before = chunk.firstElementChild;
+  while (Number(before.dataset.id) > id) before = before.nextElementSibling;
+  chunk.insertBefore(row, before);
+  if (chunk.childElementCount >= 2 * CHUNK) {
+    // Split: the older half moves into a chunk of its own after this one.
+    const rest = newChunk();
+    while (chunk.childElementCount > CHUNK) rest.prepend(chunk.lastElementChild);
+    chunk.after(rest);
+    sizeChunk(rest);
+  }
+  sizeChunk(chunk);
+}
+
+/** Renders every visible loaded queue at once (initial load, search, filter change); keeps the
+ * rows that still show the same unless `rebuild`. */
+function renderBoard(rebuild = false) {
+  const list = tid('queue-list');
   const ids = [...board.queues.keys()].sort((a, b) => b - a);
   const now = Date.now();
-  board.rows.clear();
+  const rows = new Map();
   for (const id of ids) {
     const q = board.queues.get(id);
     if (!visible(q)) continue;
-    const row = buildRow(q, now);
-    board.rows.set(id, row);
-    frag.append(row);
+    rows.set(id, rebuild ? buildRow(q, now) : rowFor(q, now));
   }
+  board.rows = rows;
+  const frag = document.createDocumentFragment();
+  appendChunked(frag, rows.values());
   list.replaceChildren(frag);
   setBoardState();
 }
@@ -579,16 +708,18 @@ function renderBoard() {
 /** Appends one page of older queues below the current rows. */
 function appendPage(queues) {
   const list = tid('queue-list');
-  const frag = document.createDocumentFragment();
   const now = Date.now();
+  const rows = [];
   for (const q of queues) {
     if (board.queues.has(q.id)) continue;
     board.queues.set(q.id, q);
     if (!visible(q)) continue;
     const row = buildRow(q, now);
     board.rows.set(q.id, row);
-    frag.append(row);
+    rows.push(row);
   }
+  const frag = document.createDocumentFragment();
+  appendChunked(frag, rows);
   list.append(frag);
   setBoardState();
 }
@@ -605,26 +736,18 @@ function upsertQueue(q) {
   const old = board.rows.get(q.id);
   if (!visible(q)) {
     if (old) {
-      old.remove();
+      removeRow(old);
       board.rows.delete(q.id);
       setBoardState();
     }
     return;
   }
-  const row = buildRow(q, Date.now());
+  const row = rowFor(q, Date.now());
+  if (row === old) return;
   if (old) {
     old.replaceWith(row);
   } else {
-    // Insert before the first row with a smaller id.
-    const list = tid('queue-list');
-    let before = null;
-    for (const e of list.children) {
-      if (Number(e.dataset.id) < q.id) {
-        before = e;
-        break;
-      }
-    }
-    list.insertBefore(row, before);
+    insertRow(row, q.id);
     row.classList.add('fresh');
   }
   board.rows.set(q.id, row);
@@ -635,7 +758,7 @@ function removeQueue(id) {
   board.queues.delete(id);
   const row = board.rows.get(id);
   if (row) {
-    row.remove();
+    removeRow(row);
     board.rows.delete(id);
   }
   if (board.loaded) setBoardState();
@@ -736,9 +859,13 @@ function tickBoard(all) {
     if (!q) continue;
     if (q.status === 'running') {
       const d = queueDuration(q, now);
-      row._dur.textContent = d == null ? '' : fmtDuration(d);
+      const text = d == null ? '' : fmtDuration(d);
+      if (row._durText !== text) row._dur.textContent = row._durText = text;
     }
-    if (all) row._age.textContent = fmtAge(row._created, now);
+    if (all) {
+      const text = fmtAge(row._created, now);
+      if (row._ageText !== text) row._age.textContent = row._ageText = text;
+    }
   }
 }
 
@@ -886,7 +1013,8 @@ function renderWorkers() {
           : ''),
       h('div', { class: 'w-side' },
         h('span', { class: 'w-slots', title: 'busy / concurrency', text: `${running.length}/${w.concurrency}` }),
-        h('span', { class: 'w-beat muted', title: `last heartbeat ${fmtDateTime(beat)}`, text: `♥ ${fmtAge(beat, now)}` })));
+        h('span', { class: 'w-beat muted', text: `♥ ${fmtAge(beat, now)}` })));
+    li._beat = beat; // its exact time becomes the tooltip when hovered (see init)
     frag.append(li);
   }
   ul.replaceChildren(frag);
@@ -898,7 +1026,16 @@ function renderWorkers() {
 
 /** Redraws what shows a waiting reason: the board's rows and the open queue. */
 function redrawWaiting() {
-  if (!tid('view-board').hidden && board.queues.size) renderBoard();
+  // Only waiting rows show a reason; each is rebuilt only if its text changed.
+  const now = Date.now();
+  for (const [id, row] of board.rows) {
+    const q = board.queues.get(id);
+    if (!q || q.status !== 'waiting') continue;
+    const fresh = rowFor(q, now);
+    if (fresh === row) continue;
+    row.replaceWith(fresh);
+    board.rows.set(id, fresh);
+  }
   if (!tid('view-queue').hidden && page.queue) renderQueue(page.queue);
 }
 
@@ -1497,12 +1634,65 @@ async function queueAction(action) {
 
 let pollTimer = 0;
 
+// Live events are applied in batches, the newest state of each queue only, in an animation
+// frame at most every APPLY_EVERY ms: a busy farm sends changes all the time, and the browser
+// dispatches a burst of events in one task, so handling each at once made one long task of them
+// all, with a style and layout pass per row; one frame per change (25 a second) still cost
+// ~4 ms of style, layout and paint each. Issue 14 lets the board lag by up to 100 ms.
+const APPLY_EVERY = 100;
+const incoming = { queues: new Map(), scheduled: false, last: -Infinity }; // id -> Queue, or null when deleted
+
+function receive(id, q) {
+  incoming.queues.set(id, q);
+  scheduleIncoming();
+}
+
+function scheduleIncoming() {
+  if (incoming.scheduled) return;
+  incoming.scheduled = true;
+  const wait = Math.max(0, incoming.last + APPLY_EVERY - performance.now());
+  setTimeout(() => {
+    // A hidden tab runs no animation frames.
+    if (document.hidden) applyIncoming();
+    else requestAnimationFrame(applyIncoming);
+  }, wait);
+}
+
+function applyIncoming() {
+  incoming.scheduled = false;
+  incoming.last = performance.now();
+  // At most ~8 ms of work at a time (a reconnect can bring hundreds of changes at once); the rest
+  // waits for the next batch, where a newer state of the same queue replaces its older one.
+  const until = incoming.last + 8;
+  board.batching = true;
+  try {
+    for (const [id, q] of incoming.queues) {
+      incoming.queues.delete(id);
+      if (q) applyQueueEvent(q);
+      else applyDeletedEvent(id);
+      if (performance.now() > until) break;
+    }
+  } finally {
+    board.batching = false;
+  }
+  if (board.loaded) setBoardState();
+  if (incoming.queues.size) scheduleIncoming();
+}
+
 function onQueueEvent(q) {
+  receive(q.id, q);
+}
+
+function onDeletedEvent(id) {
+  receive(id, null);
+}
+
+function applyQueueEvent(q) {
   upsertQueue(q);
   if (page.id === q.id && !tid('view-queue').hidden) renderQueue(q);
 }
 
-function onDeletedEvent(id) {
+function applyDeletedEvent(id) {
   removeQueue(id);
   if (page.id === id && !tid('view-queue').hidden) {
     if (page.log) page.log.stop();
@@ -1663,12 +1853,19 @@ function init() {
     if (board.loaded) renderBoard();
   }, 120));
   tid('load-more').addEventListener('click', loadMore);
+  // A new row is highlighted once (a row put back by a search must not flash again).
+  tid('queue-list').addEventListener('animationend', (e) => e.target.classList.remove('fresh'));
 
   // Exact creation times as tooltips, made only when hovered (1,000 rows stay cheap).
   tid('queue-list').addEventListener('mouseover', (e) => {
     const age = e.target.closest('.age');
     const row = age && age.closest('.qrow');
     if (row && !age.title) age.title = `created ${fmtDateTime(row._created)}`;
+  });
+  tid('workers-list').addEventListener('mouseover', (e) => {
+    const beat = e.target.closest('.w-beat');
+    const li = beat && beat.closest('.worker');
+    if (li && !beat.title) beat.title = `last heartbeat ${fmtDateTime(li._beat)}`;
   });
   // A click anywhere on a row opens it (the name is the keyboard-reachable link).
   tid('queue-list').addEventListener('click', (e) => {
@@ -1703,6 +1900,10 @@ function init() {
   loadSession();
 
   window.addEventListener('hashchange', route);
+  // The board loads at once, whichever view is shown: index.html preloads its first page (so
+  // that request is not made for nothing), and the way back to the board is then instant.
+  board.started = true;
+  loadBoard();
   route();
   openEvents();
   loadWorkers();
@@ -1725,6 +1926,6 @@ function init() {
 }
 
 // Test hook: lets the browser tests measure rendering without a server full of queues.
-window.__testarena = { board, renderBoard, buildRow };
+window.__testarena = { board, renderBoard: () => renderBoard(true), buildRow };
 
 init();
