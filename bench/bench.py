@@ -799,9 +799,10 @@ def bench_throughput(ctx: Ctx) -> dict:
         f"i.e. {out_bytes / 1e6 / (cpu / 1000) if cpu else float('inf'):.0f} MB/s per core.",
         f"- Between one case's `# case … passed` and the next case's start, outside "
         f"`duration_ms`, the worker spends {fmt(stats(gaps or [0]))}.",
-        f"- Files the queue wrote: {', '.join(files)}; queue.log "
-        f"{(qdir / 'queue.log').stat().st_size / 1e6:.1f} MB (a case's log is its range of "
-        "queue.log, its HTML page is made on request).",
+        f"- The queue's archive: {', '.join(files)}; queue.log "
+        f"{(qdir / 'queue.log').stat().st_size / 1e6:.1f} MB (the worker writes queue.log, "
+        "build.log and junit.xml; a case's log is its range of queue.log and its page is made "
+        "from it, by the server, on request).",
     ]
     return result(1, f"{mbps(ta_s['median']):.1f} MB/s ({ta_s['median']:.0f} ms/case)",
                   "n/a (too little output to time)" if r is None
