@@ -527,7 +527,11 @@ fn reap_group(pgid: i32) {
 }
 
 /// Waits until no member of the group is left or `deadline` passes; true if the group is gone.
+/// Looks again after 1 ms, then ever less often up to every [`POLL`]: the members of a group
+/// whose leader just exited (a sandbox's child) are usually gone within a millisecond or two,
+/// and each emulator stop waits for this.
 async fn wait_group_gone(pgid: i32, deadline: Instant) -> bool {
+    let mut pause = Duration::from_millis(1);
     loop {
         reap_group(pgid);
         if !group_alive(pgid) {
@@ -536,7 +540,8 @@ async fn wait_group_gone(pgid: i32, deadline: Instant) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(POLL);
     }
 }
 
