@@ -2372,9 +2372,10 @@ def main() -> int:
     ctx = Ctx(args)
     ctx.out_path = Path(args.out).resolve() if args.out else None  # benchmark 10's plot goes beside it
     # Benchmarks 10 and 11 live in modules of their own that use this one's helpers.
-    sys.modules.setdefault("bench", sys.modules[__name__])
     import farm_sim  # noqa: E402
     import memory  # noqa: E402
+    farm_sim.use(sys.modules[__name__])
+    memory.use(sys.modules[__name__])
     want = set(BENCHMARKS)
     if args.only:
         want = {int(x) for x in args.only.split(",") if x.strip()}

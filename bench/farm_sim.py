@@ -19,7 +19,7 @@ so that the scaling with the number of workers is visible. Per worker count:
   farm that keeps up with its load (in the drain it is mostly the wait in the backlog).
 
 Writes a plot (SVG, by hand, standard library only) of claims/s and latency against the number
-of workers beside the report. Imported by bench.py, whose helpers it uses (`import bench`).
+of workers beside the report. Imported by bench.py, whose helpers it uses (handed over by bench.py: see `use`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,17 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import bench as b
+from types import ModuleType
+
+# bench.py's module, whose helpers this one uses: bench.py hands itself over (`use`) before it
+# calls in, so that the two do not import each other.
+b: ModuleType
+
+
+def use(helpers: ModuleType) -> None:
+    """Takes bench.py's module as the helpers to use."""
+    global b
+    b = helpers
 
 SIM_TOML = """\
 # Written by bench/farm_sim.py: no QEMU; the "emulator" takes a fixed 0.5 s (as a real one

@@ -7,7 +7,7 @@ per line); then 100 SSE clients, one per running queue, follow
 `GET /api/v1/queues/{id}/log/stream`. The server's RSS is sampled every 100 ms before the
 queues, with the queues running and no viewer, and with the 100 viewers.
 
-Imported by bench.py, whose helpers it uses (`import bench`). Standard library only.
+Imported by bench.py, whose helpers it uses (handed over by bench.py: see `use`). Standard library only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,17 @@ import subprocess
 import threading
 import time
 
-import bench as b
+from types import ModuleType
+
+# bench.py's module, whose helpers this one uses: bench.py hands itself over (`use`) before it
+# calls in, so that the two do not import each other.
+b: ModuleType
+
+
+def use(helpers: ModuleType) -> None:
+    """Takes bench.py's module as the helpers to use."""
+    global b
+    b = helpers
 
 LIVE_TOML = """\
 # Written by bench/memory.py: the console is `cat`; the scenario sends it the lines it echoes.
