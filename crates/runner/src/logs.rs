@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use testarena_report::{format_line, LineKind};
 
+/// Output the queue log may gain before the shipper is woken (rather than at its next round):
+/// a chatty console reaches the database in steps of about this much, not of a round's time.
+const WAKE_EVERY_BYTES: u64 = 256 * 1024;
+
 /// One log file with a size cap; past the cap a marker is written once and lines are dropped.
 pub struct LogFile {
     path: PathBuf,
@@ -112,20 +116,26 @@ pub struct Sinks {
     failed: bool,
     /// Files complete since the shipper last asked (earlier current logs, case pages).
     ready: Vec<PathBuf>,
+    /// [`Logs::completed`]'s wake-up, and the queue log's length when it was last rung for
+    /// volume.
+    wake: Arc<tokio::sync::Notify>,
+    woken_at: u64,
 }
 
 /// Sinks shared between the console reader, process runners and the pipeline.
 #[derive(Clone)]
 pub struct Logs {
     sinks: Arc<Mutex<Sinks>>,
-    /// Woken when a file became complete (a case ended): the shipper sends at once rather than
-    /// at its next round, so a case's last lines reach the database without waiting.
+    /// Woken when a file became complete (a case ended), or the queue log grew by
+    /// [`WAKE_EVERY_BYTES`]: the shipper sends at once rather than at its next round, so a
+    /// case's last lines, and a flood of output, reach the database without waiting.
     completed: Arc<tokio::sync::Notify>,
 }
 
 impl Logs {
     /// Logs writing to `queue` (if any) and nothing else yet.
     pub fn new(queue: Option<LogFile>) -> Logs {
+        let completed = Arc::new(tokio::sync::Notify::new());
         let sinks = Arc::new(Mutex::new(Sinks {
             queue,
             base: 0,
@@ -136,11 +146,10 @@ impl Logs {
             on_error: None,
             failed: false,
             ready: Vec::new(),
+            wake: completed.clone(),
+            woken_at: 0,
         }));
-        Logs {
-            sinks,
-            completed: Arc::new(tokio::sync::Notify::new()),
-        }
+        Logs { sinks, completed }
     }
 
     /// Calls `handler` once with the first error writing a log file (e.g. a full disk).
@@ -216,7 +225,8 @@ impl Logs {
         self.lock().failed
     }
 
-    /// Waits until a file became complete since the last wait (at once if one did).
+    /// Waits until a file became complete, or much output came, since the last wait (at once
+    /// if so).
     pub async fn completed(&self) {
         self.completed.notified().await;
     }
@@ -287,6 +297,11 @@ impl Sinks {
         if let Some(c) = self.current.as_mut() {
             c.flush();
         }
+        let written = self.queue.as_ref().map_or(0, |q| q.written);
+        if written >= self.woken_at + WAKE_EVERY_BYTES {
+            self.woken_at = written;
+            self.wake.notify_one();
+        }
         let error = [self.queue.as_mut(), self.current.as_mut()]
             .into_iter()
             .flatten()
@@ -343,6 +358,37 @@ mod tests {
         let last = std::fs::read_to_string(dir.path().join("19.log")).unwrap();
         assert!(last.contains("common cap of 1000 bytes"), "{last}");
         assert!(!last.contains("case 19 line"), "{last}");
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether the shipper's wake-up has been rung (without waiting for it).
+    async fn rung(logs: &Logs) -> bool {
+        tokio::time::timeout(Duration::from_millis(1), logs.completed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn much_output_wakes_the_shipper_before_its_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Logs::new(Some(
+            LogFile::create(&dir.path().join("queue.log"), 1 << 30).unwrap(),
+        ));
+        let line = [b'x'; 1000];
+        for _ in 0..10 {
+            logs.output(&line);
+        }
+        assert!(!rung(&logs).await, "10 KB is not worth a round of its own");
+        for _ in 0..300 {
+            logs.output(&line);
+        }
+        assert!(rung(&logs).await, "300 KB more is");
+        assert!(!rung(&logs).await, "rung once per step, not per line");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Ships a queue's files from the worker's scratch directory into the database while the
-//! queue runs: the live logs every [`SHIP_EVERY`] (and at once when a case ends), a build log
+//! queue runs: the live logs every [`SHIP_EVERY`] (and at once when a case ends or much output
+//! came, see [`Logs::completed`]), a build log
 //! when it is complete, and at the end everything else the queue left (junit.xml, the files its builds
 //! and `<run>` steps wrote). Every server replica reads them from there; nothing on the
 //! worker's disk is needed once the queue ended, and a worker that dies loses at most its
