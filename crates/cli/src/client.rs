@@ -5,7 +5,7 @@
 //! 3 bad input, an API refusal or connection trouble.
 
 pub(crate) mod render;
-mod wait;
+pub(crate) mod wait;
 
 use crate::config::{self, CommonArgs};
 use clap::{Args, Subcommand};

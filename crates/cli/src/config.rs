@@ -124,6 +124,14 @@ pub struct WorkerArgs {
     /// to wait for another worker, e.g. 2m; 0s stops them at once [default: 30s]
     #[arg(long, env = "TESTARENA_GRACE", value_name = "DURATION", value_parser = humantime_duration)]
     pub grace: Option<Duration>,
+    // How the worker runs a queue (shared with `run`).
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How a queue is run: limits and sandbox (`worker`, `up`, `run`).
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
     /// Wall-clock limit of one queue, e.g. 30m [default: 60m]
     #[arg(long, env = "TESTARENA_QUEUE_TIMEOUT", value_name = "DURATION", value_parser = humantime_duration)]
     pub queue_timeout: Option<Duration>,
@@ -299,7 +307,7 @@ pub fn settings(
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let (allowed_roots, allowed_hosts) = repo_policy(repos, &file);
     let clone_stall_timeout = worker
-        .and_then(|w| w.clone_stall_timeout)
+        .and_then(|w| w.engine.clone_stall_timeout)
         .or(file.clone_stall_timeout)
         .unwrap_or(testarena_runner::git::DEFAULT_STALL_TIMEOUT);
     let limits = server_limits(server, &file)?;
@@ -321,15 +329,15 @@ pub fn settings(
         .or(file.grace)
         .unwrap_or(DEFAULT_GRACE);
     let queue_timeout = worker
-        .and_then(|w| w.queue_timeout)
+        .and_then(|w| w.engine.queue_timeout)
         .or(file.queue_timeout)
         .unwrap_or(Duration::from_secs(3600));
     let log_cap = worker
-        .and_then(|w| w.log_cap)
+        .and_then(|w| w.engine.log_cap)
         .or(file.log_cap)
         .unwrap_or(256 * 1024 * 1024);
     let clone_timeout = worker
-        .and_then(|w| w.clone_timeout)
+        .and_then(|w| w.engine.clone_timeout)
         .or(file.clone_timeout)
         .unwrap_or(Duration::from_secs(600));
     let (auth, auth_explicit) = auth_settings(server, file.auth.as_ref(), listen);
@@ -538,7 +546,7 @@ fn sandbox_config(
     file: &FileConfig,
     data_dir: &Path,
 ) -> Result<SandboxConfig> {
-    let mode = match (worker.and_then(|w| w.sandbox), &file.sandbox) {
+    let mode = match (worker.and_then(|w| w.engine.sandbox), &file.sandbox) {
         (Some(m), _) => m,
         (None, Some(m)) => m.parse().map_err(|e: String| anyhow::anyhow!("{e}"))?,
         (None, None) => SandboxMode::Bwrap,
@@ -546,11 +554,11 @@ fn sandbox_config(
     let mut cfg = SandboxConfig::bwrap(data_dir.to_path_buf());
     cfg.mode = mode;
     cfg.ro_paths = match worker {
-        Some(w) if !w.sandbox_paths.is_empty() => w.sandbox_paths.clone(),
+        Some(w) if !w.engine.sandbox_paths.is_empty() => w.engine.sandbox_paths.clone(),
         _ => file.sandbox_paths.clone(),
     };
     cfg.env_allow = match worker {
-        Some(w) if !w.sandbox_env.is_empty() => w.sandbox_env.clone(),
+        Some(w) if !w.engine.sandbox_env.is_empty() => w.engine.sandbox_env.clone(),
         _ => file.sandbox_env.clone(),
     };
     Ok(cfg)

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod run;
 mod tokens;
 
 use anyhow::{Context, Result};
@@ -86,6 +87,11 @@ first, so the new installation needs nothing of the old data directory."
         #[command(subcommand)]
         action: tokens::TokenCommand,
     },
+    /// Build, boot and run the scenarios here, without a server: a local directory's work
+    /// tree as it is (uncommitted changes included) or a git URL; prints the console live and
+    /// a verdict table, writes the reports into ./testarena-run/ (exit 0 passed, 1 failed,
+    /// 2 error, 3 bad input)
+    Run(run::RunArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -218,6 +224,7 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>, labels: Vec<St
         clone_timeout: s.clone_timeout,
         log_cap: s.log_cap,
         sandbox: Arc::new(s.sandbox.clone()),
+        local: Default::default(),
     };
     Worker {
         store,
@@ -428,6 +435,7 @@ async fn run(cli: Cli) -> Result<()> {
             store.close().await;
             result
         }
+        Command::Run(args) => std::process::exit(run::run(args, &cli.common).await),
         Command::Client(c) => std::process::exit(client::run(c, &cli.common).await),
     }
 }

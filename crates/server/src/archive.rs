@@ -119,21 +119,9 @@ fn build_archive(
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(0o644);
             header.set_mtime(now);
-            match entry {
-                Entry::Stored { name, at } => {
-                    let len = at.range.end - at.range.start;
-                    header.set_size(len);
-                    let data = StoredRange::new(store, rt, id, &at.file, at.range.clone());
-                    // Exactly the size the header says: padded should the file be shorter.
-                    let data = data.chain(std::io::repeat(0)).take(len);
-                    tar.append_data(&mut header, format!("queue-{id}/{name}"), data)?;
-                }
-                Entry::Page { name, at, meta } => {
-                    let page = case_logs::render_page(store, rt, id, at, meta)?;
-                    header.set_size(page.metadata()?.len());
-                    tar.append_data(&mut header, format!("queue-{id}/{name}"), page)?;
-                }
-            }
+            let (name, len, data) = open_entry(store, rt, id, entry)?;
+            header.set_size(len);
+            tar.append_data(&mut header, format!("queue-{id}/{name}"), data)?;
         }
         let mut gz = tar.into_inner()?;
         gz.flush()?;
@@ -141,4 +129,77 @@ fn build_archive(
     }
     file.rewind()?;
     Ok(file)
+}
+
+/// An entry's name, its size and a reader of exactly that many bytes (a stored range padded
+/// should the file be shorter, or a case page rendered into a temporary file).
+fn open_entry<'a>(
+    store: &'a Store,
+    rt: &'a tokio::runtime::Handle,
+    id: i64,
+    entry: &'a Entry,
+) -> std::io::Result<(&'a str, u64, Box<dyn Read + 'a>)> {
+    match entry {
+        Entry::Stored { name, at } => {
+            let len = at.range.end - at.range.start;
+            let data = StoredRange::new(store, rt, id, &at.file, at.range.clone());
+            let data = data.chain(std::io::repeat(0)).take(len);
+            Ok((name, len, Box::new(data)))
+        }
+        Entry::Page { name, at, meta } => {
+            let page = case_logs::render_page(store, rt, id, at, meta)?;
+            let len = page.metadata()?.len();
+            Ok((name, len, Box::new(page)))
+        }
+    }
+}
+
+/// Writes what the archive of queue `id` holds into `dir` as plain files (without the
+/// archive's `queue-<id>/` folder): its logs, junit.xml, what its builds left, and each case's
+/// log and page. For `testarena run`, whose database is thrown away after the run. Returns the
+/// names written.
+pub async fn export_queue(
+    store: &Store,
+    id: i64,
+    dir: &std::path::Path,
+) -> Result<Vec<String>, ApiError> {
+    let entries = entries(store, id).await?;
+    let (store, rt, dir) = (
+        store.clone(),
+        tokio::runtime::Handle::current(),
+        dir.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut written = Vec::new();
+        for entry in &entries {
+            let (name, _, mut data) = open_entry(&store, &rt, id, entry)?;
+            let Some(path) = inside(&dir, name) else {
+                tracing::warn!(
+                    name,
+                    "a queue file with a name that leaves its folder: skipped"
+                );
+                continue;
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            std::io::copy(&mut data, &mut out)?;
+            out.flush()?;
+            written.push(name.to_string());
+        }
+        Ok(written)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::io("cannot write the queue's files", e))
+}
+
+/// `name` under `dir`, unless it is absolute or climbs out (the names are the worker's, but a
+/// file written on the developer's disk is checked all the same).
+fn inside(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    use std::path::Component;
+    let rel = std::path::Path::new(name);
+    let plain = rel.components().all(|c| matches!(c, Component::Normal(_)));
+    (plain && !name.is_empty()).then(|| dir.join(rel))
 }

@@ -26,6 +26,7 @@ mod stored;
 mod system;
 mod view;
 
+pub use archive::export_queue;
 pub use auth::{AuthConfig, AuthMode, Caller, Scope, CSRF_HEADER, SESSION_COOKIE};
 pub use changes::QueueEvent;
 pub use conn::Limits;
@@ -33,6 +34,7 @@ pub use error::ApiError;
 pub use path::QueueId;
 pub use ratelimit::Rate;
 pub use state::{AppState, ServerConfig};
+pub use view::queue as api_queue;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;

@@ -62,8 +62,8 @@ pub(crate) fn queue_live(detail: &QueueDetail, live: Option<&[Vec<String>]>) -> 
     q
 }
 
-/// The API's view of a queue.
-pub(crate) fn queue(detail: &QueueDetail) -> api::Queue {
+/// The API's view of a queue (as `GET /api/v1/queues/{id}` shows it).
+pub fn queue(detail: &QueueDetail) -> api::Queue {
     let q = &detail.queue;
     let tasks = detail
         .tasks

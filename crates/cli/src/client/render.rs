@@ -303,7 +303,7 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
 }
 
 /// The table of a queue's tasks and their cases (and how many more a long task has).
-fn tasks_table(q: &Queue) -> String {
+pub fn tasks_table(q: &Queue) -> String {
     let mut rows = Vec::new();
     for t in &q.tasks {
         rows.push(vec![

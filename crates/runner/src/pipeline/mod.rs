@@ -47,6 +47,20 @@ pub struct RunnerConfig {
     pub log_cap: u64,
     /// How builds, emulators and `<run>` steps are confined.
     pub sandbox: Arc<SandboxConfig>,
+    /// What a local run (`testarena run`) adds to its one queue; empty for a worker.
+    pub local: LocalRun,
+}
+
+/// What `testarena run` gives its queue beyond what a queue row holds: scenario files from the
+/// developer's disk, and a case filter over every scenario (default ones included, whose
+/// paths are not known before the checkout). Never stored: a worker's is always empty.
+#[derive(Debug, Clone, Default)]
+pub struct LocalRun {
+    /// Scenario texts by task name (the queue's scenario path): read from here instead of from
+    /// the checkout.
+    pub scenarios: std::collections::BTreeMap<String, String>,
+    /// Only the cases with these ids run, in every scenario; empty: all of them.
+    pub cases: Vec<String>,
 }
 
 /// The handle a worker uses to stop a running queue.

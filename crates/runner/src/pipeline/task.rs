@@ -111,8 +111,11 @@ impl Run<'_> {
     /// Reads and checks the scenario file (off the async threads: checking its regexes against
     /// their time budget takes up to seconds), keeping only the cases a re-run asks for.
     async fn load_scenario(&self, path: &str) -> Result<Scenario, String> {
-        let text = std::fs::read_to_string(self.work.join(path))
-            .map_err(|e| format!("cannot read scenario file {path}: {e}"))?;
+        let text = match self.cfg.local.scenarios.get(path) {
+            Some(text) => text.clone(),
+            None => std::fs::read_to_string(self.work.join(path))
+                .map_err(|e| format!("cannot read scenario file {path}: {e}"))?,
+        };
         let mut scenario = tokio::task::spawn_blocking(move || testarena_scenario::parse(&text))
             .await
             .map_err(|e| format!("checking scenario {path} failed: {e}"))?
@@ -122,6 +125,12 @@ impl Run<'_> {
             scenario.cases.retain(|c| only.contains(&c.id));
             self.logs
                 .event(&format!("re-run of failed cases only: {}", only.join(", ")));
+        }
+        let only = &self.cfg.local.cases;
+        if !only.is_empty() {
+            scenario.cases.retain(|c| only.contains(&c.id));
+            self.logs
+                .event(&format!("only the cases asked for: {}", only.join(", ")));
         }
         Ok(scenario)
     }

@@ -52,6 +52,7 @@ async fn fixture() -> Fixture {
         clone_timeout: Duration::from_secs(30),
         log_cap: 1 << 20,
         sandbox: Arc::new(sandbox),
+        local: Default::default(),
     };
     let policy = FetchPolicy {
         allowed_roots: vec![repos.clone()],
@@ -311,4 +312,50 @@ async fn a_lost_claim_records_nothing_and_leaves_the_shipped_lines_to_the_next_a
     let log = String::from_utf8_lossy(&log);
     assert!(log.contains("claimed by worker w1 (attempt 1)"), "{log}");
     assert!(!dir.exists(), "this attempt's scratch directory is gone");
+}
+
+#[tokio::test]
+async fn a_local_run_reads_its_scenario_from_memory_and_runs_only_the_cases_asked_for() {
+    let mut f = fixture().await;
+    // The committed scenario would fail; the local one (not in the repository) passes.
+    let repo = f.repo(
+        "r",
+        TOML,
+        r#"<scenario name="s"><testcase id="A"><send>ping</send><expect timeout="0.3">^nope$</expect></testcase></scenario>"#,
+    );
+    let local = r#"<scenario name="local">
+  <testcase id="A"><send>ping</send><expect timeout="5">^pong$</expect></testcase>
+  <testcase id="B"><send>ping</send><expect timeout="0.3">^nope$</expect></testcase>
+  <testcase id="C"><send>c</send><expect timeout="5">^c$</expect></testcase>
+</scenario>"#;
+    f.cfg.local = LocalRun {
+        scenarios: [("scenarios/s.xml".to_string(), local.to_string())].into(),
+        cases: vec!["A".into(), "C".into()],
+    };
+    let q = ValidQueue {
+        repo: repo.display().to_string(),
+        branch: "main".into(),
+        scenarios: Some(vec!["scenarios/s.xml".into()]),
+        name: "t".into(),
+        priority: 5,
+        commit: None,
+        case_filter: None,
+        labels: Vec::new(),
+        origin: None,
+    };
+    f.store.create_queue(&q).await.unwrap();
+    let queue = f.store.claim("w1", 60_000).await.unwrap().unwrap();
+    let id = queue.id;
+    run_queue(
+        &f.store,
+        &f.cfg,
+        &f.mirrors,
+        queue,
+        &QueueControl::default(),
+    )
+    .await;
+    let d = f.store.queue(id).await.unwrap();
+    assert_eq!(d.queue.status, QueueStatus::Passed, "{:?}", cases(&d));
+    let keys: Vec<String> = cases(&d).into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, ["A", "C"]);
 }
