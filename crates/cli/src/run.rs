@@ -424,6 +424,20 @@ fn print_lines(data: &[u8]) -> std::io::Result<()> {
     out.flush()
 }
 
+/// What was written, briefly: the queue's own files by name, the cases' pages by count.
+fn reports_written(written: &[String]) -> String {
+    let (cases, own): (Vec<&String>, Vec<&String>) = written.iter().partition(|n| n.contains('/'));
+    let mut parts: Vec<String> = own.iter().map(|n| n.to_string()).collect();
+    if !cases.is_empty() {
+        parts.push(format!("{} case logs and pages", cases.len()));
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// Writes the reports into `--out`, prints the verdict table and says what the exit code is.
 async fn report(
     args: &RunArgs,
@@ -451,9 +465,9 @@ async fn report(
         q.status, s.passed, s.failed, s.error, s.skipped
     ));
     out.push_str(&format!(
-        "reports in {}/ ({} files: queue.log, build.log, junit.xml, a .log and .html per case)\n",
+        "reports in {}/: {}\n",
         args.out.display(),
-        written.len()
+        reports_written(&written)
     ));
     say(&out);
     let ran_none = s.total == 0 && !args.cases.is_empty() && q.status != QueueStatus::Error;

@@ -213,18 +213,29 @@ pub(crate) struct CaseParams {
     task: Option<i64>,
 }
 
-/// Case `case` of queue `id` (of task `task` if given); `404` if there is no such case.
+/// Case `case` of queue `id` (of task `task` if given) and where its log is; `404` if there is
+/// no such case.
 async fn find_case(
     s: &AppState,
     id: i64,
     case: &str,
     task: Option<i64>,
-) -> Result<FoundCase, ApiError> {
+) -> Result<(FoundCase, case_logs::Located), ApiError> {
     s.store.queue_row(id).await?;
-    s.store
+    let found = s
+        .store
         .case_task(id, case, task)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("queue {id} has no case '{case}'")))
+        .ok_or_else(|| ApiError::NotFound(format!("queue {id} has no case '{case}'")))?;
+    let at = case_logs::locate(
+        &s.store,
+        id,
+        found.task_position,
+        &found.scenario,
+        &found.case,
+    )
+    .await?;
+    Ok((found, at))
 }
 
 /// `content` as a response of `content_type`.
@@ -246,15 +257,7 @@ pub(crate) async fn case_log_text(
     params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let found = find_case(&s, id, &case, p.task).await?;
-    let at = case_logs::locate(
-        &s.store,
-        id,
-        found.task_position,
-        &found.scenario,
-        &found.case,
-    )
-    .await?;
+    let (_, at) = find_case(&s, id, &case, p.task).await?;
     let body = range_body(&s, id, at.file, at.range);
     Ok(typed(body, "text/plain; charset=utf-8"))
 }
@@ -271,15 +274,7 @@ pub(crate) async fn case_log_html(
     params: Result<Query<CaseParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
-    let found = find_case(&s, id, &case, p.task).await?;
-    let at = case_logs::locate(
-        &s.store,
-        id,
-        found.task_position,
-        &found.scenario,
-        &found.case,
-    )
-    .await?;
+    let (found, at) = find_case(&s, id, &case, p.task).await?;
     let meta = case_logs::meta(id, &found.scenario, &found.case);
     let (store, rt) = (s.store.clone(), tokio::runtime::Handle::current());
     let page =
