@@ -30,6 +30,14 @@ const EXTRA_SCENARIOS: &[(&str, &str)] = &[
 </scenario>"#,
     ),
     (
+        "checks/decode.xml",
+        r#"<scenario name="decode" timeout="90" boot="per-case">
+  <fail-pattern>Guru Meditation Error|Fatal exception</fail-pattern>
+  <testcase id="TC_GURU" timeout="20"><send>panic</send><expect timeout="10">^never printed$</expect></testcase>
+  <testcase id="TC_EPC" timeout="20"><send>exception</send><expect timeout="10">^never printed$</expect></testcase>
+</scenario>"#,
+    ),
+    (
         "checks/hang.xml",
         r#"<scenario name="hang" timeout="60">
   <testcase id="TC_HANG" timeout="3"><send>hang</send><expect timeout="30">^never$</expect></testcase>
@@ -545,6 +553,71 @@ async fn failures_are_reported_with_their_reason() {
         .as_ref()
         .unwrap()
         .contains(&"checks/missing.xml".to_string()));
+}
+
+/// `text` says `function at src/main.c:N` (as the innermost frame, or the one a helper at the
+/// address was inlined into), N on or just after the line where the example firmware defines
+/// `function` (the compiler puts a function's entry on its opening brace or first statement).
+fn assert_decoded(what: &str, text: &str, function: &str) {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-firmware/src/main.c"),
+    )
+    .unwrap();
+    let defined = source
+        .lines()
+        .position(|l| l.contains(&format!(" {function}(void)")) && !l.ends_with(';'))
+        .unwrap_or_else(|| panic!("{function} not in main.c"))
+        + 1;
+    let said = format!(" {function} at src/main.c:");
+    let line: usize = text
+        .split(&said)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what} does not say {said:?}: {text}"));
+    assert!(
+        (defined..=defined + 3).contains(&line),
+        "{what}: {function} is defined on line {defined}, decoded to line {line}: {text}"
+    );
+}
+
+#[tokio::test]
+async fn crash_addresses_are_decoded_against_the_elf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &[]);
+    let id = submit(&app, queue_of(&server, "main", &["checks/decode.xml"])).await;
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q.status, QueueStatus::Failed, "{q:#?}");
+    let junit = app.api.junit(id).await.unwrap();
+    let queue_log = app.log_text(id).await;
+    for (id, function) in [("TC_GURU", "cmd_panic"), ("TC_EPC", "cmd_exception")] {
+        let c = case(&q, id);
+        assert_eq!(c.status, CaseStatus::Failed, "{c:#?}");
+        let message = c.message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("decoded addresses (build/fw.elf):"),
+            "{message}"
+        );
+        assert_decoded("the API's message", message, function);
+        // Under the crash in the case log, as event lines (so on its page and the live console).
+        let log = app.api.fetch_text(&c.log_url).await.unwrap();
+        let event = log
+            .lines()
+            .find(|l| l.contains(" → ") && l.contains(&format!(" {function} at")))
+            .unwrap_or_else(|| panic!("no decoded line in the case log: {log}"));
+        assert!(event.contains(" #   0x"), "an event line: {event}");
+        assert_decoded("the case log", event, function);
+        assert_decoded("the queue log", &queue_log, function);
+        let html = app.api.fetch_text(&c.html_url).await.unwrap();
+        assert_decoded("the HTML page", &html, function);
+    }
+    // JUnit: the failure message of each case.
+    assert_decoded("JUnit", &junit, "cmd_panic");
+    assert_decoded("JUnit", &junit, "cmd_exception");
+    // The panic's backtrace has a second frame: the caller, inside the firmware's main loop.
+    let guru = case(&q, "TC_GURU").message.as_deref().unwrap_or_default();
+    assert!(guru.contains("fw_main at src/main.c:"), "{guru}");
 }
 
 #[tokio::test]

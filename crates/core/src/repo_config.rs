@@ -57,6 +57,10 @@ pub struct EmulatorConfig {
     pub boot_timeout: Option<Duration>,
     /// Path of the built firmware image, given to host commands as `TESTARENA_FIRMWARE`.
     pub firmware: Option<String>,
+    /// Path of the ELF that was booted (with its DWARF), relative to the repository root:
+    /// code addresses a crash prints are resolved against it. Default for ESP-IDF projects:
+    /// `build/<project>.elf`.
+    pub elf: Option<String>,
     /// Whether the emulator and `<run>` steps may use the host's network. Default: no (they
     /// share a loopback-only namespace with the worker's console connection).
     #[serde(default)]
@@ -101,6 +105,9 @@ impl RepoConfig {
                 )));
             }
         }
+        if let Some(elf) = &cfg.emulator.elf {
+            check_relative(elf).map_err(|e| RepoConfigError(format!("emulator.elf {e}")))?;
+        }
         for (field, value) in [
             ("build.command", &cfg.build.command),
             ("emulator.command", &cfg.emulator.command),
@@ -111,6 +118,23 @@ impl RepoConfig {
         }
         Ok(cfg)
     }
+}
+
+/// A path inside the repository: relative, without `..`.
+fn check_relative(path: &str) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if path.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.is_absolute() || path.starts_with('/') {
+        return Err(format!(
+            "must be relative to the repository root, got '{path}'"
+        ));
+    }
+    if path.split(['/', '\\']).any(|c| c == "..") {
+        return Err(format!("must not contain '..' ('{path}')"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,6 +175,18 @@ default = ["scenarios/*.xml"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("ready"), "{e}");
+    }
+
+    #[test]
+    fn elf_must_stay_inside_the_repository() {
+        let ok = RepoConfig::parse("[emulator]\nelf = \"build/fw.elf\"\n").unwrap();
+        assert_eq!(ok.emulator.elf.as_deref(), Some("build/fw.elf"));
+        for bad in ["/etc/passwd", "../x.elf", "build/../../x.elf", " "] {
+            let e = RepoConfig::parse(&format!("[emulator]\nelf = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("emulator.elf"), "{bad}: {e}");
+        }
     }
 
     #[test]

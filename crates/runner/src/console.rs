@@ -436,6 +436,16 @@ impl Console {
 
     /// The lines around line `seq` (a crash): a few before and what followed.
     pub fn context(&self, seq: u64) -> String {
+        self.crash_block(seq)
+            .iter()
+            .map(|(n, l)| format!("{} {l}", if *n == seq { ">" } else { " " }))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The crash block of line `seq` (the fail pattern's hit): a few lines before it and what
+    /// followed, with their sequence numbers.
+    pub fn crash_block(&self, seq: u64) -> Vec<(u64, String)> {
         let s = lock(&self.state);
         let lines: Box<dyn Iterator<Item = &(u64, Arc<[u8]>)>> =
             if s.fail_hit == Some(seq) && !s.crash.is_empty() {
@@ -445,9 +455,8 @@ impl Console {
             };
         lines
             .filter(|(n, _)| *n + CRASH_BEFORE as u64 >= seq && *n <= seq + CRASH_AFTER)
-            .map(|(n, l)| format!("{} {}", if *n == seq { ">" } else { " " }, lossy(l)))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .map(|(n, l)| (*n, lossy(l).into_owned()))
+            .collect()
     }
 
     /// The text of the line the fail pattern matched, while it is remembered.

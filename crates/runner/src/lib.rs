@@ -3,6 +3,7 @@ pub mod console;
 pub mod emulators;
 pub mod git;
 pub mod logs;
+pub mod panics;
 pub mod pipeline;
 pub mod process;
 pub mod profile;

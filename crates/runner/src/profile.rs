@@ -30,6 +30,8 @@ pub struct Profile {
     pub ready: Option<String>,
     pub boot_timeout: Duration,
     pub firmware: Option<String>,
+    /// The booted ELF, for decoding crash addresses (relative to the checkout).
+    pub elf: Option<String>,
     pub default_scenarios: Vec<String>,
     /// The build may use the host's network.
     pub build_network: bool,
@@ -57,6 +59,15 @@ pub fn is_esp_idf(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The ELF an ESP-IDF project builds: `build/<project>.elf`, `<project>` from its top-level
+/// `project(NAME)` call; `None` if that name cannot be read.
+pub fn esp_idf_elf(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("CMakeLists.txt")).ok()?;
+    let re = regex::Regex::new(r"(?im)^\s*project\s*\(\s*([A-Za-z0-9_.+-]+)").ok()?;
+    let name = re.captures(&text)?.get(1)?.as_str();
+    Some(format!("build/{name}.elf"))
+}
+
 /// Reads the profile of the checkout at `dir`.
 pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
     let toml_path = dir.join("testarena.toml");
@@ -79,6 +90,7 @@ pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
         ready: cfg.emulator.ready,
         boot_timeout: cfg.emulator.boot_timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
         firmware: cfg.emulator.firmware,
+        elf: cfg.emulator.elf,
         default_scenarios: cfg.scenarios.default,
         build_network: cfg.build.network.unwrap_or(true),
         emulator_network: cfg.emulator.network,
@@ -93,6 +105,9 @@ pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
         }
         p.firmware
             .get_or_insert_with(|| ESP_IDF_FIRMWARE.to_string());
+        if p.elf.is_none() {
+            p.elf = esp_idf_elf(dir);
+        }
     }
     if p.default_scenarios.is_empty() {
         p.default_scenarios = vec!["scenarios/*.xml".to_string()];
@@ -138,6 +153,27 @@ mod tests {
         assert!(p.emulator_command.unwrap().contains("-machine esp32"));
         assert_eq!(p.console, ConsoleKind::Tcp);
         assert_eq!(p.default_scenarios, vec!["scenarios/*.xml"]);
+        assert_eq!(p.elf.as_deref(), Some("build/x.elf"));
+    }
+
+    #[test]
+    fn elf_comes_from_the_toml_first() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("CMakeLists.txt"),
+            "cmake_minimum_required(VERSION 3.16)\ninclude($ENV{IDF_PATH}/tools/cmake/project.cmake)\n  PROJECT( hello_world )\n",
+        )
+        .unwrap();
+        assert_eq!(
+            esp_idf_elf(d.path()).as_deref(),
+            Some("build/hello_world.elf")
+        );
+        std::fs::write(
+            d.path().join("testarena.toml"),
+            "[emulator]\nelf = \"out/app.elf\"\n",
+        )
+        .unwrap();
+        assert_eq!(load(d.path()).unwrap().elf.as_deref(), Some("out/app.elf"));
     }
 
     #[test]

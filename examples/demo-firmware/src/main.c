@@ -432,6 +432,7 @@ static void cmd_help(void)
     con_line("  color        print a line with ANSI colour codes");
     con_line("  bytes        print a line with non-UTF-8 bytes");
     con_line("  panic        crash (Guru Meditation) and stop responding");
+    con_line("  exception    crash (ESP8266-style epc1= line) and stop responding");
     con_line("  hang         stop responding, silently");
     con_line("  exit [n]     quit QEMU with exit code n (default 0)");
     con_line("  help         this list");
@@ -516,6 +517,19 @@ static void __attribute__((noreturn)) cmd_panic(void)
     }
 }
 
+/* An ESP8266-style fatal exception: the exception line and its register line, with this
+ * function's own address as the faulting PC (epc1), for crash-decoding tests. */
+static void __attribute__((noreturn, noinline)) cmd_exception(void)
+{
+    con_line("Fatal exception (28):");
+    con_puts("epc1=");
+    con_hex32((u32)&cmd_exception);
+    con_line(" epc2=0x00000000 epc3=0x00000000 excvaddr=0x00000000 depc=0x00000000");
+    con_flush();
+    for (;;) {
+    }
+}
+
 static void __attribute__((noreturn)) cmd_hang(void)
 {
     con_flush();
@@ -572,6 +586,8 @@ static void run_command(char *line)
         con_line("bytes: \xff\xfe \x80\xc3( end");
     } else if (str_eq(cmd, "panic")) {
         cmd_panic();
+    } else if (str_eq(cmd, "exception")) {
+        cmd_exception();
     } else if (str_eq(cmd, "hang")) {
         cmd_hang();
     } else if (str_eq(cmd, "exit")) {

@@ -65,16 +65,20 @@ impl Run<'_> {
         let started = Instant::now();
         let end = self.run_steps(scenario, case, console, spec, cancel).await;
         let ms = started.elapsed().as_millis() as u64;
-        if matches!(
-            &end,
-            CaseEnd::Step {
-                failure: StepFailure::FailPattern(_),
-                ..
-            }
-        ) {
+        let mut decoded = Vec::new();
+        if let CaseEnd::Step {
+            failure: StepFailure::FailPattern(seq),
+            ..
+        } = &end
+        {
             tokio::time::sleep(CRASH_SETTLE).await;
+            decoded = self.decode_crash(console, *seq).await;
         }
-        let (status, message) = self.describe_end(&end, console);
+        let (status, mut message) = self.describe_end(&end, console);
+        if let (Some(m), false) = (message.as_mut(), decoded.is_empty()) {
+            m.push('\n');
+            m.push_str(&decoded.join("\n"));
+        }
         console.set_fail_pattern(None);
         let outcome = CaseOutcome {
             status,
@@ -83,6 +87,25 @@ impl Run<'_> {
         };
         self.close_case(case, case_row, &outcome)?;
         Ok(outcome)
+    }
+
+    /// Decodes the code addresses of the crash block of line `seq` and logs the result under
+    /// it (so the case log, its HTML page and the live console show it); the lines, for the
+    /// case's message. Loading and reading the ELF is file work: it runs off the async threads.
+    async fn decode_crash(&self, console: &Console, seq: u64) -> Vec<String> {
+        let block: Vec<String> = console
+            .crash_block(seq)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        let decoder = self.decoder.clone();
+        let decoded = tokio::task::spawn_blocking(move || decoder.decode(&block))
+            .await
+            .unwrap_or_else(|e| vec![format!("crash addresses not decoded: {e}")]);
+        for line in &decoded {
+            self.logs.event(line);
+        }
+        decoded
     }
 
     /// Runs the case's steps in order under its time limit.

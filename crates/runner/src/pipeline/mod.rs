@@ -109,6 +109,9 @@ struct Run<'a> {
     shipping: Option<Shipping>,
     /// Writes the cases' starts and verdicts, in batches.
     cases: case_writer::CaseWriter,
+    /// Decodes the code addresses of crashes against the booted ELF (set once the profile is
+    /// read; the ELF is loaded on the first crash).
+    decoder: Arc<crate::panics::Decoder>,
 }
 
 /// Runs one claimed queue to its end and records the verdict (unless the claim was lost).
@@ -156,6 +159,7 @@ async fn run_queue_in_span(
         cfg,
         ctl,
         mirrors,
+        decoder: Arc::new(crate::panics::Decoder::new(None, &dir.join("work"))),
         work: dir.join("work"),
         mirror: None,
         dir,
@@ -235,6 +239,10 @@ impl Run<'_> {
     async fn pipeline(&mut self) -> Result<(), Failure> {
         self.set_phase(Phase::Cloning).await?;
         let (profile, tasks) = self.checkout().await?;
+        self.decoder = Arc::new(crate::panics::Decoder::new(
+            profile.elf.as_deref(),
+            &self.work,
+        ));
         self.set_phase(Phase::Building).await?;
         self.build(&profile).await?;
         self.set_phase(Phase::Testing).await?;
