@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,8 @@ SIZES = {
         "clone_runs": 10,
         # A "vendored SDK": 600 generated files of ~12 KiB in 30 commits (~7 MiB of history).
         "ballast": (600, 12, 30),
-        "api_queues": 10_000,
+        "api_queues": 100_000,  # benchmark 5, on SQLite and on PostgreSQL
+        "api_posted": 3_000,  # of which made through the API (the rest inserted directly)
         "wrk_secs": 10,
         "wrk_conns": 50,
         "mem_lines": [200_000, 2_000_000, 18_000_000],  # ~11 MB, ~113 MB, ~1 GB of console
@@ -114,6 +116,7 @@ SIZES = {
         "clone_runs": 2,
         "ballast": (10, 2, 2),
         "api_queues": 100,
+        "api_posted": 40,
         "wrk_secs": 2,
         "wrk_conns": 10,
         "mem_lines": [2_000, 20_000],  # ~0.1 MB and ~1 MB
@@ -1231,37 +1234,125 @@ http {{
 def bench_api_and_dashboard(ctx: Ctx, want: set[int]) -> list[dict]:
     sz = ctx.size
     out = []
+    runs = []
     ta = TestArena(ctx, "serve", ctx.work / "data-api")
     try:
-        n_dash = min(sz["dash_queues"], sz["api_queues"]) if 7 in want else 0
-        created = 0
-        secs = 0.0
+        n_dash = min(sz["dash_queues"], sz["api_posted"]) if 7 in want else 0
         if n_dash:
             say(f"7: dashboard: creating {n_dash} queues")
-            secs += bulk_create(ta.base, n_dash)
-            created = n_dash
+            bulk_create(ta.base, n_dash)
             abort_some(ta.api, 4)
             try:
                 out.append(bench_dashboard(ctx, ta, n_dash))
             except Exception as e:  # noqa: BLE001
                 out.append(crashed(7, e))
         if 5 in want:
-            say(f"5: api: creating {sz['api_queues'] - created} more queues "
-                f"({sz['api_queues']} in all, 8 parallel keep-alive POST loops)")
-            secs += bulk_create(ta.base, sz["api_queues"] - created, start_index=created)
-            out.append(bench_api(ctx, ta, secs))
+            db = ta.data_dir / "testarena.db"
+            fill = fill_queues(ta, n_dash, lambda sql: sqlite_exec(db, sql), "SQLite")
+            runs.append(bench_api(ctx, ta, "SQLite", fill))
     finally:
         ta.stop()
+    if 5 not in want:
+        return out
+    try:
+        pg = PgDatabase(ctx, "api")
+        try:
+            ta = TestArena(ctx, "serve", ctx.work / "data-api-pg", extra=["--database", pg.url])
+            try:
+                fill = fill_queues(ta, 0, lambda sql: psql_on(pg.url, sql, ctx.work / "fill.sql"),
+                                   "PostgreSQL")
+                runs.append(bench_api(ctx, ta, "PostgreSQL", fill))
+            finally:
+                ta.stop()
+        finally:
+            pg.drop()
+    except Exception as e:  # noqa: BLE001
+        out.append(crashed(5, e))
+        return out
+    out.append(api_result(ctx, runs))
     return out
 
 
-def bench_api(ctx: Ctx, ta: TestArena, create_secs: float) -> dict:
+def sqlite_exec(db: Path, statements: list[str]) -> None:
+    """Runs `statements` in one transaction on the SQLite file `db`, next to the server that
+    has it open (WAL: it waits for the server's writes)."""
+    conn = sqlite3.connect(db, timeout=60, isolation_level=None)
+    try:
+        conn.executescript("BEGIN IMMEDIATE; " + "; ".join(statements) + "; COMMIT;")
+    finally:
+        conn.close()
+
+
+def psql_on(url: str, statements: list[str], script: Path) -> None:
+    """Runs `statements` on the PostgreSQL database `url`, each in its own transaction: the
+    triggers bump one counter row per queue and task, and thousands of updates of one row in
+    one transaction get slower and slower (each walks the row's chain of versions)."""
+    script.write_text("".join(f"{st};\n" for st in statements))
+    run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt", "-f", script],
+        timeout=900, env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+
+
+# The rows `bulk_create` makes through the API, for the queues i of a range (SQL).
+BULK_NAME = "'bench queue ' || i"
+BULK_REPO = "'https://git.example.com/team-' || (i % 7) || '/firmware-' || (i % 13) || '.git'"
+BULK_SCENARIOS = "'[\"scenarios/smoke.xml\",\"scenarios/shell.xml\"]'"
+
+
+def bulk_sql(kind: str, first: int, end: int, now: int) -> list[str]:
+    """SQL statements that insert the queues `first`..`end` (exclusive) as `bulk_create` would
+    make them through the API: waiting, two pending scenario tasks each."""
+    columns = ("INSERT INTO queues (name, repo, branch, scenarios, status, priority, created_at) "
+               f"SELECT {BULK_NAME}, {BULK_REPO}, 'feature/bench-' || i, {BULK_SCENARIOS}, "
+               f"'waiting', i % 10, {now} FROM ")
+    tasks = ("(SELECT 0 AS position, 'scenarios/smoke.xml' AS scenario UNION ALL "
+             "SELECT 1, 'scenarios/shell.xml') AS p")
+    if kind == "SQLite":
+        series = (f"(WITH RECURSIVE s(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM s "
+                  f"WHERE i < {end - 1}) SELECT i FROM s) AS s")
+        return [columns + series + " ORDER BY i",
+                "INSERT INTO tasks (queue_id, position, scenario, status) "
+                f"SELECT q.id, p.position, p.scenario, 'pending' FROM queues q, {tasks} "
+                "WHERE q.scenarios IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM tasks t WHERE t.queue_id = q.id) ORDER BY q.id, p.position"]
+    out = []
+    for a in range(first, end, 500):
+        b = min(end, a + 500) - 1
+        out.append(f"WITH new AS ({columns}generate_series({a}, {b}) AS s(i) ORDER BY i "
+                   "RETURNING id) INSERT INTO tasks (queue_id, position, scenario, status) "
+                   f"SELECT new.id, p.position, p.scenario, 'pending' FROM new, {tasks} "
+                   "ORDER BY new.id, p.position")
+    return out
+
+
+def fill_queues(ta: TestArena, made: int, execute, kind: str) -> dict:
+    """Fills the database of `ta` (which has `made` queues) to `api_queues`: all but the last
+    `api_posted` inserted directly with SQL (`execute`, see `bulk_sql`), then the last ones
+    POSTed. Returns how, with the times taken."""
+    sz = ta.ctx.size
+    total, posted = sz["api_queues"], max(0, sz["api_posted"] - made)
+    direct = max(0, total - made - posted)
+    t0 = time.perf_counter()
+    if direct:
+        say(f"5: api ({kind}): inserting {direct} queues directly with SQL")
+        execute(bulk_sql(kind, made, made + direct, int(time.time() * 1000)))
+    direct_secs = time.perf_counter() - t0
+    say(f"5: api ({kind}): creating {posted} queues through the API "
+        f"(8 parallel keep-alive POST loops)")
+    post_secs = bulk_create(ta.base, posted, start_index=made + direct) if posted else 0.0
+    n = ta.api.get("/api/v1/queues?limit=1")["queues"][0]["id"]
+    if n != total:
+        raise BenchError(f"{kind}: expected {total} queues, the newest is {n}")
+    return {"made": made, "direct": direct, "direct_secs": direct_secs, "posted": posted,
+            "post_secs": post_secs}
+
+
+def bench_api(ctx: Ctx, ta: TestArena, kind: str, fill: dict) -> dict:
+    """wrk on one queue and on the list of 50 of `ta`, and nginx on the same bytes."""
     sz = ctx.size
-    n = sz["api_queues"]
     total = ta.api.get("/api/v1/queues?limit=1")["queues"][0]["id"]
     qid = max(1, total // 2)
     urls = {"one": f"/api/v1/queues/{qid}", "list": "/api/v1/queues?limit=50"}
-    static = ctx.work / "static"
+    static = ctx.work / f"static-{kind}"
     static.mkdir(exist_ok=True)
     sizes = {}
     for k, path in urls.items():
@@ -1277,52 +1368,82 @@ def bench_api(ctx: Ctx, ta: TestArena, create_secs: float) -> dict:
         res[key] = w
 
     for k, path in urls.items():
-        say(f"5: api: wrk {sz['wrk_secs']}s on GET {path}")
+        say(f"5: api ({kind}): wrk {sz['wrk_secs']}s on GET {path}")
         load(f"ta_{k}", ta.base + path, ta.proc.pid)
     srv = StaticServer(ctx, static)
     try:
         for k in urls:
-            say(f"5: api: wrk {sz['wrk_secs']}s on {srv.kind} serving {k}.json")
+            say(f"5: api ({kind}): wrk {sz['wrk_secs']}s on {srv.kind} serving {k}.json")
             load(f"static_{k}", f"http://127.0.0.1:{srv.port}/{k}.json", srv.proc.pid)
     finally:
         srv.stop()
-    ta_rss = ta.vm()
-    one, lst = res["ta_one"], res["ta_list"]
-    r = ratio(one["rps"], res["static_one"]["rps"])
-    rows = []
-    for k, label in (("one", f"`GET {urls['one']}`"), ("list", f"`GET {urls['list']}`")):
-        a, b = res[f"ta_{k}"], res[f"static_{k}"]
-        rows.append(f"| {label} ({sizes[k]} B) | {a['rps']:.0f} | {a['p50']:.2f} | "
-                    f"{a['p99']:.2f} | {a['cpu_us_per_req']:.0f} | "
-                    f"{a['non2xx'] + a['socket_errors']} | {b['rps']:.0f} | "
-                    f"{b['p99']:.2f} | {b['cpu_us_per_req']:.0f} | "
-                    f"{ratio(a['rps'], b['rps']):.2f}× |")
+    return {"kind": kind, "urls": urls, "sizes": sizes, "res": res, "fill": fill,
+            "rss": ta.vm(), "static_kind": srv.kind}
+
+
+def api_result(ctx: Ctx, runs: list[dict]) -> dict:
+    """Benchmark 5's report from its runs on each database."""
+    sz = ctx.size
+    rows, met, figures = [], True, []
+    for r in runs:
+        res, urls, sizes = r["res"], r["urls"], r["sizes"]
+        for k, label in (("one", f"`GET {urls['one']}`"), ("list", f"`GET {urls['list']}`")):
+            a, b = res[f"ta_{k}"], res[f"static_{k}"]
+            rows.append(f"| {r['kind']} | {label} ({sizes[k]} B) | {a['rps']:.0f} | "
+                        f"{a['p50']:.2f} | {a['p99']:.2f} | {a['cpu_us_per_req']:.0f} | "
+                        f"{a['non2xx'] + a['socket_errors']} | {b['rps']:.0f} | "
+                        f"{b['p99']:.2f} | {b['cpu_us_per_req']:.0f} | "
+                        f"{ratio(a['rps'], b['rps']):.2f}× |")
+        one, lst = res["ta_one"], res["ta_list"]
+        met = (met and one["rps"] >= 10_000 and one["p99"] < 10 and lst["rps"] >= 5_000
+               and lst["p99"] < 20 and one["non2xx"] + lst["non2xx"] == 0)
+        figures.append(f"{r['kind']}: {one['rps']:.0f} req/s, p99 {one['p99']:.2f} ms (one); "
+                       f"{lst['rps']:.0f} req/s, p99 {lst['p99']:.2f} ms (list of 50)")
+    how = []
+    for r in runs:
+        f = r["fill"]
+        posted = f["posted"] + f["made"]
+        how.append(
+            f"{r['kind']}: {f['direct'] + posted} queues; {f['direct']} inserted directly with "
+            f"SQL ({'one transaction' if r['kind'] == 'SQLite' else '500 queues a transaction'}"
+            f", {f['direct_secs']:.1f} s: the rows `POST /api/v1/queues` makes, two pending "
+            f"scenario tasks each, waiting), then the newest {posted} through "
+            f"`POST /api/v1/queues` from 8 parallel keep-alive connections"
+            + (f" ({f['posted'] / f['post_secs']:.0f} queues/s)" if f["post_secs"] else "")
+            + (" (the first " + str(f["made"]) + " of them for benchmark 7, every 4th of the "
+               "newest 500 of those aborted)" if f["made"] else "")
+            + f". RSS after the load: {r['rss'].get('VmRSS', 0) / 1024:.0f} MiB "
+            f"(peak {r['rss'].get('VmHWM', 0) / 1024:.0f} MiB).")
+    first = runs[0]
     details = [
-        f"{n} queues in SQLite, created through `POST /api/v1/queues` from 8 parallel keep-alive "
-        f"connections in {create_secs:.1f} s ({n / create_secs:.0f} queues/s) on `testarena serve` "
-        f"(no worker, so they stay waiting; every 4th of the newest 500 aborted). Each has two "
-        f"scenario tasks. Load: `wrk -t2 -c{sz['wrk_conns']} -d{sz['wrk_secs']}s --latency` on "
-        f"loopback. Baseline: {srv.kind} serving a static file with the very bytes of the same "
-        f"answer (worker_processes 2, access log off).",
+        "`testarena serve` with no worker (the queues stay waiting), on SQLite and on "
+        "PostgreSQL (`serve --database postgres://…`, a fresh database on the local server). "
+        f"Load: `wrk -t2 -c{sz['wrk_conns']} -d{sz['wrk_secs']}s --latency` on loopback. "
+        f"Baseline: {first['static_kind']} serving a static file with the very bytes of the "
+        "same answer (worker_processes 2, access log off).",
         "",
-        "| request | TestArena req/s | p50 ms | p99 ms | CPU µs/req | errors | static req/s "
-        "| static p99 ms | static CPU µs/req | ratio (req/s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"- {h}" for h in how],
+        "",
+        "| database | request | TestArena req/s | p50 ms | p99 ms | CPU µs/req | errors "
+        "| static req/s | static p99 ms | static CPU µs/req | ratio (req/s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "CPU µs/req: CPU time (user + system) of the server's processes during the wrk run "
-        "divided by the requests served; unlike req/s it does not depend much on what else "
-        "the machine is doing.",
-        "",
-        f"TestArena RSS after the load: {ta_rss.get('VmRSS', 0) / 1024:.0f} MiB "
-        f"(peak {ta_rss.get('VmHWM', 0) / 1024:.0f} MiB).",
+        "divided by the requests served (PostgreSQL's own processes not counted); unlike req/s "
+        "it does not depend much on what else the machine is doing.",
     ]
-    met = one["rps"] >= 10_000 and one["p99"] < 10 and one["non2xx"] == 0
-    return result(5, f"{one['rps']:.0f} req/s, p99 {one['p99']:.2f} ms (one queue); "
-                  f"{lst['rps']:.0f} req/s, p99 {lst['p99']:.2f} ms (list of 50)",
-                  f"{res['static_one']['rps']:.0f} req/s (static, {srv.kind.split(' (')[0]})", r,
-                  "≥ 10,000 req/s, p99 < 10 ms (one queue)", met, details,
-                  {k: {kk: vv for kk, vv in v.items() if kk != "raw"} for k, v in res.items()})
+    one = first["res"]["ta_one"]
+    r = ratio(one["rps"], first["res"]["static_one"]["rps"])
+    return result(5, "; ".join(figures),
+                  f"{first['res']['static_one']['rps']:.0f} req/s "
+                  f"(static, {first['static_kind'].split(' (')[0]})", r,
+                  "one queue ≥ 10,000 req/s, p99 < 10 ms; list of 50 ≥ 5,000 req/s, p99 < 20 ms; "
+                  "both databases", met, details,
+                  {r["kind"]: {"fill": r["fill"], **{k: {kk: vv for kk, vv in v.items()
+                                                          if kk != "raw"}
+                                                      for k, v in r["res"].items()}}
+                   for r in runs})
 
 
 def dash_create(base: str, n: int, labels: list[str], threads: int = 8) -> None:

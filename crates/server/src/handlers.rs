@@ -9,11 +9,12 @@ use crate::view::{self, DETAIL_CAPS, LIST_CAPS};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use testarena_core::api::ErrorBody;
 use testarena_core::api::{CaseList, Queue, QueueList, Rerun};
+use testarena_core::limits::WORKER_ALIVE_MS;
 use testarena_core::validate::ValidQueue;
 use testarena_core::CaseStatus;
 use testarena_core::ValidationError;
@@ -69,7 +70,7 @@ pub(crate) struct ListParams {
 pub(crate) async fn list_queues(
     State(s): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<QueueList>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(p) = params?;
     let bad = |message: String| ApiError::BadRequest {
         code: "bad_query",
@@ -99,18 +100,12 @@ pub(crate) async fn list_queues(
         ),
         None => None,
     };
+    // Each queue's JSON as the database built it, kept by its `rev` (`testarena_store::page`).
     let (page, next) = s
         .store
-        .list_queues(status, limit, before, LIST_CAPS)
+        .list_queues_json(status, limit, before, LIST_CAPS, WORKER_ALIVE_MS)
         .await?;
-    let live = view::live_labels(&s.store).await;
-    Ok(Json(QueueList {
-        queues: page
-            .iter()
-            .map(|q| view::queue_live(q, live.as_deref()))
-            .collect(),
-        next,
-    }))
+    Ok(json_response(view::queue_list_json(page, next)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/queues/{id}", tag = "queues", params(crate::path::QueueIdParam),
@@ -118,10 +113,22 @@ pub(crate) async fn list_queues(
 pub(crate) async fn get_queue(
     State(s): State<AppState>,
     QueueId(id): QueueId,
-) -> Result<Json<Queue>, ApiError> {
-    let detail = s.store.queue_capped(id, DETAIL_CAPS).await?;
-    let live = view::live_labels(&s.store).await;
-    Ok(Json(view::queue_live(&detail, live.as_deref())))
+) -> Result<Response, ApiError> {
+    // The JSON the database built, kept by the queue's `rev` (`testarena_store::page`).
+    let q = s.store.queue_json(id, DETAIL_CAPS, WORKER_ALIVE_MS).await?;
+    Ok(json_response(view::queue_json(q)?))
+}
+
+/// A 200 answer whose body is JSON text made already.
+fn json_response(body: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,11 @@
 //! The API's view of the store's rows: the JSON shapes of `core::api`, with the links (case
-//! logs, the next page of cases) the server routes. The store knows no URLs; they are built here.
+//! logs, the next page of cases) the server routes. `GET /api/v1/queues` and `GET
+//! /api/v1/queues/{id}` send the JSON the store builds in SQL instead (`testarena_store::page`,
+//! the same links); `tests/page.rs` checks that both say the same.
 
+use crate::error::ApiError;
 use testarena_core::api;
-use testarena_store::{rfc3339, CaseCaps, CaseRow, QueueDetail};
+use testarena_store::{rfc3339, CaseCaps, CaseRow, QueueDetail, QueueJson};
 
 /// Cases a queue's detail (and its live events) lists: the first 500 of each task, 2000 in
 /// all; the rest are paged through `GET /api/v1/queues/{id}/tasks/{task}/cases`.
@@ -122,6 +125,46 @@ pub(crate) fn case(c: &CaseRow, queue_id: i64) -> api::Case {
         duration_ms: c.duration_ms.map(|d| d.max(0) as u64),
         message: c.message.clone(),
     }
+}
+
+/// A queue's answer as the database built it (`testarena_store::QueueJson`), ready to send:
+/// the rare queue whose repository URL may hold credentials, or whose case ids need
+/// percent-encoding in their links, is parsed and has those redone here (as [`queue`] does).
+pub(crate) fn queue_json(q: QueueJson) -> Result<String, ApiError> {
+    if !q.raw {
+        return Ok(q.json);
+    }
+    let corrupt = |e: serde_json::Error| ApiError::Internal(format!("queue {}: {e}", q.id));
+    let mut parsed: api::Queue = serde_json::from_str(&q.json).map_err(corrupt)?;
+    parsed.repo = testarena_core::redact::redact(&parsed.repo);
+    for t in &mut parsed.tasks {
+        for c in &mut t.cases {
+            c.log_url = case_log_url(parsed.id, &c.id, "", t.id);
+            c.html_url = case_log_url(parsed.id, &c.id, ".html", t.id);
+        }
+    }
+    serde_json::to_string(&parsed).map_err(corrupt)
+}
+
+/// A page of the queue list (`api::QueueList`) from the queues' answers as JSON.
+pub(crate) fn queue_list_json(
+    queues: Vec<QueueJson>,
+    next: Option<i64>,
+) -> Result<String, ApiError> {
+    let mut out = String::from("{\"queues\":[");
+    for (i, q) in queues.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&queue_json(q)?);
+    }
+    out.push_str("],\"next\":");
+    match next {
+        Some(n) => out.push_str(&n.to_string()),
+        None => out.push_str("null"),
+    }
+    out.push('}');
+    Ok(out)
 }
 
 /// Percent-encodes a path segment (case ids are `[A-Za-z0-9_.-]`, so this rarely changes anything).

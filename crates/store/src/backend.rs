@@ -19,7 +19,7 @@ pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>
 
 /// A database the store can use: every operation of the parts below.
 pub(crate) trait Backend:
-    Queues + Work + Files + Reports + Copying + Tokens + std::fmt::Debug + Send + Sync
+    Queues + Pages + Work + Files + Reports + Copying + Tokens + std::fmt::Debug + Send + Sync
 {
     /// Runs a trivial query.
     fn ping(&self) -> Fut<'_, ()>;
@@ -107,6 +107,33 @@ pub(crate) trait Queues {
     fn request_abort(&self, id: i64) -> Fut<'_, ()>;
     /// Deletes a queue's rows; false if there was none.
     fn delete_queue(&self, id: i64) -> Fut<'_, bool>;
+}
+
+/// A page of the queue list to answer (see `crate::page`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Page {
+    pub status: Option<QueueStatus>,
+    pub limit: u32,
+    pub before: Option<i64>,
+    /// Workers with a heartbeat at or after this are alive (ms).
+    pub since: i64,
+}
+
+/// The API's answers built by the database (`crate::page`); `since`: workers with a heartbeat
+/// at or after it are alive.
+pub(crate) trait Pages {
+    /// The `rev` and `waiting_reason` of one queue.
+    fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<crate::page::Stamp>>;
+    /// The same of a page of the list, newest first.
+    fn list_stamps(&self, page: Page) -> Fut<'_, Vec<crate::page::Stamp>>;
+    /// The JSON of the queues `ids` (those that still exist), with at most `caps` cases, and
+    /// their `waiting_reason`, in one statement.
+    fn bodies<'a>(
+        &'a self,
+        ids: &'a [i64],
+        caps: CaseCaps,
+        since: i64,
+    ) -> Fut<'a, Vec<(crate::page::Body, Option<String>)>>;
 }
 
 /// The worker's side: registration, claims and leases, and the writes of a queue it holds

@@ -10,6 +10,7 @@ mod copy;
 mod files;
 mod guards;
 mod once;
+mod page;
 mod portable;
 mod postgres;
 mod reports;
@@ -20,6 +21,7 @@ mod work;
 
 pub use copy::CopySummary;
 pub use once::{Keyed, SubmitKey};
+pub use page::QueueJson;
 pub use reports::ReportClaim;
 pub use rows::{
     CaseCaps, CaseRow, Chunk, FoundCase, Holder, NewCase, QueueDetail, QueueRow, StaleGroup,
@@ -218,6 +220,8 @@ impl CaseUpdate {
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// The API's answers kept with the `rev` they were built at (`page.rs`).
+    answers: Arc<page::Answers>,
     /// Operations run (each try counts), for `/metrics` and benchmarks.
     operations: Arc<AtomicU64>,
 }
@@ -244,6 +248,7 @@ impl Store {
     fn on(backend: Arc<dyn Backend>) -> Store {
         Store {
             backend,
+            answers: Arc::default(),
             operations: Arc::default(),
         }
     }

@@ -23,6 +23,7 @@ struct TestApp {
 
 mod gitea;
 mod live;
+mod page;
 mod paths;
 
 async fn app_with(options: StoreOptions) -> TestApp {

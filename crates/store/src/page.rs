@@ -1,0 +1,607 @@
+//! The API's answers for `GET /api/v1/queues/{id}` and `GET /api/v1/queues`, built by the
+//! database: each queue's whole JSON (its row, its tasks with their first cases, the counts, the
+//! links, why it waits) comes out of ONE statement as text, and is handed on as it is.
+//!
+//! Why: reading a queue as rows (queue, tasks, cases, counts, live workers) cost a pooled
+//! connection and a round trip each, and for a page of 50 queues most of the time went into
+//! materialising every column as a value and freeing it again (bench/NOTES.md, benchmark 5).
+//! Built in SQL, a queue is one text value. That alone did not make a page cheaper (on SQLite
+//! the statement's subqueries cost as much as the rows did, bench/NOTES.md "Issue 14 goal 4");
+//! keeping the built JSON by the queue's `rev` did (below).
+//!
+//! The JSON is the shape of `testarena_core::api::Queue`, as the server's `view::queue_live`
+//! makes it from [`crate::QueueDetail`] (the server's tests compare the two). Two things SQL
+//! does not do here: hiding credentials in the repository URL and percent-encoding case ids in
+//! links. The statement flags a queue whose repository holds `@` or `?` or whose cases have an
+//! id outside `[A-Za-z0-9_.-]` ([`QueueJson::raw`]); for those (rare) queues the server redoes
+//! both on the parsed JSON.
+//!
+//! Each backend runs [`select`] and [`stamps`] in its dialect ([`Dialect`]).
+//!
+//! ## The answers kept ([`Answers`])
+//!
+//! Building a queue's JSON costs the database far more than reading its `rev`, so the store
+//! keeps each queue's JSON (but its `waiting_reason`) with the `rev` it was built at, and a
+//! request first reads only the `rev` (and the `waiting_reason`, which depends on the live
+//! workers and the clock, so it is never kept) of the queues it answers: a queue whose `rev`
+//! is the one kept is answered from memory, the others are built (in one statement) and kept.
+//! This is never stale, on one `serve` or several on one database, because:
+//! - every change of anything the JSON shows (the queue's row, its tasks, their cases)
+//!   gives the queue a new `rev` from one counter in the same transaction: the triggers of
+//!   migrations `*_changes.sql` / `0001_init.sql`, and those of `0011_queue_list.sql` /
+//!   `0007_queue_list.sql` for the columns a queue is created with and for deleted tasks
+//!   and cases (the server's `tests/page.rs` checks it);
+//! - a kept JSON and its `rev` come out of the same statement, so from one snapshot;
+//! - a request's `rev` is read by its own statement, after every write committed before it.
+//!
+//! So a kept JSON whose `rev` is the queue's `rev` now is what building it now would give.
+
+use crate::rows::{CaseCaps, Columns};
+use crate::{now_ms, Result, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use testarena_core::{CaseStatus, QueueStatus};
+
+/// One queue's answer as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueJson {
+    pub id: i64,
+    /// The whole `api::Queue` object.
+    pub json: String,
+    /// The repository URL may hold credentials, or a case id needs percent-encoding in its
+    /// links: the caller must redo those (see the module's comment) before answering.
+    pub raw: bool,
+}
+
+/// SQL dialect of the statement [`select`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// A JSON object of `pairs` (key, SQL expression).
+    fn obj(self, pairs: &[(&str, String)]) -> String {
+        let f = match self {
+            Dialect::Sqlite => "json_object",
+            Dialect::Postgres => "json_build_object",
+        };
+        let args: Vec<String> = pairs.iter().map(|(k, v)| format!("'{k}', {v}")).collect();
+        format!("{f}({})", args.join(", "))
+    }
+
+    /// The JSON array of `value` over the rows in `order`; `[]` for no row.
+    fn agg(self, value: &str, order: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_group_array({value} ORDER BY {order})"),
+            Dialect::Postgres => {
+                format!("COALESCE(json_agg({value} ORDER BY {order}), '[]'::json)")
+            }
+        }
+    }
+
+    /// A scalar subquery that yields JSON, as JSON (SQLite forgets across a subquery that a
+    /// text is JSON, and would quote it).
+    fn sub_json(self, subquery: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json(({subquery}))"),
+            Dialect::Postgres => format!("({subquery})"),
+        }
+    }
+
+    /// A TEXT column holding JSON, as JSON.
+    fn json_text(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json({column})"),
+            Dialect::Postgres => format!("({column})::json"),
+        }
+    }
+
+    /// A time in ms since the epoch as `crate::rfc3339` writes it (NULL stays NULL).
+    fn time(self, ms: &str) -> String {
+        match self {
+            // Whole seconds and the milliseconds apart: exact, no floating point.
+            Dialect::Sqlite => format!(
+                "strftime('%Y-%m-%dT%H:%M:%S', {ms} / 1000, 'unixepoch') || printf('.%03dZ', {ms} % 1000)"
+            ),
+            Dialect::Postgres => format!(
+                "to_char(timestamp 'epoch' + {ms} * interval '1 millisecond', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+            ),
+        }
+    }
+
+    /// A condition as a JSON boolean.
+    fn boolean(self, cond: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json(CASE WHEN {cond} THEN 'true' ELSE 'false' END)"),
+            Dialect::Postgres => format!("({cond})"),
+        }
+    }
+
+    fn least(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("MIN({a}, {b})"),
+            Dialect::Postgres => format!("LEAST({a}, {b})"),
+        }
+    }
+
+    fn greatest(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("MAX({a}, {b})"),
+            Dialect::Postgres => format!("GREATEST({a}, {b})"),
+        }
+    }
+
+    /// Whether the text `s` holds the character `ch`.
+    fn has(self, s: &str, ch: char) -> String {
+        match self {
+            Dialect::Sqlite => format!("instr({s}, '{ch}') > 0"),
+            Dialect::Postgres => format!("strpos({s}, '{ch}') > 0"),
+        }
+    }
+
+    /// Whether a case id holds a character its links would percent-encode.
+    fn needs_encoding(self, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("{key} GLOB '*[^A-Za-z0-9_.-]*'"),
+            Dialect::Postgres => format!("{key} ~ '[^A-Za-z0-9_.-]'"),
+        }
+    }
+
+    /// Whether every label of the JSON array `wanted` (NULL: none) is in the array `has`.
+    fn labels_within(self, wanted: &str, has: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(
+                "NOT EXISTS (SELECT 1 FROM json_each(COALESCE({wanted}, '[]')) l \
+                 WHERE l.value NOT IN (SELECT value FROM json_each({has})))"
+            ),
+            Dialect::Postgres => format!("COALESCE({wanted}, '[]')::jsonb <@ ({has})::jsonb"),
+        }
+    }
+
+    /// The labels of the JSON array `labels` (NULL: none), joined by ", " (NULL for none).
+    fn labels_joined(self, labels: &str) -> String {
+        match self {
+            Dialect::Sqlite => {
+                format!("(SELECT group_concat(value, ', ' ORDER BY key) FROM json_each({labels}))")
+            }
+            Dialect::Postgres => format!(
+                "(SELECT string_agg(l.value, ', ' ORDER BY l.n) \
+                 FROM json_array_elements_text(({labels})::json) WITH ORDINALITY AS l(value, n))"
+            ),
+        }
+    }
+
+    /// A JSON value as text, to be read as a string.
+    fn text(self, json: &str) -> String {
+        match self {
+            Dialect::Sqlite => json.to_string(),
+            Dialect::Postgres => format!("({json})::text"),
+        }
+    }
+}
+
+/// A status as an SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{s}'")
+}
+
+/// As `api::waiting_reason`: why a waiting queue `q` waits, when no worker with a heartbeat at
+/// or after `since` (a parameter) can take it; NULL otherwise.
+fn reason(d: Dialect, since: &str) -> String {
+    let waiting = lit(QueueStatus::Waiting.as_str());
+    format!(
+        "CASE WHEN q.status = {waiting} AND NOT EXISTS (SELECT 1 FROM workers w \
+           WHERE w.heartbeat_at >= {since} AND {within}) \
+         THEN CASE WHEN q.labels IS NULL OR q.labels = '[]' THEN 'waiting for a worker (none is alive)' \
+              ELSE 'waiting for a worker with labels ' || {joined} END END",
+        within = d.labels_within("q.labels", "w.labels"),
+        joined = d.labels_joined("q.labels"),
+    )
+}
+
+/// The statement that builds the JSON of the queues `filter` picks (`WHERE …` on `queues q`),
+/// one row each: `id`, `rev`, then the queue's JSON in three parts (`head`: its fields up to
+/// `submitted_by`; `reason`: its `waiting_reason` or NULL; `tail`: `summary` and `tasks`), and
+/// `raw` (1: see [`QueueJson::raw`]). Parameters: `$1` cases per task, `$2` cases per queue,
+/// `$3` workers alive since (ms), then the filter's.
+pub(crate) fn select(d: Dialect, filter: &str) -> String {
+    let (waiting, running) = (
+        lit(QueueStatus::Waiting.as_str()),
+        lit(QueueStatus::Running.as_str()),
+    );
+    let head = d.obj(&[
+        ("id", "q.id".into()),
+        ("name", "q.name".into()),
+        ("repo", "q.repo".into()),
+        ("branch", "q.branch".into()),
+        ("commit", "q.commit_sha".into()),
+        ("status", "q.status".into()),
+        ("phase", "q.phase".into()),
+        ("priority", "q.priority".into()),
+        ("created_at", d.time("q.created_at")),
+        ("started_at", d.time("q.started_at")),
+        ("finished_at", d.time("q.finished_at")),
+        ("error", "q.error".into()),
+        ("scenarios", d.json_text("q.scenarios")),
+        // Only an unfinished queue shows an abort still asked for.
+        (
+            "abort_requested",
+            d.boolean(&format!(
+                "q.abort_requested <> 0 AND q.status IN ({waiting}, {running})"
+            )),
+        ),
+        ("worker", "q.worker_id".into()),
+        ("attempts", "q.attempts".into()),
+        ("labels", d.json_text("COALESCE(q.labels, '[]')")),
+        ("submitted_by", "q.submitted_by".into()),
+    ]);
+    let reason = reason(d, "$3");
+    let case_link = |suffix: &str| {
+        format!("'/api/v1/queues/' || c.queue_id || '/cases/' || c.case_key || '/log{suffix}?task=' || c.task_id")
+    };
+    let case = d.obj(&[
+        ("id", "c.case_key".into()),
+        ("name", "c.name".into()),
+        ("status", "c.status".into()),
+        (
+            "duration_ms",
+            "CASE WHEN c.duration_ms < 0 THEN 0 ELSE c.duration_ms END".into(),
+        ),
+        ("message", "c.message".into()),
+        ("log_url", case_link("")),
+        ("html_url", case_link(".html")),
+    ]);
+    // The first `k.lim` cases of task k, numbered in order (LIMIT cannot name k in SQLite).
+    let first = "SELECT c.*, ROW_NUMBER() OVER (ORDER BY c.position) AS rn FROM cases c \
+                 WHERE c.queue_id = k.queue_id AND c.task_id = k.id";
+    // A task that lists no case (most: waiting queues have none) skips the subquery.
+    let cases = d.sub_json(&format!(
+        "CASE WHEN k.lim = 0 THEN '[]' ELSE (SELECT {} FROM ({first}) c WHERE c.rn <= k.lim) END",
+        d.agg(&case, "c.position")
+    ));
+    let last = format!("(SELECT MAX(c.position) FROM ({first}) c WHERE c.rn <= k.lim)");
+    let next = format!(
+        "CASE WHEN k.total > k.lim THEN '/api/v1/queues/' || k.queue_id || '/tasks/' || k.id || '/cases' \
+         || CASE WHEN k.lim > 0 THEN '?after=' || {last} ELSE '' END END"
+    );
+    let task = d.obj(&[
+        ("id", "k.id".into()),
+        ("scenario", "k.scenario".into()),
+        ("status", "k.status".into()),
+        ("started_at", d.time("k.started_at")),
+        ("finished_at", d.time("k.finished_at")),
+        ("error", "k.error".into()),
+        ("cases", cases),
+        ("cases_total", "k.total".into()),
+        ("cases_next", next),
+    ]);
+    let count = |s: CaseStatus| {
+        format!(
+            "SUM(CASE WHEN status = {} THEN 1 ELSE 0 END)",
+            lit(s.as_str())
+        )
+    };
+    // Each task with its counts and how many of its cases are listed (`lim`): its first
+    // `$1`, while the queue's first `$2` last (earlier tasks first).
+    let tasks = format!(
+        "SELECT t.*, {lim} AS lim FROM ( \
+           SELECT t.id, t.queue_id, t.position, t.scenario, t.status, t.started_at, t.finished_at, t.error, \
+                  COALESCE(n.total, 0) AS total, COALESCE(n.passed, 0) AS passed, COALESCE(n.failed, 0) AS failed, \
+                  COALESCE(n.errors, 0) AS errors, COALESCE(n.skipped, 0) AS skipped, \
+                  {cap} AS cap \
+           FROM tasks t LEFT JOIN ( \
+             SELECT task_id, COUNT(*) AS total, {passed} AS passed, {failed} AS failed, {errors} AS errors, {skipped} AS skipped \
+             FROM cases WHERE queue_id = q.id GROUP BY task_id) n ON n.task_id = t.id \
+           WHERE t.queue_id = q.id) t",
+        lim = d.greatest(
+            "0",
+            &d.least(
+                "t.cap",
+                "$2 - COALESCE(CAST(SUM(t.cap) OVER (ORDER BY t.position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS BIGINT), 0)"
+            )
+        ),
+        cap = d.least("COALESCE(n.total, 0)", "$1"),
+        passed = count(CaseStatus::Passed),
+        failed = count(CaseStatus::Failed),
+        errors = count(CaseStatus::Error),
+        skipped = count(CaseStatus::Skipped),
+    );
+    let sum = |c: &str| format!("CAST(COALESCE(SUM(k.{c}), 0) AS BIGINT)");
+    let tail = d.obj(&[
+        (
+            "summary",
+            d.obj(&[
+                ("total", sum("total")),
+                ("passed", sum("passed")),
+                ("failed", sum("failed")),
+                ("error", sum("errors")),
+                ("skipped", sum("skipped")),
+            ]),
+        ),
+        ("tasks", d.agg(&task, "k.position")),
+    ]);
+    let raw = format!(
+        "CASE WHEN {} OR {} OR EXISTS (SELECT 1 FROM cases c WHERE c.queue_id = q.id AND {}) \
+         THEN 1 ELSE 0 END",
+        d.has("q.repo", '@'),
+        d.has("q.repo", '?'),
+        d.needs_encoding("c.case_key"),
+    );
+    let raw = match d {
+        Dialect::Sqlite => raw,
+        Dialect::Postgres => format!("CAST({raw} AS BIGINT)"),
+    };
+    format!(
+        "SELECT q.id AS id, q.rev AS rev, {head} AS head, {reason} AS reason, \
+         (SELECT {tail} FROM ({tasks}) k) AS tail, {raw} AS raw \
+         FROM queues q {filter}",
+        head = d.text(&head),
+        tail = d.text(&tail),
+    )
+}
+
+/// The statement that reads what a request must read every time of the queues `filter`
+/// picks: `id`, `rev` and `reason` (as [`select`]) of each, newest first, as ONE JSON text
+/// (`stamps`: `[[id, rev, reason], …]`): with sqlx-sqlite each row of a result is a hand-over
+/// from the connection's thread (a futex wake-up), which cost more than the page itself.
+/// Parameters: `$1` workers alive since (ms), then the filter's.
+pub(crate) fn stamps(d: Dialect, filter: &str) -> String {
+    let inner = format!(
+        "SELECT q.id AS id, q.rev AS rev, {} AS reason FROM queues q {filter}",
+        reason(d, "$1")
+    );
+    let all = match d {
+        Dialect::Sqlite => "json_group_array(json_array(s.id, s.rev, s.reason) ORDER BY s.id DESC)",
+        Dialect::Postgres => {
+            "COALESCE(json_agg(json_build_array(s.id, s.rev, s.reason) ORDER BY s.id DESC), '[]')"
+        }
+    };
+    format!("SELECT {} AS stamps FROM ({inner}) s", d.text(all))
+}
+
+/// The filter of the queues whose ids the parameter `$4` holds (a JSON array for SQLite, an
+/// array for PostgreSQL).
+pub(crate) fn ids_filter(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "WHERE q.id IN (SELECT value FROM json_each($4))",
+        Dialect::Postgres => "WHERE q.id = ANY($4)",
+    }
+}
+
+/// The filter of one queue: `$2` its id (for [`stamps`]).
+pub(crate) const ONE: &str = "WHERE q.id = $2";
+
+/// The filter of a page of the list (for [`stamps`]), newest first, and whether it binds a
+/// status and a cursor (then `$2`, `$3`, … in that order, the limit last). One text per
+/// combination, so the planner sees plain conditions (and uses `queues (status, id)` for a
+/// status).
+pub(crate) fn list_filter(status: bool, before: bool) -> String {
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut conds = Vec::new();
+    if status {
+        conds.push(format!("q.status = {}", next()));
+    }
+    if before {
+        conds.push(format!("q.id < {}", next()));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    format!("{filter} ORDER BY q.id DESC LIMIT {}", next())
+}
+
+/// A queue's `rev` and `waiting_reason`, read for every request (a row of [`stamps`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Stamp {
+    pub id: i64,
+    pub rev: i64,
+    pub reason: Option<String>,
+}
+
+/// The row of [`stamps`].
+pub(crate) fn stamps_of(r: &impl Columns) -> Result<Vec<Stamp>> {
+    let all: Vec<(i64, i64, Option<String>)> = serde_json::from_str(&r.text("stamps")?)
+        .map_err(|e| StoreError::Corrupt(format!("stamps: {e}")))?;
+    Ok(all
+        .into_iter()
+        .map(|(id, rev, reason)| Stamp { id, rev, reason })
+        .collect())
+}
+
+/// A queue's JSON as built at `rev` (a row of [`select`]): `head` without its closing brace,
+/// `tail` without its opening one, so that a `waiting_reason` goes between them.
+#[derive(Debug, Clone)]
+pub(crate) struct Body {
+    pub id: i64,
+    pub rev: i64,
+    pub head: Arc<str>,
+    pub tail: Arc<str>,
+    pub raw: bool,
+}
+
+/// A row of [`select`]: the queue's JSON (with the reason of the same snapshot).
+pub(crate) fn body(r: &impl Columns) -> Result<(Body, Option<String>)> {
+    let id = r.int("id")?;
+    let head = r.text("head")?;
+    let tail = r.text("tail")?;
+    let (Some(head), Some(tail)) = (head.strip_suffix('}'), tail.strip_prefix('{')) else {
+        return Err(StoreError::Corrupt(format!(
+            "queue {id}: its JSON is not two objects"
+        )));
+    };
+    let body = Body {
+        id,
+        rev: r.int("rev")?,
+        head: head.into(),
+        tail: tail.into(),
+        raw: r.int("raw")? != 0,
+    };
+    Ok((body, r.opt_text("reason")?))
+}
+
+impl Body {
+    /// The whole JSON, with `reason` as its `waiting_reason` (left out when `None`, as
+    /// `api::Queue` serialises it).
+    fn json(&self, reason: Option<&str>) -> Result<QueueJson> {
+        let mut json = String::with_capacity(self.head.len() + self.tail.len() + 80);
+        json.push_str(&self.head);
+        if let Some(reason) = reason {
+            json.push_str(",\"waiting_reason\":");
+            json.push_str(
+                &serde_json::to_string(reason).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        json.push(',');
+        json.push_str(&self.tail);
+        Ok(QueueJson {
+            id: self.id,
+            json,
+            raw: self.raw,
+        })
+    }
+}
+
+/// The JSON kept of each queue (and caps), with the `rev` it was built at (see the module's
+/// comment for why it is never stale). Bounded: when it would outgrow [`Answers::MAX_BYTES`]
+/// it starts over empty.
+#[derive(Debug, Default)]
+pub(crate) struct Answers {
+    kept: Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    bodies: HashMap<(i64, u32, u32), Body>,
+    bytes: usize,
+}
+
+impl Answers {
+    /// What the kept answers may hold in all (a queue's detail can be ~1 MB: 2,000 cases).
+    const MAX_BYTES: usize = 8 << 20;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // A panic while holding it leaves a consistent map (each change is one insert or clear).
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The JSON kept of queue `id` with `caps` if it was built at `rev`.
+    fn get(&self, id: i64, caps: CaseCaps, rev: i64) -> Option<Body> {
+        let kept = self.lock();
+        kept.bodies
+            .get(&(id, caps.per_task, caps.per_queue))
+            .filter(|b| b.rev == rev)
+            .cloned()
+    }
+
+    /// Keeps `body` (built with `caps`).
+    fn put(&self, caps: CaseCaps, body: &Body) {
+        let size = body.head.len() + body.tail.len();
+        if size > Self::MAX_BYTES / 8 {
+            return;
+        }
+        let mut kept = self.lock();
+        if kept.bytes + size > Self::MAX_BYTES {
+            kept.bodies.clear();
+            kept.bytes = 0;
+        }
+        let old = kept
+            .bodies
+            .insert((body.id, caps.per_task, caps.per_queue), body.clone());
+        kept.bytes += size;
+        if let Some(old) = old {
+            kept.bytes -= old.head.len() + old.tail.len();
+        }
+    }
+}
+
+impl Store {
+    /// One queue's answer as JSON, each task with at most `caps` cases; a waiting queue says
+    /// why unless a worker seen within `alive_ms` can take it.
+    pub async fn queue_json(&self, id: i64, caps: CaseCaps, alive_ms: i64) -> Result<QueueJson> {
+        let since = now_ms() - alive_ms;
+        let stamp = self
+            .retry(|| self.backend.queue_stamp(id, since))
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let mut page = self.answers(vec![stamp], caps, since).await?;
+        page.pop().ok_or(StoreError::NotFound(id))
+    }
+
+    /// As [`Store::list_queues`], each queue's answer as JSON (as [`Store::queue_json`]).
+    pub async fn list_queues_json(
+        &self,
+        status: Option<QueueStatus>,
+        limit: u32,
+        before: Option<i64>,
+        caps: CaseCaps,
+        alive_ms: i64,
+    ) -> Result<(Vec<QueueJson>, Option<i64>)> {
+        let since = now_ms() - alive_ms;
+        let page = crate::backend::Page {
+            status,
+            limit: limit + 1,
+            before,
+            since,
+        };
+        let mut stamps = self.retry(|| self.backend.list_stamps(page)).await?;
+        let next = if stamps.len() > limit as usize {
+            stamps.truncate(limit as usize);
+            stamps.last().map(|q| q.id)
+        } else {
+            None
+        };
+        Ok((self.answers(stamps, caps, since).await?, next))
+    }
+
+    /// The answers of the queues `stamps` names, in order: kept ones whose `rev` is still the
+    /// queue's, the others built in one statement (and kept). A queue deleted meanwhile is
+    /// left out.
+    async fn answers(
+        &self,
+        stamps: Vec<Stamp>,
+        caps: CaseCaps,
+        since: i64,
+    ) -> Result<Vec<QueueJson>> {
+        let mut found: Vec<(Stamp, Option<Body>)> = stamps
+            .into_iter()
+            .map(|s| {
+                let kept = self.answers.get(s.id, caps, s.rev);
+                (s, kept)
+            })
+            .collect();
+        let missing: Vec<i64> = found
+            .iter()
+            .filter(|(_, b)| b.is_none())
+            .map(|(s, _)| s.id)
+            .collect();
+        let mut built: HashMap<i64, (Body, Option<String>)> = HashMap::new();
+        if !missing.is_empty() {
+            for (body, reason) in self
+                .retry(|| self.backend.bodies(&missing, caps, since))
+                .await?
+            {
+                self.answers.put(caps, &body);
+                built.insert(body.id, (body, reason));
+            }
+        }
+        let mut out = Vec::with_capacity(found.len());
+        for (stamp, kept) in found.drain(..) {
+            if let Some(body) = kept {
+                out.push(body.json(stamp.reason.as_deref())?);
+            } else if let Some((body, reason)) = built.remove(&stamp.id) {
+                // Built now: its own snapshot's reason goes with it. (Neither: the queue was
+                // deleted since the stamps were read.)
+                out.push(body.json(reason.as_deref())?);
+            }
+        }
+        Ok(out)
+    }
+}
