@@ -959,6 +959,17 @@ function workerAlive(w, now = Date.now()) {
   return beat != null && now - beat < WORKER_ALIVE_SECONDS * 1000;
 }
 
+/** Where a queue's build came from when it reused one from its worker's build cache (a link to the queue that built it). */
+function showBuild(el, q) {
+  const from = q.build && q.build.cached_from;
+  el.replaceChildren();
+  if (from != null) {
+    el.append('cached from ', h('a', { href: `#/queues/${from}`, text: `queue #${from}` }));
+  } else {
+    el.textContent = q.no_cache ? 'no cache asked for' : '—';
+  }
+}
+
 /**
  * Why a waiting queue waits when no live worker can take it (it asks for labels none has), or
  * null. From the workers list when it is loaded (fresher), else the server's `waiting_reason`.
@@ -1496,6 +1507,7 @@ function renderQueue(q) {
   tid('queue-scenarios').textContent = q.scenarios ? q.scenarios.join(', ') : 'repository default';
   tid('queue-labels').textContent = (q.labels && q.labels.length) ? q.labels.join(', ') : 'any worker';
   tid('queue-submitter').textContent = q.submitted_by || 'anonymous';
+  showBuild(tid('queue-build'), q);
   const err = tid('queue-error');
   err.hidden = !q.error;
   err.textContent = q.error || '';

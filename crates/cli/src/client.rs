@@ -74,6 +74,9 @@ pub struct SubmitArgs {
     /// Label a worker must have to run the queue (e.g. esp32); repeatable, or comma-separated
     #[arg(long = "label", value_name = "LABEL", value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// Build even when the worker holds a cached build of this commit (and refresh it)
+    #[arg(long)]
+    pub no_cache: bool,
     /// Follow the queue: show progress, stream its console, exit with its verdict
     /// (0 passed, 1 failed, 2 error or aborted)
     #[arg(long)]
@@ -365,6 +368,7 @@ async fn submit(api: &Client, a: SubmitArgs) -> Result<i32, Fail> {
         priority: a.priority,
         commit: a.commit,
         labels: (!a.labels.is_empty()).then_some(a.labels),
+        no_cache: a.no_cache,
     };
     let created = api.create_queue_answer(&new).await?;
     let id = created.value.id;

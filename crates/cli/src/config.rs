@@ -124,6 +124,10 @@ pub struct WorkerArgs {
     /// to wait for another worker, e.g. 2m; 0s stops them at once [default: 30s]
     #[arg(long, env = "TESTARENA_GRACE", value_name = "DURATION", value_parser = humantime_duration)]
     pub grace: Option<Duration>,
+    /// Bound of the build cache under the data directory in bytes (least recently used builds
+    /// are removed past it); 0 turns the cache off [default: 2 GiB]
+    #[arg(long, env = "TESTARENA_BUILD_CACHE_SIZE", value_name = "BYTES")]
+    pub build_cache_size: Option<u64>,
     // How the worker runs a queue (shared with `run`).
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -207,6 +211,8 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
     pub log_cap: Option<u64>,
+    /// Bound of the worker's build cache in bytes; 0: no cache.
+    pub build_cache_size: Option<u64>,
     #[serde(default, with = "humantime_serde")]
     pub clone_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -258,6 +264,8 @@ pub struct Settings {
     pub grace: Duration,
     pub queue_timeout: Duration,
     pub log_cap: u64,
+    /// Bound of the worker's build cache in bytes; 0: no cache.
+    pub build_cache_size: u64,
     pub clone_timeout: Duration,
     /// How the worker confines repository commands.
     pub sandbox: SandboxConfig,
@@ -336,6 +344,10 @@ pub fn settings(
         .and_then(|w| w.engine.log_cap)
         .or(file.log_cap)
         .unwrap_or(256 * 1024 * 1024);
+    let build_cache_size = worker
+        .and_then(|w| w.build_cache_size)
+        .or(file.build_cache_size)
+        .unwrap_or(testarena_runner::build_cache::DEFAULT_BUILD_CACHE_BYTES);
     let clone_timeout = worker
         .and_then(|w| w.engine.clone_timeout)
         .or(file.clone_timeout)
@@ -356,6 +368,7 @@ pub fn settings(
         grace,
         queue_timeout,
         log_cap,
+        build_cache_size,
         clone_timeout,
         sandbox,
         gitea,

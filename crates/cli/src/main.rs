@@ -225,6 +225,12 @@ fn make_worker(s: &Settings, store: Store, new_work: Arc<Notify>, labels: Vec<St
         log_cap: s.log_cap,
         sandbox: Arc::new(s.sandbox.clone()),
         local: Default::default(),
+        build_cache: (s.build_cache_size > 0).then(|| {
+            testarena_runner::build_cache::BuildCache::new(
+                s.data_dir.join("build-cache"),
+                s.build_cache_size,
+            )
+        }),
     };
     Worker {
         store,

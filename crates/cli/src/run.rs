@@ -136,11 +136,13 @@ fn settings(
         )),
         ..common.clone()
     };
-    // One queue, no claims from elsewhere: concurrency, labels and grace do not apply.
+    // One queue, no claims from elsewhere: concurrency, labels and grace do not apply; no
+    // build cache, as a work tree may hold uncommitted changes.
     let worker = WorkerArgs {
         concurrency: None,
         labels: Vec::new(),
         grace: None,
+        build_cache_size: Some(0),
         engine: engine.clone(),
     };
     config::settings(&common, None, Some(&worker), None)
@@ -344,6 +346,8 @@ fn runner_config(
             scenarios: texts.clone(),
             cases: cases.to_vec(),
         },
+        // Never: the work tree may hold uncommitted changes (its commit is a snapshot).
+        build_cache: None,
     }
 }
 

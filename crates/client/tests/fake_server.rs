@@ -38,6 +38,8 @@ fn queue(id: i64, new: &NewQueue) -> Queue {
         waiting_reason: None,
         summary: Summary::default(),
         tasks: Vec::new(),
+        no_cache: false,
+        build: Default::default(),
     }
 }
 

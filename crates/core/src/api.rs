@@ -34,12 +34,27 @@ pub struct Queue {
     /// webhook).
     #[serde(default)]
     pub submitted_by: Option<String>,
+    /// Submitted with `no_cache`: it builds even when the worker holds a cached build.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Its build phase.
+    #[serde(default)]
+    pub build: Build,
     /// Why a waiting queue is not being run, when no live worker can take it (e.g.
     /// `waiting for a worker with labels esp32`); null otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_reason: Option<String>,
     pub summary: Summary,
     pub tasks: Vec<Task>,
+}
+
+/// A queue's build phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Build {
+    /// The queue whose build this one reused from the worker's build cache instead of
+    /// building (same repository, commit, build command and build configuration); null when
+    /// it built (or has not reached its build yet).
+    pub cached_from: Option<i64>,
 }
 
 /// Counts of a queue's cases by verdict.

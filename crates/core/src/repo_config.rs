@@ -29,6 +29,10 @@ pub struct BuildConfig {
     pub timeout: Option<Duration>,
     /// Whether the build may use the network (fetch dependencies). Default: yes.
     pub network: Option<bool>,
+    /// What the build produces that the emulator and steps need (paths relative to the
+    /// checkout, files or directories): what the worker's build cache keeps and restores.
+    /// Default: `["build"]` for ESP-IDF projects, else the whole checkout but `.git`.
+    pub outputs: Option<Vec<String>>,
 }
 
 /// How the worker talks to the emulator's console.
@@ -116,6 +120,10 @@ impl RepoConfig {
                 return Err(RepoConfigError(format!("{field} must not be empty")));
             }
         }
+        for out in cfg.build.outputs.iter().flatten() {
+            check_output(out)
+                .map_err(|e| RepoConfigError(format!("build.outputs: '{out}' {e}")))?;
+        }
         Ok(cfg)
     }
 }
@@ -133,6 +141,28 @@ fn check_relative(path: &str) -> Result<(), String> {
     }
     if path.split(['/', '\\']).any(|c| c == "..") {
         return Err(format!("must not contain '..' ('{path}')"));
+    }
+    Ok(())
+}
+
+/// A build output must stay inside the checkout: relative, no `..`, not `.git`.
+fn check_output(path: &str) -> Result<(), &'static str> {
+    let p = std::path::Path::new(path);
+    if path.trim().is_empty() {
+        return Err("must not be empty");
+    }
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) if n == ".git" => return Err("must not be .git"),
+            std::path::Component::Normal(_) | std::path::Component::CurDir => {}
+            _ => return Err("must be a relative path inside the repository, without '..'"),
+        }
+    }
+    if !p
+        .components()
+        .any(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err("must name a file or directory inside the repository");
     }
     Ok(())
 }
@@ -205,5 +235,16 @@ default = ["scenarios/*.xml"]
             e.contains("emulator.ready") && e.contains("too large"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn build_outputs_stay_inside_the_checkout() {
+        let cfg = RepoConfig::parse("[build]\noutputs = [\"build\", \"out/fw.bin\"]\n").unwrap();
+        assert_eq!(cfg.build.outputs.unwrap(), vec!["build", "out/fw.bin"]);
+        for bad in ["/etc", "../x", "a/../../b", ".git", "", "."] {
+            let text = format!("[build]\noutputs = [{bad:?}]\n");
+            let e = RepoConfig::parse(&text).unwrap_err().to_string();
+            assert!(e.contains("build.outputs"), "{bad}: {e}");
+        }
     }
 }

@@ -73,6 +73,10 @@ pub struct NewQueue {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::schema::labels)]
     pub labels: Option<Vec<String>>,
+    /// Build even when the worker holds a cached build of the same commit, build command and
+    /// build configuration (and refresh that cache entry). Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// An optional integer that may also be written as a number with no fraction (`6.0`): JSON
@@ -118,6 +122,8 @@ pub struct ValidQueue {
     pub origin: Option<crate::origin::Origin>,
     /// Labels a worker must all have to claim it (sorted, no duplicates); empty: any worker.
     pub labels: Vec<String>,
+    /// Build even when the worker's build cache holds this build.
+    pub no_cache: bool,
 }
 
 impl NewQueue {
@@ -208,6 +214,7 @@ impl NewQueue {
             case_filter: None,
             origin: None,
             labels: check_labels(self.labels.unwrap_or_default())?,
+            no_cache: self.no_cache,
         })
     }
 }

@@ -39,6 +39,9 @@ pub struct Profile {
     pub emulator_network: bool,
     /// `[env]` of `testarena.toml`.
     pub env: Vec<(String, String)>,
+    /// What the build cache keeps of a build (paths in the checkout); empty: the whole
+    /// checkout but `.git`.
+    pub build_outputs: Vec<String>,
 }
 
 /// Why no profile could be made.
@@ -95,6 +98,7 @@ pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
         build_network: cfg.build.network.unwrap_or(true),
         emulator_network: cfg.emulator.network,
         env: cfg.env.into_iter().collect(),
+        build_outputs: cfg.build.outputs.unwrap_or_default(),
     };
     if esp {
         p.build_command
@@ -107,6 +111,9 @@ pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
             .get_or_insert_with(|| ESP_IDF_FIRMWARE.to_string());
         if p.elf.is_none() {
             p.elf = esp_idf_elf(dir);
+        }
+        if p.build_outputs.is_empty() {
+            p.build_outputs = vec!["build".to_string()];
         }
     }
     if p.default_scenarios.is_empty() {
@@ -154,6 +161,7 @@ mod tests {
         assert_eq!(p.console, ConsoleKind::Tcp);
         assert_eq!(p.default_scenarios, vec!["scenarios/*.xml"]);
         assert_eq!(p.elf.as_deref(), Some("build/x.elf"));
+        assert_eq!(p.build_outputs, vec!["build"], "what the build cache keeps");
     }
 
     #[test]

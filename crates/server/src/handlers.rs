@@ -274,6 +274,7 @@ pub(crate) async fn rerun_queue(
         case_filter: None,
         origin: q.origin.clone(),
         labels: q.labels.clone(),
+        no_cache: q.no_cache,
     };
     if opts.only_failed {
         let mut scenarios = Vec::new();

@@ -321,6 +321,8 @@ mod tests {
             },
             // A big queue's event lists only its first cases: the counts come from the summary.
             tasks: vec![],
+            no_cache: false,
+            build: Default::default(),
         }
     }
 

@@ -67,7 +67,7 @@ not_found`.";
         crate::session::sign_out,
     ),
     components(schemas(
-        testarena_core::api::Queue, testarena_core::api::Summary, testarena_core::api::Task, testarena_core::api::Case,
+        testarena_core::api::Queue, testarena_core::api::Build, testarena_core::api::Summary, testarena_core::api::Task, testarena_core::api::Case,
         testarena_core::api::QueueList, testarena_core::api::CaseList, testarena_core::api::Health, testarena_core::api::ErrorBody,
         testarena_core::api::ErrorDetail, testarena_core::api::WorkerList, testarena_core::api::Worker,
         testarena_core::api::Rerun, testarena_core::NewQueue, testarena_core::QueueStatus, testarena_core::Phase,

@@ -109,6 +109,10 @@ pub fn queue(detail: &QueueDetail) -> api::Queue {
         labels: q.labels.clone(),
         submitted_by: q.submitted_by.clone(),
         waiting_reason: None,
+        no_cache: q.no_cache,
+        build: api::Build {
+            cached_from: q.build_cached_from,
+        },
         summary: detail.summary(),
         tasks,
     }
@@ -203,6 +207,7 @@ mod tests {
             case_filter: None,
             labels: Vec::new(),
             origin: None,
+            no_cache: false,
         };
         let id = store.create_queue(&valid).await.unwrap().queue.id;
         store.claim("w", 30_000).await.unwrap().unwrap();

@@ -165,6 +165,12 @@ pub(crate) trait Work {
     fn renew_lease<'a>(&'a self, id: i64, holder: &'a Holder, until: i64) -> Fut<'a, Option<bool>>;
     fn set_phase<'a>(&'a self, id: i64, holder: &'a Holder, phase: Option<Phase>) -> Fut<'a, ()>;
     fn set_commit<'a>(&'a self, id: i64, holder: &'a Holder, sha: &'a str) -> Fut<'a, ()>;
+    fn set_build_cached_from<'a>(
+        &'a self,
+        id: i64,
+        holder: &'a Holder,
+        from: Option<i64>,
+    ) -> Fut<'a, ()>;
     fn create_tasks<'a>(
         &'a self,
         id: i64,

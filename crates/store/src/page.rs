@@ -236,6 +236,11 @@ pub(crate) fn select(d: Dialect, filter: &str) -> String {
         ("attempts", "q.attempts".into()),
         ("labels", d.json_text("COALESCE(q.labels, '[]')")),
         ("submitted_by", "q.submitted_by".into()),
+        ("no_cache", d.boolean("q.no_cache <> 0")),
+        (
+            "build",
+            d.obj(&[("cached_from", "q.build_cached_from".into())]),
+        ),
     ]);
     let reason = reason(d, "$3");
     let case_link = |suffix: &str| {

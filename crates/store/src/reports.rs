@@ -94,6 +94,7 @@ mod tests {
                 gitea_repo: "acme/fw".into(),
                 context: "testarena/default".into(),
             }),
+            no_cache: false,
         }
     }
 

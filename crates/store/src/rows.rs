@@ -36,6 +36,10 @@ pub struct QueueRow {
     pub labels: Vec<String>,
     /// The name of the API token that submitted it; `None`: no token (or a webhook).
     pub submitted_by: Option<String>,
+    /// Build even when the worker's build cache holds this commit's build.
+    pub no_cache: bool,
+    /// The queue whose cached build this one reused instead of building.
+    pub build_cached_from: Option<i64>,
 }
 
 /// A task row (one scenario file of a queue).
@@ -232,7 +236,8 @@ pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<S
 /// The columns of `queues` that [`queue_row`] reads, in the order of the schema.
 pub(crate) const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
-     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, submitted_by";
+     created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, submitted_by, \
+     no_cache, build_cached_from";
 
 /// The columns of `tasks` that [`task_row`] reads.
 pub(crate) const TASK_COLUMNS: &str =
@@ -270,6 +275,8 @@ pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
         origin: r.json("origin")?,
         labels: r.json("labels")?.unwrap_or_default(),
         submitted_by: r.opt_text("submitted_by")?,
+        no_cache: r.int("no_cache")? != 0,
+        build_cached_from: r.opt_int("build_cached_from")?,
     })
 }
 

@@ -19,6 +19,7 @@ fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
         case_filter: None,
         labels: Vec::new(),
         origin: None,
+        no_cache: false,
     }
 }
 
@@ -1092,7 +1093,45 @@ async fn case_batches_record_log_ranges_all_or_nothing(db: TestDbRef) {
     );
 }
 
+/// The build cache's columns: `no_cache` as submitted, `build_cached_from` set by the holder
+/// only (a lost claim changes nothing).
+async fn no_cache_and_build_cached_from_round_trip(db: TestDbRef) {
+    let s = db.store.clone();
+    let plain = s.create_queue(&vq("a", 5, None)).await.unwrap().queue;
+    assert!(!plain.no_cache);
+    assert_eq!(plain.build_cached_from, None);
+    let forced = ValidQueue {
+        no_cache: true,
+        ..vq("b", 9, None)
+    };
+    let id = s.create_queue(&forced).await.unwrap().queue.id;
+    assert!(s.queue_row(id).await.unwrap().no_cache);
+    let claimed = s.claim("w1", -1).await.unwrap().unwrap();
+    assert_eq!(claimed.id, id, "the higher priority first");
+    assert!(claimed.no_cache);
+    let old = claimed.holder().unwrap();
+    s.set_build_cached_from(id, &old, Some(plain.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.queue_row(id).await.unwrap().build_cached_from,
+        Some(plain.id)
+    );
+    assert_eq!(s.reclaim_expired(3).await.unwrap().0, vec![id]);
+    let again = s.claim("w1", 30_000).await.unwrap().unwrap();
+    assert_eq!(again.id, id);
+    assert!(matches!(
+        s.set_build_cached_from(id, &old, None).await,
+        Err(StoreError::ClaimLost(_))
+    ));
+    assert_eq!(
+        s.queue_row(id).await.unwrap().build_cached_from,
+        Some(plain.id)
+    );
+}
+
 on_both!(
+    no_cache_and_build_cached_from_round_trip,
     case_batches_record_log_ranges_all_or_nothing,
     files_are_chunks_fenced_by_the_claim,
     another_process_wakes_the_waiters,
@@ -1236,6 +1275,7 @@ mod tokens {
             case_filter: None,
             labels: Vec::new(),
             origin: None,
+            no_cache: false,
         };
         let by = s.create_queue_by(&q, Some("ci")).await.unwrap();
         assert_eq!(by.queue.submitted_by.as_deref(), Some("ci"));

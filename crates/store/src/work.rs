@@ -99,6 +99,17 @@ impl Store {
             .await
     }
 
+    /// Records that a queue we hold reused the build of queue `from` (its cached outputs).
+    pub async fn set_build_cached_from(
+        &self,
+        id: i64,
+        holder: &Holder,
+        from: Option<i64>,
+    ) -> Result<()> {
+        self.retry(|| self.backend.set_build_cached_from(id, holder, from))
+            .await
+    }
+
     /// Creates the tasks of a queue that named no scenarios (the repository's default set).
     pub async fn create_tasks(
         &self,

@@ -278,6 +278,11 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
     if !q.labels.is_empty() {
         field("labels", clean(&q.labels.join(", ")));
     }
+    if let Some(from) = q.build.cached_from {
+        field("build", format!("cached from queue #{from}"));
+    } else if q.no_cache {
+        field("build", "no cache asked for".to_string());
+    }
     if let Some(why) = &q.waiting_reason {
         field("waiting", clean(why));
     }
@@ -375,6 +380,8 @@ mod tests {
             labels: Vec::new(),
             submitted_by: Some("ci".into()),
             waiting_reason: None,
+            no_cache: false,
+            build: Default::default(),
             summary: Summary {
                 total: 5,
                 passed: 2,
@@ -477,6 +484,23 @@ mod tests {
         ] {
             assert!(d.contains(want), "{want} missing in\n{d}");
         }
+    }
+
+    #[test]
+    fn detail_says_where_the_build_came_from() {
+        let mut q = queue();
+        let d = queue_detail(&q, "http://h/#/queues/7", now());
+        assert!(
+            !d.contains("build "),
+            "nothing to say of a plain build:\n{d}"
+        );
+        q.build.cached_from = Some(3);
+        let d = queue_detail(&q, "http://h/#/queues/7", now());
+        assert!(d.contains("build     cached from queue #3"), "{d}");
+        q.build.cached_from = None;
+        q.no_cache = true;
+        let d = queue_detail(&q, "http://h/#/queues/7", now());
+        assert!(d.contains("build     no cache asked for"), "{d}");
     }
 
     #[test]

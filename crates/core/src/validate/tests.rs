@@ -12,6 +12,7 @@ fn q(repo: &str, branch: &str) -> NewQueue {
         priority: None,
         commit: None,
         labels: None,
+        no_cache: false,
     }
 }
 

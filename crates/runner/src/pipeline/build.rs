@@ -3,11 +3,13 @@
 
 use super::failure::{Failure, InfraError};
 use super::Run;
+use crate::build_cache::{BuildCache, BuildKey, KeyLock};
 use crate::logs::LogFile;
 use crate::process::{self, Outcome, Spec};
 use crate::profile::Profile;
 use crate::sandbox::{Jail, Network, Sandbox};
 use std::collections::VecDeque;
+use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -23,18 +25,145 @@ impl Run<'_> {
             self.logs.event("no build command: skipping the build");
             return Ok(());
         };
+        if self.queue.build_cached_from.is_some() {
+            // An earlier attempt reused a build; this one says for itself.
+            self.store
+                .set_build_cached_from(self.queue.id, &self.holder(), None)
+                .await?;
+        }
         let build_log = LogFile::create(&self.dir.join("build.log"), self.cfg.log_cap).ok();
         self.logs.set_current(build_log);
-        self.logs.event(&format!(
-            "build: {command} (timeout {})",
-            humantime::format_duration(profile.build_timeout)
-        ));
-        let result = self.run_build(profile, command).await;
+        let result = match self.cache_key(profile, command) {
+            Some((cache, key)) => self.build_with_cache(profile, command, cache, key).await,
+            None => self.build_now(profile, command).await,
+        };
         if let Err(Failure::Infra(e)) = &result {
             self.logs.event(&e.to_string());
         }
         self.logs.set_current(None);
         result
+    }
+
+    /// The host's build cache and this build's key, when the cache may serve this queue.
+    fn cache_key(&self, profile: &Profile, command: &str) -> Option<(BuildCache, String)> {
+        let cache = self.cfg.build_cache.clone()?;
+        let commit = self.queue.commit.as_deref()?;
+        let key = BuildKey {
+            repo: &self.queue.repo,
+            commit,
+            command,
+            outputs: &profile.build_outputs,
+            env: &profile.env,
+            network: profile.build_network,
+        }
+        .digest();
+        Some((cache, key))
+    }
+
+    /// Reuses the cached build of this key, or builds and stores it. The key's lock is held
+    /// throughout, so a second queue of the same build waits for this one and then reuses it.
+    /// A cache that cannot be used (disk full, unreadable) never fails the queue: it builds.
+    async fn build_with_cache(
+        &self,
+        profile: &Profile,
+        command: &str,
+        cache: BuildCache,
+        key: String,
+    ) -> Result<(), Failure> {
+        let waited = Instant::now();
+        let lock = match cache
+            .lock(&key, profile.build_timeout, &self.ctl.cancel)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(Failure::Stopped),
+            Err(e) => {
+                self.logs
+                    .event(&format!("build cache unusable ({e}): building without it"));
+                return self.build_now(profile, command).await;
+            }
+        };
+        if waited.elapsed() > Duration::from_millis(500) {
+            self.logs.event(&format!(
+                "build cache: waited {:.1}s for another queue with the same build",
+                waited.elapsed().as_secs_f64()
+            ));
+        }
+        if self.queue.no_cache {
+            self.logs
+                .event("build cache: not used (no_cache): building, then refreshing it");
+        } else if let Some(entry) = cache.lookup(&lock) {
+            let (cache2, work) = (cache.clone(), self.work.clone());
+            let restored = blocking(move || {
+                let r = cache2.restore(&lock, &work);
+                (lock, r)
+            })
+            .await;
+            match restored {
+                Ok((_lock, Ok(()))) => {
+                    self.logs
+                        .event(&format!("build: cached from queue #{}", entry.queue));
+                    self.store
+                        .set_build_cached_from(self.queue.id, &self.holder(), Some(entry.queue))
+                        .await?;
+                    return Ok(());
+                }
+                Ok((lock, Err(e))) => {
+                    self.logs.event(&format!(
+                        "build cache: cannot restore the build of queue #{} ({e}): building",
+                        entry.queue
+                    ));
+                    return self.build_and_store(profile, command, cache, lock).await;
+                }
+                Err(e) => {
+                    self.logs
+                        .event(&format!("build cache unusable ({e}): building without it"));
+                    return self.build_now(profile, command).await;
+                }
+            }
+        }
+        self.build_and_store(profile, command, cache, lock).await
+    }
+
+    /// Builds, and on success keeps the outputs in the cache under the held lock.
+    async fn build_and_store(
+        &self,
+        profile: &Profile,
+        command: &str,
+        cache: BuildCache,
+        lock: KeyLock,
+    ) -> Result<(), Failure> {
+        self.build_now(profile, command).await?;
+        let (work, outputs, queue) = (
+            self.work.clone(),
+            profile.build_outputs.clone(),
+            self.queue.id,
+        );
+        let stored = blocking(move || cache.store(&lock, &work, &outputs, queue))
+            .await
+            .and_then(|r| r);
+        match stored {
+            Ok(Some(e)) => self.logs.event(&format!(
+                "build cache: kept this build ({:.1} MiB)",
+                e.bytes as f64 / (1 << 20) as f64
+            )),
+            Ok(None) => self
+                .logs
+                .event("build cache: this build is larger than the whole cache: not kept"),
+            Err(e) => self
+                .logs
+                .event(&format!("build cache: cannot keep this build: {e}")),
+        }
+        Ok(())
+    }
+
+    /// Runs the build command now (no cache).
+    async fn build_now(&self, profile: &Profile, command: &str) -> Result<(), Failure> {
+        self.logs.event(&format!(
+            "build: {command} (timeout {})",
+            humantime::format_duration(profile.build_timeout)
+        ));
+        self.run_build(profile, command).await
     }
 
     /// Runs the build command, keeping its last lines for the error.
@@ -125,4 +254,11 @@ impl Run<'_> {
         let jail = self.jail(profile, &self.dir, network)?;
         Ok(Sandbox::new(self.cfg.sandbox.clone(), jail))
     }
+}
+
+/// Runs file copying off the async threads; a panic in it comes back as an error.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)
 }

@@ -127,6 +127,7 @@ mod tests {
             case_filter: None,
             labels: Vec::new(),
             origin: None,
+            no_cache: false,
         };
         let id = store.create_queue(&q).await.unwrap().queue.id;
         let holder = store.claim("w", 60_000).await.unwrap().unwrap();

@@ -29,6 +29,7 @@ impl Run<'_> {
         self.store
             .set_commit(self.queue.id, &self.holder(), &sha)
             .await?;
+        self.queue.commit = Some(sha.clone());
         if self.work.exists() {
             let _ = std::fs::remove_dir_all(&self.work);
         }

@@ -49,6 +49,9 @@ pub struct RunnerConfig {
     pub sandbox: Arc<SandboxConfig>,
     /// What a local run (`testarena run`) adds to its one queue; empty for a worker.
     pub local: LocalRun,
+    /// The host's build cache; `None` builds every queue (and keeps nothing). `testarena run`
+    /// has none: its work tree may hold uncommitted changes, which no commit names.
+    pub build_cache: Option<crate::build_cache::BuildCache>,
 }
 
 /// What `testarena run` gives its queue beyond what a queue row holds: scenario files from the

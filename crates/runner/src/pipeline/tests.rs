@@ -53,6 +53,7 @@ async fn fixture() -> Fixture {
         log_cap: 1 << 20,
         sandbox: Arc::new(sandbox),
         local: Default::default(),
+        build_cache: None,
     };
     let policy = FetchPolicy {
         allowed_roots: vec![repos.clone()],
@@ -112,6 +113,7 @@ impl Fixture {
             case_filter: None,
             labels: Vec::new(),
             origin: None,
+            no_cache: false,
         };
         self.store.create_queue(&q).await.unwrap();
         self.store.claim("w1", 60_000).await.unwrap().unwrap()
@@ -342,6 +344,7 @@ async fn a_local_run_reads_its_scenario_from_memory_and_runs_only_the_cases_aske
         case_filter: None,
         labels: Vec::new(),
         origin: None,
+        no_cache: false,
     };
     f.store.create_queue(&q).await.unwrap();
     let queue = f.store.claim("w1", 60_000).await.unwrap().unwrap();
@@ -358,4 +361,214 @@ async fn a_local_run_reads_its_scenario_from_memory_and_runs_only_the_cases_aske
     assert_eq!(d.queue.status, QueueStatus::Passed, "{:?}", cases(&d));
     let keys: Vec<String> = cases(&d).into_iter().map(|(k, _, _)| k).collect();
     assert_eq!(keys, ["A", "C"]);
+}
+
+/// A fixture whose worker has a build cache.
+async fn cached_fixture() -> Fixture {
+    let mut f = fixture().await;
+    let root = f.cfg.data_dir.join("build-cache");
+    f.cfg.build_cache = Some(crate::build_cache::BuildCache::new(root, 1 << 20));
+    f
+}
+
+/// A `testarena.toml` whose build counts its runs in `count` (outside the checkout) and makes
+/// `out/fw.bin`, which the "emulator" needs to boot.
+fn counting_toml(count: &Path, extra_sleep: &str) -> String {
+    format!(
+        "[build]\ncommand = \"{extra_sleep}echo run >> {} && mkdir -p out && echo fw > out/fw.bin\"\n\
+         outputs = [\"out\"]\n\
+         [emulator]\ncommand = \"test -f out/fw.bin && sh fw.sh\"\nready = \"^ready$\"\nboot_timeout = \"5s\"\n",
+        count.display()
+    )
+}
+
+const PING: &str = r#"<scenario name="s"><testcase id="PING"><send>ping</send><expect timeout="5">^pong$</expect></testcase></scenario>"#;
+
+fn runs(count: &Path) -> usize {
+    std::fs::read_to_string(count)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+impl Fixture {
+    /// Submits, claims and runs one queue of `repo`; what the store then holds, and its log.
+    async fn run_repo(&self, repo: &Path, no_cache: bool) -> (QueueDetail, String) {
+        let q = ValidQueue {
+            repo: repo.display().to_string(),
+            branch: "main".into(),
+            scenarios: None,
+            name: "t".into(),
+            priority: 5,
+            commit: None,
+            case_filter: None,
+            labels: Vec::new(),
+            origin: None,
+            no_cache,
+        };
+        self.store.create_queue(&q).await.unwrap();
+        let queue = self.store.claim("w1", 60_000).await.unwrap().unwrap();
+        let id = queue.id;
+        run_queue(
+            &self.store,
+            &self.cfg,
+            &self.mirrors,
+            queue,
+            &QueueControl::default(),
+        )
+        .await;
+        (self.store.queue(id).await.unwrap(), self.log(id).await)
+    }
+
+    async fn log(&self, id: i64) -> String {
+        let log = self
+            .store
+            .read_file(id, "queue.log", 0, 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&log).into_owned()
+    }
+}
+
+/// Commits a change to `repo` (a new commit of the branch).
+fn new_commit(repo: &Path) {
+    std::fs::write(repo.join("change.txt"), "changed").unwrap();
+    for args in [
+        &["add", "-A"][..],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "y",
+        ],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_same_commit_reuses_the_build_and_no_cache_or_a_new_commit_builds() {
+    let f = cached_fixture().await;
+    let count = f.repos.join("count");
+    let repo = f.repo("r", &counting_toml(&count, ""), PING);
+
+    let (first, log) = f.run_repo(&repo, false).await;
+    assert_eq!(first.queue.status, QueueStatus::Passed, "{log}");
+    assert_eq!(first.queue.build_cached_from, None);
+    assert!(log.contains("build cache: kept this build"), "{log}");
+    assert_eq!(runs(&count), 1);
+
+    let (second, log) = f.run_repo(&repo, false).await;
+    assert_eq!(second.queue.status, QueueStatus::Passed, "{log}");
+    assert_eq!(second.queue.commit, first.queue.commit);
+    assert_eq!(second.queue.build_cached_from, Some(first.queue.id));
+    let said = format!("# build: cached from queue #{}", first.queue.id);
+    assert!(log.contains(&said), "{log}");
+    assert!(!log.contains("build passed"), "no build ran: {log}");
+    assert_eq!(runs(&count), 1, "the second queue did not build");
+    let build_log = f
+        .store
+        .read_file(second.queue.id, "build.log", 0, 1 << 20)
+        .await
+        .unwrap();
+    let build_log = String::from_utf8_lossy(&build_log);
+    assert!(build_log.contains(&said), "{build_log}");
+
+    let (forced, log) = f.run_repo(&repo, true).await;
+    assert_eq!(forced.queue.status, QueueStatus::Passed, "{log}");
+    assert_eq!(forced.queue.build_cached_from, None);
+    assert!(log.contains("not used (no_cache)"), "{log}");
+    assert_eq!(runs(&count), 2, "no_cache builds");
+
+    // The forced build refreshed the entry: the next queue reuses that one.
+    let (after, _) = f.run_repo(&repo, false).await;
+    assert_eq!(after.queue.build_cached_from, Some(forced.queue.id));
+    assert_eq!(runs(&count), 2);
+
+    new_commit(&repo);
+    let (other, log) = f.run_repo(&repo, false).await;
+    assert_eq!(other.queue.status, QueueStatus::Passed, "{log}");
+    assert_ne!(other.queue.commit, first.queue.commit);
+    assert_eq!(other.queue.build_cached_from, None);
+    assert_eq!(runs(&count), 3, "another commit builds");
+}
+
+#[tokio::test]
+async fn a_failed_build_is_not_kept() {
+    let f = cached_fixture().await;
+    let toml = "[build]\ncommand = \"mkdir -p out && echo half > out/fw.bin && exit 3\"\n\
+                [emulator]\ncommand = \"sh fw.sh\"\n";
+    let repo = f.repo("r", toml, PING);
+    let (first, log) = f.run_repo(&repo, false).await;
+    assert_eq!(first.queue.status, QueueStatus::Error, "{log}");
+    let (second, log) = f.run_repo(&repo, false).await;
+    assert_eq!(second.queue.status, QueueStatus::Error, "{log}");
+    assert_eq!(second.queue.build_cached_from, None, "{log}");
+}
+
+#[tokio::test]
+async fn two_queues_of_one_commit_at_once_build_once() {
+    let f = cached_fixture().await;
+    let count = f.repos.join("count");
+    let repo = f.repo("r", &counting_toml(&count, "sleep 1 && "), PING);
+    let mut ids = Vec::new();
+    let mut claimed = Vec::new();
+    for _ in 0..2 {
+        let q = ValidQueue {
+            repo: repo.display().to_string(),
+            branch: "main".into(),
+            scenarios: None,
+            name: "t".into(),
+            priority: 5,
+            commit: None,
+            case_filter: None,
+            labels: Vec::new(),
+            origin: None,
+            no_cache: false,
+        };
+        ids.push(f.store.create_queue(&q).await.unwrap().queue.id);
+        claimed.push(f.store.claim("w1", 60_000).await.unwrap().unwrap());
+    }
+    let (c1, c2) = (QueueControl::default(), QueueControl::default());
+    let mut claimed = claimed.into_iter();
+    let (q1, q2) = (claimed.next().unwrap(), claimed.next().unwrap());
+    tokio::join!(
+        run_queue(&f.store, &f.cfg, &f.mirrors, q1, &c1),
+        run_queue(&f.store, &f.cfg, &f.mirrors, q2, &c2),
+    );
+    assert_eq!(runs(&count), 1, "one of the two built");
+    let mut from = Vec::new();
+    for id in &ids {
+        let d = f.store.queue(*id).await.unwrap();
+        assert_eq!(d.queue.status, QueueStatus::Passed, "{}", f.log(*id).await);
+        from.push(d.queue.build_cached_from);
+    }
+    from.sort();
+    assert!(
+        from == vec![None, Some(ids[0])] || from == vec![None, Some(ids[1])],
+        "one built, the other reused its build: {from:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_cache_every_queue_builds() {
+    // `testarena run` has no cache (its tree may be dirty); a worker without one builds always.
+    let f = fixture().await;
+    let count = f.repos.join("count");
+    let repo = f.repo("r", &counting_toml(&count, ""), PING);
+    for _ in 0..2 {
+        let (d, log) = f.run_repo(&repo, false).await;
+        assert_eq!(d.queue.status, QueueStatus::Passed, "{log}");
+        assert_eq!(d.queue.build_cached_from, None);
+    }
+    assert_eq!(runs(&count), 2);
+    assert!(!f.cfg.data_dir.join("build-cache").exists());
 }

@@ -17,6 +17,7 @@ async fn claimed(lease_ms: i64) -> (Store, tempfile::TempDir, i64, Holder) {
         case_filter: None,
         labels: Vec::new(),
         origin: None,
+        no_cache: false,
     };
     let id = store.create_queue(&q).await.unwrap().queue.id;
     let row = store.claim("w", lease_ms).await.unwrap().unwrap();

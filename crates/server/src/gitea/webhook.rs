@@ -178,6 +178,7 @@ fn queue_of(
             gitea_repo: push.repository.full_name.clone(),
             context: rule.context(),
         }),
+        no_cache: false,
     })
 }
 

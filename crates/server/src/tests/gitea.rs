@@ -74,6 +74,7 @@ fn pushed(sha: &str) -> ValidQueue {
             gitea_repo: "acme/fw".into(),
             context: "testarena/smoke".into(),
         }),
+        no_cache: false,
     }
 }
 

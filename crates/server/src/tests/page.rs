@@ -47,6 +47,7 @@ async fn drop_postgres(name: &str) {
 
 fn queue(name: &str, repo: &str, scenarios: &[&str], labels: &[&str]) -> ValidQueue {
     ValidQueue {
+        no_cache: false,
         repo: repo.into(),
         branch: "main".into(),
         scenarios: (!scenarios.is_empty())
@@ -450,6 +451,7 @@ async fn kept_answers_follow(store: &Store, url: &str, exact: bool) {
         "UPDATE queues SET name = 'renamed', priority = 1, labels = '[\"x\"]' WHERE id = $1",
         "UPDATE queues SET repo = 'https://example.com/other.git', branch = 'b', submitted_by = 't' WHERE id = $1",
         "UPDATE queues SET scenarios = '[\"z.xml\"]', created_at = 1000 WHERE id = $1",
+        "UPDATE queues SET no_cache = 1, build_cached_from = 7 WHERE id = $1",
         "DELETE FROM cases WHERE queue_id = $1 AND position = 3",
         "DELETE FROM tasks WHERE queue_id = $1",
     ];

@@ -86,7 +86,7 @@ macro_rules! copy_impl {
                     }
                     let queue_sql = format!(
                         "INSERT INTO queues ({COPY_QUEUE_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
                     );
                     for c in &s.queues {
                         let q = &c.row;
@@ -118,6 +118,8 @@ macro_rules! copy_impl {
                             .bind(&c.idem_caller)
                             .bind(&c.idem_key)
                             .bind(&c.idem_request)
+                            .bind(i64::from(q.no_cache))
+                            .bind(q.build_cached_from)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -260,6 +262,7 @@ mod tests {
             case_filter: None,
             labels: vec!["arm".into()],
             origin: None,
+            no_cache: false,
         }
     }
 
@@ -269,7 +272,13 @@ mod tests {
         let src = TestDb::new(Kind::Sqlite).await;
         let s = src.store.clone();
         let done = s
-            .create_queue_by(&vq("done", Some(vec!["a.xml", "b.xml"])), Some("ci"))
+            .create_queue_by(
+                &ValidQueue {
+                    no_cache: true,
+                    ..vq("done", Some(vec!["a.xml", "b.xml"]))
+                },
+                Some("ci"),
+            )
             .await
             .unwrap();
         let token = s
@@ -312,6 +321,9 @@ mod tests {
         assert_eq!(q.id, done.queue.id);
         let hd = Holder::new("w1", q.attempts);
         s.set_phase(q.id, &hd, Some(Phase::Testing)).await.unwrap();
+        s.set_build_cached_from(q.id, &hd, Some(aborted.queue.id))
+            .await
+            .unwrap();
         let task = &done.tasks[0].0;
         s.set_task(task.id, &hd, CaseStatus::Running, None)
             .await
@@ -357,6 +369,9 @@ mod tests {
         let before = s.backend.snapshot().await.unwrap();
         let after = db.store.backend.snapshot().await.unwrap();
         assert_eq!(before, after);
+        let copied = db.store.queue_row(done.queue.id).await.unwrap();
+        assert!(copied.no_cache);
+        assert_eq!(copied.build_cached_from, Some(aborted.queue.id));
         for id in [
             done.queue.id,
             running.queue.id,

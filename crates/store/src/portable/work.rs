@@ -294,6 +294,25 @@ macro_rules! work_impl {
                 })
             }
 
+            fn set_build_cached_from<'a>(
+                &'a self,
+                id: i64,
+                holder: &'a Holder,
+                from: Option<i64>,
+            ) -> Fut<'a, ()> {
+                Box::pin(async move {
+                    let sql = format!(
+                        "UPDATE queues SET build_cached_from = $3 WHERE id = $1 AND {} $2",
+                        held()
+                    );
+                    self.held_update(
+                        id,
+                        sqlx::query(&sql).bind(id).bind(holder.token()).bind(from),
+                    )
+                    .await
+                })
+            }
+
             fn create_tasks<'a>(
                 &'a self,
                 id: i64,
