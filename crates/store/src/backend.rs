@@ -11,6 +11,7 @@ use crate::rows::{FoundCase, Holder, WorkerRow};
 use crate::{CaseUpdate, Result};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use testarena_core::validate::ValidQueue;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -119,13 +120,32 @@ pub(crate) struct Page {
     pub since: i64,
 }
 
+/// A queue's `rev` and `waiting_reason`, read for every request (a row of `crate::page::stamps`).
+#[derive(Debug, Clone)]
+pub(crate) struct Stamp {
+    pub id: i64,
+    pub rev: i64,
+    pub reason: Option<String>,
+}
+
+/// A queue's JSON as built at `rev` (a row of `crate::page::select`): `head` without its closing brace,
+/// `tail` without its opening one, so that a `waiting_reason` goes between them.
+#[derive(Debug, Clone)]
+pub(crate) struct Body {
+    pub id: i64,
+    pub rev: i64,
+    pub head: Arc<str>,
+    pub tail: Arc<str>,
+    pub raw: bool,
+}
+
 /// The API's answers built by the database (`crate::page`); `since`: workers with a heartbeat
 /// at or after it are alive.
 pub(crate) trait Pages {
     /// The `rev` and `waiting_reason` of one queue.
-    fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<crate::page::Stamp>>;
+    fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<Stamp>>;
     /// The same of a page of the list, newest first.
-    fn list_stamps(&self, page: Page) -> Fut<'_, Vec<crate::page::Stamp>>;
+    fn list_stamps(&self, page: Page) -> Fut<'_, Vec<Stamp>>;
     /// The JSON of the queues `ids` (those that still exist), with at most `caps` cases, and
     /// their `waiting_reason`, in one statement.
     fn bodies<'a>(
@@ -133,7 +153,7 @@ pub(crate) trait Pages {
         ids: &'a [i64],
         caps: CaseCaps,
         since: i64,
-    ) -> Fut<'a, Vec<(crate::page::Body, Option<String>)>>;
+    ) -> Fut<'a, Vec<(Body, Option<String>)>>;
 }
 
 /// The worker's side: registration, claims and leases, and the writes of a queue it holds

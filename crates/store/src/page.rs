@@ -36,10 +36,11 @@
 //!
 //! So a kept JSON whose `rev` is the queue's `rev` now is what building it now would give.
 
+use crate::backend::{Body, Stamp};
 use crate::rows::{CaseCaps, Columns};
 use crate::{now_ms, Result, Store, StoreError};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use testarena_core::{CaseStatus, QueueStatus};
 
 /// One queue's answer as JSON text.
@@ -403,14 +404,6 @@ pub(crate) fn list_filter(status: bool, before: bool) -> String {
     format!("{filter} ORDER BY q.id DESC LIMIT {}", next())
 }
 
-/// A queue's `rev` and `waiting_reason`, read for every request (a row of [`stamps`]).
-#[derive(Debug, Clone)]
-pub(crate) struct Stamp {
-    pub id: i64,
-    pub rev: i64,
-    pub reason: Option<String>,
-}
-
 /// The row of [`stamps`].
 pub(crate) fn stamps_of(r: &impl Columns) -> Result<Vec<Stamp>> {
     let all: Vec<(i64, i64, Option<String>)> = serde_json::from_str(&r.text("stamps")?)
@@ -419,17 +412,6 @@ pub(crate) fn stamps_of(r: &impl Columns) -> Result<Vec<Stamp>> {
         .into_iter()
         .map(|(id, rev, reason)| Stamp { id, rev, reason })
         .collect())
-}
-
-/// A queue's JSON as built at `rev` (a row of [`select`]): `head` without its closing brace,
-/// `tail` without its opening one, so that a `waiting_reason` goes between them.
-#[derive(Debug, Clone)]
-pub(crate) struct Body {
-    pub id: i64,
-    pub rev: i64,
-    pub head: Arc<str>,
-    pub tail: Arc<str>,
-    pub raw: bool,
 }
 
 /// A row of [`select`]: the queue's JSON (with the reason of the same snapshot).

@@ -1,10 +1,8 @@
 //! SQLite: the API's answers built by the database (`crate::page`).
 
 use super::{all, Sqlite};
-use crate::backend::{Fut, Page, Pages};
-use crate::page::{
-    body, ids_filter, list_filter, select, stamps, stamps_of, Body, Dialect, Stamp, ONE,
-};
+use crate::backend::{Body, Fut, Page, Pages, Stamp};
+use crate::page::{body, ids_filter, list_filter, select, stamps, stamps_of, Dialect, ONE};
 use crate::rows::CaseCaps;
 use crate::StoreError;
 use std::sync::OnceLock;
