@@ -397,6 +397,7 @@ const page = {
   log: null, // LiveLog
   busy: false,
   openMessages: new Set(), // unfolded case messages ("task/case"), kept across live re-renders
+  openRepro: new Set(), // open "Repro" panels ("task/case"), kept across live re-renders
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1422,6 +1423,42 @@ function caseMessage(t, c) {
   return d;
 }
 
+/** A word as the shell reads it: as it is when plain, else in single quotes. */
+function shellWord(w) {
+  return /^[A-Za-z0-9_.,:/@%+=-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command that replays case `c` of task `t` of queue `q` locally from its repro bundle. */
+function reproCommand(q, t, c) {
+  return `testarena repro ${q.id} ${shellWord(c.id)} --task ${t.id} --server ${shellWord(location.origin)}`;
+}
+
+/** The "Repro" panel of a failed case: the command to copy and the bundle to download. */
+function reproPanel(q, t, c) {
+  const cmd = reproCommand(q, t, c);
+  const said = h('span', { class: 'muted small', testid: 'case-repro-copied', 'aria-live': 'polite' });
+  const copy = h('button', { type: 'button', class: 'linklike', testid: 'case-repro-copy', text: 'Copy',
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(cmd);
+        said.textContent = 'copied';
+      } catch {
+        // No clipboard (a page not served over HTTPS): the command is selected to copy by hand.
+        const r = document.createRange();
+        r.selectNodeContents(code);
+        getSelection().removeAllRanges();
+        getSelection().addRange(r);
+        said.textContent = 'selected: press Ctrl+C';
+      }
+    } });
+  const code = h('code', { class: 'mono', testid: 'case-repro-command', text: cmd });
+  const bundle = `/api/v1/queues/${q.id}/cases/${encodeURIComponent(c.id)}/repro?task=${t.id}`;
+  return h('div', { class: 'case-repro', testid: 'case-repro' },
+    h('span', { class: 'muted small', text: 'Replay this case locally, without building: ' }),
+    code, ' ', copy, ' ', said, ' ',
+    h('a', { href: bundle, testid: 'case-repro-bundle', text: 'bundle (tar.gz)' }));
+}
+
 function renderTasks(q) {
   const box = tid('tasks');
   const frag = document.createDocumentFragment();
@@ -1447,13 +1484,25 @@ function renderTasks(q) {
         const links = h('span', { class: 'case-links' });
         if (c.html_url) links.append(h('a', { href: c.html_url, target: '_blank', rel: 'noopener', testid: 'case-html-link', text: 'HTML' }));
         if (c.log_url) links.append(h('a', { href: c.log_url, target: '_blank', rel: 'noopener', testid: 'case-log-link', text: 'log' }));
+        const key = `${t.id}/${c.id}`;
+        const failed = (c.status === 'failed' || c.status === 'error') && q.status !== 'running' && q.status !== 'waiting';
+        if (failed) {
+          links.append(h('button', { type: 'button', class: 'linklike', testid: 'case-repro-link', text: 'Repro',
+            'aria-expanded': page.openRepro.has(key) ? 'true' : 'false',
+            onclick: () => {
+              if (page.openRepro.has(key)) page.openRepro.delete(key);
+              else page.openRepro.add(key);
+              renderTasks(page.queue);
+            } }));
+        }
         const li = h('li', { class: `case s-${c.status}`, testid: 'case-row', 'data-case': c.id, 'data-status': c.status },
           h('span', { class: `cicon s-${c.status}`, title: c.status, text: STATUS_ICON[c.status] || '?' }),
           h('div', { class: 'case-main' },
             h('div', { class: 'case-name' },
               h('span', { text: c.name }),
               c.name !== c.id ? h('span', { class: 'muted mono small', text: ` ${c.id}` }) : null),
-            caseMessage(t, c)),
+            caseMessage(t, c),
+            failed && page.openRepro.has(key) ? reproPanel(q, t, c) : null),
           h('span', { class: 'case-status visually-hidden', text: c.status }),
           h('span', { class: 'case-dur muted small', text: fmtCaseDuration(c.duration_ms) }),
           links);
@@ -1563,6 +1612,7 @@ async function openQueue(id) {
   page.queue = null;
   page.busy = false;
   page.openMessages.clear();
+  page.openRepro.clear();
   const c = tid('console');
   c.replaceChildren(h('div', { class: 'console-empty', text: 'Waiting for output…' }));
   tid('jump-live').hidden = true;

@@ -287,6 +287,21 @@ test('4. a failed queue offers "re-run failed", which runs only the failed case 
   assert.ok((await bad.textContent()).length > 0);
   assert.ok(await page.getByTestId('rerun-failed-button').isVisible());
 
+  // A failed case has a "Repro" link with the command to copy and its bundle; a passed one has none.
+  assert.equal(await page.locator('[data-case="TC_OK"] [data-testid="case-repro-link"]').count(), 0);
+  await bad.getByTestId('case-repro-link').click();
+  const command = await bad.getByTestId('case-repro-command').textContent();
+  const origin = await page.evaluate(() => location.origin);
+  assert.match(command, new RegExp(`^testarena repro ${id} TC_BAD --task \\d+ --server ${origin}$`), command);
+  const bundleHref = await bad.getByTestId('case-repro-bundle').getAttribute('href');
+  const bundle = await page.evaluate(async (href) => {
+    const r = await fetch(href);
+    return { status: r.status, type: r.headers.get('content-type') };
+  }, bundleHref);
+  assert.deepEqual(bundle, { status: 200, type: 'application/gzip' });
+  await bad.getByTestId('case-repro-copy').click();
+  await bad.getByTestId('case-repro-copied').filter({ hasText: /copied|selected/ }).waitFor({ timeout: WAIT });
+
   await page.getByTestId('rerun-failed-button').click();
   await page.waitForFunction((id) => /^#\/queues\/\d+$/.test(location.hash) && location.hash !== `#/queues/${id}`, id, { timeout: WAIT });
   const again = Number((await page.evaluate(() => location.hash)).split('/').pop());

@@ -159,9 +159,9 @@ pub enum ClientCommand {
 
 /// A failure of a client command: what to print, and the exit code.
 #[derive(Debug)]
-struct Fail {
-    code: i32,
-    message: String,
+pub(crate) struct Fail {
+    pub(crate) code: i32,
+    pub(crate) message: String,
 }
 
 impl From<ClientError> for Fail {
@@ -280,7 +280,7 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
 
 /// Layers the server URL and token: flag, then environment (both via clap), then the config
 /// file, then the default.
-fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Client, Fail> {
+pub(crate) fn connect(conn: &ConnArgs, common: &CommonArgs) -> Result<Client, Fail> {
     let needs_file = conn.server.is_none() || conn.token.is_none();
     let file = if !needs_file {
         config::FileConfig::default()
@@ -321,7 +321,7 @@ fn retry_message(n: &testarena_client::RetryNotice) -> String {
     )
 }
 
-fn parse_id(arg: &IdArg) -> Result<i64, Fail> {
+pub(crate) fn parse_id(arg: &IdArg) -> Result<i64, Fail> {
     let raw = arg.id.trim();
     let digits = raw.strip_prefix('#').unwrap_or(raw);
     testarena_core::parse_id(digits).ok_or_else(|| {

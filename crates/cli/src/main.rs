@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod repro;
 mod run;
 mod tokens;
 
@@ -92,6 +93,10 @@ first, so the new installation needs nothing of the old data directory."
     /// a verdict table, writes the reports into ./testarena-run/ (exit 0 passed, 1 failed,
     /// 2 error, 3 bad input)
     Run(run::RunArgs),
+    /// Fetch a failed case's repro bundle from the server and replay that case here, without
+    /// building: the same firmware images, emulator command and scenario, the console live
+    /// (exit 0 passed, 1 failed, 2 error, 3 bad input or refused)
+    Repro(repro::ReproArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -442,6 +447,7 @@ async fn run(cli: Cli) -> Result<()> {
             result
         }
         Command::Run(args) => std::process::exit(run::run(args, &cli.common).await),
+        Command::Repro(args) => std::process::exit(repro::repro(args, &cli.common).await),
         Command::Client(c) => std::process::exit(client::run(c, &cli.common).await),
     }
 }

@@ -59,6 +59,9 @@ pub struct RunArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Replay a repro bundle: the repository holds the images already, nothing is built.
+    #[arg(skip)]
+    pub replay: bool,
 }
 
 /// Why a run could not give a verdict.
@@ -301,7 +304,7 @@ async fn run_queue(
         .validate(&source.allowed_roots)
         .map_err(|e| RunError::BadInput(e.to_string()))?;
     let id = store.create_queue(&valid).await?.queue.id;
-    let cfg = runner_config(s, &texts, &args.cases);
+    let cfg = runner_config(s, &texts, &args.cases, args.replay);
     // No heartbeat takes the queue back: the lease only has to outlast the run.
     let lease = (s.queue_timeout + Duration::from_secs(3600)).as_millis() as i64;
     let Some(queue) = store.claim(&cfg.worker_id, lease).await? else {
@@ -331,6 +334,7 @@ fn runner_config(
     s: &config::Settings,
     texts: &BTreeMap<String, String>,
     cases: &[String],
+    replay: bool,
 ) -> RunnerConfig {
     let hostname = testarena_runner::worker::hostname();
     RunnerConfig {
@@ -345,6 +349,9 @@ fn runner_config(
         local: LocalRun {
             scenarios: texts.clone(),
             cases: cases.to_vec(),
+            no_build: replay,
+            // The run's database is thrown away: a bundle kept there would only be copied.
+            no_repro: true,
         },
         // Never: the work tree may hold uncommitted changes (its commit is a snapshot).
         build_cache: None,

@@ -1107,3 +1107,120 @@ async fn sigterm_lets_a_short_queue_finish_within_the_grace_period() {
     assert_eq!(q.status, QueueStatus::Passed, "it finished: {q:#?}");
     assert_eq!(q.attempts, 1);
 }
+
+/// The files of a tar.gz, by name.
+fn untar(data: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(data));
+    let mut files = std::collections::BTreeMap::new();
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        files.insert(name, bytes);
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_failed_case_has_a_repro_bundle_that_replays_to_the_same_failure_without_building() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = GitServer::start(tmp.path());
+    let app = up(&tmp.path().join("data"), &[]);
+    let id = submit(&app, queue_of(&server, "main", &["checks/fail_expect.xml"])).await;
+    let q = wait_finished(&app, id).await;
+    assert_eq!(q.status, QueueStatus::Failed, "{q:#?}");
+    assert_case(&q, "TC_WRONG", CaseStatus::Failed, "^pang$");
+    let commit = q.commit.clone().expect("the queue's commit");
+
+    // A passed case has no bundle; nor has a case that does not exist.
+    for (case, says) in [
+        ("TC_AFTER", "only a failed or errored case"),
+        ("TC_NONE", "no case"),
+    ] {
+        let (status, body) = app
+            .get_json(&format!("/api/v1/queues/{id}/cases/{case}/repro"))
+            .await;
+        assert_eq!(status, 404, "{case}: {body}");
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{case}: {message}");
+    }
+
+    let bundle = app.api.repro(id, "TC_WRONG", None).await.unwrap();
+    let files = untar(&bundle);
+    let top = format!("repro-{id}-TC_WRONG");
+    let file = |name: &str| {
+        files
+            .get(&format!("{top}/{name}"))
+            .unwrap_or_else(|| panic!("{name} not in {:?}", files.keys()))
+    };
+    let elf = file("files/build/fw.elf");
+    assert!(
+        elf.starts_with(b"\x7fELF"),
+        "the booted image is in the bundle"
+    );
+    let manifest: Value = serde_json::from_slice(file("manifest.json")).unwrap();
+    assert_eq!(manifest["commit"], commit.as_str(), "{manifest}");
+    assert_eq!(manifest["repo"], server.url.as_str(), "{manifest}");
+    let command = manifest["emulator_command"].as_str().unwrap();
+    assert!(
+        command.starts_with("qemu-system-xtensa") && command.contains("-kernel build/fw.elf"),
+        "{manifest}"
+    );
+    assert_eq!(manifest["images"], json!(["build/fw.elf"]), "{manifest}");
+    assert_eq!(manifest["left_out"], json!([]), "{manifest}");
+    let toml = String::from_utf8_lossy(file("files/testarena.toml")).into_owned();
+    assert!(toml.contains("qemu-system-xtensa"), "{toml}");
+    let scenario = String::from_utf8_lossy(file("files/checks/fail_expect.xml")).into_owned();
+    assert!(scenario.contains("TC_WRONG"), "{scenario}");
+    let case_json: Value = serde_json::from_slice(file("case.json")).unwrap();
+    assert_eq!(case_json["case"], "TC_WRONG");
+    assert_eq!(case_json["scenario"], "checks/fail_expect.xml");
+    let transcript = String::from_utf8_lossy(file("transcript.log")).into_owned();
+    assert!(
+        transcript.contains("| pong") && transcript.contains("^pang$"),
+        "the case's own transcript: {transcript}"
+    );
+    assert!(
+        !transcript.contains("still alive"),
+        "not the next case's: {transcript}"
+    );
+
+    // Replayed here from the bundle alone: the same failure, no build.
+    let desk = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(desk.path().join("tmp")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_testarena"))
+        .args(["repro", &id.to_string(), "TC_WRONG", "--server", &app.base])
+        .current_dir(desk.path())
+        .env("TMPDIR", desk.path().join("tmp"))
+        .env("TESTARENA_CONFIG", "/dev/null")
+        .env_remove("TESTARENA_DATA_DIR")
+        .env_remove("TESTARENA_DATABASE_URL")
+        .output()
+        .expect("testarena repro");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&commit), "{stdout}");
+    assert!(
+        stdout.contains("no build: the firmware images are the repro bundle's")
+            && !stdout.contains("build: make"),
+        "nothing is built: {stdout}"
+    );
+    assert!(
+        stdout.contains("| pong") && stdout.contains("expected /^pang$/"),
+        "the console live, and the same failure: {stdout}"
+    );
+    assert!(!stdout.contains("TC_AFTER"), "only that case: {stdout}");
+    let replayed = desk.path().join("testarena-repro");
+    assert!(replayed.join("junit.xml").is_file());
+    assert!(replayed.join("original-transcript.log").is_file());
+    assert!(replayed.join("repro.tar.gz").is_file());
+    let left: Vec<_> = std::fs::read_dir(desk.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}

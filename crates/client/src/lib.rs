@@ -536,6 +536,18 @@ impl Client {
             .await
     }
 
+    /// `GET /api/v1/queues/{id}/cases/{case}/repro[?task=T]`: a failed case's repro bundle
+    /// (`.tar.gz`).
+    pub async fn repro(
+        &self,
+        id: i64,
+        case: &str,
+        task: Option<i64>,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.fetch_bytes(&Self::case_path(id, case, "repro", task))
+            .await
+    }
+
     /// `GET /api/v1/queues/{id}/junit.xml`: the JUnit report (written when the queue ends).
     pub async fn junit(&self, id: i64) -> Result<String, ClientError> {
         self.fetch_text(&format!("/api/v1/queues/{id}/junit.xml"))

@@ -9,6 +9,7 @@ pub mod paths;
 pub mod redact;
 pub mod repo_config;
 pub mod repo_url;
+pub mod repro;
 pub mod schema;
 pub mod state;
 pub mod validate;

@@ -444,6 +444,12 @@ impl Shipping {
         }
     }
 
+    /// Ships the files at `paths` now, whole (they do not count against the final sweep's
+    /// budget: a repro bundle has its own bound).
+    pub async fn ship_now(&self, paths: &[PathBuf]) {
+        self.shipper.lock().await.ship(paths).await;
+    }
+
     /// Stops the periodic shipping (after the round under way) and ships everything the queue
     /// left.
     pub async fn finish(mut self) -> Sweep {

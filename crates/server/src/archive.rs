@@ -18,7 +18,7 @@ use testarena_report::CaseMeta;
 use testarena_store::Store;
 
 /// One entry of the archive.
-enum Entry {
+pub(crate) enum Entry {
     /// Bytes `at.range` of the stored file `at.file`, as `name`.
     Stored { name: String, at: Located },
     /// A case's page, made from its log at `at`.
@@ -27,6 +27,8 @@ enum Entry {
         at: Located,
         meta: CaseMeta,
     },
+    /// Bytes made on request (a repro bundle's `case.json`).
+    Bytes { name: String, data: Vec<u8> },
 }
 
 /// `GET /api/v1/queues/{id}/archive`: a tar.gz of the queue's files (not the checkout).
@@ -41,10 +43,17 @@ pub(crate) async fn archive(
     s.store.queue_row(id).await?;
     let entries = entries(&s.store, id).await?;
     let (store, rt) = (s.store.clone(), tokio::runtime::Handle::current());
-    let file = tokio::task::spawn_blocking(move || build_archive(&store, &rt, id, &entries))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::io("cannot build the archive", e))?;
+    let prefix = format!("queue-{id}");
+    let file =
+        tokio::task::spawn_blocking(move || build_archive(&store, &rt, id, &entries, &prefix))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::io("cannot build the archive", e))?;
+    Ok(gzip_response(file, &format!("testarena-queue-{id}.tar.gz")))
+}
+
+/// A tar.gz in `file` as a download named `filename`.
+pub(crate) fn gzip_response(file: std::fs::File, filename: &str) -> Response {
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(
         tokio::fs::File::from_std(file),
     ));
@@ -54,12 +63,10 @@ pub(crate) async fn archive(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/gzip"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"testarena-queue-{id}.tar.gz\""
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(resp)
+    resp
 }
 
 /// What the archive of queue `id` holds: its stored files, then each case's log and page where
@@ -97,14 +104,15 @@ async fn entries(store: &Store, id: i64) -> Result<Vec<Entry>, ApiError> {
     Ok(whole.chain(entries).collect())
 }
 
-/// Writes `entries` of queue `id` as `queue-<id>/<name>` into a gzipped tar in a temporary
+/// Writes `entries` of queue `id` as `<prefix>/<name>` into a gzipped tar in a temporary
 /// file, reading each from the database a piece at a time (on `rt`, from this blocking
 /// thread).
-fn build_archive(
+pub(crate) fn build_archive(
     store: &Store,
     rt: &tokio::runtime::Handle,
     id: i64,
     entries: &[Entry],
+    prefix: &str,
 ) -> std::io::Result<std::fs::File> {
     let mut file = tempfile::tempfile()?;
     {
@@ -121,7 +129,7 @@ fn build_archive(
             header.set_mtime(now);
             let (name, len, data) = open_entry(store, rt, id, entry)?;
             header.set_size(len);
-            tar.append_data(&mut header, format!("queue-{id}/{name}"), data)?;
+            tar.append_data(&mut header, format!("{prefix}/{name}"), data)?;
         }
         let mut gz = tar.into_inner()?;
         gz.flush()?;
@@ -151,6 +159,7 @@ fn open_entry<'a>(
             let len = page.metadata()?.len();
             Ok((name, len, Box::new(page)))
         }
+        Entry::Bytes { name, data } => Ok((name, data.len() as u64, Box::new(&data[..]))),
     }
 }
 

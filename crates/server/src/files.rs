@@ -210,12 +210,12 @@ async fn next_log_event(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct CaseParams {
-    task: Option<i64>,
+    pub(crate) task: Option<i64>,
 }
 
 /// Case `case` of queue `id` (of task `task` if given) and where its log is; `404` if there is
 /// no such case.
-async fn find_case(
+pub(crate) async fn find_case(
     s: &AppState,
     id: i64,
     case: &str,

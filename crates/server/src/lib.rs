@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 mod path;
 pub mod ratelimit;
+mod repro;
 mod session;
 mod state;
 mod stored;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
             "/queues/{id}/cases/{case}/log.html",
             get(files::case_log_html),
         )
+        .route("/queues/{id}/cases/{case}/repro", get(repro::repro))
         .route("/queues/{id}/junit.xml", get(files::junit))
         .route("/queues/{id}/archive", get(archive::archive))
         .route("/workers", get(system::workers))

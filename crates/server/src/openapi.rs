@@ -59,6 +59,7 @@ not_found`.";
         crate::files::case_log_html,
         crate::files::junit,
         crate::archive::archive,
+        crate::repro::repro,
         crate::events::events,
         crate::gitea::webhook::hook,
         crate::system::metrics,
@@ -191,6 +192,7 @@ fn rate_limited(method: &str, path: &str) -> bool {
         ("post", "/api/v1/queues")
             | ("post", "/api/v1/queues/{id}/rerun")
             | ("get", "/api/v1/queues/{id}/archive")
+            | ("get", "/api/v1/queues/{id}/cases/{case}/repro")
     )
 }
 
@@ -405,6 +407,7 @@ mod tests {
         let expect = [
             ("get", "/api/v1/queues", "read"),
             ("get", "/api/v1/queues/{id}/archive", "read"),
+            ("get", "/api/v1/queues/{id}/cases/{case}/repro", "read"),
             ("get", "/api/v1/events", "read"),
             ("post", "/api/v1/queues", "submit"),
             ("post", "/api/v1/queues/{id}/rerun", "submit"),
@@ -461,6 +464,7 @@ mod tests {
             ("post", "/api/v1/queues"),
             ("post", "/api/v1/queues/{id}/rerun"),
             ("get", "/api/v1/queues/{id}/archive"),
+            ("get", "/api/v1/queues/{id}/cases/{case}/repro"),
         ] {
             let r = &doc["paths"][path][method]["responses"]["429"];
             assert!(r["headers"]["Retry-After"].is_object(), "{method} {path}");

@@ -5,7 +5,8 @@
 //! - Submits (`POST /api/v1/queues`, `POST /api/v1/queues/{id}/rerun`) count per caller key
 //!   (the digest of the caller's token); anonymous submits (possible only with auth off) are
 //!   not limited.
-//! - `GET /api/v1/queues/{id}/archive` (builds a tar.gz) without a token counts per client IP:
+//! - `GET /api/v1/queues/{id}/archive` and `GET /api/v1/queues/{id}/cases/{case}/repro` (each
+//!   builds a tar.gz) without a token count per client IP, in one budget:
 //!   the TCP peer's address. Behind a reverse proxy every request comes from the proxy's
 //!   address, so they share one budget; `X-Forwarded-For` is not trusted.
 //! - Nothing else is limited: the list, detail and log routes are cheap and hot.
@@ -71,6 +72,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const SUBMIT_ROUTE: &str = "/api/v1/queues";
 const RERUN_ROUTE: &str = "/api/v1/queues/{id}/rerun";
 const ARCHIVE_ROUTE: &str = "/api/v1/queues/{id}/archive";
+/// A repro bundle is a tar.gz too: it counts with the archives.
+const REPRO_ROUTE: &str = "/api/v1/queues/{id}/cases/{case}/repro";
 
 /// The server's limiters.
 pub(crate) struct RateLimits {
@@ -101,7 +104,7 @@ impl RateLimits {
         let wait = if *method == Method::POST && (route == SUBMIT_ROUTE || route == RERUN_ROUTE) {
             let key = caller_key(req.headers())?;
             over(self.submits.as_ref()?, &key)
-        } else if *method == Method::GET && route == ARCHIVE_ROUTE {
+        } else if *method == Method::GET && (route == ARCHIVE_ROUTE || route == REPRO_ROUTE) {
             if caller_key(req.headers()).is_some() {
                 return None;
             }

@@ -9,6 +9,7 @@ mod case;
 mod case_writer;
 mod checkout;
 mod failure;
+mod repro;
 mod step;
 mod task;
 mod verdict;
@@ -64,6 +65,11 @@ pub struct LocalRun {
     pub scenarios: std::collections::BTreeMap<String, String>,
     /// Only the cases with these ids run, in every scenario; empty: all of them.
     pub cases: Vec<String>,
+    /// No build: the checkout already holds the images (`testarena repro` replays a bundle).
+    pub no_build: bool,
+    /// Keep no repro bundle: the run's database is thrown away (a worker keeps one when a
+    /// case fails).
+    pub no_repro: bool,
 }
 
 /// The handle a worker uses to stop a running queue.
@@ -115,6 +121,8 @@ struct Run<'a> {
     /// Decodes the code addresses of crashes against the booted ELF (set once the profile is
     /// read; the ELF is loaded on the first crash).
     decoder: Arc<crate::panics::Decoder>,
+    /// The repository's profile, once the checkout read it (the repro bundle needs it).
+    profile: Option<crate::profile::Profile>,
 }
 
 /// Runs one claimed queue to its end and records the verdict (unless the claim was lost).
@@ -163,6 +171,7 @@ async fn run_queue_in_span(
         ctl,
         mirrors,
         decoder: Arc::new(crate::panics::Decoder::new(None, &dir.join("work"))),
+        profile: None,
         work: dir.join("work"),
         mirror: None,
         dir,
@@ -246,8 +255,14 @@ impl Run<'_> {
             profile.elf.as_deref(),
             &self.work,
         ));
+        self.profile = Some(profile.clone());
         self.set_phase(Phase::Building).await?;
-        self.build(&profile).await?;
+        if self.cfg.local.no_build {
+            self.logs
+                .event("no build: the firmware images are the repro bundle's");
+        } else {
+            self.build(&profile).await?;
+        }
         self.set_phase(Phase::Testing).await?;
         self.run_tasks(&profile, tasks).await
     }

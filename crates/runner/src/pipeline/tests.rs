@@ -333,6 +333,7 @@ async fn a_local_run_reads_its_scenario_from_memory_and_runs_only_the_cases_aske
     f.cfg.local = LocalRun {
         scenarios: [("scenarios/s.xml".to_string(), local.to_string())].into(),
         cases: vec!["A".into(), "C".into()],
+        ..Default::default()
     };
     let q = ValidQueue {
         repo: repo.display().to_string(),
@@ -571,4 +572,58 @@ async fn without_a_cache_every_queue_builds() {
     }
     assert_eq!(runs(&count), 2);
     assert!(!f.cfg.data_dir.join("build-cache").exists());
+}
+
+#[tokio::test]
+async fn a_failed_queue_keeps_a_repro_bundle_and_a_passed_one_none() {
+    let f = fixture().await;
+    let d = f
+        .run(
+            TOML,
+            r#"<scenario name="s"><testcase id="BAD"><send>ping</send><expect timeout="0.3">^nope$</expect></testcase></scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Failed);
+    let id = d.queue.id;
+    let files: Vec<String> = f
+        .store
+        .files(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for want in [
+        "repro/manifest.json",
+        "repro/files/testarena.toml",
+        "repro/files/scenarios/s.xml",
+        "repro/files/fw.sh",
+    ] {
+        assert!(files.contains(&want.to_string()), "{want} in {files:?}");
+    }
+    let len = f.store.file_len(id, "repro/manifest.json").await.unwrap();
+    let text = f
+        .store
+        .read_file(id, "repro/manifest.json", 0, len)
+        .await
+        .unwrap();
+    let m: testarena_core::repro::Manifest = serde_json::from_slice(&text).unwrap();
+    assert_eq!(Some(m.commit.clone()), d.queue.commit);
+    assert_eq!(m.emulator_command, "sh fw.sh");
+    assert_eq!(m.images, vec!["fw.sh"]);
+    assert!(m.left_out.is_empty(), "{:?}", m.left_out);
+
+    let f = fixture().await;
+    let d = f
+        .run(
+            TOML,
+            r#"<scenario name="s"><testcase id="OK"><send>ping</send><expect timeout="5">^pong$</expect></testcase></scenario>"#,
+        )
+        .await;
+    assert_eq!(d.queue.status, QueueStatus::Passed);
+    let files = f.store.files(d.queue.id).await.unwrap();
+    assert!(
+        files.iter().all(|(n, _)| !n.starts_with("repro/")),
+        "{files:?}"
+    );
 }

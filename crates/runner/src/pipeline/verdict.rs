@@ -44,6 +44,13 @@ impl Run<'_> {
             tracing::warn!(error = %e, "cannot close unfinished cases");
         }
         self.write_junit().await;
+        if !self.logs_failed() {
+            let repro = self.keep_repro().await;
+            if let Some(shipping) = &self.shipping {
+                // Shipped whole, outside the budget of what builds leave: it has its own bound.
+                shipping.ship_now(&repro).await;
+            }
+        }
         let said = error.as_deref().map(|e| format!(": {e}"));
         let secs = started.elapsed().as_secs_f64();
         self.logs.event(&format!(

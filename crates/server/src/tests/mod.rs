@@ -25,6 +25,7 @@ mod gitea;
 mod live;
 mod page;
 mod paths;
+mod repro;
 
 async fn app_with(options: StoreOptions) -> TestApp {
     app_configured(options, |_| {}).await

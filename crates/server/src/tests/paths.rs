@@ -7,7 +7,7 @@ use super::*;
 async fn every_queue_route_answers_a_bad_id_with_the_same_json_404() {
     let app = app().await;
     let id = app.new_queue(&["a.xml"]).await;
-    let routes: [(Method, &str); 11] = [
+    let routes: [(Method, &str); 12] = [
         (Method::GET, ""),
         (Method::DELETE, ""),
         (Method::POST, "/abort"),
@@ -17,6 +17,7 @@ async fn every_queue_route_answers_a_bad_id_with_the_same_json_404() {
         (Method::GET, "/log/stream"),
         (Method::GET, "/cases/TC_A/log"),
         (Method::GET, "/cases/TC_A/log.html"),
+        (Method::GET, "/cases/TC_A/repro"),
         (Method::GET, "/junit.xml"),
         (Method::GET, "/archive"),
     ];
