@@ -645,6 +645,7 @@ const ROUTED_PATHS: &[&str] = &[
     "/api/v1/queues/{id}/archive",
     "/api/v1/queues/{id}/cases/{case}/log",
     "/api/v1/queues/{id}/cases/{case}/log.html",
+    "/api/v1/queues/{id}/cases/{case}/repro",
     "/api/v1/queues/{id}/junit.xml",
     "/api/v1/queues/{id}/log",
     "/api/v1/queues/{id}/log/stream",
