@@ -110,7 +110,8 @@ impl RepoConfig {
             }
         }
         if let Some(elf) = &cfg.emulator.elf {
-            check_relative(elf).map_err(|e| RepoConfigError(format!("emulator.elf {e}")))?;
+            check_inside_repo(elf)
+                .map_err(|e| RepoConfigError(format!("emulator.elf: '{elf}' {e}")))?;
         }
         for (field, value) in [
             ("build.command", &cfg.build.command),
@@ -121,35 +122,22 @@ impl RepoConfig {
             }
         }
         for out in cfg.build.outputs.iter().flatten() {
-            check_output(out)
+            check_inside_repo(out)
                 .map_err(|e| RepoConfigError(format!("build.outputs: '{out}' {e}")))?;
         }
         Ok(cfg)
     }
 }
 
-/// A path inside the repository: relative, without `..`.
-fn check_relative(path: &str) -> Result<(), String> {
-    let p = std::path::Path::new(path);
-    if path.trim().is_empty() {
-        return Err("must not be empty".into());
-    }
-    if p.is_absolute() || path.starts_with('/') {
-        return Err(format!(
-            "must be relative to the repository root, got '{path}'"
-        ));
-    }
-    if path.split(['/', '\\']).any(|c| c == "..") {
-        return Err(format!("must not contain '..' ('{path}')"));
-    }
-    Ok(())
-}
-
-/// A build output must stay inside the checkout: relative, no `..`, not `.git`.
-fn check_output(path: &str) -> Result<(), &'static str> {
+/// A path inside the checkout (the ELF, a build output): relative, no `..` (nor `..` written
+/// with backslashes), not `.git`, naming something below the root.
+fn check_inside_repo(path: &str) -> Result<(), &'static str> {
     let p = std::path::Path::new(path);
     if path.trim().is_empty() {
         return Err("must not be empty");
+    }
+    if path.split('\\').any(|c| c == "..") {
+        return Err("must be a relative path inside the repository, without '..'");
     }
     for c in p.components() {
         match c {
@@ -211,7 +199,14 @@ default = ["scenarios/*.xml"]
     fn elf_must_stay_inside_the_repository() {
         let ok = RepoConfig::parse("[emulator]\nelf = \"build/fw.elf\"\n").unwrap();
         assert_eq!(ok.emulator.elf.as_deref(), Some("build/fw.elf"));
-        for bad in ["/etc/passwd", "../x.elf", "build/../../x.elf", " "] {
+        for bad in [
+            "/etc/passwd",
+            "../x.elf",
+            "build/../../x.elf",
+            "..\\x.elf",
+            " ",
+            ".git",
+        ] {
             let e = RepoConfig::parse(&format!("[emulator]\nelf = {bad:?}\n"))
                 .unwrap_err()
                 .to_string();
