@@ -127,13 +127,24 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 async fn open_store(s: &Settings) -> Result<Store> {
+    open_store_with(s, &testarena_store::StoreOptions::default()).await
+}
+
+/// The store of a process that runs queues: its pool grows with `--concurrency`.
+async fn open_worker_store(s: &Settings) -> Result<Store> {
+    open_store_with(s, &testarena_store::StoreOptions::for_worker(s.concurrency)).await
+}
+
+async fn open_store_with(s: &Settings, options: &testarena_store::StoreOptions) -> Result<Store> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("cannot create data directory {}", s.data_dir.display()))?;
-    Store::open(&s.database_url).await.with_context(|| {
-        // A PostgreSQL URL may carry a password.
-        let url = testarena_core::redact::redact(&s.database_url);
-        format!("cannot open database {url}")
-    })
+    Store::open_with(&s.database_url, options)
+        .await
+        .with_context(|| {
+            // A PostgreSQL URL may carry a password.
+            let url = testarena_core::redact::redact(&s.database_url);
+            format!("cannot open database {url}")
+        })
 }
 
 /// `migrate --from --to`: copies one database's history into another, new one.
@@ -282,7 +293,7 @@ fn spawn_worker_runtime(
             // Found once, before the worker registers, each probe with a short timeout.
             let labels = with_emulators(&s.labels);
             rt.block_on(async {
-                let store = open_store(&s).await?;
+                let store = open_worker_store(&s).await?;
                 let result = make_worker(&s, store.clone(), new_work, labels)
                     .run(stop)
                     .await

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::free_port;
+use common::{free_port, git, processes_under};
 
 use common::App;
 use serde_json::{json, Value};
@@ -95,27 +95,6 @@ print("bridge ok")
     ),
 ];
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=TestArena",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A bare repository served by `git daemon` on loopback, and a working clone to push from.
 struct GitServer {
     daemon: Child,
@@ -125,9 +104,8 @@ struct GitServer {
 
 impl GitServer {
     fn start(root: &Path) -> GitServer {
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-firmware");
         let work = root.join("work");
-        copy_dir(&examples, &work);
+        common::copy_demo_firmware(&work);
         for (path, text) in EXTRA_SCENARIOS {
             let p = work.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -209,46 +187,6 @@ impl Drop for GitServer {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "build" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// Pids of processes whose working directory is inside `dir` (the queue's checkout).
-fn processes_under(dir: &Path) -> Vec<(i32, String)> {
-    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        if cwd.starts_with(&dir) {
-            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            // A zombie has no cmdline; it is already dead.
-            if !cmd.trim().is_empty() {
-                found.push((pid, cmd));
-            }
-        }
-    }
-    found
 }
 
 /// A queue of `branch` of the served repository, with `scenarios` (none: the default set).

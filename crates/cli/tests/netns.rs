@@ -339,23 +339,6 @@ fn netns_of(pid: i32) -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "build" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// A scenario beside the example's own: a console line, then seconds of quiet before the
 /// queue ends, so a line that streams live arrives while the queue still runs.
 const LIVE_SCENARIO: &str = r#"<scenario name="live" timeout="60">
@@ -376,9 +359,8 @@ const SCENARIOS: &[&str] = &["scenarios/smoke.xml", "checks/live.xml"];
 /// The example firmware, with [`LIVE_SCENARIO`] added, committed on `main` of a local
 /// repository under `repos/fw`.
 fn firmware_repo(repos: &Path) -> PathBuf {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-firmware");
     let dir = repos.join("fw");
-    copy_dir(&examples, &dir);
+    common::copy_demo_firmware(&dir);
     common::git_repo(&dir, &[("checks/live.xml", LIVE_SCENARIO)]);
     dir
 }

@@ -3,50 +3,15 @@
 //! with the verdict; its reports land in `--out`; the developer's repository is never
 //! changed; nothing is left running or lying in the temporary directory.
 
+mod common;
+
+use common::{git, processes_under};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest a run may take here (a build and a few boots take seconds).
 const RUN_LIMIT: Duration = Duration::from_secs(300);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=TestArena",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == "build" {
-            continue;
-        }
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// A temporary directory with the example firmware committed in `fw/` and a `tmp/` that the
 /// run takes as its TMPDIR (so what it leaves there is seen).
@@ -57,9 +22,8 @@ struct Desk {
 impl Desk {
     fn new() -> Desk {
         let root = tempfile::tempdir().unwrap();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-firmware");
         let fw = root.path().join("fw");
-        copy_dir(&examples, &fw);
+        common::copy_demo_firmware(&fw);
         git(&fw, &["init", "-q", "-b", "main"]);
         git(&fw, &["add", "-A"]);
         git(&fw, &["commit", "-qm", "demo firmware"]);
@@ -147,28 +111,6 @@ fn watchdog(pid: i32, limit: Duration) -> std::thread::JoinHandle<bool> {
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         true
     })
-}
-
-/// Processes whose working directory is inside `dir` (deleted or not).
-fn processes_under(dir: &Path) -> Vec<(i32, String)> {
-    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
-            continue;
-        };
-        if cwd.starts_with(&dir) {
-            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if !cmd.trim().is_empty() {
-                found.push((pid, cmd));
-            }
-        }
-    }
-    found
 }
 
 /// What the developer's repository is: HEAD, status, stashes, index bytes and object count.

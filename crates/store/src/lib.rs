@@ -154,6 +154,31 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// Options for a worker running `concurrency` queues at once. Each running queue holds up
+    /// to [`CONNECTIONS_PER_QUEUE`] connections at one moment (its lease renewal, its case
+    /// writer, its log shipper, the pipeline's own writes); with fewer, a busy farm host would
+    /// wait for connections and, past the acquire timeout, fail queues it could have run.
+    pub fn for_worker(concurrency: usize) -> StoreOptions {
+        let defaults = StoreOptions::default();
+        let per_queues = u32::try_from(concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(CONNECTIONS_PER_QUEUE)
+            // The heartbeat and the claim loop.
+            .saturating_add(2);
+        StoreOptions {
+            max_connections: per_queues.clamp(defaults.max_connections, MAX_WORKER_CONNECTIONS),
+            ..defaults
+        }
+    }
+}
+
+/// Connections one running queue may hold at once (see [`StoreOptions::for_worker`]).
+pub const CONNECTIONS_PER_QUEUE: u32 = 4;
+/// Most pooled connections of one worker process, whatever its concurrency: PostgreSQL's own
+/// default limit is 100 connections for the whole farm.
+pub const MAX_WORKER_CONNECTIONS: u32 = 64;
+
 /// Pauses (ms) between the tries of an operation SQLite refused as busy: after the busy
 /// timeout ran out, or at once for a transaction whose snapshot went stale.
 const BUSY_BACKOFF_MS: [u64; 4] = [25, 75, 200, 500];
@@ -488,3 +513,26 @@ impl Store {
 mod testdb;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_pool_grows_with_its_concurrency_within_bounds() {
+        let default = StoreOptions::default().max_connections;
+        assert_eq!(StoreOptions::for_worker(1).max_connections, default);
+        assert_eq!(
+            StoreOptions::for_worker(8).max_connections,
+            8 * CONNECTIONS_PER_QUEUE + 2
+        );
+        assert_eq!(
+            StoreOptions::for_worker(1000).max_connections,
+            MAX_WORKER_CONNECTIONS
+        );
+        assert_eq!(
+            StoreOptions::for_worker(usize::MAX).max_connections,
+            MAX_WORKER_CONNECTIONS
+        );
+    }
+}

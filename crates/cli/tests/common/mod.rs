@@ -324,3 +324,73 @@ impl Database {
         }
     }
 }
+
+/// Runs `git args` in `dir` as a fixed committer on `main`; panics with git's stderr when it
+/// fails. Returns its standard output.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=TestArena",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copies the example firmware (examples/demo-firmware, without its `build/`) to `to`.
+pub fn copy_demo_firmware(to: &Path) {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo-firmware");
+    copy_dir_without_build(&examples, to);
+}
+
+fn copy_dir_without_build(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "build" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir_without_build(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Processes whose working directory is inside `dir` (deleted or not), with their command
+/// lines; zombies (no command line, already dead) are left out.
+pub fn processes_under(dir: &Path) -> Vec<(i32, String)> {
+    let dir = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(&dir) {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if !cmd.trim().is_empty() {
+                found.push((pid, cmd));
+            }
+        }
+    }
+    found
+}
