@@ -10,6 +10,7 @@
 #   - prometheus (promtool) for the metrics test, chromium for the browser tests
 #   - hyperfine and wrk for the benchmark harness's tiny run
 #   - openapi-spec-validator (PyPI) for the OpenAPI test
+#   - junitparser (PyPI) for the flaky-case test, which reads the JUnit report as CI tools do
 #   - Schemathesis (PyPI, the version pinned in tests/api-fuzz/env.sh) for the API fuzzer, in a
 #     virtualenv of its own (python3-venv from Debian if venv is missing)
 # Idempotent: when everything is present it only checks and prints one line.
@@ -129,6 +130,14 @@ if [ "${1:-}" = "--test" ]; then
         python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore openapi-spec-validator
     fi
     python3 -c 'import openapi_spec_validator' || { say "openapi-spec-validator did not install" >&2; exit 1; }
+    # crates/cli/tests/flaky.rs reads junit.xml with junitparser's Surefire flavour (xunit2,
+    # which knows <flakyFailure> and <rerunFailure>).
+    if ! python3 -c 'import junitparser.xunit2' 2>/dev/null; then
+        missing=1
+        say "pip install junitparser"
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore junitparser
+    fi
+    python3 -c 'import junitparser.xunit2' || { say "junitparser did not install" >&2; exit 1; }
     # The API fuzzer (`make api-fuzz`): its own virtualenv, so its dependencies never meet the
     # system's Python packages; replaced whole when the pinned version changes.
     # shellcheck source=tests/api-fuzz/env.sh

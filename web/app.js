@@ -166,7 +166,13 @@ function shortSha(sha) {
 }
 
 function casesDone(sum) {
-  return sum.passed + sum.failed + sum.error + sum.skipped;
+  return sum.passed + (sum.flaky || 0) + sum.failed + sum.error + sum.skipped;
+}
+
+/** A finished queue's verdict with its flaky cases ("passed, 2 flaky"); the status alone otherwise. */
+function verdictText(q) {
+  const n = (q.summary && q.summary.flaky) || 0;
+  return n && FINISHED.has(q.status) ? `${q.status}, ${n} flaky` : q.status;
 }
 
 function debounce(fn, ms) {
@@ -356,7 +362,7 @@ async function afterSessionChange() {
 
 const STATUS_ICON = {
   waiting: '◷', running: '●', passed: '✓', failed: '✗', error: '!', aborted: '■',
-  pending: '○', skipped: '–',
+  pending: '○', skipped: '–', flaky: '↻',
 };
 
 function badge(status, testid) {
@@ -444,15 +450,15 @@ function getRowTemplate() {
   return rowTemplate;
 }
 
-const EMPTY_SUMMARY = { total: 0, passed: 0, failed: 0, error: 0, skipped: 0 };
-const COUNT_KINDS = [['passed', 'pass', '✓'], ['failed', 'fail', '✗'], ['error', 'err', '!'], ['skipped', 'skip', '–']];
+const EMPTY_SUMMARY = { total: 0, passed: 0, failed: 0, error: 0, skipped: 0, flaky: 0 };
+const COUNT_KINDS = [['passed', 'pass', '✓'], ['flaky', 'flaky', '↻'], ['failed', 'fail', '✗'], ['error', 'err', '!'], ['skipped', 'skip', '–']];
 
 /** Everything a board row shows of `q`: a row whose signature did not change is kept as it is. */
 function rowSignature(q) {
   const sum = q.summary || EMPTY_SUMMARY;
   return [q.status, q.phase, q.abort_requested, q.error, q.name, q.branch, q.commit, q.repo,
     q.submitted_by, q.priority, q.created_at, q.started_at, q.finished_at, waitingReason(q),
-    sum.total, sum.passed, sum.failed, sum.error, sum.skipped].join('\u0000');
+    sum.total, sum.passed, sum.failed, sum.error, sum.skipped, sum.flaky].join('\u0000');
 }
 
 function buildRow(q, now, sig = rowSignature(q)) {
@@ -474,11 +480,15 @@ function buildRow(q, now, sig = rowSignature(q)) {
   badgeEl.firstChild.textContent = STATUS_ICON[q.status] || '?';
   badgeEl.lastChild.textContent = q.status;
   if (q.error) badgeEl.title = q.error;
+  else if (verdictText(q) !== q.status) badgeEl.title = verdictText(q);
   if (q.phase && q.status === 'running') {
     statusCell.append(h('span', { class: q.abort_requested ? 'phase warn' : 'phase', testid: `phase-${id}`,
       text: q.abort_requested ? 'aborting…' : q.phase }));
   } else if (q.abort_requested && !FINISHED.has(q.status)) {
     statusCell.append(h('span', { class: 'phase warn', testid: `phase-${id}`, text: 'aborting…' }));
+  } else if (sum.flaky && FINISHED.has(q.status)) {
+    statusCell.append(h('span', { class: 'phase flaky', testid: `flaky-${id}`,
+      title: 'cases that failed, then passed when tried again', text: `${sum.flaky} flaky` }));
   } else {
     const why = waitingReason(q);
     if (why) statusCell.append(h('span', { class: 'phase warn', testid: `waiting-reason-${id}`, title: why, text: why }));
@@ -1168,6 +1178,9 @@ function eventClass(text) {
   if (/^case \S+ passed\b/.test(text)) return 'ev-pass';
   if (/^case \S+ (failed|error)\b/.test(text)) return 'ev-fail';
   if (/^case \S+ skipped\b/.test(text)) return 'ev-skip';
+  if (/^case \S+ flaky\b/.test(text)) return 'ev-flaky';
+  if (/^case \S+ try \d+ of \d+ failed\b/.test(text)) return 'ev-try ev-fail';
+  if (/^case \S+ try \d+ of \d+/.test(text)) return 'ev-try';
   if (/^case \S+ .*started/.test(text)) return 'ev-case';
   if (/^queue \d+ passed\b/.test(text)) return 'ev-pass ev-final';
   if (/^queue \d+ (failed|error|aborted)\b/.test(text)) return 'ev-fail ev-final';
@@ -1526,6 +1539,11 @@ function renderQueue(q) {
   page.queue = q;
   const id = q.id;
   setBadge(tid('queue-status'), q.status);
+  tid('queue-status').title = verdictText(q);
+  const flakyEl = tid('queue-flaky');
+  const flaky = (q.summary && q.summary.flaky) || 0;
+  flakyEl.hidden = !(flaky && FINISHED.has(q.status));
+  flakyEl.textContent = `${flaky} flaky`;
   tid('queue-id').textContent = `#${id}`;
   tid('queue-name').textContent = q.name;
   const phase = tid('queue-phase');
@@ -1562,7 +1580,7 @@ function renderQueue(q) {
   err.textContent = q.error || '';
 
   const finished = FINISHED.has(q.status);
-  const sum = q.summary || { total: 0, passed: 0, failed: 0, error: 0, skipped: 0 };
+  const sum = q.summary || EMPTY_SUMMARY;
   tid('abort-button').hidden = finished;
   tid('abort-button').disabled = page.busy || q.abort_requested || !!deniedReason('abort', q);
   tid('abort-button').textContent = q.abort_requested ? 'Aborting…' : 'Abort';
@@ -1589,12 +1607,13 @@ function renderQueue(q) {
   if (sum.total) {
     sumEl.append(h('span', { text: `${casesDone(sum)}/${sum.total} done` }));
     if (sum.passed) sumEl.append(h('span', { class: 'n-pass', text: ` · ${sum.passed} passed` }));
+    if (sum.flaky) sumEl.append(h('span', { class: 'n-flaky', text: ` · ${sum.flaky} flaky` }));
     if (sum.failed) sumEl.append(h('span', { class: 'n-fail', text: ` · ${sum.failed} failed` }));
     if (sum.error) sumEl.append(h('span', { class: 'n-err', text: ` · ${sum.error} error` }));
     if (sum.skipped) sumEl.append(h('span', { class: 'n-skip', text: ` · ${sum.skipped} skipped` }));
   }
   renderTasks(q);
-  document.title = `#${id} ${q.name} · ${q.status} — TestArena`;
+  document.title = `#${id} ${q.name} · ${verdictText(q)} — TestArena`;
 }
 
 function tickQueue() {

@@ -77,6 +77,10 @@ pub struct SubmitArgs {
     /// Build even when the worker holds a cached build of this commit (and refresh it)
     #[arg(long)]
     pub no_cache: bool,
+    /// Try a failed case again up to N times (0..5) when its scenario does not say; a case
+    /// that fails, then passes, is flaky [default: 0]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub retries: Option<i64>,
     /// Follow the queue: show progress, stream its console, exit with its verdict
     /// (0 passed, 1 failed, 2 error or aborted)
     #[arg(long)]
@@ -369,6 +373,7 @@ async fn submit(api: &Client, a: SubmitArgs) -> Result<i32, Fail> {
         commit: a.commit,
         labels: (!a.labels.is_empty()).then_some(a.labels),
         no_cache: a.no_cache,
+        retries: a.retries,
     };
     let created = api.create_queue_answer(&new).await?;
     let id = created.value.id;

@@ -97,6 +97,8 @@ pub async fn repro(args: ReproArgs, common: &CommonArgs) -> i32 {
         out: args.out.clone(),
         engine: args.engine.clone(),
         replay: true,
+        // The queue's own default is not in the bundle; the scenario's `retries` still apply.
+        retries: None,
     };
     let code = run::run(run_args, common).await;
     keep_bundle(&args.out, &bundle, &prepared.dir);

@@ -9,7 +9,7 @@
 
 mod source;
 
-use crate::client::render::tasks_table;
+use crate::client::render::{tasks_table, verdict_text};
 use crate::client::wait::Lines;
 use crate::client::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_TROUBLE};
 use crate::config::{self, CommonArgs, EngineArgs, WorkerArgs};
@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Directory for the reports; replaced if an earlier `testarena run` made it
     #[arg(long, value_name = "DIR", default_value = "testarena-run")]
     pub out: PathBuf,
+    /// Try a failed case again up to N times (0..5) when its scenario does not say; a case
+    /// that fails, then passes, is flaky [default: 0]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub retries: Option<i64>,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Replay a repro bundle: the repository holds the images already, nothing is built.
@@ -298,6 +302,7 @@ async fn run_queue(
     let new = NewQueue {
         scenarios: (!names.is_empty()).then_some(names),
         name: Some("testarena run".into()),
+        retries: args.retries,
         ..NewQueue::new(&source.repo, &source.branch)
     };
     let valid = new
@@ -471,9 +476,17 @@ async fn report(
         .as_deref()
         .map(|e| format!(": {e}"))
         .unwrap_or_default();
+    let flaky = match s.flaky {
+        0 => String::new(),
+        n => format!(", {n} flaky"),
+    };
     out.push_str(&format!(
-        "\n{} ({} passed, {} failed, {} error, {} skipped){error}\n",
-        q.status, s.passed, s.failed, s.error, s.skipped
+        "\n{} ({} passed, {} failed, {} error, {} skipped{flaky}){error}\n",
+        verdict_text(&q),
+        s.passed,
+        s.failed,
+        s.error,
+        s.skipped
     ));
     out.push_str(&format!(
         "reports in {}/: {}\n",

@@ -220,6 +220,10 @@ async fn bad_input_is_refused_by_class() {
         priority: Some(p),
         ..good()
     };
+    let retries = |n: i64| NewQueue {
+        retries: Some(n),
+        ..good()
+    };
     let cases: Vec<(&str, NewQueue, &str)> = vec![
         ("empty scenarios", scenarios(&[]), "scenarios"),
         (
@@ -249,6 +253,8 @@ async fn bad_input_is_refused_by_class() {
         ("commit not hex", commit(&"z".repeat(40)), "commit"),
         ("priority high", priority(10), "priority"),
         ("priority negative", priority(-1), "priority"),
+        ("retries high", retries(6), "retries"),
+        ("retries negative", retries(-1), "retries"),
         (
             "name long",
             NewQueue {
@@ -268,6 +274,25 @@ async fn bad_input_is_refused_by_class() {
         assert!(!e.code().unwrap_or_default().is_empty());
     }
     assert_eq!(count(&app).await, 0, "nothing stored");
+    // Retries (issue 16): over 5 is refused, saying what the field is for.
+    assert_refused(
+        &app.api.create_queue(&retries(6)).await,
+        422,
+        "invalid_input",
+        "retries: must be between 0 and 5 (how many times a failed case is tried again), got 6",
+    );
+    let (s, err) = post(&app, with("retries", json!("2"))).await;
+    assert!(s.is_client_error(), "{s}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retries"),
+        "{err}"
+    );
+    assert_eq!(count(&app).await, 0, "nothing stored");
+    assert_eq!(app.submit(&retries(5)).await.retries, 5);
+    assert_eq!(app.submit(&good()).await.retries, 0);
 
     // Accepted: a local path under the allowed root.
     let q = app.submit(&repo("file:///srv/git/fw")).await;

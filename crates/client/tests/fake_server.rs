@@ -39,6 +39,7 @@ fn queue(id: i64, new: &NewQueue) -> Queue {
         summary: Summary::default(),
         tasks: Vec::new(),
         no_cache: false,
+        retries: 0,
         build: Default::default(),
     }
 }

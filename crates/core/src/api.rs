@@ -40,6 +40,11 @@ pub struct Queue {
     /// Its build phase.
     #[serde(default)]
     pub build: Build,
+    /// How many times a failed case is tried again when its scenario does not say
+    /// (`<testcase retries>`, `<scenario retries>` win); 0..=5.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 5)]
+    pub retries: u8,
     /// Why a waiting queue is not being run, when no live worker can take it (e.g.
     /// `waiting for a worker with labels esp32`); null otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +70,10 @@ pub struct Summary {
     pub failed: u64,
     pub error: u64,
     pub skipped: u64,
+    /// Cases that failed, then passed when tried again (they count as passed for the
+    /// queue's verdict, and are not in `passed`).
+    #[serde(default)]
+    pub flaky: u64,
 }
 
 /// One scenario file of a queue.
@@ -206,14 +215,25 @@ pub struct ErrorDetail {
 impl Summary {
     /// Counts one case verdict.
     pub fn add(&mut self, status: CaseStatus) {
-        self.total += 1;
+        self.add_n(status, 1);
+    }
+
+    /// Counts `n` cases of one verdict.
+    pub fn add_n(&mut self, status: CaseStatus, n: u64) {
+        self.total += n;
         match status {
-            CaseStatus::Passed => self.passed += 1,
-            CaseStatus::Failed => self.failed += 1,
-            CaseStatus::Error => self.error += 1,
-            CaseStatus::Skipped => self.skipped += 1,
+            CaseStatus::Passed => self.passed += n,
+            CaseStatus::Failed => self.failed += n,
+            CaseStatus::Error => self.error += n,
+            CaseStatus::Skipped => self.skipped += n,
+            CaseStatus::Flaky => self.flaky += n,
             CaseStatus::Pending | CaseStatus::Running => {}
         }
+    }
+
+    /// How many cases have a verdict (passed, flaky, failed, error or skipped).
+    pub fn done(&self) -> u64 {
+        self.passed + self.flaky + self.failed + self.error + self.skipped
     }
 }
 

@@ -9,6 +9,10 @@ pub const MAX_LABELS: usize = 16;
 /// Longest label, in bytes.
 pub const MAX_LABEL_LEN: usize = 64;
 
+/// Most times a failed test case is tried again (`retries` of a queue, a `<scenario>` or a
+/// `<testcase>`): at most this many re-runs after its first try.
+pub const MAX_RETRIES: u8 = 5;
+
 /// Longest console or build output line kept whole, in bytes: a longer one is cut into pieces
 /// of this size, and scenario patterns are timed against a worst-case line this long.
 pub const MAX_LINE: usize = 64 * 1024;

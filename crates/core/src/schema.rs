@@ -141,6 +141,8 @@ mod tests {
         assert_eq!(props["commit"]["pattern"], COMMIT_PATTERN);
         assert_eq!(props["priority"]["minimum"], 0);
         assert_eq!(props["priority"]["maximum"], 9);
+        assert_eq!(props["retries"]["minimum"], 0);
+        assert_eq!(props["retries"]["maximum"], crate::limits::MAX_RETRIES);
     }
 
     /// The parts of the patterns the `regex` crate can run (it has no look-ahead): what they

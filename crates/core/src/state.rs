@@ -52,8 +52,9 @@ string_enum!(
 );
 
 string_enum!(
-    /// Where a task (one scenario) or a test case is in its life.
-    CaseStatus ("case status") { Pending => "pending", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Skipped => "skipped" }
+    /// Where a task (one scenario) or a test case is in its life. `Flaky`: it failed, then
+    /// passed when it was tried again (`retries`); it counts as passed for the queue's verdict.
+    CaseStatus ("case status") { Pending => "pending", Running => "running", Passed => "passed", Failed => "failed", Error => "error", Skipped => "skipped", Flaky => "flaky" }
 );
 
 impl QueueStatus {
@@ -119,18 +120,20 @@ impl CaseStatus {
         use CaseStatus::*;
         matches!(
             (self, to),
-            (Pending, Running | Skipped | Error) | (Running, Passed | Failed | Error | Skipped)
+            (Pending, Running | Skipped | Error)
+                | (Running, Passed | Failed | Error | Skipped | Flaky)
         )
     }
 
-    /// Combines verdicts: the worst one wins (error > failed > passed > skipped).
+    /// Combines verdicts: the worst one wins (error > failed > flaky > passed > skipped).
     pub fn worst(self, other: CaseStatus) -> CaseStatus {
         fn rank(s: CaseStatus) -> u8 {
             match s {
-                CaseStatus::Error => 5,
-                CaseStatus::Failed => 4,
-                CaseStatus::Running => 3,
-                CaseStatus::Pending => 2,
+                CaseStatus::Error => 6,
+                CaseStatus::Failed => 5,
+                CaseStatus::Running => 4,
+                CaseStatus::Pending => 3,
+                CaseStatus::Flaky => 2,
                 CaseStatus::Passed => 1,
                 CaseStatus::Skipped => 0,
             }
@@ -155,7 +158,8 @@ pub fn queue_verdict(results: impl IntoIterator<Item = CaseStatus>) -> QueueStat
     match worst {
         Some(CaseStatus::Error) => QueueStatus::Error,
         Some(CaseStatus::Failed) => QueueStatus::Failed,
-        Some(CaseStatus::Passed) | Some(CaseStatus::Skipped) => QueueStatus::Passed,
+        // Flaky cases passed in the end: the queue passes (its summary counts them).
+        Some(CaseStatus::Passed | CaseStatus::Flaky | CaseStatus::Skipped) => QueueStatus::Passed,
         // Nothing ran, or something never finished: that is the infrastructure's fault.
         _ => QueueStatus::Error,
     }
@@ -239,6 +243,12 @@ mod tests {
             QueueStatus::Failed
         );
         assert_eq!(queue_verdict([Failed, Error]), QueueStatus::Error);
+        assert_eq!(queue_verdict([Passed, Flaky]), QueueStatus::Passed);
+        assert_eq!(queue_verdict([Flaky, Skipped]), QueueStatus::Passed);
+        assert_eq!(queue_verdict([Flaky, Failed]), QueueStatus::Failed);
+        assert_eq!(Passed.worst(Flaky), Flaky);
+        assert!(Running.can_become(Flaky) && Flaky.is_finished());
+        assert!(!Flaky.can_become(Passed) && !Pending.can_become(Flaky));
         assert_eq!(queue_verdict([]), QueueStatus::Error);
         assert!(!Passed.can_become(Failed));
     }

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 pub const MAX_NAME_CHARS: usize = 200;
 /// Default priority of a queue (0..=9, higher runs first).
 pub const DEFAULT_PRIORITY: i64 = 5;
-pub use crate::limits::{MAX_LABELS, MAX_LABEL_LEN, MAX_SCENARIOS};
+pub use crate::limits::{MAX_LABELS, MAX_LABEL_LEN, MAX_RETRIES, MAX_SCENARIOS};
 pub use pattern::{
     check_pattern, compile_pattern, CheckedPattern, PatternError, PATTERN_LINE_BYTES,
     PATTERN_SIZE_LIMIT, PATTERN_TIME_LIMIT,
@@ -77,6 +77,15 @@ pub struct NewQueue {
     /// build configuration (and refresh that cache entry). Default: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+    /// How many times a failed test case is tried again, 0..=5, for the cases whose scenario
+    /// does not say (`<testcase retries>` and `<scenario retries>` win). Default: 0.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 0, maximum = 5)]
+    pub retries: Option<i64>,
 }
 
 /// An optional integer that may also be written as a number with no fraction (`6.0`): JSON
@@ -124,6 +133,8 @@ pub struct ValidQueue {
     pub labels: Vec<String>,
     /// Build even when the worker's build cache holds this build.
     pub no_cache: bool,
+    /// How many times a failed case is tried again when its scenario does not say.
+    pub retries: u8,
 }
 
 impl NewQueue {
@@ -215,8 +226,25 @@ impl NewQueue {
             origin: None,
             labels: check_labels(self.labels.unwrap_or_default())?,
             no_cache: self.no_cache,
+            retries: check_retries(self.retries)?,
         })
     }
+}
+
+/// Checks a queue's `retries` (0..=[`MAX_RETRIES`]; absent: 0).
+pub fn check_retries(retries: Option<i64>) -> Result<u8, ValidationError> {
+    let n = retries.unwrap_or(0);
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_RETRIES)
+        .ok_or_else(|| {
+            ValidationError::new(
+                "retries",
+                format!(
+                    "must be between 0 and {MAX_RETRIES} (how many times a failed case is tried again), got {n}"
+                ),
+            )
+        })
 }
 
 /// Checks a queue's labels; returns them sorted without duplicates.

@@ -108,6 +108,10 @@ pub fn line_to_html(line: &str, out: &mut String) {
         Some((ts, kind, text)) => {
             out.push_str(match kind {
                 LineKind::Output => "<div class=\"l o\"><span class=\"t\" title=\"",
+                // A retried case's tries stand out: `case X try 2 of 3 …`.
+                LineKind::Event if is_try_marker(text) => {
+                    "<div class=\"l e try\"><span class=\"t\" title=\""
+                }
                 LineKind::Event => "<div class=\"l e\"><span class=\"t\" title=\"",
             });
             out.push_str(ts); // digits and separators only (checked by parse_line)
@@ -122,6 +126,19 @@ pub fn line_to_html(line: &str, out: &mut String) {
         }
     }
     out.push_str("</span></div>\n");
+}
+
+/// Whether an event line starts or ends one try of a retried case: `case <id> try <n> of <m>`.
+fn is_try_marker(text: &str) -> bool {
+    let mut words = text.split(' ');
+    let digits =
+        |w: Option<&str>| w.is_some_and(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
+    words.next() == Some("case")
+        && words.next().is_some()
+        && words.next() == Some("try")
+        && digits(words.next())
+        && words.next() == Some("of")
+        && digits(words.next())
 }
 
 /// Streams every line of `log` into `out` as HTML.
@@ -372,6 +389,7 @@ body.s-passed { --st: #15803d; }
 body.s-failed { --st: #c2410c; }
 body.s-error { --st: #b91c1c; }
 body.s-skipped { --st: #6b7280; }
+body.s-flaky { --st: #b45309; }
 body.s-pending, body.s-running { --st: #1d4ed8; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #111827; background: #f3f4f6; border-top: 6px solid var(--st); }
@@ -385,11 +403,13 @@ table.meta td { padding: 1px 0; word-break: break-all; }
 td.status { color: var(--st); font-weight: 600; }
 pre.msg { margin: 8px 0; padding: 8px 12px; white-space: pre-wrap; word-break: break-word; border-left: 4px solid var(--st); background: #fef2f2; font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 body.s-passed pre.msg, body.s-skipped pre.msg { background: #f9fafb; }
+body.s-flaky pre.msg { background: #fffbeb; }
 main.log { margin: 0; padding: 10px 0; background: #111827; color: #e5e7eb; font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; min-height: 50vh; }
 .l { padding: 0 20px 0 12px; white-space: pre-wrap; word-break: break-all; min-height: 1.4em; border-left: 3px solid transparent; }
 .l:hover { background: #1f2937; }
 .t { color: #6b7280; margin-right: 1ch; user-select: none; }
 .e { color: #93c5fd; border-left-color: #3b82f6; background: #172036; font-style: italic; }
+.e.try { color: #fcd34d; border-left-color: #f59e0b; border-top: 1px dashed #78350f; font-weight: 600; }
 .cut, .none { color: #fbbf24; font-style: italic; }
 .none { padding: 0 20px; }
 .b { font-weight: 700; }

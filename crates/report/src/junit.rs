@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 use testarena_core::CaseStatus;
 
 /// One test case as it goes into the JUnit file.
@@ -23,6 +23,25 @@ pub struct JunitCase {
     /// Why the case failed, errored or was skipped.
     pub message: Option<String>,
     /// The case's log, whose tail goes into `<system-out>`.
+    pub log: Option<CaseLog>,
+    /// Its failed tries, in order, when it was tried more than once (retries): a flaky case's
+    /// become `<flakyFailure>`s; a failed case's first is its `<failure>` and the others
+    /// `<rerunFailure>`s (as Maven Surefire writes them). Empty for a case tried once.
+    pub tries: Vec<JunitTry>,
+}
+
+/// One failed try of a case that was tried more than once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JunitTry {
+    /// Which try (1-based).
+    pub number: u32,
+    /// What kind of failure, in a word (`expect-timeout`, `fail-pattern`, …): the `type`.
+    pub kind: String,
+    /// Why it failed (its first line is the `message`, all of it the `<stackTrace>`).
+    pub message: String,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// Its part of the case's log, whose tail goes into its `<system-out>`.
     pub log: Option<CaseLog>,
 }
 
@@ -82,9 +101,13 @@ const MESSAGE_ATTR_MAX: usize = 1000;
 /// `<testsuite>`; times are in seconds. Each testcase is named `<id>: <name>` (just `<id>`
 /// when the name is empty or the same) with the scenario name as `classname`. Case status:
 /// failed → `<failure>`, error → `<error>`, skipped → `<skipped>`; a case still pending is
-/// reported skipped and one still running as an error. `<system-out>` holds the last
-/// 128 KiB of the case log (with a note when cut; at most 16 MiB of logs per file). Text is made
-/// XML-safe: ANSI escapes and XML-invalid characters are removed. Written atomically.
+/// reported skipped and one still running as an error. A case tried more than once (retries)
+/// is written as Maven Surefire writes re-runs: flaky → no `<failure>`, one `<flakyFailure>`
+/// per failed try; failed every time → the first try's `<failure>` and a `<rerunFailure>` per
+/// later try (each with `type`, `time`, `<stackTrace>` and its part of the log).
+/// `<system-out>` holds the last 128 KiB of the case log (with a note when cut; at most 16 MiB
+/// of logs per file). Text is made XML-safe: ANSI escapes and XML-invalid characters are
+/// removed. Written atomically.
 pub fn write_junit(path: &Path, queue_name: &str, suites: &[JunitSuite]) -> io::Result<()> {
     let mut report = Report::new(xml_safe(queue_name));
     let mut budget = LOG_TOTAL_MAX;
@@ -103,7 +126,7 @@ pub fn write_junit(path: &Path, queue_name: &str, suites: &[JunitSuite]) -> io::
         for case in &suite.cases {
             let time = Duration::from_millis(case.duration_ms);
             suite_time += time;
-            let mut tc = TestCase::new(xml_safe(&case_title(case)), case_status(case));
+            let mut tc = TestCase::new(xml_safe(&case_title(case)), case_status(case, &mut budget));
             tc.set_classname(xml_safe(&suite.name));
             tc.set_time(time);
             if let Some(log) = &case.log {
@@ -130,10 +153,16 @@ fn case_title(case: &JunitCase) -> Cow<'_, str> {
     }
 }
 
-/// The JUnit status (with its message) of a case.
-fn case_status(case: &JunitCase) -> TestCaseStatus {
+/// The JUnit status (with its message) of a case, with its earlier tries (see
+/// [`JunitCase::tries`]), whose logs are charged against `budget`.
+fn case_status(case: &JunitCase, budget: &mut u64) -> TestCaseStatus {
     let (mut status, fallback) = match case.status {
         CaseStatus::Passed => return TestCaseStatus::success(),
+        CaseStatus::Flaky => {
+            let mut status = TestCaseStatus::success();
+            status.add_reruns(case.tries.iter().map(|t| rerun(t, budget)));
+            return status;
+        }
         CaseStatus::Failed => (
             TestCaseStatus::non_success(NonSuccessKind::Failure),
             "case failed",
@@ -149,14 +178,49 @@ fn case_status(case: &JunitCase) -> TestCaseStatus {
             "case did not finish",
         ),
     };
-    match case.message.as_deref().filter(|m| !m.trim().is_empty()) {
+    // Tried more than once and failed every time: the first try is the `<failure>`, the
+    // others re-runs. An error (a stop) after failed tries has them all as re-runs.
+    let (first, reruns) = match (case.status, case.tries.split_first()) {
+        (CaseStatus::Failed, Some((first, rest))) => (Some(first), rest),
+        _ => (None, &case.tries[..]),
+    };
+    let message = first
+        .map(|t| t.message.as_str())
+        .or(case.message.as_deref());
+    match message.filter(|m| !m.trim().is_empty()) {
         Some(message) => set_message(&mut status, message),
         None if !fallback.is_empty() => {
             status.set_message(fallback);
         }
         None => {}
     }
+    if let Some(t) = first {
+        status.set_type(xml_safe(&t.kind));
+    }
+    status.add_reruns(reruns.iter().map(|t| rerun(t, budget)));
     status
+}
+
+/// A failed try as a `<flakyFailure>` / `<rerunFailure>`: `message` (first line), `type`,
+/// `time`, the whole message as `<stackTrace>` and the tail of its log as `<system-out>`.
+fn rerun(t: &JunitTry, budget: &mut u64) -> TestRerun {
+    let mut r = TestRerun::new(NonSuccessKind::Failure);
+    let message = t.message.trim_end();
+    let first = message.lines().next().unwrap_or_default();
+    let short = match first.char_indices().nth(MESSAGE_ATTR_MAX) {
+        Some((cut, _)) => &first[..cut],
+        None => first,
+    };
+    r.set_message(xml_safe(&format!("try {}: {short}", t.number)));
+    r.set_type(xml_safe(&t.kind));
+    r.set_time(Duration::from_millis(t.duration_ms));
+    if !message.is_empty() {
+        r.set_stack_trace(xml_safe(message));
+    }
+    if let Some(out) = t.log.as_ref().and_then(|log| log_tail(log, budget)) {
+        r.set_system_out(xml_safe(&out));
+    }
+    r
 }
 
 /// Sets the `message=` attribute (first line, capped) and, when that is not all of it, the full message as text.
@@ -249,6 +313,7 @@ mod tests {
             duration_ms: 1500,
             message: message.map(Into::into),
             log: None,
+            tries: Vec::new(),
         }
     }
 
@@ -511,5 +576,108 @@ mod tests {
         let mut budget = 10_000;
         assert_eq!(log_tail(&log, &mut budget).unwrap(), "aaaa\nbbbb\ncccc\n");
         assert_eq!(budget, 10_000 - 15);
+    }
+
+    fn failed_try(dir: &Path, number: u32, message: &str) -> JunitTry {
+        let log = dir.join("queue.log");
+        let line = format!("2026-11-25T15:08:56.123Z | output of try {number}\n");
+        let mut all = std::fs::read(&log).unwrap_or_default();
+        let from = all.len() as u64;
+        all.extend_from_slice(line.as_bytes());
+        std::fs::write(&log, &all).unwrap();
+        JunitTry {
+            number,
+            kind: "exit-code".into(),
+            message: message.into(),
+            duration_ms: 250,
+            log: Some(CaseLog {
+                file: log,
+                from,
+                to: all.len() as u64,
+                name: "TC.log".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn retried_cases_are_written_as_surefire_writes_reruns() {
+        let dir = TempDir::new("junit-retries");
+        let mut flaky = case(
+            "TC_FLAKY",
+            CaseStatus::Flaky,
+            Some("flaky: failed on try 1 (x), passed on try 2"),
+        );
+        flaky.tries = vec![failed_try(
+            dir.path(),
+            1,
+            "command exited with code 1, expected 0\nlast lines",
+        )];
+        let mut failed = case(
+            "TC_BAD",
+            CaseStatus::Failed,
+            Some("failed on all 3 tries: ..."),
+        );
+        failed.tries = vec![
+            failed_try(dir.path(), 1, "first failure"),
+            failed_try(dir.path(), 2, "second failure"),
+            failed_try(dir.path(), 3, "third failure"),
+        ];
+        let suites = [JunitSuite {
+            name: "s".into(),
+            file: "s.xml".into(),
+            error: None,
+            cases: vec![flaky, failed, case("TC_OK", CaseStatus::Passed, None)],
+        }];
+        let path = dir.path().join("junit.xml");
+        write_junit(&path, "q", &suites).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        // A flaky case passed: it counts as no failure.
+        assert_eq!(counts(doc.root_element()), ["3", "1", "0", "0"], "{xml}");
+        let cases: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        let children = |n: roxmltree::Node| -> Vec<String> {
+            n.children()
+                .filter(|c| c.is_element())
+                .map(|c| c.tag_name().name().to_string())
+                .collect()
+        };
+        assert_eq!(children(cases[0]), ["flakyFailure"], "{xml}");
+        let ff = cases[0].first_element_child().unwrap();
+        assert_eq!(
+            attr(ff, "message"),
+            "try 1: command exited with code 1, expected 0"
+        );
+        assert_eq!(attr(ff, "type"), "exit-code");
+        assert_eq!(attr(ff, "time"), "0.250");
+        let child_text = |n: roxmltree::Node, tag: &str| -> String {
+            n.children()
+                .find(|c| c.has_tag_name(tag))
+                .and_then(|c| c.text())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(
+            child_text(ff, "stackTrace"),
+            "command exited with code 1, expected 0\nlast lines"
+        );
+        assert!(child_text(ff, "system-out").contains("output of try 1"));
+        assert_eq!(
+            children(cases[1]),
+            ["failure", "rerunFailure", "rerunFailure"],
+            "{xml}"
+        );
+        let failure = cases[1].first_element_child().unwrap();
+        assert_eq!(attr(failure, "message"), "first failure");
+        assert_eq!(attr(failure, "type"), "exit-code");
+        let reruns: Vec<_> = cases[1]
+            .children()
+            .filter(|c| c.has_tag_name("rerunFailure"))
+            .collect();
+        assert_eq!(attr(reruns[0], "message"), "try 2: second failure");
+        assert!(child_text(reruns[1], "system-out").contains("output of try 3"));
+        assert!(children(cases[2]).is_empty());
     }
 }

@@ -13,7 +13,7 @@ mod log;
 pub use html::{
     line_to_html, page_start, render_case_page, write_case_html, CaseMeta, MAX_HTML_LOG,
 };
-pub use junit::{write_junit, CaseLog, JunitCase, JunitSuite};
+pub use junit::{write_junit, CaseLog, JunitCase, JunitSuite, JunitTry};
 pub use log::{escape_text, format_line, parse_line, LineKind};
 
 use std::ffi::OsString;

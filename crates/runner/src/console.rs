@@ -424,6 +424,11 @@ impl Console {
         }
     }
 
+    /// Whether the console closed (the emulator exited, or its console connection ended).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.state).closed.is_some()
+    }
+
     /// The fail pattern hit, if any, since it was set.
     pub fn fail_hit(&self) -> Option<u64> {
         lock(&self.state).fail_hit

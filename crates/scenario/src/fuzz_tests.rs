@@ -184,6 +184,7 @@ const ATTRIBUTES: &[&str] = &[
     "newline",
     "exit-code",
     "ms",
+    "retries",
     "x",
 ];
 const TEXTS: &[&str] = &[
@@ -222,6 +223,7 @@ fn value_for(rng: &mut Rng, attribute: &str) -> String {
         "boot" => (*rng.pick(&["once", "per-case"])).to_string(),
         "newline" => (*rng.pick(&["true", "false"])).to_string(),
         "exit-code" => "0".into(),
+        "retries" => (*rng.pick(&["0", "2", "5", "6"])).to_string(),
         "version" => "1".into(),
         _ => "n".into(),
     }
@@ -237,8 +239,9 @@ fn attributes_of(element: &str) -> &'static [&'static str] {
             "boot",
             "version",
             "description",
+            "retries",
         ],
-        "testcase" => &["id", "name", "timeout", "idle-timeout"],
+        "testcase" => &["id", "name", "timeout", "idle-timeout", "retries"],
         "send" => &["newline"],
         "expect" | "expect-not" => &["timeout"],
         "run" => &["timeout", "exit-code"],

@@ -40,6 +40,8 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_ID_CHARS: usize = 100;
 /// Largest timeout of any kind (24 hours).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Most `retries` a `<scenario>` or `<testcase>` may ask for (re-runs of a failed case).
+pub const MAX_RETRIES: u8 = testarena_core::limits::MAX_RETRIES;
 /// Longest `<sleep>`, in milliseconds (1 hour).
 pub const MAX_SLEEP_MS: u64 = 3_600_000;
 /// Scenario timeout when `<scenario timeout>` is absent.
@@ -84,6 +86,9 @@ pub struct Scenario {
     pub idle_timeout: Option<Duration>,
     /// Whether the emulator boots once or once per test case (attribute `boot`).
     pub boot: BootMode,
+    /// How many times a failed case is tried again (attribute `retries`, 0..=5); `None`: the
+    /// queue's `retries` decides.
+    pub retries: Option<u8>,
     /// All scenario-level `<fail-pattern>`s combined as `(?:a)|(?:b)`.
     pub fail_pattern: Option<regex::Regex>,
     /// Steps of `<setup>`, run after each boot before the cases.
@@ -115,6 +120,9 @@ pub struct TestCase {
     pub timeout: Duration,
     /// Idle limit of this case; overrides the scenario's when set.
     pub idle_timeout: Option<Duration>,
+    /// How many times this case is tried again when it fails (attribute `retries`, 0..=5);
+    /// overrides the scenario's when set.
+    pub retries: Option<u8>,
     /// The case's own `<fail-pattern>`s combined (see [`Scenario::fail_pattern_for`]).
     pub fail_pattern: Option<regex::Regex>,
     /// The steps in file order.
@@ -268,17 +276,28 @@ impl fmt::Display for Step {
 }
 
 impl Scenario {
-    /// One line for `testarena validate`, e.g. `smoke: 3 test cases, boot once, timeout 300s`.
+    /// One line for `testarena validate`, e.g. `smoke: 3 test cases, boot once, timeout 300s`
+    /// (and `, retries 2` when the scenario sets them).
     pub fn summary(&self) -> String {
         let n = self.cases.len();
+        let retries = self
+            .retries
+            .map(|r| format!(", retries {r}"))
+            .unwrap_or_default();
         format!(
-            "{}: {} test case{}, boot {}, timeout {}",
+            "{}: {} test case{}, boot {}, timeout {}{retries}",
             self.name,
             n,
             if n == 1 { "" } else { "s" },
             self.boot,
             format_seconds(self.timeout)
         )
+    }
+
+    /// How many times `case` is tried again when it fails: the case's `retries`, else the
+    /// scenario's, else `default` (the queue's).
+    pub fn retries_for(&self, case: &TestCase, default: u8) -> u8 {
+        case.retries.or(self.retries).unwrap_or(default)
     }
 
     /// The fail pattern in force while `case` runs: the scenario's and the case's combined.

@@ -12,8 +12,8 @@ use crate::{
     combined_source, format_seconds, Action, BootMode, Diagnostic, ParseError, Scenario, Step,
     TestCase, DEFAULT_CASE_TIMEOUT, DEFAULT_EXPECT_NOT_TIMEOUT, DEFAULT_EXPECT_TIMEOUT,
     DEFAULT_RUN_TIMEOUT, DEFAULT_SCENARIO_TIMEOUT, FORMAT_VERSION, MAX_DIAGNOSTICS, MAX_ID_CHARS,
-    MAX_NAME_CHARS, MAX_PATTERNS_CHECK_TIME, MAX_PATTERNS_SIZE, MAX_SLEEP_MS, MAX_SOURCE_BYTES,
-    MAX_TEST_CASES, MAX_TIMEOUT, MAX_XML_NODES,
+    MAX_NAME_CHARS, MAX_PATTERNS_CHECK_TIME, MAX_PATTERNS_SIZE, MAX_RETRIES, MAX_SLEEP_MS,
+    MAX_SOURCE_BYTES, MAX_TEST_CASES, MAX_TIMEOUT, MAX_XML_NODES,
 };
 
 mod budget;
@@ -29,6 +29,7 @@ const SCENARIO_ATTRIBUTES: &[&str] = &[
     "timeout",
     "idle-timeout",
     "boot",
+    "retries",
 ];
 const SCENARIO_CHILDREN: &[&str] = &[
     "description",
@@ -37,7 +38,7 @@ const SCENARIO_CHILDREN: &[&str] = &[
     "testcase",
     "teardown",
 ];
-const CASE_ATTRIBUTES: &[&str] = &["id", "name", "timeout", "idle-timeout"];
+const CASE_ATTRIBUTES: &[&str] = &["id", "name", "timeout", "idle-timeout", "retries"];
 const STEP_ELEMENTS: &[&str] = &["send", "expect", "expect-not", "run", "sleep", "reboot"];
 const CASE_CHILDREN: &[&str] = &[
     "fail-pattern",
@@ -274,6 +275,7 @@ struct ScenarioHead {
     timeout: Duration,
     idle_timeout: Option<Duration>,
     boot: BootMode,
+    retries: Option<u8>,
 }
 
 /// What the children of `<scenario>` hold.
@@ -436,6 +438,28 @@ impl<'s> Parser<'s> {
             Ok(d) => Some(d),
             Err(why) => {
                 self.error_at(at, format!("attribute `{name}` of <{element}>: {why}"));
+                None
+            }
+        }
+    }
+
+    /// The `retries` attribute (a whole number 0..=[`MAX_RETRIES`]); `None` when absent or
+    /// invalid (then a diagnostic is recorded).
+    fn retries(&mut self, node: Node<'_, '_>, element: &str) -> Option<u8> {
+        let (value, at) = Self::attribute(node, "retries")?;
+        let v = trim_xml(value);
+        match v.parse::<u8>() {
+            Ok(n) if n <= MAX_RETRIES && v.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => {
+                let why = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("{} is more than the maximum of {MAX_RETRIES}", quote(v))
+                } else {
+                    format!("{} is not a whole number (write e.g. `2`)", quote(v))
+                };
+                self.error_at(
+                    at,
+                    format!("attribute `retries` of <{element}>: {why}; it says how many times a failed test case is tried again, from 0 to {MAX_RETRIES}"),
+                );
                 None
             }
         }

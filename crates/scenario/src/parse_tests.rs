@@ -988,3 +988,102 @@ fn documentation_examples_are_valid() {
         matches!(&host.steps[1].action, Action::Run { command, .. } if command.starts_with("python3 ") && !command.ends_with('\n'))
     );
 }
+
+#[test]
+fn retries_of_the_case_override_the_scenarios_which_override_the_queues() {
+    let s = parse(
+        "<scenario name='r' retries='2'>\n\
+         <testcase id='a'/>\n\
+         <testcase id='b' retries='0'/>\n\
+         <testcase id='c' retries=' 5 '/>\n\
+         </scenario>",
+    )
+    .unwrap();
+    assert_eq!(s.retries, Some(2));
+    let r: Vec<Option<u8>> = s.cases.iter().map(|c| c.retries).collect();
+    assert_eq!(r, [None, Some(0), Some(5)]);
+    // The case's, else the scenario's; the queue's default only when neither says.
+    let for_queue =
+        |default| -> Vec<u8> { s.cases.iter().map(|c| s.retries_for(c, default)).collect() };
+    assert_eq!(for_queue(4), [2, 0, 5]);
+    assert_eq!(
+        s.summary(),
+        "r: 3 test cases, boot once, timeout 600s, retries 2"
+    );
+
+    let plain =
+        parse("<scenario name='p'><testcase id='a'/><testcase id='b' retries='1'/></scenario>")
+            .unwrap();
+    assert_eq!(plain.retries, None);
+    assert_eq!(plain.retries_for(&plain.cases[0], 3), 3);
+    assert_eq!(plain.retries_for(&plain.cases[0], 0), 0);
+    assert_eq!(plain.retries_for(&plain.cases[1], 3), 1);
+}
+
+#[test]
+fn bad_retries_are_reported_where_they_are_written() {
+    let cases = [
+        (
+            "<scenario name='x' retries='6'>",
+            "retries='6'",
+            "`6` is more than the maximum of 5",
+        ),
+        (
+            "<scenario name='x' retries='two'>",
+            "retries='two'",
+            "`two` is not a whole number",
+        ),
+        (
+            "<scenario name='x' retries='-1'>",
+            "retries='-1'",
+            "`-1` is not a whole number",
+        ),
+        (
+            "<scenario name='x' retries=''>",
+            "retries=''",
+            "`` is not a whole number",
+        ),
+        (
+            "<scenario name='x' retries='1.0'>",
+            "retries='1.0'",
+            "not a whole number",
+        ),
+        (
+            "<scenario name='x' retries='300'>",
+            "retries='300'",
+            "more than the maximum of 5",
+        ),
+    ];
+    for (open, at, word) in cases {
+        let src = format!("{open}\n<testcase id='a'/></scenario>");
+        assert_one(
+            &src,
+            at,
+            &["attribute `retries` of <scenario>", word, "from 0 to 5"],
+        );
+    }
+    let src = doc("<testcase id='a' retries='9'/>\n<testcase id='b' retries='x'/>");
+    let d = errors(&src);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_diag(
+        &src,
+        &d[0],
+        "retries='9'",
+        &[
+            "`retries` of <testcase>",
+            "`9` is more than the maximum of 5",
+        ],
+    );
+    assert_diag(
+        &src,
+        &d[1],
+        "retries='x'",
+        &["`retries` of <testcase>", "`x` is not a whole number"],
+    );
+    // Only where it belongs.
+    assert_one(
+        &doc("<testcase id='a'><send retries='1'>x</send></testcase>"),
+        "retries='1'",
+        &["unknown attribute `retries` on <send>"],
+    );
+}

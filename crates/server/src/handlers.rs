@@ -275,6 +275,7 @@ pub(crate) async fn rerun_queue(
         origin: q.origin.clone(),
         labels: q.labels.clone(),
         no_cache: q.no_cache,
+        retries: q.retries,
     };
     if opts.only_failed {
         let mut scenarios = Vec::new();

@@ -238,6 +238,7 @@ impl Metrics {
             (CaseStatus::Failed, q.summary.failed, before.failed),
             (CaseStatus::Error, q.summary.error, before.error),
             (CaseStatus::Skipped, q.summary.skipped, before.skipped),
+            (CaseStatus::Flaky, q.summary.flaky, before.flaky),
         ] {
             if now > was {
                 self.cases
@@ -318,10 +319,12 @@ mod tests {
                 failed,
                 error: 0,
                 skipped: 0,
+                flaky: 0,
             },
             // A big queue's event lists only its first cases: the counts come from the summary.
             tasks: vec![],
             no_cache: false,
+            retries: 0,
             build: Default::default(),
         }
     }

@@ -110,6 +110,7 @@ pub fn queue(detail: &QueueDetail) -> api::Queue {
         submitted_by: q.submitted_by.clone(),
         waiting_reason: None,
         no_cache: q.no_cache,
+        retries: q.retries,
         build: api::Build {
             cached_from: q.build_cached_from,
         },
@@ -208,6 +209,7 @@ mod tests {
             labels: Vec::new(),
             origin: None,
             no_cache: false,
+            retries: 0,
         };
         let id = store.create_queue(&valid).await.unwrap().queue.id;
         store.claim("w", 30_000).await.unwrap().unwrap();

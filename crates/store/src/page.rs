@@ -242,6 +242,7 @@ pub(crate) fn select(d: Dialect, filter: &str) -> String {
             "build",
             d.obj(&[("cached_from", "q.build_cached_from".into())]),
         ),
+        ("retries", "q.retries".into()),
     ]);
     let reason = reason(d, "$3");
     let case_link = |suffix: &str| {
@@ -296,9 +297,10 @@ pub(crate) fn select(d: Dialect, filter: &str) -> String {
            SELECT t.id, t.queue_id, t.position, t.scenario, t.status, t.started_at, t.finished_at, t.error, \
                   COALESCE(n.total, 0) AS total, COALESCE(n.passed, 0) AS passed, COALESCE(n.failed, 0) AS failed, \
                   COALESCE(n.errors, 0) AS errors, COALESCE(n.skipped, 0) AS skipped, \
-                  {cap} AS cap \
+                  COALESCE(n.flaky, 0) AS flaky, {cap} AS cap \
            FROM tasks t LEFT JOIN ( \
-             SELECT task_id, COUNT(*) AS total, {passed} AS passed, {failed} AS failed, {errors} AS errors, {skipped} AS skipped \
+             SELECT task_id, COUNT(*) AS total, {passed} AS passed, {failed} AS failed, {errors} AS errors, {skipped} AS skipped, \
+                    {flaky} AS flaky \
              FROM cases WHERE queue_id = q.id GROUP BY task_id) n ON n.task_id = t.id \
            WHERE t.queue_id = q.id) t",
         lim = d.greatest(
@@ -313,6 +315,7 @@ pub(crate) fn select(d: Dialect, filter: &str) -> String {
         failed = count(CaseStatus::Failed),
         errors = count(CaseStatus::Error),
         skipped = count(CaseStatus::Skipped),
+        flaky = count(CaseStatus::Flaky),
     );
     let sum = |c: &str| format!("CAST(COALESCE(SUM(k.{c}), 0) AS BIGINT)");
     let tail = d.obj(&[
@@ -324,6 +327,7 @@ pub(crate) fn select(d: Dialect, filter: &str) -> String {
                 ("failed", sum("failed")),
                 ("error", sum("errors")),
                 ("skipped", sum("skipped")),
+                ("flaky", sum("flaky")),
             ]),
         ),
         ("tasks", d.agg(&task, "k.position")),

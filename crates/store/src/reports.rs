@@ -95,6 +95,7 @@ mod tests {
                 context: "testarena/default".into(),
             }),
             no_cache: false,
+            retries: 0,
         }
     }
 

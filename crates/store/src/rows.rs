@@ -40,6 +40,8 @@ pub struct QueueRow {
     pub no_cache: bool,
     /// The queue whose cached build this one reused instead of building.
     pub build_cached_from: Option<i64>,
+    /// How many times a failed case is tried again when its scenario does not say.
+    pub retries: u8,
 }
 
 /// A task row (one scenario file of a queue).
@@ -197,6 +199,7 @@ impl QueueDetail {
             summary.failed += c.failed;
             summary.error += c.error;
             summary.skipped += c.skipped;
+            summary.flaky += c.flaky;
         }
         summary
     }
@@ -237,7 +240,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<S
 pub(crate) const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, submitted_by, \
-     no_cache, build_cached_from";
+     no_cache, build_cached_from, retries";
 
 /// The columns of `tasks` that [`task_row`] reads.
 pub(crate) const TASK_COLUMNS: &str =
@@ -277,6 +280,8 @@ pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
         submitted_by: r.opt_text("submitted_by")?,
         no_cache: r.int("no_cache")? != 0,
         build_cached_from: r.opt_int("build_cached_from")?,
+        retries: u8::try_from(r.int("retries")?)
+            .map_err(|e| StoreError::Corrupt(format!("retries: {e}")))?,
     })
 }
 
@@ -360,11 +365,10 @@ pub(crate) fn assemble(
     let mut by_task: HashMap<i64, Summary> = HashMap::new();
     let capped = counts.is_some();
     for c in counts.into_iter().flatten() {
-        add_n(
-            by_task.entry(c.task_id).or_default(),
-            c.status,
-            c.n.max(0) as u64,
-        );
+        by_task
+            .entry(c.task_id)
+            .or_default()
+            .add_n(c.status, c.n.max(0) as u64);
     }
     let mut cases_by_task: HashMap<i64, Vec<CaseRow>> = HashMap::new();
     for c in cases {
@@ -391,18 +395,6 @@ pub(crate) fn assemble(
             queue,
         })
         .collect()
-}
-
-/// Counts `n` cases of `status` into `s`.
-fn add_n(s: &mut Summary, status: CaseStatus, n: u64) {
-    s.total += n;
-    match status {
-        CaseStatus::Passed => s.passed += n,
-        CaseStatus::Failed => s.failed += n,
-        CaseStatus::Error => s.error += n,
-        CaseStatus::Skipped => s.skipped += n,
-        CaseStatus::Pending | CaseStatus::Running => {}
-    }
 }
 
 /// Parses a list of `(status, count)` pairs into a map, refusing unknown statuses.

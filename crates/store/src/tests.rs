@@ -20,6 +20,7 @@ fn vq(branch: &str, priority: i64, scenarios: Option<Vec<&str>>) -> ValidQueue {
         labels: Vec::new(),
         origin: None,
         no_cache: false,
+        retries: 0,
     }
 }
 
@@ -1130,7 +1131,75 @@ async fn no_cache_and_build_cached_from_round_trip(db: TestDbRef) {
     );
 }
 
+/// Retries (issue 16): `retries` as submitted; a flaky case is a verdict of its own, counted
+/// apart from `passed` by every read (whole, capped, and the answer built in SQL), and a
+/// task may end flaky.
+async fn retries_round_trip_and_flaky_cases_are_counted(db: TestDbRef) {
+    let s = db.store.clone();
+    let id = s
+        .create_queue(&ValidQueue {
+            retries: 4,
+            ..vq("a", 5, Some(vec!["x.xml"]))
+        })
+        .await
+        .unwrap()
+        .queue
+        .id;
+    assert_eq!(s.queue_row(id).await.unwrap().retries, 4);
+    let claimed = s.claim("w", 30_000).await.unwrap().unwrap();
+    assert_eq!(claimed.retries, 4);
+    let holder = claimed.holder().unwrap();
+    let task = s.queue(id).await.unwrap().tasks[0].0.id;
+    let cases: Vec<NewCase> = (0..3)
+        .map(|i| NewCase {
+            key: format!("TC_{i}"),
+            name: String::new(),
+        })
+        .collect();
+    let ids = s.create_cases(task, &holder, &cases).await.unwrap();
+    for (c, status) in ids
+        .iter()
+        .zip([CaseStatus::Flaky, CaseStatus::Passed, CaseStatus::Flaky])
+    {
+        s.start_case(*c, &holder).await.unwrap();
+        let result = CaseResult {
+            status,
+            duration_ms: Some(10),
+            message: None,
+        };
+        s.finish_case(*c, &holder, &result).await.unwrap();
+    }
+    s.set_task(task, &holder, CaseStatus::Running, None)
+        .await
+        .unwrap();
+    s.set_task(task, &holder, CaseStatus::Flaky, None)
+        .await
+        .unwrap();
+    let full = s.queue(id).await.unwrap();
+    let sum = full.summary();
+    assert_eq!((sum.total, sum.passed, sum.flaky), (3, 1, 2));
+    assert_eq!(full.tasks[0].0.status, CaseStatus::Flaky);
+    let capped = s
+        .queue_capped(
+            id,
+            CaseCaps {
+                per_task: 1,
+                per_queue: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(capped.summary(), sum);
+    let json = s.queue_json(id, CaseCaps::ALL, 60_000).await.unwrap().json;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["retries"], 4);
+    assert_eq!(v["summary"]["flaky"], 2);
+    assert_eq!(v["summary"]["passed"], 1);
+    assert_eq!(v["tasks"][0]["status"], "flaky");
+}
+
 on_both!(
+    retries_round_trip_and_flaky_cases_are_counted,
     no_cache_and_build_cached_from_round_trip,
     case_batches_record_log_ranges_all_or_nothing,
     files_are_chunks_fenced_by_the_claim,
@@ -1276,6 +1345,7 @@ mod tokens {
             labels: Vec::new(),
             origin: None,
             no_cache: false,
+            retries: 0,
         };
         let by = s.create_queue_by(&q, Some("ci")).await.unwrap();
         assert_eq!(by.queue.submitted_by.as_deref(), Some("ci"));

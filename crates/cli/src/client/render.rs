@@ -84,15 +84,27 @@ fn indented(s: &str) -> String {
 
 /// How many cases have a verdict.
 pub fn done_cases(s: &Summary) -> u64 {
-    s.passed + s.failed + s.error + s.skipped
+    s.done()
 }
 
-/// `passed/total`, or `-` when the queue has no cases yet.
+/// `passed/total` (flaky cases passed too, and are named), or `-` when the queue has no cases
+/// yet.
 fn cases_cell(s: &Summary) -> String {
     if s.total == 0 {
         "-".into()
+    } else if s.flaky > 0 {
+        format!("{}/{} ({} flaky)", s.passed + s.flaky, s.total, s.flaky)
     } else {
         format!("{}/{}", s.passed, s.total)
+    }
+}
+
+/// A finished queue's status with its flaky cases: `passed, 2 flaky`.
+pub fn verdict_text(q: &Queue) -> String {
+    if q.summary.flaky > 0 && q.status.is_finished() {
+        format!("{}, {} flaky", q.status, q.summary.flaky)
+    } else {
+        q.status.to_string()
     }
 }
 
@@ -166,11 +178,13 @@ pub fn describe(q: &Queue) -> String {
             Some(p) => p.to_string(),
             None => "starting".to_string(),
         },
-        finished => {
+        _ => {
+            let finished = verdict_text(q);
             if s.total > 0 {
-                format!("{finished}: {}/{} cases passed", s.passed, s.total)
+                let passed = s.passed + s.flaky;
+                format!("{finished}: {passed}/{} cases passed", s.total)
             } else {
-                finished.to_string()
+                finished
             }
         }
     };
@@ -201,8 +215,10 @@ pub fn problems(q: &Queue) -> Vec<String> {
             out.push(format!("{} {}: {}", t.status, t.scenario, indented(e)));
         }
         for c in &t.cases {
-            if matches!(c.status, CaseStatus::Failed | CaseStatus::Error) {
-                listed += 1;
+            let bad = matches!(c.status, CaseStatus::Failed | CaseStatus::Error);
+            // A flaky case passed, but its failed tries are worth a line.
+            if bad || c.status == CaseStatus::Flaky {
+                listed += u64::from(bad);
                 let mut line = format!("{} {} {}", c.status, t.scenario, c.id);
                 if let Some(m) = &c.message {
                     let _ = write!(line, ": {}", indented(m));
@@ -229,7 +245,7 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
     let mut field = |k: &str, v: String| {
         let _ = writeln!(out, "  {k:<10}{v}");
     };
-    let mut status = q.status.to_string();
+    let mut status = verdict_text(q);
     if let Some(p) = q.phase {
         let _ = write!(status, " ({p})");
     }
@@ -278,6 +294,9 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
     if !q.labels.is_empty() {
         field("labels", clean(&q.labels.join(", ")));
     }
+    if q.retries > 0 {
+        field("retries", q.retries.to_string());
+    }
     if let Some(from) = q.build.cached_from {
         field("build", format!("cached from queue #{from}"));
     } else if q.no_cache {
@@ -291,8 +310,16 @@ pub fn queue_detail(q: &Queue, dashboard: &str, now: OffsetDateTime) -> String {
         field(
             "cases",
             format!(
-                "{} total: {} passed, {} failed, {} error, {} skipped",
-                s.total, s.passed, s.failed, s.error, s.skipped
+                "{} total: {} passed, {} failed, {} error, {} skipped{}",
+                s.total,
+                s.passed,
+                s.failed,
+                s.error,
+                s.skipped,
+                match s.flaky {
+                    0 => String::new(),
+                    n => format!(", {n} flaky"),
+                }
             ),
         );
     }
@@ -381,6 +408,7 @@ mod tests {
             submitted_by: Some("ci".into()),
             waiting_reason: None,
             no_cache: false,
+            retries: 0,
             build: Default::default(),
             summary: Summary {
                 total: 5,
@@ -388,6 +416,7 @@ mod tests {
                 failed: 1,
                 error: 0,
                 skipped: 0,
+                flaky: 0,
             },
             tasks: vec![Task {
                 id: 1,
@@ -501,6 +530,39 @@ mod tests {
         q.no_cache = true;
         let d = queue_detail(&q, "http://h/#/queues/7", now());
         assert!(d.contains("build     no cache asked for"), "{d}");
+    }
+
+    #[test]
+    fn flaky_cases_pass_and_are_named() {
+        let mut q = queue();
+        q.status = QueueStatus::Passed;
+        q.phase = None;
+        q.retries = 2;
+        q.summary = Summary {
+            total: 5,
+            passed: 3,
+            flaky: 2,
+            ..Summary::default()
+        };
+        q.tasks[0].cases[0].status = CaseStatus::Flaky;
+        q.tasks[0].cases[0].message = Some("flaky: failed on try 1 (x), passed on try 2".into());
+        assert_eq!(describe(&q), "passed, 2 flaky: 5/5 cases passed");
+        let t = queue_table(std::slice::from_ref(&q), now());
+        assert!(t.contains("5/5 (2 flaky)"), "{t}");
+        let d = queue_detail(&q, "http://h/#/queues/7", now());
+        for want in [
+            "status    passed, 2 flaky",
+            "retries   2",
+            "5 total: 3 passed, 0 failed, 0 error, 0 skipped, 2 flaky",
+            "flaky  ",
+            "flaky: failed on try 1 (x), passed on try 2",
+        ] {
+            assert!(d.contains(want), "{want} missing in\n{d}");
+        }
+        assert_eq!(
+            problems(&q),
+            ["flaky scenarios/boot.xml TC_1: flaky: failed on try 1 (x), passed on try 2"]
+        );
     }
 
     #[test]

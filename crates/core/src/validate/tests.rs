@@ -13,6 +13,7 @@ fn q(repo: &str, branch: &str) -> NewQueue {
         commit: None,
         labels: None,
         no_cache: false,
+        retries: None,
     }
 }
 
@@ -266,4 +267,30 @@ fn priority_may_be_written_as_an_integral_float() {
     // Out of range, but an integer: the range check names it.
     let e = parse("12.0").unwrap().validate(&[]).unwrap_err();
     assert_eq!(e.field, "priority");
+}
+
+#[test]
+fn retries_are_0_to_5_and_0_when_absent() {
+    let v = q("https://h/r.git", "main").validate(&[]).unwrap();
+    assert_eq!(v.retries, 0);
+    for n in 0..=5 {
+        let mut ok = q("https://h/r.git", "main");
+        ok.retries = Some(n);
+        assert_eq!(i64::from(ok.validate(&[]).unwrap().retries), n);
+    }
+    for n in [6, -1, 300, i64::MAX] {
+        let mut bad = q("https://h/r.git", "main");
+        bad.retries = Some(n);
+        let e = bad.validate(&[]).unwrap_err();
+        assert_eq!(e.field, "retries", "{n}");
+        assert!(
+            e.to_string()
+                .contains(&format!("retries: must be between 0 and 5 (how many times a failed case is tried again), got {n}")),
+            "{e}"
+        );
+    }
+    let parsed: NewQueue =
+        serde_json::from_str(r#"{"repo": "https://h/r", "branch": "main", "retries": 2.0}"#)
+            .unwrap();
+    assert_eq!(parsed.retries, Some(2));
 }

@@ -227,3 +227,25 @@ fn a_huge_log_shows_its_end_with_a_note() {
     assert!(!page.contains(">line 0<"), "the start is not");
     assert!((page.len() as u64) < 4 * MAX_HTML_LOG);
 }
+
+#[test]
+fn a_retried_case_tries_stand_out() {
+    for marker in [
+        "case TC try 2 of 3 (same boot)",
+        "case TC try 1 of 3 failed in 5 ms: step <run>: command exited with code 1, expected 0",
+    ] {
+        let html = render(LineKind::Event, marker.as_bytes());
+        assert!(html.starts_with("<div class=\"l e try\">"), "{html}");
+    }
+    for other in [
+        "case TC started",
+        "case TC try again",
+        "case TC try 2 of x",
+        "try 2 of 3",
+    ] {
+        let html = render(LineKind::Event, other.as_bytes());
+        assert!(html.starts_with("<div class=\"l e\">"), "{other}: {html}");
+    }
+    let html = render(LineKind::Output, b"case TC try 2 of 3");
+    assert!(html.starts_with("<div class=\"l o\">"), "{html}");
+}

@@ -23,6 +23,23 @@ pub(super) struct CaseOutcome {
     pub duration_ms: Option<u64>,
 }
 
+/// How one try of a case ended (a case is tried again after a failure when it has retries).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TryOutcome {
+    pub status: CaseStatus,
+    pub message: Option<String>,
+    pub duration_ms: u64,
+    /// What kind of end it was, in a word (`expect-timeout`, `fail-pattern`, …): the JUnit
+    /// `type` of a failed try.
+    pub kind: &'static str,
+    /// The emulator cannot serve another try: it exited, its console closed, a `<reboot/>`
+    /// failed, or the firmware crashed (a fail pattern matched).
+    pub broke_emulator: bool,
+    /// Where this try's lines are in the queue's log (offsets across attempts).
+    pub log_from: u64,
+    pub log_to: u64,
+}
+
 /// How a case's steps ended, before it is put into words.
 enum CaseEnd {
     Passed,
@@ -38,30 +55,81 @@ enum CaseEnd {
     },
 }
 
+impl CaseEnd {
+    /// The end in a word, for the JUnit `type` of a failed try.
+    fn kind(&self) -> &'static str {
+        match self {
+            CaseEnd::Passed => "passed",
+            CaseEnd::TimedOut { .. } => "case-timeout",
+            CaseEnd::Step { failure, .. } => match failure {
+                StepFailure::Timeout { .. } => "expect-timeout",
+                StepFailure::Idle(_) => "idle-timeout",
+                StepFailure::FailPattern(_) => "fail-pattern",
+                StepFailure::Closed(_) => "console-closed",
+                StepFailure::Seen { .. } => "expect-not",
+                StepFailure::ExitCode { .. } => "exit-code",
+                StepFailure::RunTimedOut(_) => "run-timeout",
+                StepFailure::RunNotStarted(_) => "run-not-started",
+                StepFailure::Reboot(_) => "reboot-failed",
+                StepFailure::Cancelled => "cancelled",
+            },
+        }
+    }
+
+    /// Whether the emulator is no good for another try after this end: it exited (the console
+    /// closed), a `<reboot/>` could not start it again, or the firmware crashed (a fail
+    /// pattern: what a crashed firmware does next is not the case's to find out).
+    fn broke_emulator(&self) -> bool {
+        matches!(
+            self,
+            CaseEnd::Step {
+                failure: StepFailure::Closed(_)
+                    | StepFailure::Reboot(_)
+                    | StepFailure::FailPattern(_),
+                ..
+            }
+        )
+    }
+}
+
 impl Run<'_> {
-    /// Runs one case on the running emulator and records its outcome; `Err` when the queue was
-    /// stopped meanwhile (its close-out records the rest).
-    pub(super) async fn run_case(
+    /// Records that case `case_row` started (its log starts here) and says so in the log.
+    pub(super) fn start_case(
         &self,
-        scenario: &Scenario,
         case: &TestCase,
         case_row: i64,
-        console: &mut Console,
-        spec: &EmulatorSpec,
-        cancel: &CancellationToken,
-    ) -> Result<CaseOutcome, Failure> {
+        tries: u32,
+    ) -> Result<(), Failure> {
         self.cases.push(CaseUpdate::Started {
             case_id: case_row,
             at: testarena_store::now_ms(),
             log_from: Some(self.logs.position()),
         })?;
+        let up_to = if tries > 1 {
+            format!(", up to {tries} tries")
+        } else {
+            String::new()
+        };
         self.logs.event(&format!(
-            "case {} '{}' started (timeout {})",
+            "case {} '{}' started (timeout {}{up_to})",
             case.id,
             case.name,
             humantime::format_duration(case.timeout)
         ));
+        Ok(())
+    }
+
+    /// Runs the case's steps once on the running emulator (one try) and says how it ended.
+    pub(super) async fn run_try(
+        &self,
+        scenario: &Scenario,
+        case: &TestCase,
+        console: &mut Console,
+        spec: &EmulatorSpec,
+        cancel: &CancellationToken,
+    ) -> TryOutcome {
         console.set_fail_pattern(scenario.fail_pattern_for(case));
+        let log_from = self.logs.position();
         let started = Instant::now();
         let end = self.run_steps(scenario, case, console, spec, cancel).await;
         let ms = started.elapsed().as_millis() as u64;
@@ -80,13 +148,15 @@ impl Run<'_> {
             m.push_str(&decoded.join("\n"));
         }
         console.set_fail_pattern(None);
-        let outcome = CaseOutcome {
+        TryOutcome {
             status,
             message,
-            duration_ms: Some(ms),
-        };
-        self.close_case(case, case_row, &outcome)?;
-        Ok(outcome)
+            duration_ms: ms,
+            kind: end.kind(),
+            broke_emulator: end.broke_emulator() || console.is_closed(),
+            log_from,
+            log_to: self.logs.position(),
+        }
     }
 
     /// Decodes the code addresses of the crash block of line `seq` and logs the result under
@@ -180,7 +250,7 @@ impl Run<'_> {
     }
 
     /// Logs the outcome and records the case (its log ends with that line).
-    fn close_case(
+    pub(super) fn close_case(
         &self,
         case: &TestCase,
         case_row: i64,

@@ -128,6 +128,7 @@ mod tests {
             labels: Vec::new(),
             origin: None,
             no_cache: false,
+            retries: 0,
         };
         let id = store.create_queue(&q).await.unwrap().queue.id;
         let holder = store.claim("w", 60_000).await.unwrap().unwrap();

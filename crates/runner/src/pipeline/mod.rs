@@ -10,6 +10,7 @@ mod case_writer;
 mod checkout;
 mod failure;
 mod repro;
+mod retry;
 mod step;
 mod task;
 mod verdict;
@@ -123,6 +124,9 @@ struct Run<'a> {
     decoder: Arc<crate::panics::Decoder>,
     /// The repository's profile, once the checkout read it (the repro bundle needs it).
     profile: Option<crate::profile::Profile>,
+    /// The failed tries of each case (by its row id) that was tried more than once, for
+    /// junit.xml.
+    failed_tries: Mutex<std::collections::HashMap<i64, Vec<retry::FailedTry>>>,
 }
 
 /// Runs one claimed queue to its end and records the verdict (unless the claim was lost).
@@ -172,6 +176,7 @@ async fn run_queue_in_span(
         mirrors,
         decoder: Arc::new(crate::panics::Decoder::new(None, &dir.join("work"))),
         profile: None,
+        failed_tries: Mutex::default(),
         work: dir.join("work"),
         mirror: None,
         dir,

@@ -206,14 +206,22 @@ impl Run<'_> {
                     }
                 }
             }
-            let Some(c) = console.as_mut() else { break };
             let span = tracing::info_span!("case", case = %case.id);
             let r = self
-                .run_case(scenario, case, *case_id, c, spec, cancel)
+                .run_case(scenario, case, *case_id, &mut console, spec, cancel)
                 .instrument(span)
                 .await;
             match r {
-                Ok(o) => outcomes.push(o),
+                Ok(run) => {
+                    outcomes.push(run.outcome);
+                    if let Some(m) = run.boot_error {
+                        // A retry could not boot the emulator: the rest cannot run either.
+                        if !cancel.is_cancelled() {
+                            task_error = Some(m);
+                        }
+                        break;
+                    }
+                }
                 Err(_) => break,
             }
             if scenario.boot == BootMode::PerCase {

@@ -114,6 +114,7 @@ impl Fixture {
             labels: Vec::new(),
             origin: None,
             no_cache: false,
+            retries: 0,
         };
         self.store.create_queue(&q).await.unwrap();
         self.store.claim("w1", 60_000).await.unwrap().unwrap()
@@ -346,6 +347,7 @@ async fn a_local_run_reads_its_scenario_from_memory_and_runs_only_the_cases_aske
         labels: Vec::new(),
         origin: None,
         no_cache: false,
+        retries: 0,
     };
     f.store.create_queue(&q).await.unwrap();
     let queue = f.store.claim("w1", 60_000).await.unwrap().unwrap();
@@ -405,6 +407,7 @@ impl Fixture {
             labels: Vec::new(),
             origin: None,
             no_cache,
+            retries: 0,
         };
         self.store.create_queue(&q).await.unwrap();
         let queue = self.store.claim("w1", 60_000).await.unwrap().unwrap();
@@ -534,6 +537,7 @@ async fn two_queues_of_one_commit_at_once_build_once() {
             labels: Vec::new(),
             origin: None,
             no_cache: false,
+            retries: 0,
         };
         ids.push(f.store.create_queue(&q).await.unwrap().queue.id);
         claimed.push(f.store.claim("w1", 60_000).await.unwrap().unwrap());
@@ -627,3 +631,5 @@ async fn a_failed_queue_keeps_a_repro_bundle_and_a_passed_one_none() {
         "{files:?}"
     );
 }
+
+mod retries;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use testarena_core::paths::{case_log, task_dir};
 use testarena_core::state::queue_verdict;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
-use testarena_report::{self as report, CaseLog, JunitCase, JunitSuite};
+use testarena_report::{self as report, CaseLog, JunitCase, JunitSuite, JunitTry};
 use testarena_store::{CaseRow, QueueDetail};
 
 impl Run<'_> {
@@ -189,6 +189,7 @@ impl Run<'_> {
                             duration_ms: c.duration_ms.unwrap_or(0).max(0) as u64,
                             message: c.message.clone(),
                             log: self.case_log(&tdir, c),
+                            tries: self.junit_tries(&tdir, c),
                         })
                         .collect(),
                 }
@@ -208,13 +209,43 @@ impl Run<'_> {
         let local = |o: Option<i64>| u64::try_from(o?).ok()?.checked_sub(base);
         let from = local(c.log_from)?;
         let to = local(c.log_to).unwrap_or_else(|| self.logs.position() - base);
-        let name = case_log(tdir, &c.key);
+        self.log_range(tdir, &c.key, from, to)
+    }
+
+    /// The range `from..to` of this attempt's local queue log as case `key`'s log.
+    fn log_range(&self, tdir: &Path, key: &str, from: u64, to: u64) -> Option<CaseLog> {
+        let name = case_log(tdir, key);
         Some(CaseLog {
             file: self.dir.join(QUEUE_LOG),
             from,
             to: to.max(from),
             name: name.file_name()?.to_string_lossy().into_owned(),
         })
+    }
+
+    /// The failed tries of case `c` when it was tried more than once (retries), each with its
+    /// part of the log.
+    fn junit_tries(&self, tdir: &Path, c: &CaseRow) -> Vec<JunitTry> {
+        let kept = self.failed_tries.lock().unwrap_or_else(|p| p.into_inner());
+        let base = self.logs.base();
+        kept.get(&c.id)
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let o = &t.outcome;
+                let log = match (o.log_from.checked_sub(base), o.log_to.checked_sub(base)) {
+                    (Some(from), Some(to)) => self.log_range(tdir, &c.key, from, to),
+                    _ => None,
+                };
+                JunitTry {
+                    number: t.number,
+                    kind: o.kind.to_string(),
+                    message: o.message.clone().unwrap_or_default(),
+                    duration_ms: o.duration_ms,
+                    log,
+                }
+            })
+            .collect()
     }
 }
 

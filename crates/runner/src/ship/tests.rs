@@ -18,6 +18,7 @@ async fn claimed(lease_ms: i64) -> (Store, tempfile::TempDir, i64, Holder) {
         labels: Vec::new(),
         origin: None,
         no_cache: false,
+        retries: 0,
     };
     let id = store.create_queue(&q).await.unwrap().queue.id;
     let row = store.claim("w", lease_ms).await.unwrap().unwrap();

@@ -27,6 +27,7 @@ impl Parser<'_> {
             timeout: head.timeout,
             idle_timeout: head.idle_timeout,
             boot: head.boot,
+            retries: head.retries,
             fail_pattern,
             setup: body.setup.unwrap_or_default(),
             cases,
@@ -106,6 +107,7 @@ impl Parser<'_> {
                 }
             }
         };
+        let retries = self.retries(root, "scenario");
         self.no_text(root, "scenario");
         ScenarioHead {
             name,
@@ -113,6 +115,7 @@ impl Parser<'_> {
             timeout,
             idle_timeout,
             boot,
+            retries,
         }
     }
 

@@ -68,6 +68,7 @@ impl Parser<'_> {
             None => DEFAULT_CASE_TIMEOUT.min(scenario_timeout),
         };
         let idle_timeout = self.seconds(node, "testcase", "idle-timeout");
+        let retries = self.retries(node, "testcase");
         self.no_text(node, "testcase");
 
         let mut patterns = Vec::new();
@@ -85,6 +86,7 @@ impl Parser<'_> {
             id,
             timeout,
             idle_timeout,
+            retries,
             fail_pattern: None,
             steps,
         };

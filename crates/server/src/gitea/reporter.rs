@@ -54,8 +54,12 @@ pub fn verdict_description(detail: &QueueDetail) -> String {
         Some(e) => format!("{}: {}", q.status, e.lines().next().unwrap_or("")),
         None => {
             let s = detail.summary();
+            let flaky = match s.flaky {
+                0 => String::new(),
+                n => format!(", {n} flaky"),
+            };
             format!(
-                "{}: {} passed, {} failed, {} error of {}",
+                "{}: {} passed{flaky}, {} failed, {} error of {}",
                 q.status, s.passed, s.failed, s.error, s.total
             )
         }

@@ -179,6 +179,7 @@ fn queue_of(
             context: rule.context(),
         }),
         no_cache: false,
+        retries: 0,
     })
 }
 

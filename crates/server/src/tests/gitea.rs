@@ -75,6 +75,7 @@ fn pushed(sha: &str) -> ValidQueue {
             context: "testarena/smoke".into(),
         }),
         no_cache: false,
+        retries: 0,
     }
 }
 

@@ -48,6 +48,7 @@ async fn drop_postgres(name: &str) {
 fn queue(name: &str, repo: &str, scenarios: &[&str], labels: &[&str]) -> ValidQueue {
     ValidQueue {
         no_cache: false,
+        retries: 0,
         repo: repo.into(),
         branch: "main".into(),
         scenarios: (!scenarios.is_empty())
@@ -120,7 +121,8 @@ async fn running(store: &Store, odd: bool) {
                 CaseStatus::Skipped,
                 CaseStatus::Running,
                 CaseStatus::Pending,
-            ][i % 6];
+                CaseStatus::Flaky,
+            ][i % 7];
             if status == CaseStatus::Pending {
                 continue;
             }
@@ -151,7 +153,10 @@ async fn fixture(store: &Store) {
     running(store, true).await;
     // Finished after an abort was asked for: the answer no longer shows it.
     let done = store
-        .create_queue(&queue("done", plain, &["a.xml"], &[]))
+        .create_queue(&ValidQueue {
+            retries: 2,
+            ..queue("done", plain, &["a.xml"], &[])
+        })
         .await
         .unwrap()
         .queue

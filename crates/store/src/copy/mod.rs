@@ -86,7 +86,7 @@ macro_rules! copy_impl {
                     }
                     let queue_sql = format!(
                         "INSERT INTO queues ({COPY_QUEUE_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
                     );
                     for c in &s.queues {
                         let q = &c.row;
@@ -120,6 +120,7 @@ macro_rules! copy_impl {
                             .bind(&c.idem_request)
                             .bind(i64::from(q.no_cache))
                             .bind(q.build_cached_from)
+                            .bind(i64::from(q.retries))
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -263,6 +264,7 @@ mod tests {
             labels: vec!["arm".into()],
             origin: None,
             no_cache: false,
+            retries: 0,
         }
     }
 
@@ -275,6 +277,7 @@ mod tests {
             .create_queue_by(
                 &ValidQueue {
                     no_cache: true,
+                    retries: 3,
                     ..vq("done", Some(vec!["a.xml", "b.xml"]))
                 },
                 Some("ci"),
@@ -371,6 +374,7 @@ mod tests {
         assert_eq!(before, after);
         let copied = db.store.queue_row(done.queue.id).await.unwrap();
         assert!(copied.no_cache);
+        assert_eq!(copied.retries, 3);
         assert_eq!(copied.build_cached_from, Some(aborted.queue.id));
         for id in [
             done.queue.id,

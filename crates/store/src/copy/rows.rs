@@ -66,7 +66,7 @@ pub struct CopySummary {
 pub(crate) const COPY_QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, \
-     submitted_by, lease_expires_at, delivery, idem_caller, idem_key, idem_request, no_cache, build_cached_from";
+     submitted_by, lease_expires_at, delivery, idem_caller, idem_key, idem_request, no_cache, build_cached_from, retries";
 
 /// The columns of `cases` a copy reads and writes.
 pub(crate) const COPY_CASE_COLUMNS: &str =

@@ -56,8 +56,8 @@ macro_rules! queues_impl {
                     // The INSERT comes first, so the transaction takes the write lock at once.
                     let id: Option<i64> = sqlx::query_scalar(&format!(
                         "INSERT INTO queues (name, repo, branch, requested_commit, scenarios, status, priority, created_at, case_filter, origin, delivery, labels, \
-                         idem_caller, idem_key, idem_request, submitted_by, no_cache) \
-                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                         idem_caller, idem_key, idem_request, submitted_by, no_cache, retries) \
+                         VALUES ($1, $2, $3, $4, $5, {}, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                          {on_conflict} RETURNING id",
                         q(QueueStatus::INITIAL)
                     ))
@@ -77,6 +77,7 @@ macro_rules! queues_impl {
                     .bind(key.map(|k| k.request.as_str()))
                     .bind(submitted_by)
                     .bind(i64::from(queue.no_cache))
+                    .bind(i64::from(queue.retries))
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some(id) = id else {
