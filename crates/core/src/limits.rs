@@ -36,3 +36,7 @@ mod tests {
         assert_eq!(super::WORKER_ALIVE_MS, 60_000);
     }
 }
+
+/// Claims of one queue before it is given up as `error`: a queue whose lease ran out, or that
+/// was handed back after the database failed it for now, waits again only this often.
+pub const MAX_QUEUE_ATTEMPTS: i64 = 3;

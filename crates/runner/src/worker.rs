@@ -16,7 +16,7 @@ pub const LEASE: Duration = Duration::from_secs(30);
 /// How often a running queue's lease is renewed and its abort flag read.
 pub const RENEW_EVERY: Duration = Duration::from_millis(500);
 /// Claims of one queue before it is given up as `error`.
-pub const MAX_ATTEMPTS: i64 = 3;
+pub const MAX_ATTEMPTS: i64 = testarena_core::limits::MAX_QUEUE_ATTEMPTS;
 /// How often the worker looks for work when nobody wakes it (neither an in-process server
 /// nor, on PostgreSQL, a NOTIFY from another process).
 pub const POLL_EVERY: Duration = Duration::from_millis(500);

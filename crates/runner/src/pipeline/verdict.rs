@@ -6,6 +6,7 @@ use super::Run;
 use crate::ship::QUEUE_LOG;
 use std::path::Path;
 use std::time::Instant;
+use testarena_core::limits::MAX_QUEUE_ATTEMPTS;
 use testarena_core::paths::{case_log, task_dir};
 use testarena_core::state::queue_verdict;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
@@ -27,7 +28,14 @@ impl Run<'_> {
             return;
         }
         if self.ctl.reason() == Some(StopReason::Shutdown) {
-            self.hand_back().await;
+            self.hand_back(
+                "the worker is stopping: the queue is handed back, to wait for a worker to start it over",
+            )
+            .await;
+            return;
+        }
+        if let Some(why) = hand_back_after(&outcome, self.queue.attempts) {
+            self.hand_back(&why).await;
             return;
         }
         let _ = self
@@ -97,16 +105,15 @@ impl Run<'_> {
         }
     }
 
-    /// After a shutdown cut the queue short: it waits again, for this or another worker to
-    /// start it over (its processes are gone already). If the hand-back fails, the lease runs
-    /// out and the queue is taken back all the same.
-    async fn hand_back(&mut self) {
+    /// After a shutdown or a passing database failure cut the queue short: it waits again,
+    /// for this or another worker to start it over (its processes are gone already), and the
+    /// queue log says `why`. If the hand-back fails, the lease runs out and the queue is taken
+    /// back all the same.
+    async fn hand_back(&mut self, why: &str) {
         let Some(holder) = self.queue.holder() else {
             return;
         };
-        self.logs.event(
-            "the worker is stopping: the queue is handed back, to wait for a worker to start it over",
-        );
+        self.logs.event(why);
         self.finish_shipping().await;
         match self.store.hand_back(self.queue.id, &holder).await {
             Ok(true) => {}
@@ -266,4 +273,55 @@ fn case_verdicts(detail: Option<&QueueDetail>) -> Vec<CaseStatus> {
             }
         })
         .collect()
+}
+
+/// Whether a queue that ended with `outcome` on its `attempts`-th claim is handed back to be
+/// tried again rather than given a verdict, and what its log says then: when the database
+/// refused a write for a passing reason (busy, overloaded, full) the queue itself did nothing
+/// wrong, so it waits again, up to [`MAX_QUEUE_ATTEMPTS`] claims in all; after that it ends
+/// `error` with the database's message.
+fn hand_back_after(outcome: &Result<(), Failure>, attempts: i64) -> Option<String> {
+    let Err(Failure::Store(e)) = outcome else {
+        return None;
+    };
+    (e.is_transient() && attempts < MAX_QUEUE_ATTEMPTS).then(|| {
+        format!(
+            "database error: {e}; the queue is handed back to be started over (claim {attempts} of at most {MAX_QUEUE_ATTEMPTS})"
+        )
+    })
+}
+
+#[cfg(test)]
+mod hand_back_tests {
+    use super::*;
+    use testarena_store::StoreError;
+
+    #[test]
+    fn a_passing_database_failure_hands_the_queue_back_a_bounded_number_of_times() {
+        let busy = || {
+            Err(Failure::Store(StoreError::Busy(
+                "database is locked".into(),
+            )))
+        };
+        let why = hand_back_after(&busy(), 1).expect("handed back");
+        assert!(
+            why.contains("database is locked") && why.contains("claim 1 of at most 3"),
+            "{why}"
+        );
+        assert!(hand_back_after(&busy(), MAX_QUEUE_ATTEMPTS - 1).is_some());
+        // The last claim gets its verdict (error, with the database's message).
+        assert!(hand_back_after(&busy(), MAX_QUEUE_ATTEMPTS).is_none());
+        let full = Err(Failure::Store(StoreError::DiskFull("no space".into())));
+        assert!(hand_back_after(&full, 1).is_some());
+    }
+
+    #[test]
+    fn other_endings_get_their_verdict() {
+        assert!(hand_back_after(&Ok(()), 1).is_none());
+        assert!(hand_back_after(&Err(Failure::Stopped), 1).is_none());
+        let lost = Err(Failure::Store(StoreError::ClaimLost(7)));
+        assert!(hand_back_after(&lost, 1).is_none());
+        let infra = Err(Failure::Infra(InfraError::NoEmulator));
+        assert!(hand_back_after(&infra, 1).is_none());
+    }
 }
