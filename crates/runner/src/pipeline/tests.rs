@@ -103,21 +103,27 @@ impl Fixture {
 
     /// Submits and claims a queue for `repo`.
     async fn claim(&self, repo: &Path) -> QueueRow {
-        let q = ValidQueue {
-            repo: repo.display().to_string(),
-            branch: "main".into(),
-            scenarios: None,
-            name: "t".into(),
-            priority: 5,
-            commit: None,
-            case_filter: None,
-            labels: Vec::new(),
-            origin: None,
-            no_cache: false,
-            retries: 0,
-        };
-        self.store.create_queue(&q).await.unwrap();
+        self.claim_queue(&queue_of(repo)).await
+    }
+
+    /// Submits and claims `q`.
+    async fn claim_queue(&self, q: &ValidQueue) -> QueueRow {
+        self.store.create_queue(q).await.unwrap();
         self.store.claim("w1", 60_000).await.unwrap().unwrap()
+    }
+
+    /// Runs a claimed queue to its end; what the store then holds.
+    async fn run_claimed(&self, queue: QueueRow) -> QueueDetail {
+        let id = queue.id;
+        run_queue(
+            &self.store,
+            &self.cfg,
+            &self.mirrors,
+            queue,
+            &QueueControl::default(),
+        )
+        .await;
+        self.store.queue(id).await.unwrap()
     }
 
     /// A claimed queue whose only case waits for ever.
@@ -134,10 +140,24 @@ impl Fixture {
     async fn run(&self, toml: &str, scenario: &str) -> QueueDetail {
         let repo = self.repo("r", toml, scenario);
         let queue = self.claim(&repo).await;
-        let ctl = QueueControl::default();
-        let id = queue.id;
-        run_queue(&self.store, &self.cfg, &self.mirrors, queue, &ctl).await;
-        self.store.queue(id).await.unwrap()
+        self.run_claimed(queue).await
+    }
+}
+
+/// A queue of `repo`'s `main` with every option at its default.
+fn queue_of(repo: &Path) -> ValidQueue {
+    ValidQueue {
+        repo: repo.display().to_string(),
+        branch: "main".into(),
+        scenarios: None,
+        name: "t".into(),
+        priority: 5,
+        commit: None,
+        case_filter: None,
+        labels: Vec::new(),
+        origin: None,
+        no_cache: false,
+        retries: 0,
     }
 }
 
@@ -337,30 +357,10 @@ async fn a_local_run_reads_its_scenario_from_memory_and_runs_only_the_cases_aske
         ..Default::default()
     };
     let q = ValidQueue {
-        repo: repo.display().to_string(),
-        branch: "main".into(),
         scenarios: Some(vec!["scenarios/s.xml".into()]),
-        name: "t".into(),
-        priority: 5,
-        commit: None,
-        case_filter: None,
-        labels: Vec::new(),
-        origin: None,
-        no_cache: false,
-        retries: 0,
+        ..queue_of(&repo)
     };
-    f.store.create_queue(&q).await.unwrap();
-    let queue = f.store.claim("w1", 60_000).await.unwrap().unwrap();
-    let id = queue.id;
-    run_queue(
-        &f.store,
-        &f.cfg,
-        &f.mirrors,
-        queue,
-        &QueueControl::default(),
-    )
-    .await;
-    let d = f.store.queue(id).await.unwrap();
+    let d = f.run_claimed(f.claim_queue(&q).await).await;
     assert_eq!(d.queue.status, QueueStatus::Passed, "{:?}", cases(&d));
     let keys: Vec<String> = cases(&d).into_iter().map(|(k, _, _)| k).collect();
     assert_eq!(keys, ["A", "C"]);
@@ -397,30 +397,12 @@ impl Fixture {
     /// Submits, claims and runs one queue of `repo`; what the store then holds, and its log.
     async fn run_repo(&self, repo: &Path, no_cache: bool) -> (QueueDetail, String) {
         let q = ValidQueue {
-            repo: repo.display().to_string(),
-            branch: "main".into(),
-            scenarios: None,
-            name: "t".into(),
-            priority: 5,
-            commit: None,
-            case_filter: None,
-            labels: Vec::new(),
-            origin: None,
             no_cache,
-            retries: 0,
+            ..queue_of(repo)
         };
-        self.store.create_queue(&q).await.unwrap();
-        let queue = self.store.claim("w1", 60_000).await.unwrap().unwrap();
-        let id = queue.id;
-        run_queue(
-            &self.store,
-            &self.cfg,
-            &self.mirrors,
-            queue,
-            &QueueControl::default(),
-        )
-        .await;
-        (self.store.queue(id).await.unwrap(), self.log(id).await)
+        let d = self.run_claimed(self.claim_queue(&q).await).await;
+        let log = self.log(d.queue.id).await;
+        (d, log)
     }
 
     async fn log(&self, id: i64) -> String {
@@ -526,20 +508,14 @@ async fn two_queues_of_one_commit_at_once_build_once() {
     let mut ids = Vec::new();
     let mut claimed = Vec::new();
     for _ in 0..2 {
-        let q = ValidQueue {
-            repo: repo.display().to_string(),
-            branch: "main".into(),
-            scenarios: None,
-            name: "t".into(),
-            priority: 5,
-            commit: None,
-            case_filter: None,
-            labels: Vec::new(),
-            origin: None,
-            no_cache: false,
-            retries: 0,
-        };
-        ids.push(f.store.create_queue(&q).await.unwrap().queue.id);
+        ids.push(
+            f.store
+                .create_queue(&queue_of(&repo))
+                .await
+                .unwrap()
+                .queue
+                .id,
+        );
         claimed.push(f.store.claim("w1", 60_000).await.unwrap().unwrap());
     }
     let (c1, c2) = (QueueControl::default(), QueueControl::default());

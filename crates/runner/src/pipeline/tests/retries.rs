@@ -22,30 +22,10 @@ impl Fixture {
     async fn run_with_retries(&self, toml: &str, scenario: &str, retries: u8) -> QueueDetail {
         let repo = self.repo("r", toml, scenario);
         let q = ValidQueue {
-            repo: repo.display().to_string(),
-            branch: "main".into(),
-            scenarios: None,
-            name: "t".into(),
-            priority: 5,
-            commit: None,
-            case_filter: None,
-            labels: Vec::new(),
-            origin: None,
-            no_cache: false,
             retries,
+            ..queue_of(&repo)
         };
-        self.store.create_queue(&q).await.unwrap();
-        let queue = self.store.claim("w1", 60_000).await.unwrap().unwrap();
-        let id = queue.id;
-        run_queue(
-            &self.store,
-            &self.cfg,
-            &self.mirrors,
-            queue,
-            &QueueControl::default(),
-        )
-        .await;
-        self.store.queue(id).await.unwrap()
+        self.run_claimed(self.claim_queue(&q).await).await
     }
 
     /// A whole file the queue left in the database, as text.
