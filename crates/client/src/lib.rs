@@ -33,8 +33,13 @@
 //! [`MAX_RETRY_AFTER`]) and goes again, within the same bound: a refused request did nothing.
 //! [`ClientBuilder::on_retry`] is told of every wait (the CLI prints it).
 
+mod bisect;
 mod error;
 mod retry;
+
+pub use bisect::{
+    Bisect, BisectCommit, BisectList, BisectStatus, BisectStep, NewBisect, StepVerdict,
+};
 
 pub use error::ClientError;
 use retry::{RetryHook, Retrying};
