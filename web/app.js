@@ -1546,6 +1546,14 @@ function renderQueue(q) {
   flakyEl.textContent = `${flaky} flaky`;
   tid('queue-id').textContent = `#${id}`;
   tid('queue-name').textContent = q.name;
+  // A bisect's step queue is named `bisect #N: <commit>`: link back to its bisect.
+  const bisect = /^bisect #(\d+): /.exec(q.name);
+  const back = tid('queue-bisect-link');
+  back.hidden = !bisect;
+  if (bisect) {
+    back.href = `#/bisects/${bisect[1]}`;
+    back.textContent = `step of bisect #${bisect[1]}`;
+  }
   const phase = tid('queue-phase');
   if (q.status === 'running' && q.phase) {
     phase.hidden = false;
@@ -1870,6 +1878,10 @@ let firstRoute = true;
 
 function route() {
   const hash = location.hash || '#/';
+  if (routeOtherPage(hash)) {
+    firstRoute = false;
+    return;
+  }
   const m = /^#\/queues\/(\d+)\/?$/.exec(hash);
   const boardView = tid('view-board');
   const queueView = tid('view-queue');
@@ -1899,6 +1911,39 @@ function route() {
     }
   }
   firstRoute = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages in files of their own (web/bisect.js)
+// ---------------------------------------------------------------------------------------------
+
+// Such a file runs first and registers `{ match(hash) → args or null, open(args, first), close() }`
+// in `window.__testarenaPages`; it builds its page with what this file shares here.
+const otherPages = window.__testarenaPages || [];
+window.__testarenaKit = {
+  API, FINISHED, h, api, tid, toast, confirmDialog, deniedReason, isOffline, HttpError,
+  parseTime, fmtAge, fmtDateTime, fmtDuration, shortSha, shortRepo,
+};
+
+/** Shows the page of another file that claims `hash` (closing the others); false if none does. */
+function routeOtherPage(hash) {
+  let shown = false;
+  for (const p of otherPages) {
+    const args = shown ? null : p.match(hash);
+    if (!args) {
+      p.close();
+      continue;
+    }
+    shown = true;
+    if (page.log) page.log.stop();
+    page.log = null;
+    page.id = null;
+    page.queue = null;
+    tid('view-board').hidden = true;
+    tid('view-queue').hidden = true;
+    p.open(args, firstRoute);
+  }
+  return shown;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ GRANT INSERT, UPDATE ON status_reports TO testarena_server;
 
 -- --- testarena_worker (`testarena worker`) --------------------------------------------------
 -- Claims queues and holds them (status, lease, phase, commit, abort_requested, attempts),
--- finishes them, hands them back, takes back those whose lease ran out; never creates or
--- deletes one.
+-- finishes them, hands them back, takes back those whose lease ran out; never deletes one (and
+-- creates only a bisect's step queues, see below).
 GRANT SELECT, UPDATE ON queues TO testarena_worker;
 -- The tasks and cases of the queues it runs: made after the checkout, dropped when a queue
 -- starts over.
@@ -90,6 +90,26 @@ BEGIN
         GRANT SELECT, INSERT, DELETE ON tokens TO testarena_server;
         GRANT UPDATE (last_used_at) ON tokens TO testarena_server;
         GRANT USAGE ON SEQUENCE tokens_id_seq TO testarena_server;
+    END IF;
+END $$;
+
+-- --- Bisects (bisects, bisect_steps), once a migration has made the tables ------------------
+-- The server starts bisects and aborts them (it reads their steps). The worker's bisect driver
+-- claims a bisect that needs a decision, records its range and steps, and submits its step
+-- queues: so the worker inserts queues too (their tasks it may insert already), but only the
+-- columns a step queue has: never an `origin` (a commit status to send), a webhook delivery,
+-- an idempotency key or a case filter. A queue that ends or is deleted looks up the bisect
+-- waiting for it (a trigger, run as whichever role ends or deletes it: both read bisects).
+DO $$
+BEGIN
+    IF to_regclass('bisects') IS NOT NULL THEN
+        GRANT INSERT, UPDATE ON bisects TO testarena_server;
+        GRANT USAGE ON SEQUENCE bisects_id_seq TO testarena_server;
+        GRANT SELECT, UPDATE ON bisects TO testarena_worker;
+        GRANT SELECT, INSERT, UPDATE ON bisect_steps TO testarena_worker;
+        GRANT INSERT (name, repo, branch, requested_commit, scenarios, status, priority,
+                      created_at, labels, submitted_by) ON queues TO testarena_worker;
+        GRANT USAGE ON SEQUENCE queues_id_seq TO testarena_worker;
     END IF;
 END $$;
 

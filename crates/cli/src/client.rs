@@ -1,9 +1,10 @@
-//! The client commands (`submit`, `queues`, `show`, `logs`, `abort`, `rm`, `junit`,
+//! The client commands (`submit`, `queues`, `show`, `logs`, `abort`, `rm`, `junit`, `bisect`,
 //! `completions`): talk to a TestArena server over its REST API.
 //!
 //! Exit codes: 0 success (or a passed queue), 1 a failed queue, 2 an errored or aborted queue,
 //! 3 bad input, an API refusal or connection trouble.
 
+pub(crate) mod bisect;
 pub(crate) mod render;
 pub(crate) mod wait;
 
@@ -153,6 +154,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         id: IdArg,
     },
+    /// Find the commit that broke a scenario: bisect the range from --good to --bad on the
+    /// server, one step queue per tested commit (exit 0 found, 2 could not decide)
+    Bisect(bisect::BisectArgs),
     /// Print a shell completion script (e.g. `testarena completions bash > /etc/bash_completion.d/testarena`)
     Completions {
         /// Shell to complete for
@@ -271,6 +275,10 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
             let xml = api.junit(id).await?;
             write_stdout(xml.as_bytes())?;
             Ok(EXIT_OK)
+        }
+        ClientCommand::Bisect(a) => {
+            let api = connect(&a.conn, common)?;
+            bisect::bisect(&api, a).await
         }
         ClientCommand::Completions { shell } => {
             let mut cmd = <crate::Cli as clap::CommandFactory>::command();

@@ -67,7 +67,7 @@ enum Command {
         after_help = "Copying (--from sqlite://PATH --to postgres://USER@HOST/DB): every queue \
 with all its fields, its tasks, cases and commit-status reports is copied with its id, status \
 and times, in one transaction on the target, which must be a new, empty database (refused \
-otherwise). API tokens are copied too (they keep working). Workers are not copied, and queues are copied as they are, running ones too: stop \
+otherwise). API tokens are copied too (they keep working). Workers and bisects are not copied (a bisect's step queues are), and queues are copied as they are, running ones too: stop \
 the server and the workers first. Each queue's files (logs, case pages, JUnit report, what its \
 builds left) are copied after the rows, a queue at a time (should that fail, copy again into a \
 new database); files an older version kept under <data>/queues/<id>/ are imported into --from \

@@ -661,6 +661,9 @@ async fn metrics_pass_promtool() {
 
 /// Every routed API path, as the router in crates/server/src/lib.rs declares them.
 const ROUTED_PATHS: &[&str] = &[
+    "/api/v1/bisects",
+    "/api/v1/bisects/{id}",
+    "/api/v1/bisects/{id}/abort",
     "/api/v1/events",
     "/api/v1/health",
     "/api/v1/hooks/gitea",

@@ -2,7 +2,8 @@
 //! fresh database (role names made unique per test, dropped with the database at the end),
 //! `testarena migrate` as the owner, two `serve` replicas as the server role and a `worker` as
 //! the worker role, each with no more than those files grant: a queue passes, one is handed
-//! back and aborted, one deleted, and each role is refused what it must not do. The "emulator"
+//! back and aborted, one deleted, a bisect driven by the worker role and one aborted by the
+//! server role, and each role is refused what it must not do. The "emulator"
 //! is `cat`, so no QEMU is needed. PostgreSQL must be reachable (`TESTARENA_TEST_POSTGRES`
 //! overrides the maintenance database, as a superuser): this fails, never skips.
 
@@ -13,7 +14,7 @@ use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use testarena_client::{CaseStatus, NewQueue, QueueStatus};
+use testarena_client::{BisectStatus, CaseStatus, NewBisect, NewQueue, QueueStatus, StepVerdict};
 
 fn maintenance_url() -> String {
     std::env::var("TESTARENA_TEST_POSTGRES")
@@ -261,6 +262,81 @@ impl Drop for Worker {
     }
 }
 
+/// A bisect driven by the worker role (it reads the range, inserts the step queue, records the
+/// step and ends the bisect), and another aborted by the server role with its step queue.
+async fn bisects_run_with_these_privileges(one: &App, two: &App, repo: &Path, worker: &Worker) {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let good = git(&["rev-parse", "HEAD"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "a later commit"]);
+    let new = |labels: Option<Vec<String>>| NewBisect {
+        repo: repo.to_str().unwrap().into(),
+        good: good.clone(),
+        bad: "main".into(),
+        scenarios: Some(vec!["scenarios/s.xml".into()]),
+        labels,
+        ..NewBisect::default()
+    };
+    let b = one.api.create_bisect(&new(None)).await.unwrap();
+    let start = Instant::now();
+    let ended = loop {
+        let now = two.api.bisect(b.id).await.unwrap();
+        if now.status.is_finished() {
+            break now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{now:#?}\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The bad end passes: one step, then undecided.
+    assert_eq!(
+        ended.status,
+        BisectStatus::Undecided,
+        "{ended:#?}\n{}",
+        worker.log()
+    );
+    assert_eq!(ended.steps.len(), 1, "{ended:#?}");
+    assert_eq!(
+        ended.steps[0].verdict,
+        Some(StepVerdict::Good),
+        "{ended:#?}"
+    );
+    let stuck = one
+        .api
+        .create_bisect(&new(Some(vec!["no-such-lab".into()])))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let step = loop {
+        if let Some(q) = two.api.bisect(stuck.id).await.unwrap().current_queue {
+            break q;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let aborted = two.api.abort_bisect(stuck.id).await.unwrap();
+    assert_eq!(aborted.status, BisectStatus::Aborted);
+    assert_eq!(
+        one.api.queue(step).await.unwrap().status,
+        QueueStatus::Aborted
+    );
+}
+
 /// Runs `sql` as the connection's role and asserts PostgreSQL refuses it for lack of a
 /// privilege (SQLSTATE 42501) or of ownership (42501 too: "must be owner").
 async fn assert_refused(conn: &mut sqlx::PgConnection, role: &str, sql: &str) {
@@ -394,6 +470,7 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
     assert_eq!(wanted, "passed");
     let workers = one.api.workers().await.unwrap().workers;
     assert_eq!(workers.len(), 1, "{workers:?}");
+    bisects_run_with_these_privileges(&one, &two, &repo, &worker).await;
 
     // C: runs until the worker stops; handed back (its case dropped), it waits again, and
     // the server aborts it there, and B too.
@@ -435,8 +512,6 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
     let mut as_worker = farm.connect(&farm.worker).await;
     for sql in [
         "DELETE FROM queues",
-        "INSERT INTO queues (name, repo, branch, status, priority, created_at) \
-         VALUES ('x', '/r', 'main', 'waiting', 0, 0)",
         "DELETE FROM deleted_queues",
         "DELETE FROM status_reports",
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
@@ -444,6 +519,11 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
         "ALTER TABLE queues ADD COLUMN x BIGINT",
         "DROP TABLE workers",
         "SELECT hash FROM tokens",
+        // A bisect's driver inserts step queues, but none with an origin (a commit status to
+        // send), a webhook delivery or an idempotency key; and deletes no bisect.
+        "INSERT INTO queues (name, repo, branch, status, priority, created_at, origin) \
+         VALUES ('x', '/r', 'main', 'waiting', 0, 0, '{}')",
+        "DELETE FROM bisects",
     ] {
         assert_refused(&mut as_worker, "the worker role", sql).await;
     }
@@ -459,6 +539,8 @@ async fn serve_and_worker_run_a_queue_with_the_least_privileges_of_deploy_postgr
         "ALTER TABLE queues ADD COLUMN x BIGINT",
         "TRUNCATE queues",
         "UPDATE tokens SET scope = 'admin'",
+        "UPDATE bisect_steps SET verdict = 'good'",
+        "DELETE FROM bisects",
     ] {
         assert_refused(&mut as_server, "the server role", sql).await;
     }

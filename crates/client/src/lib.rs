@@ -33,11 +33,16 @@
 //! [`MAX_RETRY_AFTER`]) and goes again, within the same bound: a refused request did nothing.
 //! [`ClientBuilder::on_retry`] is told of every wait (the CLI prints it).
 
+mod bisect;
 mod error;
 mod files;
 mod queues;
 mod retry;
 mod transport;
+
+pub use bisect::{
+    Bisect, BisectCommit, BisectList, BisectStatus, BisectStep, NewBisect, StepVerdict,
+};
 
 pub use error::ClientError;
 use retry::RetryHook;

@@ -90,7 +90,7 @@ pub struct NewQueue {
 
 /// An optional integer that may also be written as a number with no fraction (`6.0`): JSON
 /// has one number type, and JSON Schema's `integer` admits both spellings.
-fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     use serde::de::{Error, Unexpected};
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);

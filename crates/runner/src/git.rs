@@ -35,6 +35,7 @@ use local::*;
 
 mod checkout;
 mod command;
+mod range;
 use command::*;
 
 /// Grace between TERM and KILL when a git command is stopped.

@@ -1,4 +1,5 @@
 //! Execution of one queue.
+pub mod bisect;
 pub mod build_cache;
 pub mod console;
 pub mod emulators;

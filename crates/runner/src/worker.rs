@@ -1,5 +1,6 @@
 //! The worker loop: clean up after a crashed predecessor, claim queues, run them with a lease
-//! renewed every second (which is also how an abort from the API arrives), stop on shutdown.
+//! renewed every second (which is also how an abort from the API arrives), stop on shutdown;
+//! beside it, the process's bisect driver (`crate::bisect`).
 
 use crate::git::{FetchPolicy, MirrorCache};
 use crate::pipeline::{self, QueueControl, RunnerConfig, StopReason};
@@ -100,6 +101,8 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let policy = self.fetch_policy.clone();
         let mirrors = Arc::new(MirrorCache::new(self.cfg.data_dir.join("git")).with_policy(policy));
+        let queue_ended = Arc::new(Notify::new());
+        let _bisects = self.bisect_driver(mirrors.clone(), queue_ended.clone(), &shutdown);
         let mut handles = Vec::new();
         loop {
             let permit = tokio::select! {
@@ -117,8 +120,11 @@ impl Worker {
                 continue;
             };
             let job = self.queue_job(queue, mirrors.clone(), running.clone());
+            let ended = queue_ended.clone();
             handles.push(tokio::spawn(async move {
                 job.await;
+                // It may have been a bisect's step.
+                ended.notify_one();
                 drop(permit);
             }));
             handles.retain(|h| !h.is_finished());
@@ -148,6 +154,25 @@ impl Worker {
         let _ = self.store.unregister_worker(&self.cfg.worker_id).await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+
+    /// Starts this process's bisect driver (see `crate::bisect`), with the worker's mirrors;
+    /// it runs until `shutdown` or until the handle is dropped.
+    fn bisect_driver(
+        &self,
+        mirrors: Arc<MirrorCache>,
+        queue_ended: Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
+        let driver = crate::bisect::Driver {
+            store: self.store.clone(),
+            mirrors,
+            id: self.cfg.worker_id.clone(),
+            fetch_timeout: self.cfg.clone_timeout,
+            new_work: self.new_work.clone(),
+            queue_ended,
+        };
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(driver.run(shutdown.clone())))
     }
 
     /// Prepares this host and registers the worker: subreaper, disk reserve, crash clean-up.

@@ -5,8 +5,8 @@
 //! Every request with a token looks the token up in the database (nothing is cached), so a
 //! revoked or expired token is refused at once by every replica. Routes and what they need:
 //! GET/HEAD of `/api/v1/**` and `/metrics` need `read` (none when anonymous reading is on);
-//! submitting and re-running need `submit`; aborting needs `submit` for the caller's own queue
-//! (the handler checks the owner) and `admin` for another's; deleting, and any other write,
+//! submitting, re-running and starting a bisect need `submit`; aborting needs `submit` for the
+//! caller's own queue or bisect (the handler checks the owner) and `admin` for another's; deleting, and any other write,
 //! needs `admin`. The health check, the dashboard and its assets, the API docs, the Gitea
 //! webhook (it has its HMAC) and the session routes are open.
 
@@ -112,6 +112,15 @@ fn need_of(method: &Method, path: &str) -> Need {
         return Need::Scope(Scope::Read, "reading");
     }
     const ADMIN: Need = Need::Scope(Scope::Admin, "this request");
+    if let Some(rest) = path.strip_prefix("/api/v1/bisects") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        return match (method, segments.as_slice()) {
+            (&Method::POST, [""]) => Need::Scope(Scope::Submit, "starting a bisect"),
+            // Submit for one's own bisect; the handler asks for admin for another's.
+            (&Method::POST, ["", _, "abort"]) => Need::Scope(Scope::Submit, "aborting a bisect"),
+            _ => ADMIN,
+        };
+    }
     let Some(rest) = path.strip_prefix("/api/v1/queues") else {
         return ADMIN;
     };
@@ -345,6 +354,17 @@ mod tests {
             Some(Scope::Submit)
         );
         assert_eq!(need(Method::DELETE, "/api/v1/queues/7"), Some(Scope::Admin));
+        assert_eq!(need(Method::POST, "/api/v1/bisects"), Some(Scope::Submit));
+        assert_eq!(
+            need(Method::POST, "/api/v1/bisects/3/abort"),
+            Some(Scope::Submit)
+        );
+        assert_eq!(need(Method::GET, "/api/v1/bisects/3"), Some(Scope::Read));
+        assert_eq!(need(Method::POST, "/api/v1/bisectsx"), Some(Scope::Admin));
+        assert_eq!(
+            need(Method::DELETE, "/api/v1/bisects/3"),
+            Some(Scope::Admin)
+        );
         // Anything else that writes, or a path the router does not know, needs admin.
         for (m, p) in [
             (Method::POST, "/api/v1/queues/"),

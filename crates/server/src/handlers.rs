@@ -308,7 +308,10 @@ pub(crate) async fn rerun_queue(
 
 /// A local repository must really be under an allowed root: a symlink inside a root that points
 /// elsewhere is refused. (Paths that do not exist yet are left to the clone to report.)
-fn check_real_location(repo: &str, roots: &[std::path::PathBuf]) -> Result<(), ApiError> {
+pub(crate) fn check_real_location(
+    repo: &str,
+    roots: &[std::path::PathBuf],
+) -> Result<(), ApiError> {
     if !repo.starts_with('/') {
         return Ok(());
     }

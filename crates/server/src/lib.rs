@@ -5,6 +5,7 @@ mod access;
 mod archive;
 mod assets;
 mod auth;
+mod bisects;
 mod caller_key;
 mod case_logs;
 mod changes;
@@ -81,6 +82,12 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{id}/junit.xml", get(files::junit))
         .route("/queues/{id}/archive", get(archive::archive))
         .route("/workers", get(system::workers))
+        .route(
+            "/bisects",
+            post(bisects::create_bisect).get(bisects::list_bisects),
+        )
+        .route("/bisects/{id}", get(bisects::get_bisect))
+        .route("/bisects/{id}/abort", post(bisects::abort_bisect))
         .route("/hooks/gitea", post(gitea::webhook::hook))
         .route("/events", get(events::events))
         .route(

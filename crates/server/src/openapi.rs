@@ -27,7 +27,8 @@ server host with `testarena token create --name NAME --scope submit` (scopes: `r
 
 Reading (`GET` under `/api/v1`) needs scope `read`, and is open to anonymous callers unless \
 the server is configured to require a token; submitting and re-running need `submit`; \
-aborting needs `submit` for one's own queue, else `admin`; deleting needs `admin`. Always \
+aborting needs `submit` for one's own queue (or bisect), else `admin`; deleting needs `admin`. \
+Starting a bisect (`POST /api/v1/bisects`) needs `submit`. Always \
 open: `/api/v1/health`, `/api/openapi.json`, `/api/docs`, `/api/v1/session`, and the Gitea \
 webhook (`/api/v1/hooks/gitea`, authenticated by its HMAC signature instead). A missing or \
 unknown token is `401 unauthorized`; a token without the scope, or a cookie-authenticated \
@@ -66,6 +67,10 @@ not_found`.";
         crate::session::sign_in,
         crate::session::session,
         crate::session::sign_out,
+        crate::bisects::create_bisect,
+        crate::bisects::list_bisects,
+        crate::bisects::get_bisect,
+        crate::bisects::abort_bisect,
     ),
     components(schemas(
         testarena_core::api::Queue, testarena_core::api::Build, testarena_core::api::Summary, testarena_core::api::Task, testarena_core::api::Case,
@@ -74,8 +79,11 @@ not_found`.";
         testarena_core::api::Rerun, testarena_core::NewQueue, testarena_core::QueueStatus, testarena_core::Phase,
         testarena_core::CaseStatus, testarena_core::auth::SignIn, testarena_core::auth::SignedIn,
         testarena_core::auth::SessionInfo, testarena_core::auth::Scope,
+        testarena_core::bisect::NewBisect, testarena_core::bisect::Bisect, testarena_core::bisect::BisectStep,
+        testarena_core::bisect::BisectCommit, testarena_core::bisect::BisectList, testarena_core::bisect::BisectStatus,
+        testarena_core::bisect::StepVerdict,
     )),
-    tags((name = "queues"), (name = "logs"), (name = "system"), (name = "integrations"), (name = "session")),
+    tags((name = "queues"), (name = "logs"), (name = "system"), (name = "integrations"), (name = "session"), (name = "bisects")),
     modifiers(&ErrorResponses, &Access, &OptionalBodies)
 )]
 pub struct ApiDoc;
@@ -181,6 +189,8 @@ fn need(method: &str, path: &str) -> Need {
         ("get", _) => Need::Read,
         ("post", "/api/v1/queues" | "/api/v1/queues/{id}/rerun") => Need::Submit,
         ("post", "/api/v1/queues/{id}/abort") => Need::SubmitOwnOrAdmin,
+        ("post", "/api/v1/bisects") => Need::Submit,
+        ("post", "/api/v1/bisects/{id}/abort") => Need::SubmitOwnOrAdmin,
         _ => Need::Admin,
     }
 }

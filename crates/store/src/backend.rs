@@ -20,7 +20,7 @@ pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>
 
 /// A database the store can use: every operation of the parts below.
 pub(crate) trait Backend:
-    Queues + Pages + Work + Files + Reports + Copying + Tokens + std::fmt::Debug + Send + Sync
+    Queues + Pages + Work + Files + Reports + Copying + Tokens + Bisects + std::fmt::Debug + Send + Sync
 {
     /// Runs a trivial query.
     fn ping(&self) -> Fut<'_, ()>;
@@ -52,6 +52,8 @@ pub(crate) enum Wakeup {
     Change,
     /// New chunks of a queue's files (its logs).
     Files,
+    /// A bisect may need a decision (created, or its step queue ended).
+    Bisects,
 }
 
 /// Queues as the API sees them: create, read, list, abort, delete, follow changes.
@@ -316,4 +318,50 @@ pub(crate) trait Copying {
     /// Writes `snapshot` with its ids in one transaction, after checking that this database
     /// has no queue (nor ever deleted one); `Conflict` otherwise.
     fn restore<'a>(&'a self, snapshot: &'a crate::copy::rows::Snapshot) -> Fut<'a, ()>;
+}
+
+/// Bisects (see `crate::bisects`): rows and steps, and the driver's claim and decisions.
+pub(crate) trait Bisects {
+    /// Stores a running bisect; returns its id.
+    fn insert_bisect<'a>(
+        &'a self,
+        b: &'a testarena_core::bisect::ValidBisect,
+        submitted_by: Option<&'a str>,
+        now: i64,
+    ) -> Fut<'a, i64>;
+    /// One bisect with its steps.
+    fn bisect(&self, id: i64) -> Fut<'_, Option<crate::bisects::BisectDetail>>;
+    /// Newest first, at most `limit`, with ids below `before`.
+    fn list_bisects(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Fut<'_, Vec<crate::bisects::BisectDetail>>;
+    /// Claims a running bisect that needs a decision for `driver` until `until`, atomically.
+    fn claim_bisect<'a>(
+        &'a self,
+        driver: &'a str,
+        now: i64,
+        until: i64,
+    ) -> Fut<'a, Option<crate::bisects::BisectClaim>>;
+    /// Extends a claim `holder` has; false if it has none.
+    fn renew_bisect<'a>(&'a self, id: i64, holder: &'a Holder, until: i64) -> Fut<'a, bool>;
+    /// Lets go of a claim `holder` has, not to be claimed again before `retry_at`.
+    fn release_bisect<'a>(&'a self, id: i64, holder: &'a Holder, retry_at: i64) -> Fut<'a, bool>;
+    /// Records a decision in one transaction (see `Store::decide_bisect`); returns the new
+    /// step queue's id, if one was made.
+    fn decide_bisect<'a>(
+        &'a self,
+        id: i64,
+        holder: &'a Holder,
+        decision: &'a crate::bisects::Decision,
+        now: i64,
+    ) -> Fut<'a, Option<i64>>;
+    /// Ends a running bisect as aborted; returns it, or `None` if it is not running.
+    fn abort_bisect<'a>(
+        &'a self,
+        id: i64,
+        message: &'a str,
+        now: i64,
+    ) -> Fut<'a, Option<crate::bisects::BisectRow>>;
 }

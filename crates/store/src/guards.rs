@@ -78,6 +78,17 @@ pub(crate) fn cut_short() -> String {
     format!("CASE status {} END", arms.join(" "))
 }
 
+/// A bisect status as an SQL value.
+pub(crate) fn b(status: testarena_core::bisect::BisectStatus) -> String {
+    lit(status.as_str())
+}
+
+/// `status IN (…)` of the queues that have not ended yet.
+pub(crate) fn queue_unfinished() -> String {
+    let open = QueueStatus::ALL.iter().filter(|s| !s.is_finished());
+    format!("status IN ({})", list(open.map(|s| s.as_str())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! the seam (retries, guards from core's transitions, row mapping, verdict rules) is written once.
 
 mod backend;
+mod bisects;
 mod copy;
 mod files;
 mod guards;
@@ -19,6 +20,7 @@ mod sqlite;
 mod tokens;
 mod work;
 
+pub use bisects::{BisectClaim, BisectDetail, BisectRange, BisectRow, Decision, Move, StepRow};
 pub use copy::CopySummary;
 pub use once::{Keyed, SubmitKey};
 pub use page::QueueJson;
@@ -315,6 +317,15 @@ impl Store {
     /// timeout, so a loop over it is the slow poll; in-process wake-ups stay the caller's.
     pub async fn wait_for_work(&self, timeout: Duration) {
         self.backend.wait_for(backend::Wakeup::Work, timeout).await
+    }
+
+    /// Waits until a bisect may need a decision because of another process (PostgreSQL: a
+    /// NOTIFY when one is created or its step queue ends), at most `timeout`; as
+    /// [`Store::wait_for_work`] otherwise.
+    pub async fn wait_for_bisects(&self, timeout: Duration) {
+        self.backend
+            .wait_for(backend::Wakeup::Bisects, timeout)
+            .await
     }
 
     /// Waits until a queue, task or case may have changed in another process (PostgreSQL: a

@@ -1,11 +1,13 @@
 //! SQL that SQLite and PostgreSQL both speak, written once and expanded into each backend
 //! module: what differs between the dialects stays in `sqlite/` and `postgres/`.
 
+mod bisects;
 mod files;
 mod queues;
 mod reports;
 mod work;
 
+pub(crate) use bisects::bisects_impl;
 pub(crate) use files::files_impl;
 pub(crate) use queues::queues_impl;
 pub(crate) use reports::reports_impl;

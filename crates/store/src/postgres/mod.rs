@@ -2,8 +2,10 @@
 //! of the [`Backend`] seam in PostgreSQL's dialect. Claims take the next queue with
 //! `FOR UPDATE SKIP LOCKED`; triggers keep the change counter and send NOTIFY on every change
 //! (`testarena_changes`), on new work (`testarena_work`) and on new chunks of a queue's files
-//! (`testarena_files`), which [`Backend::wait_for`] listens to.
+//! (`testarena_files`), and when a bisect may need a decision (`testarena_bisects`, migration
+//! 0013), which [`Backend::wait_for`] listens to.
 
+mod bisects;
 mod copy;
 mod details;
 mod files;
@@ -31,6 +33,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const CHANGES_CHANNEL: &str = "testarena_changes";
 const WORK_CHANNEL: &str = "testarena_work";
 const FILES_CHANNEL: &str = "testarena_files";
+const BISECTS_CHANNEL: &str = "testarena_bisects";
 
 /// A pool of connections to one PostgreSQL database, and the wake-ups its NOTIFYs give.
 pub(crate) struct Postgres {
@@ -55,6 +58,7 @@ struct Listening {
     changes: Notify,
     work: Notify,
     files: Notify,
+    bisects: Notify,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -157,7 +161,12 @@ async fn listen(url: String, to: std::sync::Weak<Listening>) {
         match PgListener::connect(&url).await {
             Ok(mut l) => {
                 if let Err(e) = l
-                    .listen_all([CHANGES_CHANNEL, WORK_CHANNEL, FILES_CHANNEL])
+                    .listen_all([
+                        CHANGES_CHANNEL,
+                        WORK_CHANNEL,
+                        FILES_CHANNEL,
+                        BISECTS_CHANNEL,
+                    ])
                     .await
                 {
                     tracing::warn!(error = %e, "cannot LISTEN; polling only");
@@ -168,12 +177,14 @@ async fn listen(url: String, to: std::sync::Weak<Listening>) {
                         match n {
                             Ok(n) if n.channel() == WORK_CHANNEL => wake(&to.work),
                             Ok(n) if n.channel() == FILES_CHANNEL => wake(&to.files),
+                            Ok(n) if n.channel() == BISECTS_CHANNEL => wake(&to.bisects),
                             Ok(_) => wake(&to.changes),
                             Err(e) => {
                                 tracing::warn!(error = %e, "lost the LISTEN connection");
                                 wake(&to.work);
                                 wake(&to.changes);
                                 wake(&to.files);
+                                wake(&to.bisects);
                                 break;
                             }
                         }
@@ -230,6 +241,7 @@ impl Backend for Postgres {
                 Wakeup::Work => &l.work,
                 Wakeup::Change => &l.changes,
                 Wakeup::Files => &l.files,
+                Wakeup::Bisects => &l.bisects,
             };
             let _ = tokio::time::timeout(timeout, notify.notified()).await;
         })

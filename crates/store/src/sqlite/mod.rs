@@ -1,6 +1,7 @@
 //! The SQLite backend: its connection setup and migrations, and the SQL of every operation of
 //! the [`Backend`] seam in SQLite's dialect.
 
+mod bisects;
 mod copy;
 mod details;
 mod files;
