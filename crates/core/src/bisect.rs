@@ -287,6 +287,9 @@ pub fn step_queue(bisect: i64, b: &ValidBisect, sha: &str, rerun: bool) -> Valid
         origin: None,
         labels: b.labels.clone(),
         no_cache: false,
+        // A failed step is run again as a queue of its own (see `outcome`); the scenario's
+        // own `retries` still apply inside each.
+        retries: 0,
     }
 }
 
@@ -320,7 +323,12 @@ pub fn queue_verdict<'a>(
     if seen.contains(&CaseStatus::Failed) {
         return (StepVerdict::Bad, None);
     }
-    if !seen.is_empty() && seen.iter().all(|s| *s == CaseStatus::Passed) {
+    // A flaky case (it failed, then passed when tried again) passed.
+    if !seen.is_empty()
+        && seen
+            .iter()
+            .all(|s| matches!(s, CaseStatus::Passed | CaseStatus::Flaky))
+    {
         return (StepVerdict::Good, None);
     }
     let note = match (seen.contains(&CaseStatus::Error), why()) {

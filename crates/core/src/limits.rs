@@ -29,6 +29,10 @@ pub const WORKER_ALIVE: Duration = Duration::from_secs(60);
 /// [`WORKER_ALIVE`] in milliseconds, as the store compares heartbeats.
 pub const WORKER_ALIVE_MS: i64 = WORKER_ALIVE.as_millis() as i64;
 
+/// Claims of one queue before it is given up as `error`: a queue whose lease ran out, or that
+/// was handed back after the database failed it for now, waits again only this often.
+pub const MAX_QUEUE_ATTEMPTS: i64 = 3;
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -36,7 +40,3 @@ mod tests {
         assert_eq!(super::WORKER_ALIVE_MS, 60_000);
     }
 }
-
-/// Claims of one queue before it is given up as `error`: a queue whose lease ran out, or that
-/// was handed back after the database failed it for now, waits again only this often.
-pub const MAX_QUEUE_ATTEMPTS: i64 = 3;

@@ -228,6 +228,12 @@ fn step_queues_are_judged_by_the_case_asked_for() {
         note.as_deref(),
         Some("not testable: emulator did not start: boom")
     );
+    let flaky = [("sum", CaseStatus::Flaky)];
+    assert_eq!(
+        queue_verdict(QueueStatus::Passed, None, flaky, Some("sum")).0,
+        Good,
+        "a case that passed when tried again passed"
+    );
     let errored = [("sum", CaseStatus::Error)];
     assert_eq!(
         queue_verdict(QueueStatus::Error, None, errored, Some("sum")).0,
