@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (or a passed queue), 1 a failed queue, 2 an errored or aborted queue,
 //! 3 bad input, an API refusal or connection trouble.
 
+pub(crate) mod history;
 pub(crate) mod render;
 pub(crate) mod wait;
 
@@ -101,6 +102,9 @@ pub enum ClientCommand {
         /// How many queues to list (1..500) [default: 50]
         #[arg(long, value_name = "N")]
         limit: Option<String>,
+        /// Only queues with a case that got worse than in the previous run of their branch
+        #[arg(long)]
+        worse: bool,
         /// Print the API's JSON instead of a table
         #[arg(long)]
         json: bool,
@@ -149,6 +153,12 @@ pub enum ClientCommand {
         #[command(flatten)]
         id: IdArg,
     },
+    /// Show a test case's last results across queues: its pass and flaky rates and the
+    /// commits where its verdict changed
+    History(history::HistoryArgs),
+    /// Compare the cases of two queues: newly failing, newly passing, still failing, new and
+    /// removed
+    Compare(history::CompareArgs),
     /// Print a shell completion script (e.g. `testarena completions bash > /etc/bash_completion.d/testarena`)
     Completions {
         /// Shell to complete for
@@ -236,10 +246,11 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
             conn,
             status,
             limit,
+            worse,
             json,
         } => {
             let api = connect(&conn, common)?;
-            queues(&api, status, limit, json).await
+            queues(&api, status, limit, worse, json).await
         }
         ClientCommand::Show { conn, id, json } => {
             let api = connect(&conn, common)?;
@@ -268,6 +279,8 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
             write_stdout(xml.as_bytes())?;
             Ok(EXIT_OK)
         }
+        ClientCommand::History(a) => history::history(a, common).await,
+        ClientCommand::Compare(a) => history::compare(a, common).await,
         ClientCommand::Completions { shell } => {
             let mut cmd = <crate::Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -410,13 +423,15 @@ async fn queues(
     api: &Client,
     status: Option<String>,
     limit: Option<String>,
+    worse: bool,
     json: bool,
 ) -> Result<i32, Fail> {
     // The values go as typed: the server checks them and explains a refusal.
     let query = QueueListQuery {
         status,
         limit,
-        before: None,
+        worse: worse.then(|| "true".to_string()),
+        ..Default::default()
     };
     let answer = api.queues_answer(&query).await?;
     if json {

@@ -34,14 +34,20 @@
 //! [`ClientBuilder::on_retry`] is told of every wait (the CLI prints it).
 
 mod error;
+mod history;
 mod retry;
 
 pub use error::ClientError;
+pub use history::{HistoryQuery, QueueHistoryQuery};
 use retry::{RetryHook, Retrying};
 pub use retry::{RetryNotice, DEFAULT_RETRIES, FIRST_PAUSE, MAX_PAUSE, MAX_RETRY_AFTER};
 pub use testarena_core::api::{
     Case, CaseList, CasePageQuery, Health, Queue, QueueList, QueueListQuery, Rerun, Summary, Task,
     Worker, WorkerList,
+};
+pub use testarena_core::history::{
+    CaseHistory, CaseStrip, ChangePoint, CompareCounts, ComparedCase, ComparedQueue, Comparison,
+    HistoryResult, HistoryStats, QueueHistory, ResultStatus,
 };
 pub use testarena_core::{CaseStatus, NewQueue, Phase, QueueStatus};
 

@@ -40,6 +40,8 @@ fn queue(id: i64, new: &NewQueue) -> Queue {
         tasks: Vec::new(),
         no_cache: false,
         build: Default::default(),
+        previous_id: None,
+        regressions: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod history;
 pub mod limits;
 pub mod origin;
 pub mod paths;

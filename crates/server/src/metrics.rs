@@ -323,6 +323,8 @@ mod tests {
             tasks: vec![],
             no_cache: false,
             build: Default::default(),
+            previous_id: None,
+            regressions: None,
         }
     }
 

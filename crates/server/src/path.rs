@@ -9,7 +9,7 @@ use testarena_core::parse_id;
 
 /// The raw (percent-decoded) value of the path parameter `name`; a parameter that is not valid
 /// UTF-8 is `400 bad_request` ("Invalid URL: Invalid UTF-8 in `id`", as axum's `Path` says).
-async fn raw_param<S: Send + Sync>(
+pub(crate) async fn raw_param<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
     name: &str,

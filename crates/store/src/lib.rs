@@ -9,6 +9,7 @@ mod backend;
 mod copy;
 mod files;
 mod guards;
+mod history;
 mod once;
 mod page;
 mod portable;

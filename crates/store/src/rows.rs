@@ -40,6 +40,10 @@ pub struct QueueRow {
     pub no_cache: bool,
     /// The queue whose cached build this one reused instead of building.
     pub build_cached_from: Option<i64>,
+    /// The previous finished run of its repository and branch, found when it finished.
+    pub previous_id: Option<i64>,
+    /// How many cases got worse than in `previous_id`; `None` until compared.
+    pub regressions: Option<i64>,
 }
 
 /// A task row (one scenario file of a queue).
@@ -237,7 +241,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<S
 pub(crate) const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, submitted_by, \
-     no_cache, build_cached_from";
+     no_cache, build_cached_from, previous_id, regressions";
 
 /// The columns of `tasks` that [`task_row`] reads.
 pub(crate) const TASK_COLUMNS: &str =
@@ -277,6 +281,8 @@ pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
         submitted_by: r.opt_text("submitted_by")?,
         no_cache: r.int("no_cache")? != 0,
         build_cached_from: r.opt_int("build_cached_from")?,
+        previous_id: r.opt_int("previous_id")?,
+        regressions: r.opt_int("regressions")?,
     })
 }
 

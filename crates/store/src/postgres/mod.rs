@@ -7,6 +7,7 @@
 mod copy;
 mod details;
 mod files;
+mod history;
 mod page;
 mod queues;
 mod reports;

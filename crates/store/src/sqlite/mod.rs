@@ -4,6 +4,7 @@
 mod copy;
 mod details;
 mod files;
+mod history;
 mod page;
 mod queues;
 mod reports;
