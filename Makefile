@@ -87,7 +87,7 @@ postgres-up:
 browser-test:
 	$(CARGO) build -p testarena --locked
 	cd tests/browser && npm ci --no-audit --no-fund
-	cd tests/browser && TESTARENA_BIN=$(CURDIR)/target/debug/testarena node --test dashboard.test.mjs auth.test.mjs bisect.test.mjs
+	cd tests/browser && TESTARENA_BIN=$(CURDIR)/target/debug/testarena node --test dashboard.test.mjs auth.test.mjs bisect.test.mjs history.test.mjs
 
 # Schemathesis (installed by test-deps) sends schema-generated requests to a real `testarena
 # serve` and fails on any status code, content type, header or body the OpenAPI document does

@@ -388,6 +388,7 @@ const board = {
   rows: new Map(), // id -> row element currently in the DOM
   next: null, // cursor for "load more"; null when the oldest queue is loaded
   status: '', // server-side status filter
+  worse: false, // server-side "got worse" filter (queues with regressions)
   text: '', // client-side search
   loaded: false,
   loading: false,
@@ -404,6 +405,8 @@ const page = {
   busy: false,
   openMessages: new Set(), // unfolded case messages ("task/case"), kept across live re-renders
   openRepro: new Set(), // open "Repro" panels ("task/case"), kept across live re-renders
+  history: null, // the cases' strips of the queue shown (see "History" below)
+  compare: null, // the "compare with previous" view of the queue shown
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -417,7 +420,8 @@ function matchesText(q, text) {
 }
 
 function visible(q) {
-  return (!board.status || q.status === board.status) && matchesText(q, board.text);
+  return (!board.status || q.status === board.status) && (!board.worse || gotWorse(q))
+    && matchesText(q, board.text);
 }
 
 /** Whether a queue belongs in the loaded window (newer than the oldest loaded, or everything is loaded). */
@@ -458,7 +462,7 @@ function rowSignature(q) {
   const sum = q.summary || EMPTY_SUMMARY;
   return [q.status, q.phase, q.abort_requested, q.error, q.name, q.branch, q.commit, q.repo,
     q.submitted_by, q.priority, q.created_at, q.started_at, q.finished_at, waitingReason(q),
-    sum.total, sum.passed, sum.failed, sum.error, sum.skipped, sum.flaky].join('\u0000');
+    sum.total, sum.passed, sum.failed, sum.error, sum.skipped, sum.flaky, q.regressions].join('\u0000');
 }
 
 function buildRow(q, now, sig = rowSignature(q)) {
@@ -493,6 +497,7 @@ function buildRow(q, now, sig = rowSignature(q)) {
     const why = waitingReason(q);
     if (why) statusCell.append(h('span', { class: 'phase warn', testid: `waiting-reason-${id}`, title: why, text: why }));
   }
+  if (gotWorse(q)) statusCell.append(worseBadge(q));
 
   const link = main.firstChild;
   link.href = `#/queues/${id}`;
@@ -565,7 +570,7 @@ function updateCount() {
   const n = board.rows.size;
   const loaded = board.queues.size;
   let text = `${loaded} loaded`;
-  if (board.text || board.status) text = `${n} shown · ${loaded} loaded`;
+  if (board.text || board.status || board.worse) text = `${n} shown · ${loaded} loaded`;
   if (board.next != null) text += ' · more available';
   setText(tid('queue-count'), board.loaded ? text : '');
 }
@@ -591,6 +596,9 @@ function setBoardState() {
     state = 'empty';
     message = 'No queues yet — submit one with the form, or from a shell:';
     curl = `curl -X POST ${location.origin}${API}/queues -H 'content-type: application/json' -d '{"repo":"https://git.example.com/fw.git","branch":"main"}'`;
+  } else if (board.queues.size === 0 && board.worse) {
+    state = 'empty';
+    message = `No ${board.status ? `${board.status} ` : ''}queue has a case that got worse than in the run before it.`;
   } else if (board.queues.size === 0) {
     state = 'empty';
     message = `No ${board.status} queues. Choose “All” to see every queue.`;
@@ -737,7 +745,7 @@ function appendPage(queues) {
 
 /** Adds or replaces one queue's row in place, keeping newest-first order. */
 function upsertQueue(q) {
-  if (board.status && q.status !== board.status) {
+  if ((board.status && q.status !== board.status) || (board.worse && !gotWorse(q))) {
     removeQueue(q.id);
     return;
   }
@@ -781,6 +789,7 @@ async function loadBoard() {
   try {
     const qs = new URLSearchParams({ limit: String(PAGE_SIZE) });
     if (board.status) qs.set('status', board.status);
+    if (board.worse) qs.set('worse', 'true');
     const data = await api(`/queues?${qs}`);
     if (gen !== board.gen) return;
     board.queues.clear();
@@ -810,6 +819,7 @@ async function refreshBoard() {
   try {
     const qs = new URLSearchParams({ limit: String(PAGE_SIZE) });
     if (board.status) qs.set('status', board.status);
+    if (board.worse) qs.set('worse', 'true');
     const data = await api(`/queues?${qs}`);
     if (gen !== board.gen) return;
     const seen = new Set(data.queues.map((q) => q.id));
@@ -836,6 +846,7 @@ async function loadMore() {
   try {
     const qs = new URLSearchParams({ limit: String(PAGE_SIZE), before: String(board.next) });
     if (board.status) qs.set('status', board.status);
+    if (board.worse) qs.set('worse', 'true');
     const data = await api(`/queues?${qs}`);
     if (gen !== board.gen) return;
     board.next = data.next ?? null;
@@ -854,6 +865,19 @@ function setStatusFilter(status) {
   for (const c of document.querySelectorAll('[data-testid="status-filter"] .chip')) {
     c.setAttribute('aria-pressed', String(c.dataset.status === status));
   }
+  board.loaded = false;
+  board.error = null;
+  tid('queue-list').replaceChildren();
+  board.rows.clear();
+  setBoardState();
+  loadBoard();
+}
+
+/** Shows only the queues with a case that got worse than in the run before them (or all). */
+function setWorseFilter(on) {
+  if (on === board.worse) return;
+  board.worse = on;
+  tid('filter-worse').checked = on;
   board.loaded = false;
   board.error = null;
   tid('queue-list').replaceChildren();
@@ -1514,6 +1538,7 @@ function renderTasks(q) {
             h('div', { class: 'case-name' },
               h('span', { text: c.name }),
               c.name !== c.id ? h('span', { class: 'muted mono small', text: ` ${c.id}` }) : null),
+            caseHistory(t, c),
             caseMessage(t, c),
             failed && page.openRepro.has(key) ? reproPanel(q, t, c) : null),
           h('span', { class: 'case-status visually-hidden', text: c.status }),
@@ -1621,6 +1646,8 @@ function renderQueue(q) {
     if (sum.skipped) sumEl.append(h('span', { class: 'n-skip', text: ` · ${sum.skipped} skipped` }));
   }
   renderTasks(q);
+  ensureHistory(q);
+  tid('compare-button').hidden = q.status === 'waiting';
   document.title = `#${id} ${q.name} · ${verdictText(q)} — TestArena`;
 }
 
@@ -1640,6 +1667,8 @@ async function openQueue(id) {
   page.busy = false;
   page.openMessages.clear();
   page.openRepro.clear();
+  page.history = null;
+  closeCompare();
   const c = tid('console');
   c.replaceChildren(h('div', { class: 'console-empty', text: 'Waiting for output…' }));
   tid('jump-live').hidden = true;
@@ -1715,6 +1744,169 @@ async function queueAction(action) {
     page.busy = false;
     if (page.queue && page.id === id) renderQueue(page.queue);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// History: each case's last results as a strip, the flaky badge, "compare with previous", and
+// the board's "got worse" filter (GET /api/v1/queues/{id}/history, .../compare/previous)
+// ---------------------------------------------------------------------------------------------
+
+const STRIP_SIZE = 30; // results per case
+const STRIP_PAGE = 500; // cases per request: one request per 500 cases, not one per case
+const STRIP_PAGES = 4; // the page lists at most 2000 cases
+
+/** Whether a queue has a case that got worse than in the previous run of its branch. */
+function gotWorse(q) {
+  return (q.regressions || 0) > 0;
+}
+
+function worseBadge(q) {
+  const n = q.regressions;
+  return h('span', { class: 'worse-badge', testid: `worse-${q.id}`,
+    title: `${n} case${n === 1 ? '' : 's'} passed in queue #${q.previous_id} (the run before it) and fail${n === 1 ? 's' : ''} here`,
+    text: `▼ ${n} worse` });
+}
+
+/**
+ * Loads the strips of the queue's cases, a page of cases at a time, and draws them. A queue
+ * still running gets them again when it has new cases (at most every 5 s) and once finished,
+ * when its own results are in.
+ */
+function ensureHistory(q) {
+  const hist = page.history;
+  const finished = FINISHED.has(q.status);
+  const cases = (q.tasks || []).reduce((n, t) => n + (t.cases || []).length, 0);
+  if (hist && hist.id === q.id) {
+    if (hist.finished || hist.loading) return;
+    const grew = cases > hist.cases && Date.now() - hist.at > 5000;
+    if (!finished && !grew) return;
+  }
+  loadHistory(q.id, finished, cases);
+}
+
+async function loadHistory(id, finished, cases) {
+  const hist = { id, finished, cases, at: Date.now(), loading: true, strips: page.history?.strips || new Map() };
+  page.history = hist;
+  const strips = new Map();
+  try {
+    let after = null;
+    for (let n = 0; n < STRIP_PAGES; n++) {
+      const qs = new URLSearchParams({ limit: String(STRIP_SIZE), cases: String(STRIP_PAGE) });
+      if (after != null) qs.set('after', String(after));
+      const data = await api(`/queues/${id}/history?${qs}`);
+      if (page.history !== hist) return;
+      for (const s of data.cases) strips.set(`${s.task}/${s.case}`, s);
+      after = data.next ?? null;
+      if (after == null) break;
+    }
+    hist.strips = strips;
+  } catch {
+    // The strips are extra: the page works without them, and the next change tries again.
+    hist.finished = false;
+    hist.at = Date.now();
+  }
+  hist.loading = false;
+  if (page.history === hist && page.queue && page.queue.id === id) renderTasks(page.queue);
+}
+
+/** A case's strip (oldest result left, newest right; each a link to its queue) and its flaky badge. */
+function caseHistory(t, c) {
+  const hist = page.history;
+  const s = hist && hist.id === page.id ? hist.strips.get(`${t.id}/${c.id}`) : null;
+  if (!s || !s.results.length) return null;
+  const strip = h('span', { class: 'hstrip', testid: 'history-strip', role: 'list',
+    'aria-label': `last ${s.results.length} results of ${c.id}`, 'data-count': s.results.length });
+  for (const r of [...s.results].reverse()) {
+    strip.append(h('a', {
+      class: `hbox s-${r.status}${r.queue === page.id ? ' current' : ''}`, role: 'listitem',
+      href: `#/queues/${r.queue}`, testid: 'history-box', 'data-status': r.status, 'data-queue': r.queue,
+      title: `${shortSha(r.commit)} · ${r.status} · queue #${r.queue}`,
+      'aria-label': `queue #${r.queue}: ${r.status} at ${shortSha(r.commit)}`,
+    }));
+  }
+  const rate = s.pass_rate == null ? '' : `${Math.round(s.pass_rate * 100)}% passed`;
+  return h('div', { class: 'case-history' }, strip,
+    rate ? h('span', { class: 'muted small', testid: 'history-rate', text: rate }) : null,
+    s.flaky ? h('span', { class: 'flaky-badge', testid: 'flaky-badge', text: 'flaky',
+      title: 'Passed and failed on one commit (or passed only when run again) among these results' }) : null);
+}
+
+function closeCompare() {
+  page.compare = null;
+  const panel = tid('compare-panel');
+  if (panel) {
+    panel.hidden = true;
+    tid('compare-body').replaceChildren();
+  }
+  const btn = tid('compare-button');
+  if (btn) btn.setAttribute('aria-expanded', 'false');
+}
+
+/** "Compare with previous": the queue's cases against the previous run of its branch. */
+async function toggleCompare() {
+  const id = page.id;
+  if (page.compare && page.compare.id === id) {
+    closeCompare();
+    return;
+  }
+  const view = { id };
+  page.compare = view;
+  const panel = tid('compare-panel');
+  const body = tid('compare-body');
+  panel.hidden = false;
+  tid('compare-button').setAttribute('aria-expanded', 'true');
+  body.replaceChildren(h('p', { class: 'muted small', text: 'Comparing…' }));
+  try {
+    const c = await api(`/queues/${id}/compare/previous`);
+    if (page.compare !== view) return;
+    body.replaceChildren(renderComparison(c));
+  } catch (e) {
+    if (page.compare !== view) return;
+    body.replaceChildren(h('p', { class: 'muted small', testid: 'compare-none',
+      text: e instanceof HttpError && e.status === 404
+        ? 'No earlier finished run of this repository and branch to compare with.'
+        : isOffline(e) ? 'Cannot reach the server — try again in a moment.' : e.message }));
+  }
+}
+
+const COMPARE_LISTS = [
+  ['newly_failing', 'Newly failing', 'passed before, fails now'],
+  ['newly_passing', 'Newly passing', 'failed before, passes now'],
+  ['still_failing', 'Still failing', 'failed both times'],
+  ['new', 'New', 'not in the previous run'],
+  ['removed', 'Removed', 'only in the previous run'],
+];
+
+function renderComparison(c) {
+  const frag = document.createDocumentFragment();
+  const base = c.base;
+  frag.append(h('p', { class: 'small', testid: 'compare-base' }, 'Against ',
+    h('a', { href: `#/queues/${base.id}`, text: `queue #${base.id}` }),
+    ` (${base.branch}${base.commit ? ` ${shortSha(base.commit)}` : ''}, ${base.status}).`));
+  let any = false;
+  for (const [key, title, hint] of COMPARE_LISTS) {
+    const list = c[key] || [];
+    const total = c.counts[key];
+    if (!total) continue;
+    any = true;
+    const ul = h('ul', { class: 'compare-list' });
+    for (const e of list) {
+      const msg = (e.head_message || e.base_message || '').split('\n', 1)[0];
+      ul.append(h('li', { testid: 'compare-case', 'data-case': e.case, 'data-scenario': e.scenario },
+        h('span', { class: 'mono', text: e.case }),
+        h('span', { class: 'muted small mono', text: ` ${e.scenario}` }),
+        h('span', { class: 'small' }, ' ',
+          h('span', { class: `s-${e.base_status || 'none'} st`, text: e.base_status || '—' }), ' → ',
+          h('span', { class: `s-${e.head_status || 'none'} st`, text: e.head_status || '—' })),
+        msg ? h('div', { class: 'case-msg', text: msg.length > 160 ? `${msg.slice(0, 160)}…` : msg }) : null));
+    }
+    const more = total > list.length ? h('p', { class: 'muted small', text: `… and ${total - list.length} more` }) : null;
+    frag.append(h('section', { class: 'compare-group', testid: `compare-${key.replace('_', '-')}`, 'data-count': total },
+      h('h3', { title: hint, text: `${title} (${total})` }), ul, more));
+  }
+  if (!any) frag.append(h('p', { class: 'muted small', testid: 'compare-same', text: 'No case changed its verdict.' }));
+  frag.append(h('p', { class: 'muted small', text: `${c.counts.unchanged} unchanged.` }));
+  return frag;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1973,6 +2165,8 @@ function init() {
     const chip = e.target.closest('.chip');
     if (chip) setStatusFilter(chip.dataset.status);
   });
+  tid('filter-worse').addEventListener('change', (e) => setWorseFilter(e.target.checked));
+  tid('compare-button').addEventListener('click', toggleCompare);
   const search = tid('search');
   search.addEventListener('input', debounce(() => {
     board.text = search.value.trim().toLowerCase();

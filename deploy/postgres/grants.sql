@@ -113,6 +113,17 @@ BEGIN
     END IF;
 END $$;
 
+-- --- The case history (case_results), once a migration has made the table -----------------
+-- The worker copies the verdicts of a run it finishes in (in the transaction of the verdict)
+-- and reads them back to count the run's regressions; the server reads them. Deleting a queue
+-- deletes its results through their foreign key.
+DO $$
+BEGIN
+    IF to_regclass('case_results') IS NOT NULL THEN
+        GRANT SELECT, INSERT ON case_results TO testarena_worker;
+    END IF;
+END $$;
+
 -- --- Tables a later migration makes ----------------------------------------------------------
 -- The server may read them at once; anything more comes with the next run of this file.
 ALTER DEFAULT PRIVILEGES FOR ROLE testarena_owner IN SCHEMA public

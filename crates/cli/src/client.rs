@@ -5,6 +5,7 @@
 //! 3 bad input, an API refusal or connection trouble.
 
 pub(crate) mod bisect;
+pub(crate) mod history;
 pub(crate) mod render;
 pub(crate) mod wait;
 
@@ -106,6 +107,9 @@ pub enum ClientCommand {
         /// How many queues to list (1..500) [default: 50]
         #[arg(long, value_name = "N")]
         limit: Option<String>,
+        /// Only queues with a case that got worse than in the previous run of their branch
+        #[arg(long)]
+        worse: bool,
         /// Print the API's JSON instead of a table
         #[arg(long)]
         json: bool,
@@ -157,6 +161,12 @@ pub enum ClientCommand {
     /// Find the commit that broke a scenario: bisect the range from --good to --bad on the
     /// server, one step queue per tested commit (exit 0 found, 2 could not decide)
     Bisect(bisect::BisectArgs),
+    /// Show a test case's last results across queues: its pass and flaky rates and the
+    /// commits where its verdict changed
+    History(history::HistoryArgs),
+    /// Compare the cases of two queues: newly failing, newly passing, still failing, new and
+    /// removed
+    Compare(history::CompareArgs),
     /// Print a shell completion script (e.g. `testarena completions bash > /etc/bash_completion.d/testarena`)
     Completions {
         /// Shell to complete for
@@ -244,10 +254,11 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
             conn,
             status,
             limit,
+            worse,
             json,
         } => {
             let api = connect(&conn, common)?;
-            queues(&api, status, limit, json).await
+            queues(&api, status, limit, worse, json).await
         }
         ClientCommand::Show { conn, id, json } => {
             let api = connect(&conn, common)?;
@@ -280,6 +291,8 @@ async fn dispatch(cmd: ClientCommand, common: &CommonArgs) -> Result<i32, Fail> 
             let api = connect(&a.conn, common)?;
             bisect::bisect(&api, a).await
         }
+        ClientCommand::History(a) => history::history(a, common).await,
+        ClientCommand::Compare(a) => history::compare(a, common).await,
         ClientCommand::Completions { shell } => {
             let mut cmd = <crate::Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -423,13 +436,15 @@ async fn queues(
     api: &Client,
     status: Option<String>,
     limit: Option<String>,
+    worse: bool,
     json: bool,
 ) -> Result<i32, Fail> {
     // The values go as typed: the server checks them and explains a refusal.
     let query = QueueListQuery {
         status,
         limit,
-        before: None,
+        worse: worse.then(|| "true".to_string()),
+        ..Default::default()
     };
     let answer = api.queues_answer(&query).await?;
     if json {

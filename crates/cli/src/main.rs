@@ -65,7 +65,7 @@ enum Command {
     /// installation's history from one database into another (SQLite to PostgreSQL)
     #[command(
         after_help = "Copying (--from sqlite://PATH --to postgres://USER@HOST/DB): every queue \
-with all its fields, its tasks, cases and commit-status reports is copied with its id, status \
+with all its fields, its tasks, cases, commit-status reports and case history is copied with its id, status \
 and times, in one transaction on the target, which must be a new, empty database (refused \
 otherwise). API tokens are copied too (they keep working). Workers and bisects are not copied (a bisect's step queues are), and queues are copied as they are, running ones too: stop \
 the server and the workers first. Each queue's files (logs, case pages, JUnit report, what its \

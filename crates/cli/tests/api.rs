@@ -151,6 +151,7 @@ async fn list_paginates_and_filters() {
             status: status.map(String::from),
             limit: limit.map(String::from),
             before: before.map(String::from),
+            ..Default::default()
         };
         let field = match (status, limit) {
             (Some(_), _) => "status:",
@@ -666,6 +667,7 @@ const ROUTED_PATHS: &[&str] = &[
     "/api/v1/bisects/{id}/abort",
     "/api/v1/events",
     "/api/v1/health",
+    "/api/v1/history",
     "/api/v1/hooks/gitea",
     "/api/v1/queues",
     "/api/v1/queues/{id}",
@@ -674,6 +676,9 @@ const ROUTED_PATHS: &[&str] = &[
     "/api/v1/queues/{id}/cases/{case}/log",
     "/api/v1/queues/{id}/cases/{case}/log.html",
     "/api/v1/queues/{id}/cases/{case}/repro",
+    "/api/v1/queues/{id}/compare/previous",
+    "/api/v1/queues/{id}/compare/{other}",
+    "/api/v1/queues/{id}/history",
     "/api/v1/queues/{id}/junit.xml",
     "/api/v1/queues/{id}/log",
     "/api/v1/queues/{id}/log/stream",
@@ -703,7 +708,8 @@ async fn openapi_spec_validates_and_lists_every_route() {
         let url = app.url(
             &p.replace("{id}", "1")
                 .replace("{case}", "TC")
-                .replace("{task}", "1"),
+                .replace("{task}", "1")
+                .replace("{other}", "1"),
         );
         let r = app.http.get(&url).send().await.unwrap();
         if *p == "/api/v1/events" {

@@ -36,6 +36,7 @@
 mod bisect;
 mod error;
 mod files;
+mod history;
 mod queues;
 mod retry;
 mod transport;
@@ -45,11 +46,16 @@ pub use bisect::{
 };
 
 pub use error::ClientError;
+pub use history::{HistoryQuery, QueueHistoryQuery};
 use retry::RetryHook;
 pub use retry::{RetryNotice, DEFAULT_RETRIES, FIRST_PAUSE, MAX_PAUSE, MAX_RETRY_AFTER};
 pub use testarena_core::api::{
     Case, CaseList, CasePageQuery, Health, Queue, QueueList, QueueListQuery, Rerun, Summary, Task,
     Worker, WorkerList,
+};
+pub use testarena_core::history::{
+    CaseHistory, CaseStrip, ChangePoint, CompareCounts, ComparedCase, ComparedQueue, Comparison,
+    HistoryResult, HistoryStats, QueueHistory, ResultStatus,
 };
 pub use testarena_core::{CaseStatus, NewQueue, Phase, QueueStatus};
 

@@ -41,6 +41,8 @@ fn queue(id: i64, new: &NewQueue) -> Queue {
         no_cache: false,
         retries: 0,
         build: Default::default(),
+        previous_id: None,
+        regressions: None,
     }
 }
 

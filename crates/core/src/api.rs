@@ -45,6 +45,14 @@ pub struct Queue {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 5)]
     pub retries: u8,
+    /// The previous finished run of the same repository and branch, as found when this one
+    /// finished (its cases are compared with this one's); null before, or without one.
+    #[serde(default)]
+    pub previous_id: Option<i64>,
+    /// How many cases got worse than in `previous_id` (passed or flaky there, failed or
+    /// error here); null until it finished with a previous run to compare with.
+    #[serde(default)]
+    pub regressions: Option<u64>,
     /// Why a waiting queue is not being run, when no live worker can take it (e.g.
     /// `waiting for a worker with labels esp32`); null otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +152,10 @@ pub struct QueueListQuery {
     /// Only queues with a smaller id: the `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
+    /// `true`: only queues with a case that got worse than in the previous run of their
+    /// branch (`regressions` above 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worse: Option<String>,
 }
 
 impl QueueListQuery {
@@ -162,6 +174,12 @@ impl QueueListQuery {
     /// Only queues older than `before` (the `next` of the previous page).
     pub fn with_before(mut self, before: i64) -> Self {
         self.before = Some(before.to_string());
+        self
+    }
+
+    /// Only queues with a case that got worse than in the previous run of their branch.
+    pub fn with_worse(mut self) -> Self {
+        self.worse = Some("true".to_string());
         self
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod bisect;
+pub mod history;
 pub mod limits;
 pub mod origin;
 pub mod paths;

@@ -340,6 +340,15 @@ mod tests {
             assert_eq!(need(Method::POST, open), None, "{open}");
         }
         assert_eq!(need(Method::GET, "/metrics"), Some(Scope::Read));
+        for read in [
+            "/api/v1/history",
+            "/api/v1/queues/7/history",
+            "/api/v1/queues/7/compare/6",
+            "/api/v1/queues/7/compare/previous",
+        ] {
+            assert_eq!(need(Method::GET, read), Some(Scope::Read), "{read}");
+            assert_eq!(need(Method::POST, read), Some(Scope::Admin), "{read}");
+        }
         assert_eq!(
             need(Method::HEAD, "/api/v1/queues/1/log"),
             Some(Scope::Read)

@@ -59,12 +59,14 @@ pub(crate) struct ListParams {
     status: Option<String>,
     limit: Option<String>,
     before: Option<String>,
+    worse: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
     params(("status" = Option<QueueStatus>, Query, description = "Only queues of this status"),
            ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1..=500, default 50"),
-           ("before" = Option<i64>, Query, minimum = 1, maximum = 999_999_999_999_999_999_i64, description = "Cursor: only queues with a smaller id (the `next` of the previous page)")),
+           ("before" = Option<i64>, Query, minimum = 1, maximum = 999_999_999_999_999_999_i64, description = "Cursor: only queues with a smaller id (the `next` of the previous page)"),
+           ("worse" = Option<bool>, Query, description = "`true`: only queues with a case that got worse than in the previous run of their repository and branch (`regressions` above 0)")),
     responses((status = 200, description = "Newest first; each queue lists at most 50 cases per task and 100 in all", body = QueueList),
               (status = 400, description = "Bad query parameter (`bad_query`)", body = ErrorBody)))]
 pub(crate) async fn list_queues(
@@ -100,10 +102,15 @@ pub(crate) async fn list_queues(
         ),
         None => None,
     };
+    let worse = match p.worse.as_deref().filter(|s| !s.is_empty()) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(raw) => return Err(bad(format!("worse: must be true or false, got '{raw}'"))),
+    };
     // Each queue's JSON as the database built it, kept by its `rev` (`testarena_store::page`).
     let (page, next) = s
         .store
-        .list_queues_json(status, limit, before, LIST_CAPS, WORKER_ALIVE_MS)
+        .list_queues_json_where(status, worse, limit, before, LIST_CAPS, WORKER_ALIVE_MS)
         .await?;
     Ok(json_response(view::queue_list_json(page, next)?))
 }

@@ -16,6 +16,7 @@ mod files;
 mod follow;
 pub mod gitea;
 mod handlers;
+mod history;
 mod idempotency;
 pub mod metrics;
 pub mod openapi;
@@ -81,6 +82,13 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{id}/cases/{case}/repro", get(repro::repro))
         .route("/queues/{id}/junit.xml", get(files::junit))
         .route("/queues/{id}/archive", get(archive::archive))
+        .route("/history", get(history::case_history))
+        .route("/queues/{id}/history", get(history::queue_history))
+        .route(
+            "/queues/{id}/compare/previous",
+            get(history::compare_previous),
+        )
+        .route("/queues/{id}/compare/{other}", get(history::compare))
         .route("/workers", get(system::workers))
         .route(
             "/bisects",

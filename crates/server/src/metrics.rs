@@ -326,6 +326,8 @@ mod tests {
             no_cache: false,
             retries: 0,
             build: Default::default(),
+            previous_id: None,
+            regressions: None,
         }
     }
 

@@ -114,6 +114,8 @@ pub fn queue(detail: &QueueDetail) -> api::Queue {
         build: api::Build {
             cached_from: q.build_cached_from,
         },
+        previous_id: q.previous_id,
+        regressions: q.regressions.map(|n| n.max(0) as u64),
         summary: detail.summary(),
         tasks,
     }

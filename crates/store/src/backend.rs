@@ -20,7 +20,18 @@ pub(crate) type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>
 
 /// A database the store can use: every operation of the parts below.
 pub(crate) trait Backend:
-    Queues + Pages + Work + Files + Reports + Copying + Tokens + Bisects + std::fmt::Debug + Send + Sync
+    Queues
+    + Pages
+    + Work
+    + Files
+    + Reports
+    + Copying
+    + Tokens
+    + Bisects
+    + crate::history::History
+    + std::fmt::Debug
+    + Send
+    + Sync
 {
     /// Runs a trivial query.
     fn ping(&self) -> Fut<'_, ()>;
@@ -116,6 +127,8 @@ pub(crate) trait Queues {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Page {
     pub status: Option<QueueStatus>,
+    /// Only queues with a case that got worse (`regressions > 0`).
+    pub worse: bool,
     pub limit: u32,
     pub before: Option<i64>,
     /// Workers with a heartbeat at or after this are alive (ms).

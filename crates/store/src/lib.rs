@@ -10,6 +10,7 @@ mod bisects;
 mod copy;
 mod files;
 mod guards;
+mod history;
 mod once;
 mod page;
 mod portable;

@@ -243,6 +243,8 @@ pub(crate) fn select(d: Dialect, filter: &str) -> String {
             d.obj(&[("cached_from", "q.build_cached_from".into())]),
         ),
         ("retries", "q.retries".into()),
+        ("previous_id", "q.previous_id".into()),
+        ("regressions", "q.regressions".into()),
     ]);
     let reason = reason(d, "$3");
     let case_link = |suffix: &str| {
@@ -384,10 +386,11 @@ pub(crate) fn ids_filter(d: Dialect) -> &'static str {
 pub(crate) const ONE: &str = "WHERE q.id = $2";
 
 /// The filter of a page of the list (for [`stamps`]), newest first, and whether it binds a
-/// status and a cursor (then `$2`, `$3`, … in that order, the limit last). One text per
-/// combination, so the planner sees plain conditions (and uses `queues (status, id)` for a
-/// status).
-pub(crate) fn list_filter(status: bool, before: bool) -> String {
+/// status and a cursor (then `$2`, `$3`, … in that order, the limit last); `worse`: only
+/// queues with a case that got worse (`regressions > 0`, as the partial index `queues_worse`
+/// says it). One text per combination, so the planner sees plain conditions (and uses
+/// `queues (status, id)` for a status).
+pub(crate) fn list_filter(status: bool, before: bool, worse: bool) -> String {
     let mut n = 1;
     let mut next = || {
         n += 1;
@@ -399,6 +402,9 @@ pub(crate) fn list_filter(status: bool, before: bool) -> String {
     }
     if before {
         conds.push(format!("q.id < {}", next()));
+    }
+    if worse {
+        conds.push("q.regressions > 0".to_string());
     }
     let filter = if conds.is_empty() {
         String::new()
@@ -535,9 +541,25 @@ impl Store {
         caps: CaseCaps,
         alive_ms: i64,
     ) -> Result<(Vec<QueueJson>, Option<i64>)> {
+        self.list_queues_json_where(status, false, limit, before, caps, alive_ms)
+            .await
+    }
+
+    /// As [`Store::list_queues_json`]; `worse`: only queues with a case that got worse than
+    /// in the previous run of their branch (`regressions` above 0).
+    pub async fn list_queues_json_where(
+        &self,
+        status: Option<QueueStatus>,
+        worse: bool,
+        limit: u32,
+        before: Option<i64>,
+        caps: CaseCaps,
+        alive_ms: i64,
+    ) -> Result<(Vec<QueueJson>, Option<i64>)> {
         let since = now_ms() - alive_ms;
         let page = crate::backend::Page {
             status,
+            worse,
             limit: limit + 1,
             before,
             since,

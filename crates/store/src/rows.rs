@@ -42,6 +42,10 @@ pub struct QueueRow {
     pub build_cached_from: Option<i64>,
     /// How many times a failed case is tried again when its scenario does not say.
     pub retries: u8,
+    /// The previous finished run of its repository and branch, found when it finished.
+    pub previous_id: Option<i64>,
+    /// How many cases got worse than in `previous_id`; `None` until compared.
+    pub regressions: Option<i64>,
 }
 
 /// A task row (one scenario file of a queue).
@@ -240,7 +244,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<S
 pub(crate) const QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, submitted_by, \
-     no_cache, build_cached_from, retries";
+     no_cache, build_cached_from, retries, previous_id, regressions";
 
 /// The columns of `tasks` that [`task_row`] reads.
 pub(crate) const TASK_COLUMNS: &str =
@@ -282,6 +286,8 @@ pub(crate) fn queue_row(r: &impl Columns) -> Result<QueueRow> {
         build_cached_from: r.opt_int("build_cached_from")?,
         retries: u8::try_from(r.int("retries")?)
             .map_err(|e| StoreError::Corrupt(format!("retries: {e}")))?,
+        previous_id: r.opt_int("previous_id")?,
+        regressions: r.opt_int("regressions")?,
     })
 }
 

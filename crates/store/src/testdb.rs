@@ -154,6 +154,47 @@ impl TestDb {
     }
 }
 
+/// A fresh database of `kind` with no schema yet (its URL), to bring up by hand (the upgrade
+/// tests apply older migrations first). The returned guard removes it.
+pub(crate) async fn blank(kind: Kind) -> (String, Blank) {
+    match kind {
+        Kind::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}/t.db?mode=rwc", dir.path().display());
+            (url, Blank::Sqlite(dir))
+        }
+        Kind::Postgres => {
+            let name = random_name();
+            let mut admin = maintenance().await;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            let _ = admin.close().await;
+            (with_db(&maintenance_url(), &name), Blank::Postgres(name))
+        }
+    }
+}
+
+/// What [`blank`] made: [`Blank::remove`] it at the end.
+pub(crate) enum Blank {
+    /// The directory of the file, removed when dropped.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Blank {
+    /// Drops the PostgreSQL database (the SQLite directory goes with the value).
+    pub(crate) async fn remove(self) {
+        if let Blank::Postgres(name) = self {
+            let mut admin = maintenance().await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
 /// Runs `body` on a fresh database of `kind`, then drops the database, also when `body` fails.
 pub(crate) async fn run<F, Fut>(kind: Kind, body: F)
 where

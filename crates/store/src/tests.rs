@@ -1368,3 +1368,947 @@ mod tokens {
         queues_record_who_submitted_and_aborted_them,
     );
 }
+
+// --- The case history across queues (crate::history, issue 16) ---
+
+mod history {
+    use super::*;
+    use testarena_core::history::ResultStatus;
+
+    /// Where the runs of these tests come from: credentials in the URL, hidden in the key.
+    const REPO: &str = "https://ci:s3cret@example.com/fw.git";
+
+    /// One case's verdict in a run: scenario, case id, status (`None`: stored as `flaky`, as
+    /// a worker that re-runs failed cases records them).
+    type Verdict<'a> = (&'a str, &'a str, Option<CaseStatus>);
+
+    /// Submits, claims and finishes a queue of `branch` at `commit` with `cases` as their
+    /// verdicts, ending as `end`; returns its id.
+    async fn run(
+        db: &TestDbRef,
+        branch: &str,
+        commit: &str,
+        cases: &[Verdict<'_>],
+        end: QueueStatus,
+    ) -> i64 {
+        let s = &db.store;
+        let mut scenarios: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        scenarios.dedup();
+        let q = ValidQueue {
+            repo: REPO.into(),
+            ..vq(branch, 5, Some(scenarios.clone()))
+        };
+        let detail = s.create_queue(&q).await.unwrap();
+        let row = s.claim("w", 60_000).await.unwrap().unwrap();
+        assert_eq!(row.id, detail.queue.id);
+        let hd = row.holder().unwrap();
+        s.set_commit(row.id, &hd, commit).await.unwrap();
+        for (t, _) in &detail.tasks {
+            let mine: Vec<&Verdict<'_>> = cases.iter().filter(|c| c.0 == t.scenario).collect();
+            let new: Vec<NewCase> = mine
+                .iter()
+                .map(|c| NewCase {
+                    key: c.1.into(),
+                    name: c.1.to_lowercase(),
+                })
+                .collect();
+            let ids = s.create_cases(t.id, &hd, &new).await.unwrap();
+            for (id, c) in ids.iter().zip(&mine) {
+                let status = c.2.unwrap_or(CaseStatus::Passed);
+                let result = CaseResult {
+                    status,
+                    duration_ms: Some(7),
+                    message: (status != CaseStatus::Passed).then(|| format!("{} {status}", c.1)),
+                };
+                s.finish_case(*id, &hd, &result).await.unwrap();
+                if c.2.is_none() {
+                    db.exec(&format!(
+                        "UPDATE cases SET status = 'flaky' WHERE id = {id}"
+                    ))
+                    .await;
+                }
+            }
+        }
+        s.finish_queue(row.id, &hd, end, None).await.unwrap();
+        row.id
+    }
+
+    fn queues(h: &[testarena_core::history::HistoryResult]) -> Vec<i64> {
+        h.iter().map(|r| r.queue).collect()
+    }
+
+    async fn runs_keep_their_results_rates_and_change_points(db: TestDbRef) {
+        use CaseStatus::{Error, Failed, Passed, Skipped};
+        let (a, b) = ("a.xml", "b.xml");
+        let s = db.store.clone();
+        let q1 = run(
+            &db,
+            "main",
+            "c1",
+            &[(a, "A", Some(Passed)), (b, "B", Some(Failed))],
+            QueueStatus::Failed,
+        )
+        .await;
+        let q2 = run(
+            &db,
+            "main",
+            "c1",
+            &[(a, "A", Some(Passed)), (b, "B", Some(Passed))],
+            QueueStatus::Passed,
+        )
+        .await;
+        let q3 = run(
+            &db,
+            "main",
+            "c2",
+            &[(a, "A", Some(Failed)), (b, "B", Some(Passed))],
+            QueueStatus::Failed,
+        )
+        .await;
+        let q4 = run(
+            &db,
+            "dev",
+            "c3",
+            &[(a, "A", Some(Passed))],
+            QueueStatus::Passed,
+        )
+        .await;
+        let q5 = run(
+            &db,
+            "main",
+            "c3",
+            &[(a, "A", Some(Passed))],
+            QueueStatus::Aborted,
+        )
+        .await;
+        let q6 = run(
+            &db,
+            "main",
+            "c4",
+            &[(a, "A", Some(Skipped)), (b, "B", Some(Passed))],
+            QueueStatus::Passed,
+        )
+        .await;
+        let q7 = run(
+            &db,
+            "main",
+            "c5",
+            &[(a, "A", None), (b, "B", Some(Error))],
+            QueueStatus::Error,
+        )
+        .await;
+
+        // Every branch, newest first; the aborted queue is no run. The key hides credentials,
+        // so the URL with others, or as the API shows it, finds the same history.
+        let all = s
+            .case_history("https://other:pw@example.com/fw.git", a, "A", None, 50)
+            .await
+            .unwrap();
+        assert_eq!(all.repo, "https://***@example.com/fw.git");
+        assert_eq!(queues(&all.results), [q7, q6, q4, q3, q2, q1]);
+        let statuses: Vec<ResultStatus> = all.results.iter().map(|r| r.status).collect();
+        use ResultStatus as R;
+        assert_eq!(
+            statuses,
+            [
+                R::Flaky,
+                R::Skipped,
+                R::Passed,
+                R::Failed,
+                R::Passed,
+                R::Passed
+            ]
+        );
+        assert_eq!(all.results[2].branch, "dev");
+        assert_eq!(all.results[0].commit, "c5");
+        assert_eq!(all.results[0].duration_ms, Some(7));
+        assert_eq!(all.stats.pass_rate, Some(0.6));
+        assert_eq!(all.stats.flaky_rate, Some(0.2));
+        assert_eq!(all.stats.flaky_commits, ["c5"]);
+        let changes: Vec<(String, R, R, i64)> = all
+            .stats
+            .change_points
+            .iter()
+            .map(|c| (c.commit.clone(), c.from, c.to, c.queue))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("c2".to_string(), R::Passed, R::Failed, q3),
+                ("c3".to_string(), R::Failed, R::Passed, q4),
+                ("c5".to_string(), R::Passed, R::Flaky, q7),
+            ]
+        );
+        let shown = s
+            .case_history(&all.repo, a, "A", Some("main"), 50)
+            .await
+            .unwrap();
+        assert_eq!(queues(&shown.results), [q7, q6, q3, q2, q1]);
+        let two = s.case_history(REPO, a, "A", None, 2).await.unwrap();
+        assert_eq!(queues(&two.results), [q7, q6]);
+        // Case B passed and failed on c1: flaky there.
+        let flaky = s
+            .case_history(REPO, b, "B", Some("main"), 50)
+            .await
+            .unwrap();
+        assert_eq!(queues(&flaky.results), [q7, q6, q3, q2, q1]);
+        assert_eq!(flaky.stats.flaky_commits, ["c1"]);
+        assert_eq!(flaky.stats.flaky_rate, Some(0.4));
+        assert_eq!(flaky.stats.pass_rate, Some(0.6));
+        assert_eq!(flaky.stats.change_points.len(), 2);
+        assert_eq!(flaky.stats.change_points[1].to, R::Error);
+        // Another scenario, case, repository or branch: nothing.
+        for (repo, scenario, case, branch) in [
+            (REPO, b, "A", None),
+            (REPO, a, "B", None),
+            ("https://example.com/other.git", a, "A", None),
+            (REPO, a, "A", Some("nope")),
+        ] {
+            let none = s
+                .case_history(repo, scenario, case, branch, 50)
+                .await
+                .unwrap();
+            assert!(
+                none.results.is_empty(),
+                "{repo} {scenario} {case} {branch:?}"
+            );
+            assert_eq!(none.stats.pass_rate, None);
+        }
+
+        // Each run names the previous run of its branch and counts what got worse since.
+        let row = |id| {
+            let s = s.clone();
+            async move { s.queue_row(id).await.unwrap() }
+        };
+        let expect = [
+            (q1, None, None),
+            (q2, Some(q1), Some(0)),
+            (q3, Some(q2), Some(1)),
+            (q4, None, None),
+            (q5, None, None),
+            (q6, Some(q3), Some(0)),
+            (q7, Some(q6), Some(1)),
+        ];
+        for (id, previous, regressions) in expect {
+            let r = row(id).await;
+            assert_eq!(
+                (r.previous_id, r.regressions),
+                (previous, regressions),
+                "queue {id}"
+            );
+        }
+        let caps = CaseCaps {
+            per_task: 50,
+            per_queue: 100,
+        };
+        let (worse, _) = s
+            .list_queues_json_where(None, true, 50, None, caps, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(worse.iter().map(|q| q.id).collect::<Vec<_>>(), [q7, q3]);
+        let (older, next) = s
+            .list_queues_json_where(Some(QueueStatus::Failed), true, 50, Some(q7), caps, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            (older.iter().map(|q| q.id).collect::<Vec<_>>(), next),
+            (vec![q3], None)
+        );
+        let json: serde_json::Value = serde_json::from_str(&worse[1].json).unwrap();
+        assert_eq!(json["previous_id"], q2);
+        assert_eq!(json["regressions"], 1);
+        let json: serde_json::Value =
+            serde_json::from_str(&s.queue_json(q4, caps, 60_000).await.unwrap().json).unwrap();
+        assert!(
+            json["previous_id"].is_null() && json["regressions"].is_null(),
+            "{json}"
+        );
+    }
+
+    async fn a_queue_shows_each_case_with_its_history_up_to_it(db: TestDbRef) {
+        use CaseStatus::{Failed, Passed};
+        let (a, b) = ("a.xml", "b.xml");
+        let s = db.store.clone();
+        let q1 = run(
+            &db,
+            "main",
+            "c1",
+            &[(a, "A", Some(Passed)), (b, "B", Some(Failed))],
+            QueueStatus::Failed,
+        )
+        .await;
+        let q2 = run(
+            &db,
+            "main",
+            "c1",
+            &[(a, "A", Some(Passed)), (b, "B", Some(Passed))],
+            QueueStatus::Passed,
+        )
+        .await;
+        let q3 = run(
+            &db,
+            "main",
+            "c2",
+            &[(a, "A", Some(Failed)), (b, "B", Some(Passed))],
+            QueueStatus::Failed,
+        )
+        .await;
+        let q4 = run(
+            &db,
+            "main",
+            "c3",
+            &[(a, "A", Some(Passed)), (b, "B", Some(Passed))],
+            QueueStatus::Passed,
+        )
+        .await;
+        let other = run(
+            &db,
+            "dev",
+            "c3",
+            &[(a, "A", Some(Failed))],
+            QueueStatus::Failed,
+        )
+        .await;
+
+        let page = s.queue_history(q3, 30, None, 500).await.unwrap();
+        assert_eq!(page.next, None);
+        let strips: Vec<(&str, &str, Vec<i64>, bool)> = page
+            .cases
+            .iter()
+            .map(|c| {
+                (
+                    c.scenario.as_str(),
+                    c.case.as_str(),
+                    queues(&c.results),
+                    c.flaky,
+                )
+            })
+            .collect();
+        // Up to q3 (q4 is newer), of its branch only.
+        assert_eq!(
+            strips,
+            [
+                (a, "A", vec![q3, q2, q1], false),
+                (b, "B", vec![q3, q2, q1], true)
+            ]
+        );
+        assert_eq!(page.cases[0].results[0].status, ResultStatus::Failed);
+        assert_eq!(page.cases[1].pass_rate, Some(2.0 / 3.0));
+        let tasks = s.queue(q3).await.unwrap().tasks;
+        assert_eq!(page.cases[1].task, tasks[1].0.id);
+        // The newest queue sees everything of its branch; at most `limit` each.
+        let last = s.queue_history(q4, 2, None, 500).await.unwrap();
+        assert_eq!(queues(&last.cases[0].results), [q4, q3]);
+        let dev = s.queue_history(other, 30, None, 500).await.unwrap();
+        assert_eq!(queues(&dev.cases[0].results), [other]);
+        // A page at a time: `next` is the last case's place, `after` goes on from it.
+        let first = s.queue_history(q3, 30, None, 1).await.unwrap();
+        assert_eq!((first.cases.len(), first.next), (1, Some(0)));
+        assert_eq!(first.cases[0].case, "A");
+        let second = s.queue_history(q3, 30, first.next, 1).await.unwrap();
+        assert_eq!((second.cases.len(), second.next), (1, None));
+        assert_eq!(second.cases[0].case, "B");
+        // A queue still waiting shows the latest results; a missing one is not found.
+        let waiting = s
+            .create_queue(&ValidQueue {
+                repo: REPO.into(),
+                ..vq("main", 5, Some(vec![a]))
+            })
+            .await
+            .unwrap();
+        assert!(s
+            .queue_history(waiting.queue.id, 30, None, 500)
+            .await
+            .unwrap()
+            .cases
+            .is_empty());
+        assert!(matches!(
+            s.queue_history(9999, 30, None, 500).await,
+            Err(StoreError::NotFound(9999))
+        ));
+
+        // The previous run: recorded, else found; deleting a run removes its results.
+        assert_eq!(s.previous_run(q3).await.unwrap(), Some(q2));
+        assert_eq!(s.previous_run(waiting.queue.id).await.unwrap(), Some(q4));
+        assert_eq!(s.previous_run(q1).await.unwrap(), None);
+        s.delete_queue(q2).await.unwrap();
+        assert_eq!(s.previous_run(q3).await.unwrap(), Some(q1));
+        let after = s
+            .case_history(REPO, a, "A", Some("main"), 50)
+            .await
+            .unwrap();
+        assert_eq!(queues(&after.results), [q4, q3, q1]);
+    }
+
+    async fn comparing_two_queues_sorts_their_cases(db: TestDbRef) {
+        use CaseStatus::{Error, Failed, Passed, Skipped};
+        let (a, b) = ("a.xml", "b.xml");
+        let s = db.store.clone();
+        let base = run(
+            &db,
+            "main",
+            "c1",
+            &[
+                (a, "WORSE", Some(Passed)),
+                (a, "BETTER", Some(Failed)),
+                (a, "STILL", Some(Error)),
+                (a, "GONE", Some(Passed)),
+                (b, "SAME", Some(Passed)),
+                (b, "FLAKY", None),
+            ],
+            QueueStatus::Error,
+        )
+        .await;
+        let head = run(
+            &db,
+            "main",
+            "c2",
+            &[
+                (a, "WORSE", Some(Failed)),
+                (a, "BETTER", Some(Passed)),
+                (a, "STILL", Some(Failed)),
+                (a, "NEW", Some(Skipped)),
+                (b, "SAME", Some(Passed)),
+                (b, "FLAKY", Some(Error)),
+            ],
+            QueueStatus::Error,
+        )
+        .await;
+        let c = s.compare(base, head).await.unwrap();
+        let ids = |l: &[testarena_core::history::ComparedCase]| {
+            l.iter().map(|c| c.case.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&c.newly_failing), ["WORSE", "FLAKY"]);
+        assert_eq!(ids(&c.newly_passing), ["BETTER"]);
+        assert_eq!(ids(&c.still_failing), ["STILL"]);
+        assert_eq!(ids(&c.new), ["NEW"]);
+        assert_eq!(ids(&c.removed), ["GONE"]);
+        assert_eq!(c.counts.unchanged, 1);
+        assert_eq!((c.base.id, c.head.id), (base, head));
+        assert_eq!(c.head.commit.as_deref(), Some("c2"));
+        let worse = &c.newly_failing[0];
+        assert_eq!(worse.scenario, a);
+        assert_eq!(worse.base_status, Some(ResultStatus::Passed));
+        assert_eq!(worse.head_status, Some(ResultStatus::Failed));
+        assert_eq!(worse.head_message.as_deref(), Some("WORSE failed"));
+        assert_eq!(c.newly_failing[1].base_status, Some(ResultStatus::Flaky));
+        // The head's regressions agree with the comparison.
+        assert_eq!(s.queue_row(head).await.unwrap().regressions, Some(2));
+        assert!(matches!(
+            s.compare(base, 9999).await,
+            Err(StoreError::NotFound(9999))
+        ));
+    }
+
+    on_both!(
+        runs_keep_their_results_rates_and_change_points,
+        a_queue_shows_each_case_with_its_history_up_to_it,
+        comparing_two_queues_sorts_their_cases,
+    );
+
+    /// SQLite's plans: a case's history, a queue's strips and the "got worse" list read ranges
+    /// of their indexes, never a whole table.
+    #[tokio::test]
+    async fn sqlite_reads_the_history_through_its_indexes() {
+        use sqlx::{Connection, Row};
+        let db = crate::testdb::TestDb::new(crate::testdb::Kind::Sqlite).await;
+        let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        for (sql, index) in [
+            (crate::history::case_results_sql(false), "case_results_case"),
+            (
+                crate::history::case_results_sql(true),
+                "case_results_branch",
+            ),
+            (
+                crate::history::strips_sql(crate::page::Dialect::Sqlite),
+                "case_results_branch",
+            ),
+            (crate::history::regressions_sql(), "case_results_queue"),
+            (crate::history::PREVIOUS_SQL.to_string(), "queues_runs"),
+            (
+                crate::page::stamps(
+                    crate::page::Dialect::Sqlite,
+                    &crate::page::list_filter(false, true, true),
+                ),
+                "queues_worse",
+            ),
+        ] {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows = sqlx::query(&explain).fetch_all(&mut c).await.unwrap();
+            let detail: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            let text = detail.join("\n");
+            assert!(text.contains(index), "{explain}\n{text}");
+            assert!(
+                !detail.iter().any(|d| d.starts_with("SCAN case_results")
+                    || d == "SCAN q"
+                    || d == "SCAN queues"),
+                "{explain}\n{text}"
+            );
+            eprintln!("{explain}\n{text}\n");
+        }
+        let _ = c.close().await;
+        db.finish().await;
+    }
+}
+
+/// The history at scale: 100,000 finished runs with 10 cases each (1,000,000 results) on
+/// both backends. A case's history, a queue's strips, the "got worse" page and recording a
+/// new run stay fast because each reads a range of an index; this prints the plans and the
+/// times. Ignored (it fills a database for a minute or two): run it with
+/// `cargo test -p testarena-store history_at_scale -- --ignored --nocapture`.
+mod history_scale {
+    use super::*;
+    use crate::testdb::{run, Kind};
+    use std::time::Instant;
+
+    const QUEUES: i64 = 100_000;
+
+    /// Fills the database with `QUEUES` runs of 5 repositories × 4 branches, one task and 10
+    /// cases each (every 7th run fails TC_3, every 10th got worse), in a few statements.
+    async fn fill(db: &TestDbRef) {
+        // PostgreSQL's change triggers (a new `rev` and a NOTIFY per row, in one transaction)
+        // would take most of an hour for a million rows: off while filling.
+        let tables = ["queues", "tasks", "cases"];
+        if db.kind == Kind::Postgres {
+            for table in tables {
+                db.exec(&format!("ALTER TABLE {table} DISABLE TRIGGER USER"))
+                    .await;
+            }
+        }
+        let series = match db.kind {
+            Kind::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {QUEUES}) SELECT i FROM n"
+            ),
+            Kind::Postgres => format!("SELECT i FROM generate_series(1, {QUEUES}) AS n(i)"),
+        };
+        let hex = match db.kind {
+            Kind::Sqlite => "printf('%040x', i)",
+            Kind::Postgres => "lpad(to_hex(i), 40, '0')",
+        };
+        db.exec(&format!(
+            "INSERT INTO queues (id, name, repo, repo_key, branch, commit_sha, status, priority, created_at, started_at, finished_at, previous_id, regressions) \
+             SELECT i, 'q', 'https://git.example.com/r' || (i % 5) || '.git', 'https://git.example.com/r' || (i % 5) || '.git', \
+                    'b' || (i % 4), {hex}, CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'passed' END, 5, i * 1000, i * 1000 + 1, i * 1000 + 500, \
+                    CASE WHEN i > 20 THEN i - 20 END, CASE WHEN i > 20 THEN CASE WHEN i % 10 = 0 THEN 1 ELSE 0 END END \
+             FROM ({series}) AS s"
+        ))
+        .await;
+        db.exec(&format!(
+            "INSERT INTO tasks (id, queue_id, position, scenario, status) SELECT i, i, 0, 'scenarios/s.xml', 'passed' FROM ({series}) AS s"
+        ))
+        .await;
+        for k in 0..10 {
+            db.exec(&format!(
+                "INSERT INTO cases (id, task_id, queue_id, position, case_key, name, status, duration_ms) \
+                 SELECT i * 10 + {k}, i, i, {k}, 'TC_{k}', 'case {k}', \
+                        CASE WHEN {k} = 3 AND i % 7 = 0 THEN 'failed' ELSE 'passed' END, 5 FROM ({series}) AS s"
+            ))
+            .await;
+            db.exec(&format!(
+                "INSERT INTO case_results (case_id, queue_id, repo_key, branch, commit_sha, scenario, case_key, status, duration_ms, finished_at) \
+                 SELECT i * 10 + {k}, i, 'https://git.example.com/r' || (i % 5) || '.git', 'b' || (i % 4), {hex}, 'scenarios/s.xml', 'TC_{k}', \
+                        CASE WHEN {k} = 3 AND i % 7 = 0 THEN 'failed' ELSE 'passed' END, 5, i * 1000 + 500 FROM ({series}) AS s"
+            ))
+            .await;
+        }
+        if db.kind == Kind::Postgres {
+            for table in tables {
+                db.exec(&format!("ALTER TABLE {table} ENABLE TRIGGER USER"))
+                    .await;
+                db.exec(&format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"
+                ))
+                .await;
+            }
+        }
+        db.exec("ANALYZE").await;
+    }
+
+    /// The plan of `sql` with its parameters written in (`$N` → `values[N-1]`).
+    async fn plan(db: &TestDbRef, sql: &str, values: &[&str]) -> String {
+        use sqlx::{Connection, Row};
+        let mut sql = sql.to_string();
+        for (i, v) in values.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", i + 1), v);
+        }
+        match db.kind {
+            Kind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| r.get::<String, _>("detail"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                let rows = sqlx::query(&format!("EXPLAIN (ANALYZE, COSTS OFF) {sql}"))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| r.get::<String, _>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+    }
+
+    async fn measure(db: TestDbRef) {
+        let s = db.store.clone();
+        let started = Instant::now();
+        fill(&db).await;
+        eprintln!("{:?}: filled in {:?}", db.kind, started.elapsed());
+        let repo = "https://git.example.com/r3.git";
+        let timed = |what: &str, t: Instant| eprintln!("{:?}: {what}: {:?}", db.kind, t.elapsed());
+        for _ in 0..2 {
+            let t = Instant::now();
+            let h = s
+                .case_history(repo, "scenarios/s.xml", "TC_3", None, 50)
+                .await
+                .unwrap();
+            timed("case history, every branch, 50 results", t);
+            assert_eq!(h.results.len(), 50);
+            assert_eq!(h.results[0].queue, 99_998);
+            let t = Instant::now();
+            let h = s
+                .case_history(repo, "scenarios/s.xml", "TC_3", Some("b1"), 500)
+                .await
+                .unwrap();
+            timed("case history, one branch, 500 results", t);
+            assert_eq!(h.results.len(), 500);
+            let t = Instant::now();
+            let strips = s.queue_history(50_001, 30, None, 500).await.unwrap();
+            timed("strips of a queue's 10 cases, 30 results each", t);
+            assert_eq!(strips.cases.len(), 10);
+            assert_eq!(strips.cases[0].results.len(), 30);
+            assert_eq!(strips.cases[0].results[0].queue, 50_001);
+            let caps = CaseCaps {
+                per_task: 50,
+                per_queue: 100,
+            };
+            let t = Instant::now();
+            let (page, _) = s
+                .list_queues_json_where(None, true, 50, None, caps, 60_000)
+                .await
+                .unwrap();
+            timed("\"got worse\" page of 50 (answers built)", t);
+            assert_eq!(page.len(), 50);
+            let t = Instant::now();
+            s.list_queues_json_where(None, true, 50, Some(20_000), caps, 60_000)
+                .await
+                .unwrap();
+            timed("\"got worse\" page of 50, older", t);
+        }
+        for (what, sql, values) in [
+            (
+                "case history",
+                crate::history::case_results_sql(false),
+                vec![
+                    "'https://git.example.com/r3.git'",
+                    "'scenarios/s.xml'",
+                    "'TC_3'",
+                    "50",
+                ],
+            ),
+            (
+                "case history of a branch",
+                crate::history::case_results_sql(true),
+                vec![
+                    "'https://git.example.com/r3.git'",
+                    "'scenarios/s.xml'",
+                    "'TC_3'",
+                    "50",
+                    "'b1'",
+                ],
+            ),
+            (
+                "regressions",
+                crate::history::regressions_sql(),
+                vec!["99990", "99970"],
+            ),
+            (
+                "previous run",
+                crate::history::PREVIOUS_SQL.to_string(),
+                vec![
+                    "'https://git.example.com/r3.git'",
+                    "'b1'",
+                    "99999999",
+                    "100000",
+                ],
+            ),
+            (
+                "strips",
+                crate::history::strips_sql(match db.kind {
+                    Kind::Sqlite => crate::page::Dialect::Sqlite,
+                    Kind::Postgres => crate::page::Dialect::Postgres,
+                }),
+                vec![
+                    "'https://git.example.com/r1.git'",
+                    "'b1'",
+                    "50001500",
+                    "50001",
+                    "30",
+                    "50001",
+                    "501",
+                    "0",
+                ],
+            ),
+        ] {
+            eprintln!(
+                "--- {:?} {what}:\n{}\n",
+                db.kind,
+                plan(&db, &sql, &values).await
+            );
+        }
+        // Recording a new run: its results, the previous run and its regressions.
+        let q = s
+            .create_queue(&ValidQueue {
+                repo: repo.into(),
+                ..vq("b1", 9, Some(vec!["scenarios/s.xml"]))
+            })
+            .await
+            .unwrap();
+        let row = s.claim("w", 60_000).await.unwrap().unwrap();
+        let hd = row.holder().unwrap();
+        s.set_commit(row.id, &hd, "f00d").await.unwrap();
+        let new: Vec<NewCase> = (0..10)
+            .map(|k| NewCase {
+                key: format!("TC_{k}"),
+                name: format!("case {k}"),
+            })
+            .collect();
+        let ids = s.create_cases(q.tasks[0].0.id, &hd, &new).await.unwrap();
+        for id in ids {
+            let result = CaseResult {
+                status: CaseStatus::Failed,
+                duration_ms: Some(1),
+                message: None,
+            };
+            s.finish_case(id, &hd, &result).await.unwrap();
+        }
+        let t = Instant::now();
+        s.finish_queue(row.id, &hd, QueueStatus::Failed, None)
+            .await
+            .unwrap();
+        timed("finish_queue recording a run of 10 cases", t);
+        let r = s.queue_row(row.id).await.unwrap();
+        assert_eq!(r.previous_id, Some(99_993));
+        assert_eq!(r.regressions, Some(10));
+    }
+
+    #[tokio::test]
+    #[ignore]
+    async fn history_at_scale_sqlite() {
+        run(Kind::Sqlite, measure).await
+    }
+
+    #[tokio::test]
+    #[ignore]
+    async fn history_at_scale_postgres() {
+        run(Kind::Postgres, measure).await
+    }
+}
+
+/// Runs finished before the history existed join it when the database is upgraded (the
+/// migrations `sqlite/0015_history.sql`, `postgres/0012_history.sql`).
+mod history_upgrade {
+    use super::*;
+    use crate::testdb::{blank, Kind};
+
+    /// Applies the migrations of `kind` older than `before` to the database at `url`, as the
+    /// version before the history did.
+    async fn migrate_older(kind: Kind, url: &str, before: i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(match kind {
+            Kind::Sqlite => "migrations/sqlite",
+            Kind::Postgres => "migrations/postgres",
+        });
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let version: i64 = name.split('_').next().unwrap().parse().unwrap();
+            if version < before {
+                std::fs::copy(&path, dir.path().join(&name)).unwrap();
+            }
+        }
+        let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+        match kind {
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
+    /// Runs `sql` on the database at `url`.
+    async fn exec(kind: Kind, url: &str, sql: &str) {
+        use sqlx::Connection;
+        match kind {
+            Kind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
+    async fn upgrade(kind: Kind) {
+        let (url, guard) = blank(kind).await;
+        let before = match kind {
+            Kind::Sqlite => 15,
+            Kind::Postgres => 12,
+        };
+        migrate_older(kind, &url, before).await;
+        // Runs of the older version: two of one branch (A got worse on c2), one whose URL
+        // holds credentials, and queues that are no runs.
+        let queues = [
+            (1, "/srv/git/fw", "main", Some("c1"), "failed", None),
+            (2, "/srv/git/fw", "main", Some("c2"), "failed", None),
+            (
+                3,
+                "https://tok@git.example.com/fw.git",
+                "main",
+                Some("c1"),
+                "passed",
+                None,
+            ),
+            (
+                4,
+                "/srv/git/fw",
+                "main",
+                Some("c3"),
+                "aborted",
+                Some("aborted on request"),
+            ),
+            (
+                5,
+                "/srv/git/fw",
+                "main",
+                Some("c3"),
+                "error",
+                Some("worker lost (lease expired) 3 times; giving up"),
+            ),
+            (
+                6,
+                "/srv/git/fw",
+                "main",
+                None,
+                "error",
+                Some("cloning failed"),
+            ),
+            (7, "/srv/git/fw", "dev", Some("c1"), "passed", None),
+        ];
+        for (id, repo, branch, commit, status, error) in queues {
+            let commit = commit.map_or("NULL".to_string(), |c| format!("'{c}'"));
+            let error = error.map_or("NULL".to_string(), |e| format!("'{e}'"));
+            exec(kind, &url, &format!(
+                "INSERT INTO queues (id, name, repo, branch, commit_sha, status, priority, created_at, started_at, finished_at, error) \
+                 VALUES ({id}, 'q', '{repo}', '{branch}', {commit}, '{status}', 5, {id}, {id}, {}, {error})",
+                id * 1000
+            ))
+            .await;
+            exec(kind, &url, &format!(
+                "INSERT INTO tasks (id, queue_id, position, scenario, status) VALUES ({id}, {id}, 0, 's.xml', '{status}')"
+            ))
+            .await;
+            let (a, b) = if id == 2 {
+                ("failed", "passed")
+            } else {
+                ("passed", "failed")
+            };
+            for (n, (key, verdict)) in [("A", a), ("B", b), ("C", "running")]
+                .into_iter()
+                .enumerate()
+            {
+                exec(
+                    kind,
+                    &url,
+                    &format!(
+                    "INSERT INTO cases (id, task_id, queue_id, position, case_key, name, status) \
+                     VALUES ({}, {id}, {id}, {n}, '{key}', '{key}', '{verdict}')",
+                    id * 10 + n as i64
+                ),
+                )
+                .await;
+            }
+        }
+        let s = Store::open(&url).await.unwrap();
+        let a = s
+            .case_history("/srv/git/fw", "s.xml", "A", None, 50)
+            .await
+            .unwrap();
+        let got: Vec<(i64, ResultStatus)> = a.results.iter().map(|r| (r.queue, r.status)).collect();
+        use testarena_core::history::ResultStatus;
+        assert_eq!(
+            got,
+            [
+                (7, ResultStatus::Passed),
+                (2, ResultStatus::Failed),
+                (1, ResultStatus::Passed)
+            ],
+            "runs only, newest first; a case never finished is no result"
+        );
+        assert!(s
+            .case_history("/srv/git/fw", "s.xml", "C", None, 50)
+            .await
+            .unwrap()
+            .results
+            .is_empty());
+        assert_eq!(a.results[1].commit, "c2");
+        let hidden = s
+            .case_history("https://tok@git.example.com/fw.git", "s.xml", "A", None, 50)
+            .await
+            .unwrap();
+        assert!(
+            hidden.results.is_empty(),
+            "SQL cannot hide its credentials: left out"
+        );
+        let row = |id| {
+            let s = s.clone();
+            async move {
+                let r = s.queue_row(id).await.unwrap();
+                (r.previous_id, r.regressions)
+            }
+        };
+        assert_eq!(row(1).await, (None, None));
+        assert_eq!(row(2).await, (Some(1), Some(1)));
+        assert_eq!(row(4).await, (None, None));
+        assert_eq!(row(7).await, (None, None));
+        let caps = CaseCaps {
+            per_task: 50,
+            per_queue: 100,
+        };
+        let (worse, _) = s
+            .list_queues_json_where(None, true, 50, None, caps, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(worse.iter().map(|q| q.id).collect::<Vec<_>>(), [2]);
+        // A run recorded after the upgrade finds the older ones.
+        assert_eq!(s.previous_run(4).await.unwrap(), Some(2));
+        s.close().await;
+        guard.remove().await;
+    }
+
+    #[tokio::test]
+    async fn older_runs_join_the_history_on_upgrade_sqlite() {
+        upgrade(Kind::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn older_runs_join_the_history_on_upgrade_postgres() {
+        upgrade(Kind::Postgres).await
+    }
+}

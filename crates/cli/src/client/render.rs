@@ -56,7 +56,7 @@ pub fn short_sha(commit: Option<&str>) -> String {
 }
 
 /// Cuts `s` to `max` characters, marking the cut with `…`.
-fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -67,14 +67,14 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// Replaces control characters, so a name cannot move the cursor or break the table.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
 /// A multi-line message with its later lines indented under the first, each line cleaned.
-fn indented(s: &str) -> String {
+pub(crate) fn indented(s: &str) -> String {
     s.trim_end()
         .lines()
         .map(clean)
@@ -410,6 +410,8 @@ mod tests {
             no_cache: false,
             retries: 0,
             build: Default::default(),
+            previous_id: None,
+            regressions: None,
             summary: Summary {
                 total: 5,
                 passed: 2,

@@ -1,6 +1,6 @@
 //! Copying an installation's history from one database into another (`testarena migrate
-//! --from … --to …`): every queue with all its fields, tasks, cases, commit-status reports and
-//! API tokens,
+//! --from … --to …`): every queue with all its fields, tasks, cases, commit-status reports,
+//! the case history (`case_results`) and API tokens,
 //! with their ids, statuses and times as they are. Workers and their process groups are not
 //! copied (they register again). The rows are read in one snapshot of the source through the
 //! backend-independent row types and written in one transaction on the target, which must be
@@ -20,8 +20,8 @@ macro_rules! copy_impl {
         use super::all;
         use crate::backend::{Copying, Fut};
         use crate::copy::{
-            copied_case, copied_queue, copied_report, not_empty, Snapshot, COPY_CASE_COLUMNS,
-            COPY_QUEUE_COLUMNS, REPORT_COLUMNS,
+            copied_case, copied_queue, copied_report, copied_result, not_empty, Snapshot,
+            COPY_CASE_COLUMNS, COPY_QUEUE_COLUMNS, REPORT_COLUMNS, RESULT_COLUMNS,
         };
         use crate::rows::{task_row, to_json, TASK_COLUMNS};
         use crate::rows::{token_with_hash, TOKEN_COLUMNS};
@@ -57,6 +57,12 @@ macro_rules! copy_impl {
                         .fetch_all(&mut *tx)
                         .await?;
                     let tokens = all(&rows, token_with_hash)?;
+                    let rows = sqlx::query(&format!(
+                        "SELECT {RESULT_COLUMNS} FROM case_results ORDER BY case_id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let results = all(&rows, copied_result)?;
                     let change_seq: i64 =
                         sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1")
                             .fetch_one(&mut *tx)
@@ -69,6 +75,7 @@ macro_rules! copy_impl {
                         reports,
                         tokens,
                         change_seq,
+                        results,
                     })
                 })
             }
@@ -86,7 +93,7 @@ macro_rules! copy_impl {
                     }
                     let queue_sql = format!(
                         "INSERT INTO queues ({COPY_QUEUE_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)"
                     );
                     for c in &s.queues {
                         let q = &c.row;
@@ -121,6 +128,9 @@ macro_rules! copy_impl {
                             .bind(i64::from(q.no_cache))
                             .bind(q.build_cached_from)
                             .bind(i64::from(q.retries))
+                            .bind(q.previous_id)
+                            .bind(q.regressions)
+                            .bind(&c.repo_key)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -159,6 +169,24 @@ macro_rules! copy_impl {
                             .bind(c.finished_at)
                             .bind(r.log_from)
                             .bind(r.log_to)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let result_sql = format!(
+                        "INSERT INTO case_results ({RESULT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                    );
+                    for r in &s.results {
+                        sqlx::query(&result_sql)
+                            .bind(r.case_id)
+                            .bind(r.row.queue_id)
+                            .bind(&r.repo_key)
+                            .bind(&r.row.branch)
+                            .bind(&r.row.commit)
+                            .bind(&r.scenario)
+                            .bind(&r.case_key)
+                            .bind(r.row.status.as_str())
+                            .bind(r.row.duration_ms)
+                            .bind(r.row.finished_at)
                             .execute(&mut *tx)
                             .await?;
                     }

@@ -14,6 +14,8 @@ pub(crate) struct CopiedQueue {
     pub idem_caller: Option<String>,
     pub idem_key: Option<String>,
     pub idem_request: Option<String>,
+    /// Set on runs of the case history (`crate::history`).
+    pub repo_key: Option<String>,
 }
 
 /// A case row with the columns the API does not show.
@@ -47,6 +49,32 @@ pub(crate) struct Snapshot {
     pub tokens: Vec<crate::rows::VerifiedToken>,
     /// The change counter (queues keep their `rev`, so it must not go back).
     pub change_seq: i64,
+    /// The case history (`crate::history`), by case id.
+    pub results: Vec<CopiedResult>,
+}
+
+/// A row of `case_results`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CopiedResult {
+    pub case_id: i64,
+    pub row: crate::history::ResultRow,
+    pub repo_key: String,
+    pub scenario: String,
+    pub case_key: String,
+}
+
+/// The columns of `case_results`.
+pub(crate) const RESULT_COLUMNS: &str =
+    "case_id, queue_id, repo_key, branch, commit_sha, scenario, case_key, status, duration_ms, finished_at";
+
+pub(crate) fn copied_result(r: &impl Columns) -> Result<CopiedResult> {
+    Ok(CopiedResult {
+        case_id: r.int("case_id")?,
+        row: crate::history::result_row(r)?,
+        repo_key: r.text("repo_key")?,
+        scenario: r.text("scenario")?,
+        case_key: r.text("case_key")?,
+    })
 }
 
 /// How many rows a copy wrote.
@@ -66,7 +94,8 @@ pub struct CopySummary {
 pub(crate) const COPY_QUEUE_COLUMNS: &str =
     "id, name, repo, branch, requested_commit, commit_sha, scenarios, status, phase, priority, \
      created_at, started_at, finished_at, error, abort_requested, worker_id, attempts, case_filter, rev, origin, labels, \
-     submitted_by, lease_expires_at, delivery, idem_caller, idem_key, idem_request, no_cache, build_cached_from, retries";
+     submitted_by, lease_expires_at, delivery, idem_caller, idem_key, idem_request, no_cache, build_cached_from, retries, \
+     previous_id, regressions, repo_key";
 
 /// The columns of `cases` a copy reads and writes.
 pub(crate) const COPY_CASE_COLUMNS: &str =
@@ -84,6 +113,7 @@ pub(crate) fn copied_queue(r: &impl Columns) -> Result<CopiedQueue> {
         idem_caller: r.opt_text("idem_caller")?,
         idem_key: r.opt_text("idem_key")?,
         idem_request: r.opt_text("idem_request")?,
+        repo_key: r.opt_text("repo_key")?,
     })
 }
 

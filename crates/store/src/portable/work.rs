@@ -486,18 +486,38 @@ macro_rules! work_impl {
                 now: i64,
             ) -> Fut<'a, ()> {
                 Box::pin(async move {
+                    use crate::rows::Columns;
                     let sql = format!(
                         "UPDATE queues SET status = $3, error = $4, phase = NULL, finished_at = $5, lease_expires_at = NULL \
-                         WHERE id = $1 AND {} $2",
+                         WHERE id = $1 AND {} $2 RETURNING repo, branch, commit_sha",
                         held()
                     );
-                    let query = sqlx::query(&sql)
+                    let mut tx = self.pool.begin().await?;
+                    let row = sqlx::query(&sql)
                         .bind(id)
                         .bind(holder.token())
                         .bind(status.as_str())
                         .bind(error)
-                        .bind(now);
-                    self.held_update(id, query).await
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(row) = row else {
+                        return Err(StoreError::ClaimLost(id));
+                    };
+                    let (repo, branch) = (row.text("repo")?, row.text("branch")?);
+                    let commit = row.opt_text("commit_sha")?;
+                    // The run's history goes in with its verdict (`crate::history`).
+                    let run = crate::history::Run {
+                        id,
+                        status,
+                        repo: &repo,
+                        branch: &branch,
+                        commit: commit.as_deref(),
+                        finished_at: now,
+                    };
+                    $backend::record_run(&mut tx, run).await?;
+                    tx.commit().await?;
+                    Ok(())
                 })
             }
 

@@ -18,11 +18,12 @@ fn one_sql() -> &'static str {
     SQL.get_or_init(|| stamps(Dialect::Postgres, ONE))
 }
 
-/// The stamps of a page of the list, with or without a status and a cursor, written once each.
-fn list_sql(status: bool, before: bool) -> &'static str {
-    static SQL: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
-    SQL[usize::from(status) * 2 + usize::from(before)]
-        .get_or_init(|| stamps(Dialect::Postgres, &list_filter(status, before)))
+/// The stamps of a page of the list, with or without a status, a cursor and the "got worse"
+/// filter, written once each.
+fn list_sql(status: bool, before: bool, worse: bool) -> &'static str {
+    static SQL: [OnceLock<String>; 8] = [const { OnceLock::new() }; 8];
+    SQL[usize::from(worse) * 4 + usize::from(status) * 2 + usize::from(before)]
+        .get_or_init(|| stamps(Dialect::Postgres, &list_filter(status, before, worse)))
 }
 
 impl Pages for Postgres {
@@ -39,7 +40,7 @@ impl Pages for Postgres {
 
     fn list_stamps(&self, page: Page) -> Fut<'_, Vec<Stamp>> {
         Box::pin(async move {
-            let sql = list_sql(page.status.is_some(), page.before.is_some());
+            let sql = list_sql(page.status.is_some(), page.before.is_some(), page.worse);
             let mut query = sqlx::query(sql).bind(page.since);
             if let Some(status) = page.status {
                 query = query.bind(status.as_str());

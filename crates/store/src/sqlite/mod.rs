@@ -5,6 +5,7 @@ mod bisects;
 mod copy;
 mod details;
 mod files;
+mod history;
 mod page;
 mod queues;
 mod reports;
