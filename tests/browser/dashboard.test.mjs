@@ -626,3 +626,26 @@ test('11. a queue asking for labels no live worker has says why it waits, on the
   check();
   await page.close();
 });
+
+test('12. a case that fails, then passes when tried again, is flaky: its queue passes and says so', { timeout: 180_000 }, async () => {
+  const { page, check } = await newPage(browser.context);
+  await openBoard(page);
+  const res = await submitForm(page, { repo: arena.repo, branch: 'main', scenarios: 'checks/flaky.xml' });
+  assert.equal(res.status, 201);
+  const id = res.body.id;
+  await waitRowStatus(page, id, ['passed', 'failed', 'error']);
+  assert.equal(await page.getByTestId(`status-${id}`).getAttribute('data-status'), 'passed');
+  assert.equal((await page.getByTestId(`flaky-${id}`).textContent()).trim(), '1 flaky');
+  await page.getByTestId(`queue-link-${id}`).click();
+  await waitPageStatus(page, 'passed', WAIT);
+  const row = page.locator('[data-testid="case-row"][data-case="TC_FLAKY"]');
+  assert.equal(await row.getAttribute('data-status'), 'flaky');
+  await page.getByTestId('queue-flaky').filter({ hasText: '1 flaky' }).waitFor({ timeout: WAIT });
+  const q = (await arena.api('GET', `/api/v1/queues/${id}`)).json;
+  assert.equal(q.status, 'passed');
+  assert.equal(q.summary.flaky, 1);
+  assert.equal(q.tasks[0].cases[0].status, 'flaky');
+  assert.match(q.tasks[0].cases[0].message, /flaky: failed on try 1 .*passed on try 2/s);
+  check();
+  await page.close();
+});

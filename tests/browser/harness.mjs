@@ -57,6 +57,17 @@ const MIXED_XML = `<scenario name="mixed" timeout="120">
 </scenario>
 `;
 
+// TC_FLAKY fails on its first try (its <run> leaves a file in the checkout) and passes on its
+// second: a flaky case, whose queue passes.
+const FLAKY_XML = `<scenario name="flaky" timeout="120">
+  <testcase id="TC_FLAKY" name="fails once, then passes" timeout="30" retries="1">
+    <run>test -f flaky-flag &amp;&amp; exit 0; touch flaky-flag; exit 1</run>
+    <send>ping</send>
+    <expect timeout="10">^pong$</expect>
+  </testcase>
+</scenario>
+`;
+
 const XSS_XML = `<scenario name="xss and console rendering" timeout="120">
   <testcase id="TC_XSS" name="markup in console output stays text" timeout="30">
     <send>echo &lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(2)&lt;/script&gt;</send>
@@ -101,6 +112,7 @@ function makeRepo(dest) {
   fs.writeFileSync(path.join(dest, 'checks', 'forever.xml'), FOREVER_XML);
   fs.writeFileSync(path.join(dest, 'checks', 'xss.xml'), XSS_XML);
   fs.writeFileSync(path.join(dest, 'checks', 'mixed.xml'), MIXED_XML);
+  fs.writeFileSync(path.join(dest, 'checks', 'flaky.xml'), FLAKY_XML);
   fs.writeFileSync(path.join(dest, 'scenarios', 'stream.xml'), STREAM_XML);
   git(dest, 'init', '-q', '-b', 'main');
   git(dest, 'add', '-A');
