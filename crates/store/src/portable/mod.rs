@@ -3,12 +3,14 @@
 
 mod bisects;
 mod files;
+mod pages;
 mod queues;
 mod reports;
 mod work;
 
 pub(crate) use bisects::bisects_impl;
 pub(crate) use files::files_impl;
+pub(crate) use pages::pages_impl;
 pub(crate) use queues::queues_impl;
 pub(crate) use reports::reports_impl;
 pub(crate) use work::work_impl;

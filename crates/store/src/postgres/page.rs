@@ -1,77 +1,12 @@
 //! PostgreSQL: the API's answers built by the database (`crate::page`).
 
-use super::{all, Postgres};
-use crate::backend::{Body, Fut, Page, Pages, Stamp};
-use crate::page::{body, ids_filter, list_filter, select, stamps, stamps_of, Dialect, ONE};
-use crate::rows::CaseCaps;
-use std::sync::OnceLock;
+use super::Postgres;
+use crate::page::Dialect;
+use crate::StoreError;
 
-/// The statement that builds the JSON of queues by id, written once.
-fn bodies_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| select(Dialect::Postgres, ids_filter(Dialect::Postgres)))
+/// The ids of a request as PostgreSQL binds them: an array.
+fn ids_param(ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    Ok(ids.to_vec())
 }
 
-/// The stamps of one queue, written once.
-fn one_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| stamps(Dialect::Postgres, ONE))
-}
-
-/// The stamps of a page of the list, with or without a status, a cursor and the "got worse"
-/// filter, written once each.
-fn list_sql(status: bool, before: bool, worse: bool) -> &'static str {
-    static SQL: [OnceLock<String>; 8] = [const { OnceLock::new() }; 8];
-    SQL[usize::from(worse) * 4 + usize::from(status) * 2 + usize::from(before)]
-        .get_or_init(|| stamps(Dialect::Postgres, &list_filter(status, before, worse)))
-}
-
-impl Pages for Postgres {
-    fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<Stamp>> {
-        Box::pin(async move {
-            let row = sqlx::query(one_sql())
-                .bind(since)
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
-            Ok(stamps_of(&row)?.pop())
-        })
-    }
-
-    fn list_stamps(&self, page: Page) -> Fut<'_, Vec<Stamp>> {
-        Box::pin(async move {
-            let sql = list_sql(page.status.is_some(), page.before.is_some(), page.worse);
-            let mut query = sqlx::query(sql).bind(page.since);
-            if let Some(status) = page.status {
-                query = query.bind(status.as_str());
-            }
-            if let Some(before) = page.before {
-                query = query.bind(before);
-            }
-            let row = query
-                .bind(i64::from(page.limit))
-                .fetch_one(&self.pool)
-                .await?;
-            stamps_of(&row)
-        })
-    }
-
-    fn bodies<'a>(
-        &'a self,
-        ids: &'a [i64],
-        caps: CaseCaps,
-        since: i64,
-    ) -> Fut<'a, Vec<(Body, Option<String>)>> {
-        Box::pin(async move {
-            let ids = ids.to_vec();
-            let rows = sqlx::query(bodies_sql())
-                .bind(i64::from(caps.per_task))
-                .bind(i64::from(caps.per_queue))
-                .bind(since)
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await?;
-            all(&rows, body)
-        })
-    }
-}
+crate::portable::pages_impl!(Postgres, Dialect::Postgres, ids_param);
