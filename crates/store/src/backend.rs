@@ -3,6 +3,7 @@
 //! operations, which transitions are allowed, row mapping, counts, assembling a queue's detail)
 //! is written once, in the store.
 
+use crate::history::{CaseQuery, ResultRow, StripQuery, StripRow};
 use crate::once::Once;
 use crate::reports::{ReportClaim, ReportDue};
 use crate::rows::Chunk;
@@ -12,6 +13,7 @@ use crate::{CaseUpdate, Result};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use testarena_core::history::Compared;
 use testarena_core::validate::ValidQueue;
 use testarena_core::{CaseStatus, Phase, QueueStatus};
 
@@ -28,7 +30,7 @@ pub(crate) trait Backend:
     + Copying
     + Tokens
     + Bisects
-    + crate::history::History
+    + History
     + std::fmt::Debug
     + Send
     + Sync
@@ -377,4 +379,23 @@ pub(crate) trait Bisects {
         message: &'a str,
         now: i64,
     ) -> Fut<'a, Option<crate::bisects::BisectRow>>;
+}
+
+/// The history's side of a backend.
+pub(crate) trait History {
+    /// The last results of a case, newest first.
+    fn case_results<'a>(&'a self, q: CaseQuery<'a>) -> Fut<'a, Vec<ResultRow>>;
+    /// A page of a queue's cases in run order, each with its last results.
+    fn strips<'a>(&'a self, q: StripQuery<'a>) -> Fut<'a, Vec<StripRow>>;
+    /// Every case of a queue in run order, with its status and message.
+    fn case_outcomes(&self, queue_id: i64) -> Fut<'_, Vec<Compared>>;
+    /// The latest run of `repo_key` and `branch` other than `not`, finished before `before`
+    /// (finished_at, id) when given.
+    fn previous_run<'a>(
+        &'a self,
+        repo_key: &'a str,
+        branch: &'a str,
+        before: Option<(i64, i64)>,
+        not: i64,
+    ) -> Fut<'a, Option<i64>>;
 }

@@ -8,6 +8,7 @@
 mod backend;
 mod bisects;
 mod copy;
+mod dialect;
 mod files;
 mod guards;
 mod history;

@@ -37,6 +37,7 @@
 //! So a kept JSON whose `rev` is the queue's `rev` now is what building it now would give.
 
 use crate::backend::{Body, Stamp};
+use crate::dialect::Dialect;
 use crate::rows::{CaseCaps, Columns};
 use crate::{now_ms, Result, Store, StoreError};
 use std::collections::HashMap;
@@ -52,13 +53,6 @@ pub struct QueueJson {
     /// The repository URL may hold credentials, or a case id needs percent-encoding in its
     /// links: the caller must redo those (see the module's comment) before answering.
     pub raw: bool,
-}
-
-/// SQL dialect of the statement [`select`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
 }
 
 impl Dialect {

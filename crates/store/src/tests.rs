@@ -1820,14 +1820,14 @@ mod history {
                 "case_results_branch",
             ),
             (
-                crate::history::strips_sql(crate::page::Dialect::Sqlite),
+                crate::history::strips_sql(crate::dialect::Dialect::Sqlite),
                 "case_results_branch",
             ),
             (crate::history::regressions_sql(), "case_results_queue"),
             (crate::history::PREVIOUS_SQL.to_string(), "queues_runs"),
             (
                 crate::page::stamps(
-                    crate::page::Dialect::Sqlite,
+                    crate::dialect::Dialect::Sqlite,
                     &crate::page::list_filter(false, true, true),
                 ),
                 "queues_worse",
@@ -2043,8 +2043,8 @@ mod history_scale {
             (
                 "strips",
                 crate::history::strips_sql(match db.kind {
-                    Kind::Sqlite => crate::page::Dialect::Sqlite,
-                    Kind::Postgres => crate::page::Dialect::Postgres,
+                    Kind::Sqlite => crate::dialect::Dialect::Sqlite,
+                    Kind::Postgres => crate::dialect::Dialect::Postgres,
                 }),
                 vec![
                     "'https://git.example.com/r1.git'",

@@ -3,6 +3,7 @@
 
 mod bisects;
 mod files;
+mod history;
 mod pages;
 mod queues;
 mod reports;
@@ -10,6 +11,7 @@ mod work;
 
 pub(crate) use bisects::bisects_impl;
 pub(crate) use files::files_impl;
+pub(crate) use history::history_impl;
 pub(crate) use pages::pages_impl;
 pub(crate) use queues::queues_impl;
 pub(crate) use reports::reports_impl;

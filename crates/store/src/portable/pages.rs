@@ -2,7 +2,7 @@
 //! (`crate::page`).
 
 /// The `Pages` methods of a backend, written once. `$dialect` is the backend's
-/// `crate::page::Dialect`; `$ids` turns the queue ids of a request into the value the dialect
+/// `crate::dialect::Dialect`; `$ids` turns the queue ids of a request into the value the dialect
 /// binds for them (PostgreSQL: an array; SQLite: a JSON array as text).
 macro_rules! pages_impl {
     ($backend:ident, $dialect:expr, $ids:path) => {

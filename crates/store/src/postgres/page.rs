@@ -1,7 +1,7 @@
 //! PostgreSQL: the API's answers built by the database (`crate::page`).
 
 use super::Postgres;
-use crate::page::Dialect;
+use crate::dialect::Dialect;
 use crate::StoreError;
 
 /// The ids of a request as PostgreSQL binds them: an array.

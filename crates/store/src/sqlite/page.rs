@@ -1,7 +1,7 @@
 //! SQLite: the API's answers built by the database (`crate::page`).
 
 use super::Sqlite;
-use crate::page::Dialect;
+use crate::dialect::Dialect;
 use crate::StoreError;
 
 /// The ids of a request as SQLite binds them: a JSON array, read back with `json_each`.
