@@ -2101,13 +2101,13 @@ mod history_scale {
     }
 
     #[tokio::test]
-    #[ignore]
+    #[ignore = "a measurement, not a check: fills 100,000 queues and 1,000,000 results (minutes); run by hand, see the comment above"]
     async fn history_at_scale_sqlite() {
         run(Kind::Sqlite, measure).await
     }
 
     #[tokio::test]
-    #[ignore]
+    #[ignore = "a measurement, not a check: fills 100,000 queues and 1,000,000 results (minutes); run by hand, see the comment above"]
     async fn history_at_scale_postgres() {
         run(Kind::Postgres, measure).await
     }
