@@ -2160,7 +2160,30 @@ def bench_farm(ctx: "Ctx") -> dict:
                   {f"{lbl} ({load})": r for (lbl, load), r in rows.items()})
 
 
-CASE_OR_DONE = re.compile(rb"^(\S+) (?:# case (\S+) .* started \(timeout|\| spam done\r?$)", re.M)
+def case_marks(data: bytes) -> tuple[list[bytes], int]:
+    """In whole log lines `data`: the timestamps of the `# case … started (timeout …` lines, in
+    order, and how many `| spam done` lines there are. Found with `bytes.find` rather than a
+    regular expression over every byte: that cost the following client ~110 ms of CPU per
+    case of `spam 200000` (16 MB of log), taken from the two cores QEMU and TestArena share."""
+    starts, i = [], data.find(b"#")  # one byte: memchr
+    while i >= 0:
+        begin = data.rfind(b"\n", 0, i) + 1
+        end = data.find(b"\n", i)
+        end = len(data) if end < 0 else end
+        stamp = data[begin:i - 1]
+        if data[i - 1:i + 7] == b" # case " and stamp and b" " not in stamp \
+                and b" started (timeout" in data[i:end]:
+            starts.append(stamp)
+        i = data.find(b"#", end)
+    dones, i = 0, data.find(b"spam done")
+    while i >= 0:
+        begin = data.rfind(b"\n", 0, i) + 1
+        tail = data[i + len(b"spam done"):i + len(b"spam done") + 2]
+        line_end = tail[:1] in (b"\n", b"") or tail == b"\r\n" or tail == b"\r"
+        if data[i - 3:i] == b" | " and b" " not in data[begin:i - 3] and line_end:
+            dones += 1
+        i = data.find(b"spam done", i + 1)
+    return starts, dones
 
 
 class LogFollower(threading.Thread):
@@ -2190,11 +2213,9 @@ class LogFollower(threading.Thread):
                     data = rest + body
                     cut = data.rfind(b"\n") + 1
                     data, rest = data[:cut], data[cut:]
-                    for mt in CASE_OR_DONE.finditer(data):
-                        if mt.group(2):
-                            self.starts.append(parse_time(mt.group(1).decode()))
-                        else:
-                            self.dones.append(now)
+                    starts, dones = case_marks(data)
+                    self.starts += [parse_time(t.decode()) for t in starts]
+                    self.dones += [now] * dones
                 elif hdr.get("x-queue-status") not in ("waiting", "running"):
                     self.done_at = now
                     return

@@ -236,6 +236,7 @@ impl Logs {
     /// last call.
     pub fn to_ship(&self) -> Vec<PathBuf> {
         let mut s = self.lock();
+        s.flush();
         let ready = std::mem::take(&mut s.ready);
         let mut paths: Vec<PathBuf> = [s.queue.as_ref(), s.current.as_ref()]
             .into_iter()
@@ -297,6 +298,13 @@ impl Sinks {
         if let Some(c) = self.current.as_mut() {
             c.flush();
         }
+        self.wrote();
+    }
+
+    /// After a batch of lines, without flushing (the console's flood would otherwise cost a
+    /// `write` per read of its pipe; the shipper flushes before it reads, see
+    /// [`Logs::to_ship`]): wakes the shipper when much came, and reports a write error.
+    pub fn wrote(&mut self) {
         let written = self.queue.as_ref().map_or(0, |q| q.written);
         if written >= self.woken_at + WAKE_EVERY_BYTES {
             self.woken_at = written;

@@ -27,6 +27,9 @@ const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
 /// Largest chunk stored in one row.
 const CHUNK: usize = 256 * 1024;
 
+/// A round that shipped this much is followed by the next without [`MIN_ROUND_GAP`].
+const FLOOD: u64 = CHUNK as u64;
+
 /// Most bytes written in one transaction.
 const BATCH: usize = 1024 * 1024;
 
@@ -113,13 +116,15 @@ impl Shipper {
         (!name.is_empty()).then(|| name.to_string())
     }
 
-    /// Ships what the files at `paths` gained since the last time.
-    pub async fn ship(&mut self, paths: &[PathBuf]) {
+    /// Ships what the files at `paths` gained since the last time; returns how many bytes.
+    pub async fn ship(&mut self, paths: &[PathBuf]) -> u64 {
+        let mut shipped = 0;
         for path in paths {
             if let Some(name) = self.name_of(path) {
-                self.ship_file(&name).await;
+                shipped += self.ship_file(&name).await;
             }
         }
+        shipped
     }
 
     /// Ships what file `name` gained since the last time, in batches of chunks.
@@ -419,7 +424,7 @@ impl Shipping {
                 }
                 let paths = l.to_ship();
                 let mut shipper = s.lock().await;
-                shipper.ship(&paths).await;
+                let shipped = shipper.ship(&paths).await;
                 if let Some(message) = shipper.take_full() {
                     // The queue ends as if its log files could not be written.
                     tracing::warn!(%message, "the database is full: the queue's logs stop");
@@ -427,8 +432,13 @@ impl Shipping {
                     return;
                 }
                 drop(shipper);
-                // At most one round per MIN_ROUND_GAP: a hundred short cases in a row would
-                // otherwise wake it a hundred times, each a write to the database.
+                if shipped >= FLOOD {
+                    // A flood: the next round goes as soon as the output asks for it, so the
+                    // live console stays within a round of the emulator.
+                    continue;
+                }
+                // Otherwise at most one round per MIN_ROUND_GAP: a hundred short cases in a
+                // row would wake it a hundred times, each a write to the database.
                 tokio::select! {
                     _ = tokio::time::sleep(MIN_ROUND_GAP) => {}
                     _ = stopped.cancelled() => return,

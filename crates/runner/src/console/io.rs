@@ -133,7 +133,7 @@ pub(super) async fn read_console(
                 sinks.line(LineKind::Output, &line);
                 s.push_line(&line);
             }
-            sinks.flush();
+            sinks.wrote();
         }
         generation += 1;
         let _ = changed.send(generation);
