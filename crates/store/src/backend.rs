@@ -145,6 +145,15 @@ pub(crate) struct Stamp {
     pub reason: Option<String>,
 }
 
+/// What a page of the list depends on besides its queues' rows, read in one statement: the
+/// change counter (every change of a queue, task or case, and every new or deleted queue, takes
+/// the next value) and the label sets of the workers alive (`waiting_reason`), as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub seq: i64,
+    pub alive: String,
+}
+
 /// A queue's JSON as built at `rev` (a row of `crate::page::select`): `head` without its closing brace,
 /// `tail` without its opening one, so that a `waiting_reason` goes between them.
 #[derive(Debug, Clone)]
@@ -161,8 +170,10 @@ pub(crate) struct Body {
 pub(crate) trait Pages {
     /// The `rev` and `waiting_reason` of one queue.
     fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<Stamp>>;
-    /// The same of a page of the list, newest first.
-    fn list_stamps(&self, page: Page) -> Fut<'_, Vec<Stamp>>;
+    /// The same of a page of the list, newest first, with the [`Version`] of the same snapshot.
+    fn list_stamps(&self, page: Page) -> Fut<'_, (Vec<Stamp>, Version)>;
+    /// The [`Version`] now.
+    fn version(&self, since: i64) -> Fut<'_, Version>;
     /// The JSON of the queues `ids` (those that still exist), with at most `caps` cases, and
     /// their `waiting_reason`, in one statement.
     fn bodies<'a>(

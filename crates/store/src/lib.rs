@@ -251,6 +251,8 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     /// The API's answers kept with the `rev` they were built at (`page.rs`).
     answers: Arc<page::Answers>,
+    /// The pages of the list kept whole, by version (`page.rs`).
+    lists: Arc<page::Lists>,
     /// Operations run (each try counts), for `/metrics` and benchmarks.
     operations: Arc<AtomicU64>,
 }
@@ -278,6 +280,7 @@ impl Store {
         Store {
             backend,
             answers: Arc::default(),
+            lists: Arc::default(),
             operations: Arc::default(),
         }
     }

@@ -38,13 +38,15 @@
 
 mod sql;
 
-pub(crate) use sql::{body, ids_filter, list_filter, select, stamps, stamps_of, ONE};
+pub(crate) use sql::{
+    body, ids_filter, list_filter, select, stamps, stamps_of, version, version_of, ONE,
+};
 
-use crate::backend::{Body, Stamp};
+use crate::backend::{Body, Stamp, Version};
 use crate::rows::CaseCaps;
 use crate::{now_ms, Result, Store, StoreError};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use testarena_core::QueueStatus;
 
 /// One queue's answer as JSON text.
@@ -133,6 +135,45 @@ impl Answers {
     }
 }
 
+/// A page of the list: its queues' answers and the cursor of the next page.
+pub type ListPage = (Vec<QueueJson>, Option<i64>);
+
+/// Which page of the list: status, "got worse", limit, cursor, caps.
+type ListKey = (Option<&'static str>, bool, u32, Option<i64>, u32, u32);
+
+/// The pages of the list kept whole, each with the [`Version`] of the snapshot it was read in:
+/// a request reads the version now (one cheap statement) and, if it is the one kept, answers
+/// with the page as it is. Never stale: every change of what a page shows (a queue, task or
+/// case changed, a queue made or deleted) takes the next value of the change counter in its
+/// own transaction, and `waiting_reason` depends only on the rows and the label sets of the
+/// workers alive, which the version holds. Only pages whose every queue came from the kept
+/// answers at the `rev` of the stamps' snapshot are kept (one snapshot for all of it).
+#[derive(Debug, Default)]
+pub(crate) struct Lists {
+    pages: Mutex<HashMap<ListKey, (Version, Arc<ListPage>)>>,
+}
+
+impl Lists {
+    /// Pages kept at most (then it starts over empty).
+    const MAX_PAGES: usize = 256;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ListKey, (Version, Arc<ListPage>)>> {
+        self.pages.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &ListKey) -> Option<(Version, Arc<ListPage>)> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(&self, key: ListKey, version: Version, page: Arc<ListPage>) {
+        let mut pages = self.lock();
+        if pages.len() >= Self::MAX_PAGES && !pages.contains_key(&key) {
+            pages.clear();
+        }
+        pages.insert(key, (version, page));
+    }
+}
+
 impl Store {
     /// One queue's answer as JSON, each task with at most `caps` cases; a waiting queue says
     /// why unless a worker seen within `alive_ms` can take it.
@@ -142,7 +183,7 @@ impl Store {
             .retry(|| self.backend.queue_stamp(id, since))
             .await?
             .ok_or(StoreError::NotFound(id))?;
-        let mut page = self.answers(vec![stamp], caps, since).await?;
+        let (mut page, _) = self.answers(vec![stamp], caps, since).await?;
         page.pop().ok_or(StoreError::NotFound(id))
     }
 
@@ -171,6 +212,19 @@ impl Store {
         alive_ms: i64,
     ) -> Result<(Vec<QueueJson>, Option<i64>)> {
         let since = now_ms() - alive_ms;
+        let key: ListKey = (
+            status.map(|s| s.as_str()),
+            worse,
+            limit,
+            before,
+            caps.per_task,
+            caps.per_queue,
+        );
+        if let Some((kept_at, page)) = self.lists.get(&key) {
+            if self.retry(|| self.backend.version(since)).await? == kept_at {
+                return Ok(ListPage::clone(&page));
+            }
+        }
         let page = crate::backend::Page {
             status,
             worse,
@@ -178,25 +232,30 @@ impl Store {
             before,
             since,
         };
-        let mut stamps = self.retry(|| self.backend.list_stamps(page)).await?;
+        let (mut stamps, version) = self.retry(|| self.backend.list_stamps(page)).await?;
         let next = if stamps.len() > limit as usize {
             stamps.truncate(limit as usize);
             stamps.last().map(|q| q.id)
         } else {
             None
         };
-        Ok((self.answers(stamps, caps, since).await?, next))
+        let (answers, all_kept) = self.answers(stamps, caps, since).await?;
+        let page = Arc::new((answers, next));
+        if all_kept {
+            self.lists.put(key, version, page.clone());
+        }
+        Ok(ListPage::clone(&page))
     }
 
     /// The answers of the queues `stamps` names, in order: kept ones whose `rev` is still the
     /// queue's, the others built in one statement (and kept). A queue deleted meanwhile is
-    /// left out.
+    /// left out. Also whether every answer was a kept one (all of the stamps' snapshot).
     async fn answers(
         &self,
         stamps: Vec<Stamp>,
         caps: CaseCaps,
         since: i64,
-    ) -> Result<Vec<QueueJson>> {
+    ) -> Result<(Vec<QueueJson>, bool)> {
         let mut found: Vec<(Stamp, Option<Body>)> = stamps
             .into_iter()
             .map(|s| {
@@ -209,6 +268,7 @@ impl Store {
             .filter(|(_, b)| b.is_none())
             .map(|(s, _)| s.id)
             .collect();
+        let all_kept = missing.is_empty();
         let mut built: HashMap<i64, (Body, Option<String>)> = HashMap::new();
         if !missing.is_empty() {
             for (body, reason) in self
@@ -229,6 +289,6 @@ impl Store {
                 out.push(body.json(reason.as_deref())?);
             }
         }
-        Ok(out)
+        Ok((out, all_kept))
     }
 }

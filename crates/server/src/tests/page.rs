@@ -305,10 +305,13 @@ async fn compare_all(store: &Store, exact: bool) {
 async fn check(store: &Store, exact: bool) {
     fixture(store).await;
     compare_all(store, exact).await;
-    let some = store.list_queues_json(None, 50, None, LIST_CAPS, WORKER_ALIVE_MS);
-    let text = view::queue_list_json(some.await.unwrap().0, None).unwrap();
-    assert!(text.contains("waiting for a worker (none is alive)"));
-    assert!(!text.contains("user:tok"), "credentials shown: {text}");
+    // Read twice, so that the page is kept whole before a worker comes alive.
+    for _ in 0..2 {
+        let some = store.list_queues_json(None, 50, None, LIST_CAPS, WORKER_ALIVE_MS);
+        let text = view::queue_list_json(some.await.unwrap().0, None).unwrap();
+        assert!(text.contains("waiting for a worker (none is alive)"));
+        assert!(!text.contains("user:tok"), "credentials shown: {text}");
+    }
     let now = now_ms();
     store
         .register_worker(&WorkerRow {
@@ -385,6 +388,15 @@ async fn kept_answers_follow(store: &Store, url: &str, exact: bool) {
                 a,
                 from_json(store, id, caps, exact).await,
                 "after {step}, kept"
+            );
+        }
+        // The list's page, twice: the second is the page kept whole (`page::Lists`).
+        let rows = from_rows(store, id, LIST_CAPS).await;
+        for read in ["built", "kept"] {
+            assert_eq!(
+                Some(&rows),
+                listed(store, id).await.as_ref(),
+                "after {step}, list {read}"
             );
         }
     };
@@ -477,4 +489,20 @@ async fn kept_answers_follow(store: &Store, url: &str, exact: bool) {
         store.queue_json(id, DETAIL_CAPS, WORKER_ALIVE_MS).await,
         Err(testarena_store::StoreError::NotFound(_))
     ));
+    assert_eq!(listed(store, id).await, None, "deleted, still listed");
+}
+
+/// Queue `id` as the first page of the list shows it (`None`: not on it).
+async fn listed(store: &Store, id: i64) -> Option<Value> {
+    let (page, next) = store
+        .list_queues_json(None, 50, None, LIST_CAPS, WORKER_ALIVE_MS)
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_str(&view::queue_list_json(page, next).unwrap()).unwrap();
+    list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == id)
+        .cloned()
 }

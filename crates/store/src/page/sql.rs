@@ -1,7 +1,7 @@
 //! The statements that build the API's answers in SQL ([`select`]) and read the `rev`s a
 //! request needs ([`stamps`]), in either dialect, and the reading of their rows.
 
-use crate::backend::{Body, Stamp};
+use crate::backend::{Body, Stamp, Version};
 use crate::dialect::Dialect;
 use crate::rows::Columns;
 use crate::{Result, StoreError};
@@ -316,7 +316,33 @@ pub(crate) fn stamps(d: Dialect, filter: &str) -> String {
             "COALESCE(json_agg(json_build_array(s.id, s.rev, s.reason) ORDER BY s.id DESC), '[]')"
         }
     };
-    format!("SELECT {} AS stamps FROM ({inner}) s", d.text(all))
+    format!(
+        "SELECT {} AS stamps, {} FROM ({inner}) s",
+        d.text(all),
+        version_columns(d, "$1")
+    )
+}
+
+/// The columns `seq` and `alive` of a [`Version`](crate::backend::Version): the change counter,
+/// and the distinct label sets of the workers with a heartbeat at or after `since`, as JSON text.
+fn version_columns(d: Dialect, since: &str) -> String {
+    let alive = match d {
+        Dialect::Sqlite => format!(
+            "(SELECT json_group_array(l) FROM (SELECT DISTINCT COALESCE(w.labels, '[]') AS l \
+             FROM workers w WHERE w.heartbeat_at >= {since} ORDER BY l))"
+        ),
+        Dialect::Postgres => format!(
+            "(SELECT COALESCE(json_agg(DISTINCT l ORDER BY l), '[]')::text FROM \
+             (SELECT COALESCE(w.labels, '[]') AS l FROM workers w WHERE w.heartbeat_at >= {since}) x)"
+        ),
+    };
+    format!("(SELECT value FROM change_seq WHERE id = 1) AS seq, {alive} AS alive")
+}
+
+/// The statement that reads the [`Version`](crate::backend::Version) now; `$1`: workers alive
+/// since (ms).
+pub(crate) fn version(d: Dialect) -> String {
+    format!("SELECT {}", version_columns(d, "$1"))
 }
 
 /// The filter of the queues whose ids the parameter `$4` holds (a JSON array for SQLite, an
@@ -360,14 +386,23 @@ pub(crate) fn list_filter(status: bool, before: bool, worse: bool) -> String {
     format!("{filter} ORDER BY q.id DESC LIMIT {}", next())
 }
 
-/// The row of [`stamps`].
-pub(crate) fn stamps_of(r: &impl Columns) -> Result<Vec<Stamp>> {
+/// The row of [`stamps`], with its version.
+pub(crate) fn stamps_of(r: &impl Columns) -> Result<(Vec<Stamp>, Version)> {
     let all: Vec<(i64, i64, Option<String>)> = serde_json::from_str(&r.text("stamps")?)
         .map_err(|e| StoreError::Corrupt(format!("stamps: {e}")))?;
-    Ok(all
+    let stamps = all
         .into_iter()
         .map(|(id, rev, reason)| Stamp { id, rev, reason })
-        .collect())
+        .collect();
+    Ok((stamps, version_of(r)?))
+}
+
+/// The columns of [`version`] (or of [`stamps`]).
+pub(crate) fn version_of(r: &impl Columns) -> Result<Version> {
+    Ok(Version {
+        seq: r.int("seq")?,
+        alive: r.text("alive")?,
+    })
 }
 
 /// A row of [`select`]: the queue's JSON (with the reason of the same snapshot).

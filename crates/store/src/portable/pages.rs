@@ -7,8 +7,10 @@
 macro_rules! pages_impl {
     ($backend:ident, $dialect:expr, $ids:path) => {
         use super::all;
-        use crate::backend::{Body, Fut, Page, Pages, Stamp};
-        use crate::page::{body, ids_filter, list_filter, select, stamps, stamps_of, ONE};
+        use crate::backend::{Body, Fut, Page, Pages, Stamp, Version};
+        use crate::page::{
+            body, ids_filter, list_filter, select, stamps, stamps_of, version, version_of, ONE,
+        };
         use crate::rows::CaseCaps;
         use std::sync::OnceLock;
 
@@ -32,6 +34,12 @@ macro_rules! pages_impl {
                 .get_or_init(|| stamps($dialect, &list_filter(status, before, worse)))
         }
 
+        /// The statement that reads the version, written once.
+        fn version_sql() -> &'static str {
+            static SQL: OnceLock<String> = OnceLock::new();
+            SQL.get_or_init(|| version($dialect))
+        }
+
         impl Pages for $backend {
             fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<Stamp>> {
                 Box::pin(async move {
@@ -40,11 +48,21 @@ macro_rules! pages_impl {
                         .bind(id)
                         .fetch_one(&self.pool)
                         .await?;
-                    Ok(stamps_of(&row)?.pop())
+                    Ok(stamps_of(&row)?.0.pop())
                 })
             }
 
-            fn list_stamps(&self, page: Page) -> Fut<'_, Vec<Stamp>> {
+            fn version(&self, since: i64) -> Fut<'_, Version> {
+                Box::pin(async move {
+                    let row = sqlx::query(version_sql())
+                        .bind(since)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    version_of(&row)
+                })
+            }
+
+            fn list_stamps(&self, page: Page) -> Fut<'_, (Vec<Stamp>, Version)> {
                 Box::pin(async move {
                     let sql = list_sql(page.status.is_some(), page.before.is_some(), page.worse);
                     let mut query = sqlx::query(sql).bind(page.since);
