@@ -940,7 +940,14 @@ def bench_cases(ctx: Ctx, num: int) -> dict:
         details[1:1] = [
             f"- The same queue on PostgreSQL (`serve` and one `worker` as two processes on a fresh "
             f"database, {rounds} rounds right after): task `started_at` → `finished_at` "
-            f"{fmt(pg)} → {r_pg:.2f}× the bare script."]
+            f"{fmt(pg)} → {r_pg:.2f}× the bare script (its steps: the second table below)."]
+        mid_pg = pg["mid"]
+        details += ["", f"The same steps on PostgreSQL, from the queue logs of all {rounds} "
+                    "queues (read through the API):", ""] + segment_table(pg["segments"], rounds)
+        details += profile_table(f"Where the time went on PostgreSQL in queue {mid_pg['id']} "
+                                 f"(the median one, {task_ms(mid_pg):.0f} ms):", pg["profile"],
+                                 task_ms(mid_pg))
+        pg = {k: v for k, v in pg.items() if k not in ("segments", "profile", "mid")}
     return result(num, figure, f"{net:.0f} ms", r,
                   f"≤ {goal}×" + (" (SQLite and PostgreSQL)" if pg else ""), met, details,
                   {"ta_ms": ta_s, "pg_ms": pg, "bare_ms": base, "python_start_ms": py, "ta_cpu_ms": cpus,
@@ -952,7 +959,7 @@ def pg_case_rounds(ctx: Ctx, scen: str, cases: int, rounds: int) -> dict:
     processes on a fresh database, the worker with a data directory of its own."""
     db = PgDatabase(ctx, "cases")
     d = ctx.work / "data-pg-cases"
-    ta, w, times = None, None, []
+    ta, w, times, segs, logs = None, None, [], {}, []
     try:
         ta = TestArena(ctx, "serve", d, extra=["--database", db.url])
         w = WorkerProc(ctx, d / "worker", db.url, "worker", config=d / "bench-config.toml")
@@ -963,13 +970,20 @@ def pg_case_rounds(ctx: Ctx, scen: str, cases: int, rounds: int) -> dict:
             if len(q["tasks"][0]["cases"]) != cases:
                 raise BenchError(f"queue {q['id']} has {len(q['tasks'][0]['cases'])} cases")
             times.append(task_ms(q))
+            lines = parse_log(api_log(ta.api, q["id"]))
+            logs.append((q, lines))
+            for k, v in case_segments(lines).items():
+                segs.setdefault(k, []).extend(v)
     finally:
         if w:
             w.stop()
         if ta:
             ta.stop()
         db.drop()
-    return stats(times)
+    q, lines = sorted(logs, key=lambda ql: task_ms(ql[0]))[len(logs) // 2]
+    t = q["tasks"][0]
+    prof = event_profile(lines, parse_time(t["started_at"]), parse_time(t["finished_at"]))
+    return {**stats(times), "segments": segs, "profile": prof, "mid": q}
 
 
 def python_start(ctx: Ctx) -> dict:

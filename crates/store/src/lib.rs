@@ -245,6 +245,65 @@ impl CaseUpdate {
     }
 }
 
+/// What a batch of [`CaseUpdate`]s leaves of one case, as applying them one by one would: the
+/// columns each update sets, the later ones winning, and the status of the last. A batch is
+/// then written with one row per case (one statement on PostgreSQL), not one per update.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CaseWrite {
+    pub case_id: i64,
+    pub status: CaseStatus,
+    /// `started_at`, `log_from` (from the last `Started`).
+    pub started: Option<(i64, Option<i64>)>,
+    /// From the last `Finished`.
+    pub finished: Option<CaseEnd>,
+}
+
+/// The columns a case's end sets.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CaseEnd {
+    pub duration_ms: Option<i64>,
+    pub message: Option<String>,
+    pub finished_at: i64,
+    pub log_to: Option<i64>,
+}
+
+/// Folds `updates` into one [`CaseWrite`] per case, in the order the cases first appear.
+pub(crate) fn case_writes(updates: &[CaseUpdate]) -> Vec<CaseWrite> {
+    let offset = |o: &Option<u64>| o.map(|o| o.min(i64::MAX as u64) as i64);
+    let mut writes: Vec<CaseWrite> = Vec::new();
+    let mut at: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for u in updates {
+        let i = *at.entry(u.case_id()).or_insert_with(|| {
+            writes.push(CaseWrite {
+                case_id: u.case_id(),
+                status: CaseStatus::Running,
+                started: None,
+                finished: None,
+            });
+            writes.len() - 1
+        });
+        let w = &mut writes[i];
+        match u {
+            CaseUpdate::Started { at, log_from, .. } => {
+                w.status = CaseStatus::Running;
+                w.started = Some((*at, offset(log_from)));
+            }
+            CaseUpdate::Finished {
+                at, result, log_to, ..
+            } => {
+                w.status = result.status;
+                w.finished = Some(CaseEnd {
+                    duration_ms: result.duration_ms.map(|d| d.min(i64::MAX as u64) as i64),
+                    message: result.message.clone(),
+                    finished_at: *at,
+                    log_to: offset(log_to),
+                });
+            }
+        }
+    }
+    writes
+}
+
 /// The database, whichever backend the URL names.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -1092,6 +1092,44 @@ async fn case_batches_record_log_ranges_all_or_nothing(db: TestDbRef) {
         (CaseStatus::Running, None),
         "rolled back"
     );
+    // One case three times in a batch (a try failed and the next began): written as applying
+    // the updates in order would leave it.
+    let failed = CaseResult {
+        status: CaseStatus::Failed,
+        duration_ms: Some(7),
+        message: Some("try 1 of 2 failed".into()),
+    };
+    let again = [
+        CaseUpdate::Finished {
+            case_id: cases[1],
+            at: 31,
+            result: failed,
+            log_to: Some(450),
+        },
+        CaseUpdate::Started {
+            case_id: cases[1],
+            at: 32,
+            log_from: Some(450),
+        },
+    ];
+    s.record_cases(&w, &again).await.unwrap();
+    let found = s.case_task(id, "B", None).await.unwrap().unwrap().case;
+    assert_eq!(
+        (
+            found.status,
+            found.log_from,
+            found.log_to,
+            found.duration_ms,
+            found.message.as_deref()
+        ),
+        (
+            CaseStatus::Running,
+            Some(450),
+            Some(450),
+            Some(7),
+            Some("try 1 of 2 failed")
+        )
+    );
 }
 
 /// The build cache's columns: `no_cache` as submitted, `build_cached_from` set by the holder

@@ -385,22 +385,7 @@ macro_rules! work_impl {
                         .bind(task_id)
                         .execute(&mut *tx)
                         .await?;
-                    let sql = format!(
-                        "INSERT INTO cases (task_id, queue_id, position, case_key, name, status) VALUES ($1, $2, $3, $4, $5, {}) RETURNING id",
-                        c(CaseStatus::INITIAL)
-                    );
-                    let mut ids = Vec::with_capacity(cases.len());
-                    for (pos, case) in cases.iter().enumerate() {
-                        let id: i64 = sqlx::query_scalar(&sql)
-                            .bind(task_id)
-                            .bind(queue_id)
-                            .bind(pos as i64)
-                            .bind(&case.key)
-                            .bind(&case.name)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        ids.push(id);
-                    }
+                    let ids = Self::insert_cases(&mut tx, task_id, queue_id, cases).await?;
                     tx.commit().await?;
                     Ok(ids)
                 })
@@ -408,40 +393,9 @@ macro_rules! work_impl {
 
             fn record_cases<'a>(&'a self, holder: &'a Holder, updates: &'a [CaseUpdate]) -> Fut<'a, ()> {
                 Box::pin(async move {
-                    let of_held_queue = format!(
-                        "EXISTS (SELECT 1 FROM queues WHERE queues.id = cases.queue_id AND {} $2)",
-                        held()
-                    );
-                    let started = format!(
-                        "UPDATE cases SET status = {}, started_at = $3, log_from = $4 WHERE id = $1 AND {of_held_queue}",
-                        c(CaseStatus::Running)
-                    );
-                    let finished = format!(
-                        "UPDATE cases SET status = $3, duration_ms = $4, message = $5, finished_at = $6, log_to = $7 \
-                         WHERE id = $1 AND {of_held_queue}"
-                    );
-                    let offset = |o: &Option<u64>| o.map(|o| o.min(i64::MAX as u64) as i64);
+                    let writes = crate::case_writes(updates);
                     let mut tx = self.pool.begin().await?;
-                    for u in updates {
-                        let query = match u {
-                            CaseUpdate::Started { case_id, at, log_from } => sqlx::query(&started)
-                                .bind(*case_id)
-                                .bind(holder.token())
-                                .bind(*at)
-                                .bind(offset(log_from)),
-                            CaseUpdate::Finished { case_id, at, result: r, log_to } => sqlx::query(&finished)
-                                .bind(*case_id)
-                                .bind(holder.token())
-                                .bind(r.status.as_str())
-                                .bind(r.duration_ms.map(|d| d.min(i64::MAX as u64) as i64))
-                                .bind(r.message.as_deref())
-                                .bind(*at)
-                                .bind(offset(log_to)),
-                        };
-                        if query.execute(&mut *tx).await?.rows_affected() == 0 {
-                            return Err(StoreError::ClaimLost(u.case_id()));
-                        }
-                    }
+                    Self::write_cases(&mut tx, holder, &writes).await?;
                     tx.commit().await?;
                     Ok(())
                 })
