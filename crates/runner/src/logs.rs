@@ -116,8 +116,7 @@ pub struct Sinks {
     failed: bool,
     /// Files complete since the shipper last asked (earlier current logs, case pages).
     ready: Vec<PathBuf>,
-    /// [`Logs::completed`]'s wake-up, and the queue log's length when it was last rung for
-    /// volume.
+    /// [`Logs::flooded`]'s wake-up, and the queue log's length when it was last rung.
     wake: Arc<tokio::sync::Notify>,
     woken_at: u64,
 }
@@ -126,16 +125,19 @@ pub struct Sinks {
 #[derive(Clone)]
 pub struct Logs {
     sinks: Arc<Mutex<Sinks>>,
-    /// Woken when a file became complete (a case ended), or the queue log grew by
-    /// [`WAKE_EVERY_BYTES`]: the shipper sends at once rather than at its next round, so a
-    /// case's last lines, and a flood of output, reach the database without waiting.
+    /// Woken when a file became complete (a case ended): the shipper sends at once rather
+    /// than at its next round, so a case's last lines reach the database without waiting.
     completed: Arc<tokio::sync::Notify>,
+    /// Woken when the queue log grew by [`WAKE_EVERY_BYTES`]: a flood of output is shipped as
+    /// it comes, not a round at a time.
+    flood: Arc<tokio::sync::Notify>,
 }
 
 impl Logs {
     /// Logs writing to `queue` (if any) and nothing else yet.
     pub fn new(queue: Option<LogFile>) -> Logs {
         let completed = Arc::new(tokio::sync::Notify::new());
+        let flood = Arc::new(tokio::sync::Notify::new());
         let sinks = Arc::new(Mutex::new(Sinks {
             queue,
             base: 0,
@@ -146,10 +148,14 @@ impl Logs {
             on_error: None,
             failed: false,
             ready: Vec::new(),
-            wake: completed.clone(),
+            wake: flood.clone(),
             woken_at: 0,
         }));
-        Logs { sinks, completed }
+        Logs {
+            sinks,
+            completed,
+            flood,
+        }
     }
 
     /// Calls `handler` once with the first error writing a log file (e.g. a full disk).
@@ -225,10 +231,15 @@ impl Logs {
         self.lock().failed
     }
 
-    /// Waits until a file became complete, or much output came, since the last wait (at once
-    /// if so).
+    /// Waits until a file became complete since the last wait (at once if so).
     pub async fn completed(&self) {
         self.completed.notified().await;
+    }
+
+    /// Waits until the queue log grew by [`WAKE_EVERY_BYTES`] since the last wait (at once if
+    /// so).
+    pub async fn flooded(&self) {
+        self.flood.notified().await;
     }
 
     /// The files to send to the database now: the queue log first (the live console waits
@@ -376,7 +387,7 @@ mod wake_tests {
 
     /// Whether the shipper's wake-up has been rung (without waiting for it).
     async fn rung(logs: &Logs) -> bool {
-        tokio::time::timeout(Duration::from_millis(1), logs.completed())
+        tokio::time::timeout(Duration::from_millis(1), logs.flooded())
             .await
             .is_ok()
     }

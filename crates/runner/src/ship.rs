@@ -27,9 +27,6 @@ const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
 /// Largest chunk stored in one row.
 const CHUNK: usize = 256 * 1024;
 
-/// A round that shipped this much is followed by the next without [`MIN_ROUND_GAP`].
-const FLOOD: u64 = CHUNK as u64;
-
 /// Most bytes written in one transaction.
 const BATCH: usize = 1024 * 1024;
 
@@ -116,15 +113,13 @@ impl Shipper {
         (!name.is_empty()).then(|| name.to_string())
     }
 
-    /// Ships what the files at `paths` gained since the last time; returns how many bytes.
-    pub async fn ship(&mut self, paths: &[PathBuf]) -> u64 {
-        let mut shipped = 0;
+    /// Ships what the files at `paths` gained since the last time.
+    pub async fn ship(&mut self, paths: &[PathBuf]) {
         for path in paths {
             if let Some(name) = self.name_of(path) {
-                shipped += self.ship_file(&name).await;
+                self.ship_file(&name).await;
             }
         }
-        shipped
     }
 
     /// Ships what file `name` gained since the last time, in batches of chunks.
@@ -415,6 +410,7 @@ impl Shipping {
                 tokio::select! {
                     _ = every.tick() => {}
                     _ = l.completed() => {}
+                    _ = l.flooded() => {}
                     _ = stopped.cancelled() => return,
                 }
                 if l.failed() {
@@ -424,7 +420,7 @@ impl Shipping {
                 }
                 let paths = l.to_ship();
                 let mut shipper = s.lock().await;
-                let shipped = shipper.ship(&paths).await;
+                shipper.ship(&paths).await;
                 if let Some(message) = shipper.take_full() {
                     // The queue ends as if its log files could not be written.
                     tracing::warn!(%message, "the database is full: the queue's logs stop");
@@ -432,15 +428,13 @@ impl Shipping {
                     return;
                 }
                 drop(shipper);
-                if shipped >= FLOOD {
-                    // A flood: the next round goes as soon as the output asks for it, so the
-                    // live console stays within a round of the emulator.
-                    continue;
-                }
-                // Otherwise at most one round per MIN_ROUND_GAP: a hundred short cases in a
-                // row would wake it a hundred times, each a write to the database.
+                // At most one round per MIN_ROUND_GAP for ended cases (a hundred short cases
+                // in a row would wake it a hundred times, each a write to the database); a
+                // flood of output goes as it comes, so the live console stays within
+                // WAKE_EVERY_BYTES of the emulator.
                 tokio::select! {
                     _ = tokio::time::sleep(MIN_ROUND_GAP) => {}
+                    _ = l.flooded() => {}
                     _ = stopped.cancelled() => return,
                 }
             }

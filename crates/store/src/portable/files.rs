@@ -55,13 +55,7 @@ macro_rules! files_impl {
                 holder: &'a Holder,
                 chunks: &'a [Chunk],
             ) -> Fut<'a, ()> {
-                Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
-                    Self::holds_for_files(&mut tx, id, holder).await?;
-                    Self::insert_chunks(&mut tx, id, chunks).await?;
-                    tx.commit().await?;
-                    Ok(())
-                })
+                Box::pin(self.put_held(id, holder, chunks))
             }
 
             fn import_chunks<'a>(&'a self, id: i64, chunks: &'a [Chunk]) -> Fut<'a, ()> {
