@@ -135,9 +135,9 @@ impl Console {
         };
         logs.event(&format!("starting emulator: {command}"));
         // Any shell command line works (`cd x && qemu …`): signals go to the whole process
-        // group, so the emulator gets them whether or not the shell stays in between.
+        // group, so the emulator gets them whether or not a shell stays in between.
         let proc_spec = spec.sandbox.wrap(
-            Spec::shell(&command)
+            Spec::command_line(&command)
                 .with_cwd(&spec.cwd)
                 .with_stdin(port.is_none()),
         );

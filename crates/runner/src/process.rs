@@ -92,6 +92,24 @@ impl Spec {
         Spec::new("sh", ["-c", cmd])
     }
 
+    /// Runs `cmd` as `sh -c` would, but a simple command (words of plain characters only: no
+    /// quotes, variables, globs, redirections, operators or leading assignment) directly,
+    /// without a shell process in between: ~1 ms less per start, which counts when an emulator
+    /// boots for every case.
+    pub fn command_line(cmd: &str) -> Spec {
+        let plain = |c: char| c.is_ascii_alphanumeric() || "_-./,:+@%=".contains(c);
+        let mut words = cmd.split_ascii_whitespace();
+        match words.next() {
+            Some(program)
+                if cmd.chars().all(|c| plain(c) || c.is_ascii_whitespace())
+                    && !program.contains('=') =>
+            {
+                Spec::new(program, words)
+            }
+            _ => Spec::shell(cmd),
+        }
+    }
+
     /// Runs `program` with `args`, without a shell.
     pub fn new<I, S>(program: impl Into<String>, args: I) -> Spec
     where

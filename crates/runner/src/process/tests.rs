@@ -362,3 +362,62 @@ fn run_future_is_send() {
     let fut = run(&spec, Duration::from_secs(1), &cancel, &mut cb, GRACE);
     assert_send(&fut);
 }
+
+#[test]
+fn a_simple_command_line_runs_without_a_shell_and_anything_else_through_one() {
+    let direct = Spec::command_line("qemu-system-xtensa -M sim -cpu lx106 -kernel build/fw.elf");
+    assert_eq!(direct.program, "qemu-system-xtensa");
+    assert_eq!(
+        direct.args,
+        ["-M", "sim", "-cpu", "lx106", "-kernel", "build/fw.elf"]
+    );
+    let tabs = Spec::command_line("  cat\t-u  ");
+    assert_eq!(
+        (tabs.program.as_str(), tabs.args.as_slice()),
+        ("cat", &["-u".to_string()][..])
+    );
+    for cmd in [
+        "cd build && qemu -kernel fw.elf",
+        "qemu -kernel $FW",
+        "qemu -append 'console=ttyS0'",
+        "qemu -kernel fw.elf > out.txt",
+        "qemu -kernel *.elf",
+        "FOO=1 qemu",
+        "qemu ~/fw.elf",
+        "qemu; echo done",
+        "qemu # comment",
+        "",
+    ] {
+        let s = Spec::command_line(cmd);
+        assert_eq!(
+            (s.program.as_str(), s.args.as_slice()),
+            ("sh", &["-c".to_string(), cmd.to_string()][..]),
+            "{cmd}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_command_line_run_directly_behaves_as_through_sh() {
+    setup();
+    for (cmd, code, out) in [("echo one  two", 0, "one two"), ("false", 1, "")] {
+        let mut lines = Vec::new();
+        let mut cb = |l: &[u8]| lines.push(String::from_utf8_lossy(l).into_owned());
+        let spec = Spec::command_line(cmd);
+        assert_ne!(spec.program, "sh", "{cmd}");
+        let outcome = run(
+            &spec,
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+            &mut cb,
+            GRACE,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(outcome, Outcome::Exited(c) if c == code),
+            "{cmd}: {outcome:?}"
+        );
+        assert_eq!(lines.join("\n"), out, "{cmd}");
+    }
+}
