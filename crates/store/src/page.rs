@@ -150,27 +150,49 @@ type ListKey = (Option<&'static str>, bool, u32, Option<i64>, u32, u32);
 /// answers at the `rev` of the stamps' snapshot are kept (one snapshot for all of it).
 #[derive(Debug, Default)]
 pub(crate) struct Lists {
-    pages: Mutex<HashMap<ListKey, (Version, Arc<ListPage>)>>,
+    kept: Mutex<KeptPages>,
+}
+
+#[derive(Debug, Default)]
+struct KeptPages {
+    pages: HashMap<ListKey, (Version, Arc<ListPage>)>,
+    bytes: usize,
+}
+
+/// The bytes of a page's answers.
+fn page_bytes(page: &ListPage) -> usize {
+    page.0.iter().map(|q| q.json.len()).sum()
 }
 
 impl Lists {
-    /// Pages kept at most (then it starts over empty).
-    const MAX_PAGES: usize = 256;
+    /// What the kept pages may hold in all (pages of up to 500 queues, with any cursor, are
+    /// many); when a page would outgrow it, it starts over empty.
+    const MAX_BYTES: usize = 8 << 20;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ListKey, (Version, Arc<ListPage>)>> {
-        self.pages.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptPages> {
+        // A panic while holding it leaves a consistent map (each change is one insert or clear).
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, key: &ListKey) -> Option<(Version, Arc<ListPage>)> {
-        self.lock().get(key).cloned()
+        self.lock().pages.get(key).cloned()
     }
 
     fn put(&self, key: ListKey, version: Version, page: Arc<ListPage>) {
-        let mut pages = self.lock();
-        if pages.len() >= Self::MAX_PAGES && !pages.contains_key(&key) {
-            pages.clear();
+        let size = page_bytes(&page);
+        if size > Self::MAX_BYTES / 8 {
+            return;
         }
-        pages.insert(key, (version, page));
+        let mut kept = self.lock();
+        if let Some((_, old)) = kept.pages.remove(&key) {
+            kept.bytes -= page_bytes(&old);
+        }
+        if kept.bytes + size > Self::MAX_BYTES {
+            kept.pages.clear();
+            kept.bytes = 0;
+        }
+        kept.pages.insert(key, (version, page));
+        kept.bytes += size;
     }
 }
 
@@ -290,5 +312,51 @@ impl Store {
             }
         }
         Ok((out, all_kept))
+    }
+}
+
+#[cfg(test)]
+mod lists_tests {
+    use super::*;
+
+    fn page(bytes: usize) -> Arc<ListPage> {
+        let q = QueueJson {
+            id: 1,
+            json: "x".repeat(bytes),
+            raw: false,
+        };
+        Arc::new((vec![q], None))
+    }
+
+    fn version(seq: i64) -> Version {
+        Version {
+            seq,
+            alive: "[]".into(),
+        }
+    }
+
+    #[test]
+    fn kept_pages_stay_within_their_bytes() {
+        let lists = Lists::default();
+        let big = Lists::MAX_BYTES / 8;
+        for cursor in 0..100 {
+            lists.put(
+                (None, false, 500, Some(cursor), 50, 50),
+                version(1),
+                page(big),
+            );
+            assert!(lists.lock().bytes <= Lists::MAX_BYTES, "after {cursor}");
+        }
+        // The same page again replaces it, counted once.
+        let key = (None, false, 50, None, 50, 50);
+        lists.put(key, version(1), page(1000));
+        let before = lists.lock().bytes;
+        lists.put(key, version(2), page(1000));
+        assert_eq!(lists.lock().bytes, before);
+        assert_eq!(lists.get(&key).map(|(v, _)| v.seq), Some(2));
+        // Too large to keep at all.
+        let huge = (Some("waiting"), false, 500, None, 50, 50);
+        lists.put(huge, version(3), page(big + 1));
+        assert!(lists.get(&huge).is_none());
     }
 }
