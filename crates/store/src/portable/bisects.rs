@@ -10,12 +10,12 @@ macro_rules! bisects_impl {
             bisect_row, step_row, with_steps, BisectClaim, BisectDetail, BisectRow, Decision,
             Move, StepRow, BISECT_COLUMNS, STEP_COLUMNS,
         };
-        use crate::guards::{b, c, q, queue_unfinished};
+        use crate::guards::{b, q, queue_unfinished};
         use crate::rows::{to_json, Columns, Holder};
         use crate::{Result, StoreError};
         use testarena_core::bisect::{BisectStatus, ValidBisect};
         use testarena_core::validate::ValidQueue;
-        use testarena_core::{CaseStatus, QueueStatus};
+        use testarena_core::QueueStatus;
 
         impl $backend {
             /// The steps of the bisects with ids from `from` to `to`, in order.
@@ -110,18 +110,7 @@ macro_rules! bisects_impl {
                 .bind(submitted_by)
                 .fetch_one(&mut *tx)
                 .await?;
-                let sql = format!(
-                    "INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, {})",
-                    c(CaseStatus::INITIAL)
-                );
-                for (pos, s) in queue.scenarios.iter().flatten().enumerate() {
-                    sqlx::query(&sql)
-                        .bind(id)
-                        .bind(pos as i64)
-                        .bind(s)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                Self::insert_tasks(tx, id, queue.scenarios.as_deref().unwrap_or_default()).await?;
                 Ok(id)
             }
 

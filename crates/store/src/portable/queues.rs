@@ -2,7 +2,7 @@
 
 /// The `Queues` methods of a backend, in SQL both dialects speak: expanded once per backend module (with its `all`, `details_on` and pool in scope), written once.
 macro_rules! queues_impl {
-    ($backend:ident) => {
+    ($backend:ident, $conn:ty) => {
         use super::{all, details::details_on};
         use crate::backend::{Fut, Queues};
         use crate::guards::{c, cut_short, q, queue_moves, unfinished};
@@ -20,6 +20,24 @@ macro_rules! queues_impl {
             async fn details(&self, queues: Vec<QueueRow>, caps: CaseCaps) -> Result<Vec<QueueDetail>> {
                 let mut conn = self.pool.acquire().await?;
                 details_on(&mut conn, queues, Some(caps)).await
+            }
+
+            /// Stores the pending tasks of new queue `id`, one per scenario, in order (a
+            /// submitted queue, and a bisect's step queue).
+            pub(super) async fn insert_tasks(tx: &mut $conn, id: i64, scenarios: &[String]) -> Result<()> {
+                let sql = format!(
+                    "INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, {})",
+                    c(CaseStatus::INITIAL)
+                );
+                for (pos, s) in scenarios.iter().enumerate() {
+                    sqlx::query(&sql)
+                        .bind(id)
+                        .bind(pos as i64)
+                        .bind(s)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(())
             }
         }
 
@@ -83,18 +101,7 @@ macro_rules! queues_impl {
                     let Some(id) = id else {
                         return Ok(None);
                     };
-                    let sql = format!(
-                        "INSERT INTO tasks (queue_id, position, scenario, status) VALUES ($1, $2, $3, {})",
-                        c(CaseStatus::INITIAL)
-                    );
-                    for (pos, s) in queue.scenarios.iter().flatten().enumerate() {
-                        sqlx::query(&sql)
-                            .bind(id)
-                            .bind(pos as i64)
-                            .bind(s)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    Self::insert_tasks(&mut tx, id, queue.scenarios.as_deref().unwrap_or_default()).await?;
                     tx.commit().await?;
                     Ok(Some(id))
                 })

@@ -2,4 +2,4 @@
 
 use super::Postgres;
 
-crate::portable::queues_impl!(Postgres);
+crate::portable::queues_impl!(Postgres, sqlx::PgConnection);

@@ -2,4 +2,4 @@
 
 use super::Sqlite;
 
-crate::portable::queues_impl!(Sqlite);
+crate::portable::queues_impl!(Sqlite, sqlx::SqliteConnection);
