@@ -114,6 +114,8 @@ pub struct Sinks {
     on_error: Option<Box<dyn FnOnce(std::io::Error) + Send>>,
     /// A log could not be kept (a write failed, or [`Logs::fail`]): the disk is full.
     failed: bool,
+    /// Cancelled when `failed` becomes true: the shipper stops in the middle of a round.
+    failure: tokio_util::sync::CancellationToken,
     /// Files complete since the shipper last asked (earlier current logs, case pages).
     ready: Vec<PathBuf>,
     /// [`Logs::flooded`]'s wake-up, and the queue log's length when it was last rung.
@@ -147,6 +149,7 @@ impl Logs {
             case_budget: u64::MAX,
             on_error: None,
             failed: false,
+            failure: tokio_util::sync::CancellationToken::new(),
             ready: Vec::new(),
             wake: flood.clone(),
             woken_at: 0,
@@ -169,7 +172,7 @@ impl Logs {
     pub fn fail(&self, e: std::io::Error) {
         let handler = {
             let mut s = self.lock();
-            s.failed = true;
+            s.fail();
             s.on_error.take()
         };
         if let Some(handler) = handler {
@@ -225,6 +228,11 @@ impl Logs {
         self.completed.notify_one();
     }
 
+    /// Cancelled once a log could not be kept (see [`Logs::failed`]).
+    pub fn failure(&self) -> tokio_util::sync::CancellationToken {
+        self.lock().failure.clone()
+    }
+
     /// Whether a log could not be kept (the disk is full): nothing more should be written for
     /// the queue but its verdict, which needs what space is left.
     pub fn failed(&self) -> bool {
@@ -274,8 +282,19 @@ impl Logs {
 }
 
 impl Sinks {
+    /// Marks the logs as not kept any more.
+    fn fail(&mut self) {
+        self.failed = true;
+        self.failure.cancel();
+    }
+
     /// Writes one line to every sink (no flush: callers batch).
     pub fn line(&mut self, kind: LineKind, text: &[u8]) {
+        if self.failed {
+            // The disk (or the database) is full: what space is left, and the reserve just
+            // released, is for the verdict; a flooding console would take it first.
+            return;
+        }
         self.buf.clear();
         format_line(&mut self.buf, SystemTime::now(), kind, text);
         let Sinks {
@@ -326,7 +345,7 @@ impl Sinks {
             .flatten()
             .find_map(LogFile::take_error);
         if let Some(e) = error {
-            self.failed = true;
+            self.fail();
             if let Some(handler) = self.on_error.take() {
                 handler(e);
             }
@@ -414,6 +433,22 @@ mod wake_tests {
 #[cfg(test)]
 mod full_disk_tests {
     use super::*;
+
+    #[test]
+    fn no_line_is_written_once_the_logs_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.log");
+        let logs = Logs::new(Some(LogFile::create(&path, 1 << 30).unwrap()));
+        logs.output(b"before");
+        // The database said it is full (the shipper's way to stop the logs).
+        logs.fail(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        for _ in 0..1000 {
+            logs.output(b"a flooding console");
+        }
+        logs.lock().flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("| before\n"), "{text}");
+    }
 
     #[test]
     fn a_full_disk_calls_the_error_handler_once_and_stops_the_log() {

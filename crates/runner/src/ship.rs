@@ -397,8 +397,10 @@ pub struct Shipping {
 }
 
 impl Shipping {
-    /// Starts shipping `logs` with `shipper`.
-    pub fn start(shipper: Shipper, logs: Logs) -> Shipping {
+    /// Starts shipping `logs` with `shipper`; a round under way stops after its current batch
+    /// once the logs fail (the disk is full: what space is left is for the verdict).
+    pub fn start(mut shipper: Shipper, logs: Logs) -> Shipping {
+        shipper.halt = logs.failure().child_token();
         let halt = shipper.halt.clone();
         let shipper = Arc::new(tokio::sync::Mutex::new(shipper));
         let stop = tokio_util::sync::CancellationToken::new();
@@ -452,6 +454,17 @@ impl Shipping {
     /// budget: a repro bundle has its own bound).
     pub async fn ship_now(&self, paths: &[PathBuf]) {
         self.shipper.lock().await.ship(paths).await;
+    }
+
+    /// Stops shipping without shipping the rest, and waits until the round under way stopped
+    /// (after its current batch), so that nothing of it competes with the verdict for the
+    /// space left.
+    pub async fn abandon(mut self) {
+        self.stop.cancel();
+        self.halt.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Stops the periodic shipping (after the round under way) and ships everything the queue

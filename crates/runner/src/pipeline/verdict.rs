@@ -51,7 +51,9 @@ impl Run<'_> {
         {
             tracing::warn!(error = %e, "cannot close unfinished cases");
         }
-        self.write_junit().await;
+        if !self.logs_failed() {
+            self.write_junit().await;
+        }
         if !self.logs_failed() {
             let repro = self.keep_repro().await;
             if let Some(shipping) = &self.shipping {
@@ -69,7 +71,12 @@ impl Run<'_> {
         // end finds all of it. Unless the disk (or the database) is full: what space is left
         // goes to the verdict.
         if self.logs_failed() {
-            self.shipping = None;
+            if let Some(shipping) = self.shipping.take() {
+                shipping.abandon().await;
+            }
+            // What filled the disk is in the scratch directory, and none of it will be
+            // shipped now: its space goes to the verdict.
+            self.remove_scratch();
         } else {
             self.finish_shipping().await;
         }
