@@ -82,56 +82,96 @@ impl Body {
     }
 }
 
-/// The JSON kept of each queue (and caps), with the `rev` it was built at (see the module's
-/// comment for why it is never stale). Bounded: when it would outgrow [`Answers::MAX_BYTES`]
-/// it starts over empty.
-#[derive(Debug, Default)]
-pub(crate) struct Answers {
-    kept: Mutex<Kept>,
+/// What a kept value takes, for the bound of [`Bounded`].
+trait Bytes {
+    fn bytes(&self) -> usize;
 }
 
-#[derive(Debug, Default)]
-struct Kept {
-    bodies: HashMap<(i64, u32, u32), Body>,
-    bytes: usize,
+impl Bytes for Body {
+    fn bytes(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
 }
 
-impl Answers {
-    /// What the kept answers may hold in all (a queue's detail can be ~1 MB: 2,000 cases).
+impl Bytes for (Version, Arc<ListPage>) {
+    fn bytes(&self) -> usize {
+        self.1 .0.iter().map(|q| q.json.len()).sum()
+    }
+}
+
+/// Values kept in memory within [`Bounded::MAX_BYTES`]: a value of more than an eighth of it
+/// is not kept, and when one would outgrow it the map starts over empty.
+#[derive(Debug)]
+struct Bounded<K, V> {
+    kept: Mutex<(HashMap<K, V>, usize)>,
+}
+
+impl<K, V> Default for Bounded<K, V> {
+    fn default() -> Self {
+        Bounded {
+            kept: Mutex::new((HashMap::new(), 0)),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Bytes + Clone> Bounded<K, V> {
+    /// What the values may hold in all (a queue's detail can be ~1 MB: 2,000 cases; pages
+    /// of up to 500 queues, with any cursor, are many).
     const MAX_BYTES: usize = 8 << 20;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<K, V>, usize)> {
         // A panic while holding it leaves a consistent map (each change is one insert or clear).
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The JSON kept of queue `id` with `caps` if it was built at `rev`.
-    fn get(&self, id: i64, caps: CaseCaps, rev: i64) -> Option<Body> {
-        let kept = self.lock();
-        kept.bodies
-            .get(&(id, caps.per_task, caps.per_queue))
-            .filter(|b| b.rev == rev)
-            .cloned()
+    fn get(&self, key: &K) -> Option<V> {
+        self.lock().0.get(key).cloned()
     }
 
-    /// Keeps `body` (built with `caps`).
-    fn put(&self, caps: CaseCaps, body: &Body) {
-        let size = body.head.len() + body.tail.len();
+    fn put(&self, key: K, value: V) {
+        let size = value.bytes();
         if size > Self::MAX_BYTES / 8 {
             return;
         }
         let mut kept = self.lock();
-        if kept.bytes + size > Self::MAX_BYTES {
-            kept.bodies.clear();
-            kept.bytes = 0;
+        let (map, bytes) = &mut *kept;
+        if let Some(old) = map.remove(&key) {
+            *bytes -= old.bytes();
         }
-        let old = kept
-            .bodies
-            .insert((body.id, caps.per_task, caps.per_queue), body.clone());
-        kept.bytes += size;
-        if let Some(old) = old {
-            kept.bytes -= old.head.len() + old.tail.len();
+        if *bytes + size > Self::MAX_BYTES {
+            map.clear();
+            *bytes = 0;
         }
+        map.insert(key, value);
+        *bytes += size;
+    }
+
+    /// The bytes held now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().1
+    }
+}
+
+/// The JSON kept of each queue (and caps), with the `rev` it was built at (see the module's
+/// comment for why it is never stale).
+#[derive(Debug, Default)]
+pub(crate) struct Answers {
+    bodies: Bounded<(i64, u32, u32), Body>,
+}
+
+impl Answers {
+    /// The JSON kept of queue `id` with `caps` if it was built at `rev`.
+    fn get(&self, id: i64, caps: CaseCaps, rev: i64) -> Option<Body> {
+        self.bodies
+            .get(&(id, caps.per_task, caps.per_queue))
+            .filter(|b| b.rev == rev)
+    }
+
+    /// Keeps `body` (built with `caps`).
+    fn put(&self, caps: CaseCaps, body: &Body) {
+        self.bodies
+            .put((body.id, caps.per_task, caps.per_queue), body.clone());
     }
 }
 
@@ -150,49 +190,16 @@ type ListKey = (Option<&'static str>, bool, u32, Option<i64>, u32, u32);
 /// answers at the `rev` of the stamps' snapshot are kept (one snapshot for all of it).
 #[derive(Debug, Default)]
 pub(crate) struct Lists {
-    kept: Mutex<KeptPages>,
-}
-
-#[derive(Debug, Default)]
-struct KeptPages {
-    pages: HashMap<ListKey, (Version, Arc<ListPage>)>,
-    bytes: usize,
-}
-
-/// The bytes of a page's answers.
-fn page_bytes(page: &ListPage) -> usize {
-    page.0.iter().map(|q| q.json.len()).sum()
+    pages: Bounded<ListKey, (Version, Arc<ListPage>)>,
 }
 
 impl Lists {
-    /// What the kept pages may hold in all (pages of up to 500 queues, with any cursor, are
-    /// many); when a page would outgrow it, it starts over empty.
-    const MAX_BYTES: usize = 8 << 20;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, KeptPages> {
-        // A panic while holding it leaves a consistent map (each change is one insert or clear).
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn get(&self, key: &ListKey) -> Option<(Version, Arc<ListPage>)> {
-        self.lock().pages.get(key).cloned()
+        self.pages.get(key)
     }
 
     fn put(&self, key: ListKey, version: Version, page: Arc<ListPage>) {
-        let size = page_bytes(&page);
-        if size > Self::MAX_BYTES / 8 {
-            return;
-        }
-        let mut kept = self.lock();
-        if let Some((_, old)) = kept.pages.remove(&key) {
-            kept.bytes -= page_bytes(&old);
-        }
-        if kept.bytes + size > Self::MAX_BYTES {
-            kept.pages.clear();
-            kept.bytes = 0;
-        }
-        kept.pages.insert(key, (version, page));
-        kept.bytes += size;
+        self.pages.put(key, (version, page));
     }
 }
 
@@ -338,21 +345,24 @@ mod lists_tests {
     #[test]
     fn kept_pages_stay_within_their_bytes() {
         let lists = Lists::default();
-        let big = Lists::MAX_BYTES / 8;
+        let big = Bounded::<ListKey, (Version, Arc<ListPage>)>::MAX_BYTES / 8;
         for cursor in 0..100 {
             lists.put(
                 (None, false, 500, Some(cursor), 50, 50),
                 version(1),
                 page(big),
             );
-            assert!(lists.lock().bytes <= Lists::MAX_BYTES, "after {cursor}");
+            assert!(
+                lists.pages.bytes() <= Bounded::<ListKey, (Version, Arc<ListPage>)>::MAX_BYTES,
+                "after {cursor}"
+            );
         }
         // The same page again replaces it, counted once.
         let key = (None, false, 50, None, 50, 50);
         lists.put(key, version(1), page(1000));
-        let before = lists.lock().bytes;
+        let before = lists.pages.bytes();
         lists.put(key, version(2), page(1000));
-        assert_eq!(lists.lock().bytes, before);
+        assert_eq!(lists.pages.bytes(), before);
         assert_eq!(lists.get(&key).map(|(v, _)| v.seq), Some(2));
         // Too large to keep at all.
         let huge = (Some("waiting"), false, 500, None, 50, 50);
