@@ -100,8 +100,11 @@ pub enum ConsoleError {
     Cancelled,
 }
 
-/// Where the console's output is read from: the emulator's stdout, or its TCP port.
-type ConsoleReader = Box<dyn AsyncRead + Send + Unpin>;
+/// Where the console's output is read from: the emulator's stdout pipe, or its TCP port.
+enum ConsoleReader {
+    Pipe(std::os::fd::OwnedFd),
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+}
 
 /// A running emulator with its console.
 pub struct Console {
@@ -110,6 +113,8 @@ pub struct Console {
     writer: mpsc::Sender<Vec<u8>>,
     group: tokio::sync::Mutex<Group>,
     tasks: Vec<JoinHandle<()>>,
+    /// The task or thread reading the console; `stop` waits for it to take the last output.
+    reader: Mutex<Option<JoinHandle<()>>>,
     /// Owns the emulator's stdin (stdio consoles): aborting it closes stdin.
     writer_task: JoinHandle<()>,
     stdio: bool,
@@ -171,7 +176,7 @@ impl Console {
                     return Err(std::io::Error::other("emulator pipes missing").into());
                 };
                 widen_pipe(&out);
-                (Box::new(out), Box::new(input))
+                (ConsoleReader::Pipe(out.into_owned_fd()?), Box::new(input))
             }
             Some(port) => {
                 if let Some(out) = stdout {
@@ -188,11 +193,20 @@ impl Console {
                     }
                 };
                 let (r, w) = stream.into_split();
-                (Box::new(r), Box::new(w))
+                (ConsoleReader::Tcp(r), Box::new(w))
             }
         };
-        let (st, lg, bt) = (state.clone(), logs.clone(), bridge_tx.clone());
-        tasks.push(tokio::spawn(read_console(reader, st, lg, changed_tx, bt)));
+        let intake = Intake {
+            state: state.clone(),
+            logs: logs.clone(),
+            changed: changed_tx,
+            bridge: bridge_tx.clone(),
+            generation: 0,
+        };
+        let reader = Mutex::new(Some(match reader {
+            ConsoleReader::Pipe(fd) => tokio::spawn(read_console_pipe(fd, intake)),
+            ConsoleReader::Tcp(r) => tokio::spawn(read_console(r, intake)),
+        }));
         if let Some(err) = stderr {
             let prefix = "[emulator stderr] ";
             tasks.push(tokio::spawn(read_side_output(err, logs.clone(), prefix)));
@@ -211,6 +225,7 @@ impl Console {
             writer,
             group: tokio::sync::Mutex::new(group),
             tasks,
+            reader,
             writer_task,
             stdio: port.is_none(),
             bridge_port,
@@ -526,6 +541,16 @@ impl Console {
             let _ = tokio::time::timeout(EOF_GRACE, group.child.wait()).await;
         }
         let status = group.terminate(STOP_GRACE).await;
+        // The group is gone, so the console is at its end: the reader takes what is left.
+        let reader = lock_reader(&self.reader).take();
+        if let Some(mut reader) = reader {
+            if tokio::time::timeout(DRAIN_LIMIT, &mut reader)
+                .await
+                .is_err()
+            {
+                reader.abort();
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -537,10 +562,17 @@ impl Console {
 impl Drop for Console {
     fn drop(&mut self) {
         self.writer_task.abort();
+        if let Some(reader) = lock_reader(&self.reader).take() {
+            reader.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
     }
+}
+
+fn lock_reader(r: &Mutex<Option<JoinHandle<()>>>) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
 }
 #[cfg(test)]
 mod tests;

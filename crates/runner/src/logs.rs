@@ -290,13 +290,19 @@ impl Sinks {
 
     /// Writes one line to every sink (no flush: callers batch).
     pub fn line(&mut self, kind: LineKind, text: &[u8]) {
+        self.line_at(SystemTime::now(), kind, text);
+    }
+
+    /// [`Sinks::line`] with its time given: the lines of one read of the console share one
+    /// (they arrived together), which saves reading the clock for each of them.
+    pub fn line_at(&mut self, at: SystemTime, kind: LineKind, text: &[u8]) {
         if self.failed {
             // The disk (or the database) is full: what space is left, and the reserve just
             // released, is for the verdict; a flooding console would take it first.
             return;
         }
         self.buf.clear();
-        format_line(&mut self.buf, SystemTime::now(), kind, text);
+        format_line(&mut self.buf, at, kind, text);
         let Sinks {
             queue,
             current,

@@ -1,6 +1,11 @@
 //! The console's plumbing: sockets made inside the task's network namespace, the TCP console connection, the tasks that read the emulator's output into the buffer and logs, write to it, and serve the bridge.
 
 use super::*;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::SystemTime;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 /// emulator while the reader is busy writing logs. Best effort: the default 64 KiB still works.
 pub(super) fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
@@ -90,39 +95,39 @@ pub(super) async fn connect_tcp(
     }
 }
 
-/// Reads the console: splits lines, logs them, feeds the buffer and the bridge, wakes waiters.
-pub(super) async fn read_console(
-    mut input: impl AsyncRead + Unpin,
-    state: Arc<Mutex<State>>,
-    logs: Logs,
-    changed: watch::Sender<u64>,
-    bridge: broadcast::Sender<Arc<Vec<u8>>>,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut generation = 0u64;
-    loop {
-        let n = match input.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &buf[..n];
-        if bridge.receiver_count() > 0 {
-            let _ = bridge.send(Arc::new(chunk.to_vec()));
+/// What becomes of the console's output: lines split, logged, kept for `expect` and the bridge,
+/// waiters woken. Fed by [`read_console`] (a TCP console) or [`read_console_pipe`] (stdio).
+pub(super) struct Intake {
+    pub state: Arc<Mutex<State>>,
+    pub logs: Logs,
+    pub changed: watch::Sender<u64>,
+    pub bridge: broadcast::Sender<Arc<Vec<u8>>>,
+    pub generation: u64,
+}
+
+impl Intake {
+    /// Takes one read's worth of output.
+    fn take(&mut self, chunk: &[u8]) {
+        if self.bridge.receiver_count() > 0 {
+            let _ = self.bridge.send(Arc::new(chunk.to_vec()));
         }
         {
-            let mut s = lock(&state);
-            let mut sinks = logs.lock();
+            let mut s = lock(&self.state);
+            let mut sinks = self.logs.lock();
             s.last_output = Instant::now();
+            let at = SystemTime::now();
             let mut rest = chunk;
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            while let Some(pos) = memchr::memchr(b'\n', rest) {
                 if s.partial.is_empty() {
                     let line = &rest[..pos];
-                    sinks.line(LineKind::Output, line.strip_suffix(b"\r").unwrap_or(line));
+                    let text = line.strip_suffix(b"\r").unwrap_or(line);
+                    sinks.line_at(at, LineKind::Output, text);
                     s.push_line(line);
                 } else {
                     let mut line = std::mem::take(&mut s.partial);
                     line.extend_from_slice(&rest[..pos]);
-                    sinks.line(LineKind::Output, line.strip_suffix(b"\r").unwrap_or(&line));
+                    let text = line.strip_suffix(b"\r").unwrap_or(&line);
+                    sinks.line_at(at, LineKind::Output, text);
                     s.push_line(&line);
                 }
                 rest = &rest[pos + 1..];
@@ -130,28 +135,104 @@ pub(super) async fn read_console(
             s.partial.extend_from_slice(rest);
             if s.partial.len() >= MAX_LINE {
                 let line = std::mem::take(&mut s.partial);
-                sinks.line(LineKind::Output, &line);
+                sinks.line_at(at, LineKind::Output, &line);
                 s.push_line(&line);
             }
             sinks.wrote();
         }
-        generation += 1;
-        let _ = changed.send(generation);
+        self.generation += 1;
+        let _ = self.changed.send(self.generation);
     }
-    let mut s = lock(&state);
-    if !s.partial.is_empty() {
-        let line = std::mem::take(&mut s.partial);
-        logs.lock().line(LineKind::Output, &line);
-        s.push_line(&line);
+
+    /// The console closed: logs the partial line, records why, flushes the logs.
+    fn close(mut self) {
+        let mut s = lock(&self.state);
+        if !s.partial.is_empty() {
+            let line = std::mem::take(&mut s.partial);
+            self.logs.lock().line(LineKind::Output, &line);
+            s.push_line(&line);
+        }
+        let last = s.last_lines(10);
+        s.closed = Some(format!(
+            "the emulator closed its console (exited); last lines:\n{last}"
+        ));
+        drop(s);
+        self.logs.lock().flush();
+        self.generation += 1;
+        let _ = self.changed.send(self.generation);
     }
-    let last = s.last_lines(10);
-    s.closed = Some(format!(
-        "the emulator closed its console (exited); last lines:\n{last}"
-    ));
-    drop(s);
-    logs.lock().flush();
-    generation += 1;
-    let _ = changed.send(generation);
+}
+
+/// Reads a TCP console until it closes.
+pub(super) async fn read_console(mut input: impl AsyncRead + Unpin, mut intake: Intake) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match input.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => intake.take(&buf[..n]),
+        }
+    }
+    intake.close();
+}
+
+/// A read at least this large means the emulator is flooding the console.
+const FLOOD_READ: usize = 2048;
+/// How long the pipe reader stays away from the pipe after a flood read, so that the next read
+/// takes what several of the emulator's writes left instead of being woken by each of them.
+const FLOOD_PAUSE: Duration = Duration::from_millis(1);
+/// How long [`Console::stop`] lets the reader take the emulator's last output once its group
+/// is gone (the pipe then closes at once, unless something outside the group holds it).
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Reads a stdio console (the emulator's stdout pipe) until it closes.
+///
+/// Why not an ordinary async read: a pipe registered with epoll wakes the runtime's thread on
+/// every write of the emulator, even while its reader would rather wait; a chatty firmware
+/// writing a line at a time then costs a thread wake-up per line (on a VM, most of the
+/// worker's CPU). Here the pipe is registered only while it is empty: output is read directly
+/// while there is some, and after a large read the reader sleeps [`FLOOD_PAUSE`] with the pipe
+/// unregistered, so the writes in between wake nobody and the next read takes them all. A small
+/// read (a prompt, a ping's answer) is followed by no pause: `expect` latency is unchanged.
+pub(super) async fn read_console_pipe(pipe: OwnedFd, mut intake: Intake) {
+    if let Err(e) = set_nonblocking(&pipe) {
+        intake.logs.event(&format!("cannot read the console: {e}"));
+        intake.close();
+        return;
+    }
+    let mut pipe = Some(std::fs::File::from(pipe));
+    let mut buf = vec![0u8; 256 * 1024];
+    while let Some(mut file) = pipe.take() {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                intake.take(&buf[..n]);
+                if n >= FLOOD_READ {
+                    tokio::time::sleep(FLOOD_PAUSE).await;
+                }
+                pipe = Some(file);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => pipe = Some(file),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => pipe = wait_readable(file).await,
+            Err(_) => break,
+        }
+    }
+    intake.close();
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Waits until `file` (non-blocking) has something to read, registered with the runtime only
+/// meanwhile; `None` if it cannot be waited for.
+async fn wait_readable(file: std::fs::File) -> Option<std::fs::File> {
+    // SAFETY: `file` owns its descriptor, which stays open and the same until `into_inner`.
+    let fd = unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) }.ok()?;
+    fd.readable().await.ok()?.retain_ready();
+    Some(fd.into_inner())
 }
 
 /// Logs an emulator's secondary output (stderr, or stdout when the console is TCP).

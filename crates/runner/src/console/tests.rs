@@ -187,3 +187,37 @@ async fn ready_pattern_and_boot_failures() {
         .to_string();
     assert!(err.contains("did not accept a connection"), "{err}");
 }
+
+#[tokio::test]
+async fn a_flood_reaches_the_log_whole_and_in_order_and_stop_keeps_the_last_words() {
+    let cancel = CancellationToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("q.log");
+    let logs = Logs::new(Some(LogFile::create(&log, 1 << 30).unwrap()));
+    // 200,000 numbered lines in large writes (the pipe reader pauses between large reads),
+    // then a prompt; the last words come after stdin closes, as the emulator stops.
+    let c = Console::start(
+        &spec("seq 1 200000; printf 'done> '; cat >/dev/null; echo last words"),
+        logs,
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.expect(&re("^done> $"), T, None, &cancel).await.unwrap(),
+        "done> "
+    );
+    c.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split_once(" | ").and_then(|(_, t)| t.parse().ok()))
+        .collect();
+    assert_eq!(numbers.len(), 200_000);
+    assert!(numbers.iter().enumerate().all(|(i, n)| *n == i as u64 + 1));
+    assert!(
+        text.contains("| done> last words\n"),
+        "{}",
+        &text[text.len() - 200..]
+    );
+}
