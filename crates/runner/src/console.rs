@@ -13,6 +13,7 @@ use crate::sandbox::{NetNs, Sandbox};
 use regex::Regex;
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -100,12 +101,6 @@ pub enum ConsoleError {
     Cancelled,
 }
 
-/// Where the console's output is read from: the emulator's stdout pipe, or its TCP port.
-enum ConsoleReader {
-    Pipe(std::os::fd::OwnedFd),
-    Tcp(tokio::net::tcp::OwnedReadHalf),
-}
-
 /// A running emulator with its console.
 pub struct Console {
     state: Arc<Mutex<State>>,
@@ -169,14 +164,14 @@ impl Console {
         let stdout = group.child.stdout.take();
         let stderr = group.child.stderr.take();
         let stdin = group.child.stdin.take();
-        let (reader, console_out): (ConsoleReader, Box<dyn AsyncWrite + Send + Unpin>) = match port
-        {
+        // The console's output is read from a descriptor of its own (see `read_console`).
+        let (reader, console_out): (OwnedFd, Box<dyn AsyncWrite + Send + Unpin>) = match port {
             None => {
                 let (Some(out), Some(input)) = (stdout, stdin) else {
                     return Err(std::io::Error::other("emulator pipes missing").into());
                 };
                 widen_pipe(&out);
-                (ConsoleReader::Pipe(out.into_owned_fd()?), Box::new(input))
+                (out.into_owned_fd()?, Box::new(input))
             }
             Some(port) => {
                 if let Some(out) = stdout {
@@ -192,8 +187,9 @@ impl Console {
                         return Err(e);
                     }
                 };
-                let (r, w) = stream.into_split();
-                (ConsoleReader::Tcp(r), Box::new(w))
+                let stream = stream.into_std()?;
+                let read_side = OwnedFd::from(stream.try_clone()?);
+                (read_side, Box::new(TcpStream::from_std(stream)?))
             }
         };
         let intake = Intake {
@@ -203,10 +199,7 @@ impl Console {
             bridge: bridge_tx.clone(),
             generation: 0,
         };
-        let reader = Mutex::new(Some(match reader {
-            ConsoleReader::Pipe(fd) => tokio::spawn(read_console_pipe(fd, intake)),
-            ConsoleReader::Tcp(r) => tokio::spawn(read_console(r, intake)),
-        }));
+        let reader = Mutex::new(Some(tokio::spawn(read_console(reader, intake))));
         if let Some(err) = stderr {
             let prefix = "[emulator stderr] ";
             tasks.push(tokio::spawn(read_side_output(err, logs.clone(), prefix)));

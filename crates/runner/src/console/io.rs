@@ -96,7 +96,7 @@ pub(super) async fn connect_tcp(
 }
 
 /// What becomes of the console's output: lines split, logged, kept for `expect` and the bridge,
-/// waiters woken. Fed by [`read_console`] (a TCP console) or [`read_console_pipe`] (stdio).
+/// waiters woken. Fed by [`read_console`].
 pub(super) struct Intake {
     pub state: Arc<Mutex<State>>,
     pub logs: Logs,
@@ -163,18 +163,6 @@ impl Intake {
     }
 }
 
-/// Reads a TCP console until it closes.
-pub(super) async fn read_console(mut input: impl AsyncRead + Unpin, mut intake: Intake) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match input.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => intake.take(&buf[..n]),
-        }
-    }
-    intake.close();
-}
-
 /// A read at least this large means the emulator is flooding the console.
 const FLOOD_READ: usize = 2048;
 /// How long the pipe reader stays away from the pipe after a flood read, so that the next read
@@ -184,16 +172,16 @@ const FLOOD_PAUSE: Duration = Duration::from_millis(1);
 /// is gone (the pipe then closes at once, unless something outside the group holds it).
 pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
-/// Reads a stdio console (the emulator's stdout pipe) until it closes.
+/// Reads the console (the emulator's stdout pipe, or its TCP socket) until it closes.
 ///
-/// Why not an ordinary async read: a pipe registered with epoll wakes the runtime's thread on
-/// every write of the emulator, even while its reader would rather wait; a chatty firmware
-/// writing a line at a time then costs a thread wake-up per line (on a VM, most of the
-/// worker's CPU). Here the pipe is registered only while it is empty: output is read directly
-/// while there is some, and after a large read the reader sleeps [`FLOOD_PAUSE`] with the pipe
+/// Why not an ordinary async read: a descriptor registered with epoll wakes the runtime's
+/// thread on every write of the emulator, even while its reader would rather wait; a chatty
+/// firmware writing a line at a time then costs a thread wake-up per line (on a VM, most of the
+/// worker's CPU). Here the descriptor is registered only while it is empty: output is read
+/// directly while there is some, and after a large read the reader sleeps [`FLOOD_PAUSE`]
 /// unregistered, so the writes in between wake nobody and the next read takes them all. A small
 /// read (a prompt, a ping's answer) is followed by no pause: `expect` latency is unchanged.
-pub(super) async fn read_console_pipe(pipe: OwnedFd, mut intake: Intake) {
+pub(super) async fn read_console(pipe: OwnedFd, mut intake: Intake) {
     if let Err(e) = set_nonblocking(&pipe) {
         intake.logs.event(&format!("cannot read the console: {e}"));
         intake.close();

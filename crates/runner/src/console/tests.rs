@@ -221,3 +221,34 @@ async fn a_flood_reaches_the_log_whole_and_in_order_and_stop_keeps_the_last_word
         &text[text.len() - 200..]
     );
 }
+
+#[tokio::test]
+async fn a_tcp_console_is_read_and_written() {
+    let cancel = CancellationToken::new();
+    // An "emulator" serving its console on the port it is given: a greeting, a prompt, then it
+    // echoes one line back and closes.
+    let server = r#"python3 -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', {console_port})); s.listen(1)
+c, _ = s.accept(); c.sendall(b'hello\nprompt> ')
+d = b''
+while not d.endswith(b'\n'): d += c.recv(100)
+c.sendall(b'got ' + d); c.close()
+""#;
+    let mut s = spec(server);
+    s.console = ConsoleKind::Tcp;
+    let c = Console::start(&s, Logs::new(None), &cancel).await.unwrap();
+    assert_eq!(
+        c.expect(&re("^prompt> $"), T, None, &cancel).await.unwrap(),
+        "prompt> "
+    );
+    c.send("ping", true).await.unwrap();
+    assert_eq!(
+        c.expect(&re("got ping"), T, None, &cancel).await.unwrap(),
+        "got ping"
+    );
+    let closed = c.expect(&re("^never$"), T, None, &cancel).await;
+    assert!(matches!(closed, Err(StepFailure::Closed(_))), "{closed:?}");
+    c.stop().await;
+}
