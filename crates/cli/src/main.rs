@@ -177,13 +177,14 @@ async fn copy_database(from: &str, to: &str, data_dir: &std::path::Path) -> Resu
     let n = copied.with_context(|| format!("cannot copy {} into {}", redact(from), redact(to)))?;
     println!(
         "copied {} queues ({} tasks, {} cases, {} commit-status reports, {} bytes of logs and \
-         reports) and {} API tokens from {} into {}",
+         reports), {} API tokens and {} bisects from {} into {}",
         n.queues,
         n.tasks,
         n.cases,
         n.reports,
         n.file_bytes,
         n.tokens,
+        n.bisects,
         redact(from),
         redact(to)
     );

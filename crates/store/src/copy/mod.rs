@@ -1,6 +1,6 @@
 //! Copying an installation's history from one database into another (`testarena migrate
 //! --from … --to …`): every queue with all its fields, tasks, cases, commit-status reports,
-//! the case history (`case_results`) and API tokens,
+//! the case history (`case_results`), API tokens and bisects with their steps,
 //! with their ids, statuses and times as they are. Workers and their process groups are not
 //! copied (they register again). The rows are read in one snapshot of the source through the
 //! backend-independent row types and written in one transaction on the target, which must be
@@ -20,8 +20,8 @@ macro_rules! copy_impl {
         use super::all;
         use crate::backend::{Copying, Fut};
         use crate::copy::{
-            copied_case, copied_queue, copied_report, copied_result, not_empty, Snapshot,
-            COPY_CASE_COLUMNS, COPY_QUEUE_COLUMNS, REPORT_COLUMNS, RESULT_COLUMNS,
+            copied_case, copied_queue, copied_report, copied_result, not_empty, Cell, Snapshot,
+            COPY_CASE_COLUMNS, COPY_QUEUE_COLUMNS, PLAIN_TABLES, REPORT_COLUMNS, RESULT_COLUMNS,
         };
         use crate::rows::{task_row, to_json, TASK_COLUMNS};
         use crate::rows::{token_with_hash, TOKEN_COLUMNS};
@@ -63,6 +63,11 @@ macro_rules! copy_impl {
                     .fetch_all(&mut *tx)
                     .await?;
                     let results = all(&rows, copied_result)?;
+                    let mut plain = Vec::new();
+                    for t in PLAIN_TABLES {
+                        let rows = sqlx::query(&t.select()).fetch_all(&mut *tx).await?;
+                        plain.push(all(&rows, |r| t.row(r))?);
+                    }
                     let change_seq: i64 =
                         sqlx::query_scalar("SELECT value FROM change_seq WHERE id = 1")
                             .fetch_one(&mut *tx)
@@ -76,6 +81,7 @@ macro_rules! copy_impl {
                         tokens,
                         change_seq,
                         results,
+                        plain,
                     })
                 })
             }
@@ -220,6 +226,19 @@ macro_rules! copy_impl {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    for (t, rows) in PLAIN_TABLES.iter().zip(&s.plain) {
+                        let sql = t.insert();
+                        for row in rows {
+                            let mut q = sqlx::query(&sql);
+                            for cell in row {
+                                q = match cell {
+                                    Cell::Int(v) => q.bind(*v),
+                                    Cell::Text(v) => q.bind(v.as_deref()),
+                                };
+                            }
+                            q.execute(&mut *tx).await?;
+                        }
+                    }
                     // The triggers gave every queue a new rev as its rows arrived: put back the
                     // source's (no trigger watches `rev`), and the counter past all of them.
                     for c in &s.queues {
@@ -249,7 +268,7 @@ pub(crate) use copy_impl;
 
 impl Store {
     /// Copies this store's history (queues with all their fields, tasks, cases, commit-status
-    /// reports) into `target`, keeping ids, statuses and times, in one transaction on the
+    /// reports, the case history, tokens, bisects) into `target`, keeping ids, statuses and times, in one transaction on the
     /// target: all or nothing; then every queue's files, a piece at a time. Refuses ([`StoreError::Conflict`]) unless `target` is empty (no
     /// queue, and none ever deleted). Queues are copied as they are, running ones too: stop
     /// the workers first. Workers are not copied.
@@ -268,6 +287,7 @@ impl Store {
             cases: snapshot.cases.len(),
             reports: snapshot.reports.len(),
             tokens: snapshot.tokens.len(),
+            bisects: snapshot.plain.first().map_or(0, Vec::len),
             file_bytes,
         })
     }
@@ -393,7 +413,33 @@ mod tests {
         ))
         .await;
 
+        let bisect = s
+            .create_bisect(
+                &testarena_core::bisect::ValidBisect {
+                    repo: "https://example.com/fw.git".into(),
+                    good: "v1.0".into(),
+                    bad: "main".into(),
+                    scenarios: Some(vec!["s.xml".into()]),
+                    case: Some("TC_SUM".into()),
+                    priority: 2,
+                    labels: vec!["sim".into()],
+                },
+                Some("ci"),
+            )
+            .await
+            .unwrap()
+            .bisect
+            .id;
+        src.exec(&format!(
+            "INSERT INTO bisect_steps (bisect_id, position, commit_index, commit_sha, subject, \
+             author, queue_id, verdict, note) \
+             VALUES ({bisect}, 0, 3, 'abc123', 'a subject', 'A U Thor', {}, 'bad', 'it broke')",
+            done.queue.id
+        ))
+        .await;
+
         let summary = s.copy_into(&db.store).await.unwrap();
+        assert_eq!(summary.bisects, 1);
         assert_eq!(summary.queues, 5);
         assert_eq!(summary.reports, 1);
         assert_eq!(summary.tokens, 1);
@@ -428,6 +474,21 @@ mod tests {
             .unwrap();
         assert!(next.queue.id > aborted.queue.id);
         assert!(next.tasks[0].0.id > running.tasks[0].0.id);
+        // The bisect came along with its step; a new one gets a new id.
+        let copied = db.store.bisect(bisect).await.unwrap().unwrap();
+        assert_eq!(copied, s.bisect(bisect).await.unwrap().unwrap());
+        assert_eq!(copied.steps.len(), 1);
+        let spec = testarena_core::bisect::ValidBisect {
+            repo: "https://example.com/other.git".into(),
+            good: "a".into(),
+            bad: "b".into(),
+            scenarios: None,
+            case: None,
+            priority: 0,
+            labels: vec![],
+        };
+        let later = db.store.create_bisect(&spec, None).await.unwrap();
+        assert!(later.bisect.id > bisect);
         // Tokens came along and keep working; new ones get new ids.
         let found = db.store.verify_token(&token.text).await.unwrap().unwrap();
         assert_eq!(found.row.name, "ci");

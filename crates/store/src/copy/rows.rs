@@ -51,6 +51,111 @@ pub(crate) struct Snapshot {
     pub change_seq: i64,
     /// The case history (`crate::history`), by case id.
     pub results: Vec<CopiedResult>,
+    /// The rows of each of [`PLAIN_TABLES`], in its order.
+    pub plain: Vec<Vec<Vec<Cell>>>,
+}
+
+/// One column's value in a table copied as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// A table whose columns are all integers or text, copied column by column as it is.
+pub(crate) struct PlainTable {
+    pub name: &'static str,
+    /// The columns, each with whether it holds an integer; the first ones order the rows.
+    pub columns: &'static [(&'static str, bool)],
+    pub order: &'static str,
+}
+
+/// The tables copied as they are, parents first: bisects and their steps (their step queues
+/// are ordinary queues, copied with the others).
+pub(crate) const PLAIN_TABLES: &[PlainTable] = &[
+    PlainTable {
+        name: "bisects",
+        columns: &[
+            ("id", true),
+            ("repo", false),
+            ("good", false),
+            ("bad", false),
+            ("scenarios", false),
+            ("case_key", false),
+            ("priority", true),
+            ("labels", false),
+            ("submitted_by", false),
+            ("status", false),
+            ("message", false),
+            ("created_at", true),
+            ("finished_at", true),
+            ("good_sha", false),
+            ("bad_sha", false),
+            ("range_size", true),
+            ("commits", false),
+            ("result_index", true),
+            ("current_queue", true),
+            ("driver", false),
+            ("claimed_until", true),
+            ("claims", true),
+        ],
+        order: "id",
+    },
+    PlainTable {
+        name: "bisect_steps",
+        columns: &[
+            ("bisect_id", true),
+            ("position", true),
+            ("commit_index", true),
+            ("commit_sha", false),
+            ("subject", false),
+            ("author", false),
+            ("queue_id", true),
+            ("rerun_queue_id", true),
+            ("verdict", false),
+            ("note", false),
+        ],
+        order: "bisect_id, position",
+    },
+];
+
+impl PlainTable {
+    fn column_list(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(|(c, _)| *c).collect();
+        names.join(", ")
+    }
+
+    pub fn select(&self) -> String {
+        format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            self.column_list(),
+            self.name,
+            self.order
+        )
+    }
+
+    pub fn insert(&self) -> String {
+        let params: Vec<String> = (1..=self.columns.len()).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            self.name,
+            self.column_list(),
+            params.join(", ")
+        )
+    }
+
+    pub fn row(&self, r: &impl Columns) -> Result<Vec<Cell>> {
+        self.columns
+            .iter()
+            .map(|&(c, int)| {
+                Ok(if int {
+                    Cell::Int(r.opt_int(c)?)
+                } else {
+                    Cell::Text(r.opt_text(c)?)
+                })
+            })
+            .collect()
+    }
 }
 
 /// A row of `case_results`.
@@ -86,6 +191,8 @@ pub struct CopySummary {
     pub reports: usize,
     /// API tokens.
     pub tokens: usize,
+    /// Bisects (with their steps).
+    pub bisects: usize,
     /// Bytes of the queues' files (logs, reports) copied.
     pub file_bytes: u64,
 }

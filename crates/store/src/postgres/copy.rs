@@ -7,7 +7,7 @@ crate::copy::copy_impl!(Postgres);
 impl Postgres {
     /// Advances every id sequence past the ids copied, so new rows never collide with them.
     async fn after_copy(conn: &mut sqlx::PgConnection) -> crate::Result<()> {
-        for table in ["queues", "tasks", "cases", "tokens"] {
+        for table in ["queues", "tasks", "cases", "tokens", "bisects"] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \
                  COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
