@@ -514,7 +514,10 @@ test('8. the board loads 1,000 queues page by page and renders them in well unde
   const loadMore = page.getByTestId('load-more');
   while (await loadMore.isVisible()) {
     const before = await page.locator('.qrow').count();
-    await loadMore.click();
+    // Clicked through the DOM, not at coordinates: the rows above the button are laid out as
+    // they scroll into view (`content-visibility: auto`), so a busy machine can move the button
+    // between Playwright's aim and its click, which then opens a queue instead.
+    await loadMore.dispatchEvent('click');
     await page.waitForFunction((n) => document.querySelectorAll('.qrow').length > n, before, { timeout: WAIT });
   }
   assert.equal(await page.locator('.qrow').count(), 1000);
