@@ -21,6 +21,18 @@ fn re(p: &str) -> Regex {
 
 const T: Duration = Duration::from_secs(5);
 
+/// Starts `command` as a stdio console that logs to a file in `dir`; returns it and the file.
+async fn start_logged(
+    command: &str,
+    dir: &tempfile::TempDir,
+    cancel: &CancellationToken,
+) -> (Console, PathBuf) {
+    let log = dir.path().join("q.log");
+    let logs = Logs::new(Some(LogFile::create(&log, 1 << 30).unwrap()));
+    let c = Console::start(&spec(command), logs, cancel).await.unwrap();
+    (c, log)
+}
+
 #[tokio::test]
 async fn expect_consumes_through_its_match_and_keeps_the_rest() {
     let cancel = CancellationToken::new();
@@ -137,15 +149,7 @@ async fn a_crash_during_sleep_fails_at_once_with_its_own_lines() {
 async fn non_utf8_is_kept_and_an_exit_is_reported() {
     let cancel = CancellationToken::new();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("q.log");
-    let logs = Logs::new(Some(LogFile::create(&log, 1 << 20).unwrap()));
-    let c = Console::start(
-        &spec("printf 'bad \\377\\376 bytes\\nbye\\n'"),
-        logs,
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let (c, log) = start_logged("printf 'bad \\377\\376 bytes\\nbye\\n'", &dir, &cancel).await;
     assert!(c
         .expect(&re("^bad .* bytes$"), T, None, &cancel)
         .await
@@ -192,17 +196,10 @@ async fn ready_pattern_and_boot_failures() {
 async fn a_flood_reaches_the_log_whole_and_in_order_and_stop_keeps_the_last_words() {
     let cancel = CancellationToken::new();
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("q.log");
-    let logs = Logs::new(Some(LogFile::create(&log, 1 << 30).unwrap()));
     // 200,000 numbered lines in large writes (the pipe reader pauses between large reads),
     // then a prompt; the last words come after stdin closes, as the emulator stops.
-    let c = Console::start(
-        &spec("seq 1 200000; printf 'done> '; cat >/dev/null; echo last words"),
-        logs,
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let command = "seq 1 200000; printf 'done> '; cat >/dev/null; echo last words";
+    let (c, log) = start_logged(command, &dir, &cancel).await;
     assert_eq!(
         c.expect(&re("^done> $"), T, None, &cancel).await.unwrap(),
         "done> "

@@ -10,7 +10,8 @@ use testarena_core::QueueStatus;
 
 const LEASE: i64 = 60_000;
 
-fn spec() -> ValidBisect {
+/// A bisect as the API would pass it (also used by the copy tests).
+pub(crate) fn spec() -> ValidBisect {
     ValidBisect {
         repo: "https://example.com/fw.git".into(),
         good: "v1.0".into(),

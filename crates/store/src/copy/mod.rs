@@ -414,18 +414,7 @@ mod tests {
         .await;
 
         let bisect = s
-            .create_bisect(
-                &testarena_core::bisect::ValidBisect {
-                    repo: "https://example.com/fw.git".into(),
-                    good: "v1.0".into(),
-                    bad: "main".into(),
-                    scenarios: Some(vec!["s.xml".into()]),
-                    case: Some("TC_SUM".into()),
-                    priority: 2,
-                    labels: vec!["sim".into()],
-                },
-                Some("ci"),
-            )
+            .create_bisect(&crate::bisects::tests::spec(), Some("ci"))
             .await
             .unwrap()
             .bisect
