@@ -108,7 +108,7 @@ pub struct Console {
     writer: mpsc::Sender<Vec<u8>>,
     group: tokio::sync::Mutex<Group>,
     tasks: Vec<JoinHandle<()>>,
-    /// The task or thread reading the console; `stop` waits for it to take the last output.
+    /// The task reading the console; `stop` waits for it to take the last output.
     reader: Mutex<Option<JoinHandle<()>>>,
     /// Owns the emulator's stdin (stdio consoles): aborting it closes stdin.
     writer_task: JoinHandle<()>,
@@ -187,6 +187,9 @@ impl Console {
                         return Err(e);
                     }
                 };
+                // The writing half stays registered with the runtime for both directions
+                // (tokio's `TcpStream`), so a TCP console's output still wakes the runtime as it
+                // comes: the flood saving of `read_console` is a stdio pipe's only.
                 let stream = stream.into_std()?;
                 let read_side = OwnedFd::from(stream.try_clone()?);
                 (read_side, Box::new(TcpStream::from_std(stream)?))
