@@ -1,6 +1,7 @@
 //! The console's plumbing: sockets made inside the task's network namespace, the TCP console connection, the tasks that read the emulator's output into the buffer and logs, write to it, and serve the bridge.
 
 use super::*;
+use crate::logs::Sinks;
 use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::SystemTime;
@@ -119,24 +120,18 @@ impl Intake {
             let mut rest = chunk;
             while let Some(pos) = memchr::memchr(b'\n', rest) {
                 if s.partial.is_empty() {
-                    let line = &rest[..pos];
-                    let text = line.strip_suffix(b"\r").unwrap_or(line);
-                    sinks.line_at(at, LineKind::Output, text);
-                    s.push_line(line);
+                    keep_line(&mut s, &mut sinks, at, &rest[..pos]);
                 } else {
                     let mut line = std::mem::take(&mut s.partial);
                     line.extend_from_slice(&rest[..pos]);
-                    let text = line.strip_suffix(b"\r").unwrap_or(&line);
-                    sinks.line_at(at, LineKind::Output, text);
-                    s.push_line(&line);
+                    keep_line(&mut s, &mut sinks, at, &line);
                 }
                 rest = &rest[pos + 1..];
             }
             s.partial.extend_from_slice(rest);
             if s.partial.len() >= MAX_LINE {
                 let line = std::mem::take(&mut s.partial);
-                sinks.line_at(at, LineKind::Output, &line);
-                s.push_line(&line);
+                keep_line(&mut s, &mut sinks, at, &line);
             }
             sinks.wrote();
         }
@@ -149,8 +144,7 @@ impl Intake {
         let mut s = lock(&self.state);
         if !s.partial.is_empty() {
             let line = std::mem::take(&mut s.partial);
-            self.logs.lock().line(LineKind::Output, &line);
-            s.push_line(&line);
+            keep_line(&mut s, &mut self.logs.lock(), SystemTime::now(), &line);
         }
         let last = s.last_lines(10);
         s.closed = Some(format!(
@@ -161,6 +155,13 @@ impl Intake {
         self.generation += 1;
         let _ = self.changed.send(self.generation);
     }
+}
+
+/// One console line (a trailing `\r` included; the log and the buffer each drop it) into the
+/// logs and the `expect` buffer.
+fn keep_line(s: &mut State, sinks: &mut Sinks, at: SystemTime, line: &[u8]) {
+    sinks.line_at(at, LineKind::Output, line);
+    s.push_line(line);
 }
 
 /// A read at least this large means the emulator is flooding the console.

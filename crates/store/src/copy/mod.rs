@@ -268,8 +268,8 @@ pub(crate) use copy_impl;
 
 impl Store {
     /// Copies this store's history (queues with all their fields, tasks, cases, commit-status
-    /// reports, the case history, tokens, bisects) into `target`, keeping ids, statuses and times, in one transaction on the
-    /// target: all or nothing; then every queue's files, a piece at a time. Refuses ([`StoreError::Conflict`]) unless `target` is empty (no
+    /// reports, the case history, tokens, bisects) into `target`, keeping ids, statuses and
+    /// times, in one transaction on the target: all or nothing; then every queue's files, a piece at a time. Refuses ([`StoreError::Conflict`]) unless `target` is empty (no
     /// queue, and none ever deleted). Queues are copied as they are, running ones too: stop
     /// the workers first. Workers are not copied.
     pub async fn copy_into(&self, target: &Store) -> Result<CopySummary> {
@@ -287,7 +287,11 @@ impl Store {
             cases: snapshot.cases.len(),
             reports: snapshot.reports.len(),
             tokens: snapshot.tokens.len(),
-            bisects: snapshot.plain.first().map_or(0, Vec::len),
+            bisects: PLAIN_TABLES
+                .iter()
+                .zip(&snapshot.plain)
+                .find(|(t, _)| t.name == "bisects")
+                .map_or(0, |(_, rows)| rows.len()),
             file_bytes,
         })
     }
@@ -467,15 +471,7 @@ mod tests {
         let copied = db.store.bisect(bisect).await.unwrap().unwrap();
         assert_eq!(copied, s.bisect(bisect).await.unwrap().unwrap());
         assert_eq!(copied.steps.len(), 1);
-        let spec = testarena_core::bisect::ValidBisect {
-            repo: "https://example.com/other.git".into(),
-            good: "a".into(),
-            bad: "b".into(),
-            scenarios: None,
-            case: None,
-            priority: 0,
-            labels: vec![],
-        };
+        let spec = crate::bisects::tests::spec();
         let later = db.store.create_bisect(&spec, None).await.unwrap();
         assert!(later.bisect.id > bisect);
         // Tokens came along and keep working; new ones get new ids.

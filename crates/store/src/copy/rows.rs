@@ -65,8 +65,9 @@ pub(crate) enum Cell {
 /// A table whose columns are all integers or text, copied column by column as it is.
 pub(crate) struct PlainTable {
     pub name: &'static str,
-    /// The columns, each with whether it holds an integer; the first ones order the rows.
+    /// The columns, each with whether it holds an integer.
     pub columns: &'static [(&'static str, bool)],
+    /// The `ORDER BY` of the rows.
     pub order: &'static str,
 }
 
