@@ -566,6 +566,8 @@ fn sandbox_config(
     };
     let mut cfg = SandboxConfig::bwrap(data_dir.to_path_buf());
     cfg.mode = mode;
+    // This program serves as the spawner kept in each task's sandbox (`sandbox::spawner`).
+    cfg.spawner = std::env::current_exe().ok();
     cfg.ro_paths = match worker {
         Some(w) if !w.engine.sandbox_paths.is_empty() => w.engine.sandbox_paths.clone(),
         _ => file.sandbox_paths.clone(),

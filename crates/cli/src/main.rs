@@ -465,6 +465,14 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Inside a task's sandbox, started by the worker (not a command for people: not in --help).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            testarena_runner::sandbox::spawner::SPAWNER_ARG,
+        ))
+    {
+        return serve_spawner();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -489,6 +497,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("testarena: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves as a sandbox's spawner on stdin, the socket the worker gave it.
+fn serve_spawner() -> ExitCode {
+    // SAFETY: fd 0 is the socket the worker passed as stdin; nothing else in this process uses
+    // it.
+    let control = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) };
+    match testarena_runner::sandbox::spawner::serve(control, true) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("testarena: sandbox spawner: {e}");
             ExitCode::FAILURE
         }
     }

@@ -193,6 +193,68 @@ async fn a_process_that_leaves_its_session_is_gone_when_its_queue_ends() {
     }
 }
 
+/// Firmware booted for every case (in the sandbox kept for its task): says what it can see and
+/// what earlier boots left running, then leaves a daemon of its own session behind.
+fn probing_firmware(db: &Path) -> String {
+    format!(
+        r#"echo "secret=${{SOME_OTHER_SECRET:-none}}"
+if test -e {db}; then echo db=visible; else echo db=hidden; fi
+n=0
+for c in /proc/[0-9]*/cmdline; do
+  case "$(tr '\0' ' ' < "$c" 2>/dev/null)" in "sleep 4104 ") n=$((n+1)) ;; esac
+done
+echo "leftover=$n"
+setsid sleep 4104 </dev/null >/dev/null 2>&1 &
+echo ready
+exec cat
+"#,
+        db = db.display()
+    )
+}
+
+#[tokio::test]
+async fn an_emulator_booted_per_case_is_confined_and_starts_clean_each_time() {
+    let root = tempfile::tempdir().unwrap();
+    let app = start(root.path(), &[("SOME_OTHER_SECRET", "other-secret-7a1f")]);
+    let case = |i| {
+        format!(
+            r#"<testcase id="TC_{i}" timeout="30"><send>hello</send><expect timeout="10">^hello$</expect></testcase>"#
+        )
+    };
+    let r = repo(
+        root.path(),
+        "perboot",
+        &[
+            (
+                "testarena.toml",
+                "[emulator]\ncommand = \"sh fw.sh\"\nready = \"^ready$\"\n",
+            ),
+            (
+                "fw.sh",
+                &probing_firmware(&app.data_dir.join("testarena.db")),
+            ),
+            (
+                "scenarios/s.xml",
+                &format!(
+                    r#"<scenario name="s" timeout="60" boot="per-case">{}{}{}</scenario>"#,
+                    case(1),
+                    case(2),
+                    case(3)
+                ),
+            ),
+        ],
+    );
+    let id = submit(&app, &r).await;
+    let q = finished(&app, id).await;
+    assert_eq!(q.status, QueueStatus::Passed, "{q:#?}");
+    let log = queue_log(&app, id).await;
+    assert_eq!(log.matches("secret=none").count(), 3, "{log}");
+    assert_eq!(log.matches("db=hidden").count(), 3, "{log}");
+    assert_eq!(log.matches("leftover=0").count(), 3, "{log}");
+    assert!(!log.contains("other-secret-7a1f"), "{log}");
+    assert_gone("sleep 4104").await;
+}
+
 /// Kills the `up` process (not its group) with SIGKILL while `needle` runs in its queue.
 async fn kill_worker_during(root: &Path, name: &str, build: &str, run: &str, needle: &str) {
     let app = start(root, &[]);

@@ -136,12 +136,14 @@ impl Console {
         logs.event(&format!("starting emulator: {command}"));
         // Any shell command line works (`cd x && qemu …`): signals go to the whole process
         // group, so the emulator gets them whether or not a shell stays in between.
-        let proc_spec = spec.sandbox.wrap(
-            Spec::command_line(&command)
-                .with_cwd(&spec.cwd)
-                .with_stdin(port.is_none()),
-        );
-        let group = process::spawn(&proc_spec)?;
+        let group = spec
+            .sandbox
+            .start(
+                Spec::command_line(&command)
+                    .with_cwd(&spec.cwd)
+                    .with_stdin(port.is_none()),
+            )
+            .await?;
         let console = Console::attach(spec, group, port, logs, cancel).await?;
         console.wait_ready(spec, cancel).await?;
         Ok(console)
@@ -161,9 +163,9 @@ impl Console {
         let (bridge_tx, _) = broadcast::channel::<Arc<Vec<u8>>>(1024);
         let (writer, writer_rx) = mpsc::channel::<Vec<u8>>(256);
         let mut tasks = Vec::new();
-        let stdout = group.child.stdout.take();
-        let stderr = group.child.stderr.take();
-        let stdin = group.child.stdin.take();
+        let stdout = group.stdout.take();
+        let stderr = group.stderr.take();
+        let stdin = group.stdin.take();
         // The console's output is read from a descriptor of its own (see `read_console`).
         let (reader, console_out): (OwnedFd, Box<dyn AsyncWrite + Send + Unpin>) = match port {
             None => {
@@ -534,7 +536,7 @@ impl Console {
         self.writer_task.abort();
         let mut group = self.group.lock().await;
         if self.stdio {
-            let _ = tokio::time::timeout(EOF_GRACE, group.child.wait()).await;
+            let _ = tokio::time::timeout(EOF_GRACE, group.wait()).await;
         }
         let status = group.terminate(STOP_GRACE).await;
         // The group is gone, so the console is at its end: the reader takes what is left.

@@ -14,7 +14,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,34 +68,64 @@ pub enum ProcessError {
 /// A running child that leads its own process group.
 #[derive(Debug)]
 pub struct Group {
-    /// The group leader; its stdout and stderr are piped.
-    pub child: Child,
-    /// The process group id (equal to the leader's pid).
+    leader: Leader,
+    /// The leader's stdin, if piped (taken by whoever writes to it).
+    pub stdin: Option<ChildStdin>,
+    /// The leader's stdout, if piped.
+    pub stdout: Option<ChildStdout>,
+    /// The leader's stderr, if piped.
+    pub stderr: Option<ChildStderr>,
+    /// The process group id (equal to the leader's pid, as this process sees it).
     pub pgid: i32,
     /// Set once the whole group is known to be gone, so that `Drop` does not signal a group id
     /// that the kernel may since have handed to someone else.
     gone: bool,
 }
 
+/// Who reports the leader's exit.
+#[derive(Debug)]
+enum Leader {
+    /// Our own child.
+    Child(Child),
+    /// A child of a sandbox's spawner (see `sandbox::spawner`), which reports its exit status
+    /// here; the channel closes if the spawner is gone (and its namespace with everything in it).
+    Remote(watch::Receiver<Option<ExitStatus>>),
+}
+
 /// Starts `spec` as the leader of a new session and process group, stdout and stderr piped
 /// separately, killed if the handle is dropped.
 pub fn spawn(spec: &Spec) -> Result<Group, ProcessError> {
-    spawn_with(spec, Stdio::piped(), Stdio::piped())
+    spawn_with(spec, stdin_of(spec), Stdio::piped(), Stdio::piped())
 }
 
-/// Starts `spec` with the given stdout and stderr; see [`spawn`].
-fn spawn_with(spec: &Spec, stdout: Stdio, stderr: Stdio) -> Result<Group, ProcessError> {
+/// Starts `spec` with `control` as its stdin (a sandbox's spawner; see `sandbox::spawner`),
+/// stdout to `/dev/null` and stderr piped.
+pub(crate) fn spawn_control(spec: &Spec, control: OwnedFd) -> Result<Group, ProcessError> {
+    spawn_with(spec, Stdio::from(control), Stdio::null(), Stdio::piped())
+}
+
+fn stdin_of(spec: &Spec) -> Stdio {
+    if spec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// Starts `spec` with the given stdin, stdout and stderr; see [`spawn`].
+fn spawn_with(
+    spec: &Spec,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Group, ProcessError> {
     let mut cmd = Command::new(&spec.program);
     if spec.clear_env {
         cmd.env_clear();
     }
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(true);
@@ -143,21 +174,72 @@ fn spawn_with(spec: &Spec, stdout: Stdio, stderr: Stdio) -> Result<Group, Proces
             program: spec.program.clone(),
             source: io::Error::other("child exited before its pid was known"),
         })?;
-    Ok(Group {
-        child,
-        pgid,
-        gone: false,
-    })
+    Ok(Group::local(child, pgid))
 }
 
 impl Group {
+    fn local(mut child: Child, pgid: i32) -> Group {
+        Group {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            leader: Leader::Child(child),
+            pgid,
+            gone: false,
+        }
+    }
+
+    /// A group started by someone else (a sandbox's spawner) whose leader's exit status comes
+    /// through `exit`; `pgid` as this process sees it.
+    pub(crate) fn remote(
+        pgid: i32,
+        exit: watch::Receiver<Option<ExitStatus>>,
+        stdin: Option<ChildStdin>,
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+    ) -> Group {
+        Group {
+            leader: Leader::Remote(exit),
+            stdin,
+            stdout,
+            stderr,
+            pgid,
+            gone: false,
+        }
+    }
+
+    /// Waits for the leader to exit.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        match &mut self.leader {
+            Leader::Child(child) => child.wait().await,
+            Leader::Remote(exit) => match exit.wait_for(Option::is_some).await {
+                Ok(status) => Ok(status.unwrap_or_else(|| ExitStatus::from_raw(0))),
+                Err(_) => Err(io::Error::other("the sandbox ended before its command did")),
+            },
+        }
+    }
+
+    /// The leader's exit status if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match &mut self.leader {
+            Leader::Child(child) => child.try_wait(),
+            Leader::Remote(exit) => match *exit.borrow() {
+                Some(status) => Ok(Some(status)),
+                None if exit.has_changed().is_err() => {
+                    Err(io::Error::other("the sandbox ended before its command did"))
+                }
+                None => Ok(None),
+            },
+        }
+    }
+
     /// Stops the whole group: TERM, up to `grace` for it to exit, then KILL; returns the
     /// leader's exit status if it could be collected. Members that outlive the leader (they keep
     /// the group id after their parent exits) are killed too.
     pub async fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + grace;
         signal_group(self.pgid, Signal::SIGTERM);
-        let mut status = match tokio::time::timeout_at(deadline, self.child.wait()).await {
+        let mut status = match tokio::time::timeout_at(deadline, self.wait()).await {
             Ok(Ok(status)) => Some(status),
             Ok(Err(_)) | Err(_) => None,
         };
@@ -169,7 +251,7 @@ impl Group {
         if status.is_none() {
             // KILL cannot be caught; the bound only protects against a process stuck in the
             // kernel (uninterruptible I/O), which we can do nothing about anyway.
-            if let Ok(Ok(s)) = tokio::time::timeout(KILL_SETTLE, self.child.wait()).await {
+            if let Ok(Ok(s)) = tokio::time::timeout(KILL_SETTLE, self.wait()).await {
                 status = Some(s);
             }
         }
@@ -259,7 +341,7 @@ pub async fn run(
                     Ok(n) => lines.push(&buf[..n], on_line),
                 }
             }
-            r = group.child.wait(), if status.is_none() => {
+            r = group.wait(), if status.is_none() => {
                 status = Some(r.map_err(io_err)?);
                 phase = phase.after_leader_exit(group.pgid, grace);
             }
@@ -278,7 +360,7 @@ pub async fn run(
     if status.is_none() {
         // Only reached after KILL plus the drain time, so the leader is dead or stuck in the
         // kernel; the bound keeps a stuck one from hanging us (Drop KILLs again).
-        if let Ok(r) = tokio::time::timeout(KILL_SETTLE, group.child.wait()).await {
+        if let Ok(r) = tokio::time::timeout(KILL_SETTLE, group.wait()).await {
             status = Some(r.map_err(io_err)?);
         }
     }
@@ -304,12 +386,17 @@ fn spawn_merged(spec: &Spec) -> Result<(Group, pipe::Receiver), ProcessError> {
     };
     let (read_end, write_end) = cloexec_pipe().map_err(io_err)?;
     let write_dup = write_end.try_clone().map_err(io_err)?;
-    let mut group = spawn_with(spec, Stdio::from(write_end), Stdio::from(write_dup))?;
+    let mut group = spawn_with(
+        spec,
+        stdin_of(spec),
+        Stdio::from(write_end),
+        Stdio::from(write_dup),
+    )?;
     // `spawn_with` has dropped its Command, so the child now holds the only write ends and we
     // see EOF once it (and everything it passed them on to) is gone.
     let output = pipe::Receiver::from_owned_fd(read_end).map_err(io_err)?;
     // Nobody writes to stdin here; closing it gives the child EOF instead of a hang.
-    drop(group.child.stdin.take());
+    drop(group.stdin.take());
     Ok((group, output))
 }
 
@@ -400,7 +487,7 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
 
 /// A pipe whose ends are closed on exec, so that a child started concurrently by another
 /// thread cannot inherit our read or write end (which would delay EOF until that child exits).
-fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds: [libc::c_int; 2] = [-1, -1];
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
     // SAFETY: pipe2 writes two descriptors into the two-element array on success.
@@ -421,6 +508,15 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: on success both are fresh descriptors owned by nothing else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes reads and writes on `fd` return at once instead of waiting.
+pub(crate) fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// Exit code of a status, 128 + signal number for a signal death (as shells report it).

@@ -12,7 +12,7 @@
 //! namespace of their own with only a loopback device ([`NetNs`]), which the worker reaches by
 //! creating its sockets inside it, unless `[emulator] network = true`.
 
-use crate::process::Spec;
+use crate::process::{self, Group, ProcessError, Spec};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -114,6 +114,10 @@ pub struct SandboxConfig {
     pub ro_paths: Vec<PathBuf>,
     /// Names of worker environment variables passed through, on top of [`DEFAULT_ENV_ALLOW`].
     pub env_allow: Vec<String>,
+    /// A program that serves as a sandbox's spawner when run with [`spawner::SPAWNER_ARG`]
+    /// (the `testarena` binary): an emulator that boots again and again in one task then starts
+    /// inside one sandbox kept for the task. Without it, each start has a sandbox of its own.
+    pub spawner: Option<PathBuf>,
 }
 
 /// Why the sandbox cannot be used.
@@ -134,6 +138,7 @@ impl SandboxConfig {
             data_dir,
             ro_paths: Vec::new(),
             env_allow: Vec::new(),
+            spawner: None,
         }
     }
 
@@ -256,6 +261,9 @@ pub enum Network {
 pub struct Sandbox {
     cfg: Option<Arc<SandboxConfig>>,
     jail: Jail,
+    /// The spawner kept for the emulator's starts (see [`Sandbox::start`]), once started; `None`
+    /// inside if it could not be.
+    spawner: Arc<tokio::sync::OnceCell<Option<Spawner>>>,
 }
 
 impl Sandbox {
@@ -264,6 +272,7 @@ impl Sandbox {
         Sandbox {
             cfg: Some(cfg),
             jail,
+            spawner: Arc::default(),
         }
     }
 
@@ -272,6 +281,7 @@ impl Sandbox {
         Sandbox {
             cfg: None,
             jail: Jail::default(),
+            spawner: Arc::default(),
         }
     }
 
@@ -288,8 +298,63 @@ impl Sandbox {
         &self.jail.env
     }
 
+    /// Starts `spec` inside the sandbox as the leader of a process group of its own: through
+    /// the sandbox's spawner where there is one (started at the first call, kept as long as this
+    /// sandbox), each start in a sandbox of its own otherwise.
+    pub async fn start(&self, spec: Spec) -> Result<Group, ProcessError> {
+        match self.spawner().await {
+            Some(spawner) => {
+                let env = self.inner_env(spec.env.clone());
+                spawner.spawn(&Spec { env, ..spec }).await
+            }
+            None => process::spawn(&self.wrap(spec)),
+        }
+    }
+
+    /// The spawner, started on first use; `None` in the modes without bubblewrap, without a
+    /// spawner program, or if it would not start (then every start has a sandbox of its own).
+    async fn spawner(&self) -> Option<&Spawner> {
+        let cfg = self.cfg.as_ref().filter(|c| c.mode == SandboxMode::Bwrap)?;
+        let exe = cfg.spawner.as_ref()?;
+        self.spawner
+            .get_or_init(|| async {
+                let spec = self.wrap_with(
+                    Spec::new(spawner::SPAWNER_PATH, [spawner::SPAWNER_ARG]),
+                    &[(exe.as_path(), Path::new(spawner::SPAWNER_PATH))],
+                );
+                match Spawner::start(&spec).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot keep a sandbox for the task; each emulator start gets one of its own");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
+    }
+
+    /// The environment of a command in a bubblewrap sandbox: the allowed part of the worker's,
+    /// the sandbox's home and temporary directory, the jail's, then the command's own.
+    fn inner_env(&self, own: Vec<(String, String)>) -> Vec<(String, String)> {
+        let Some(cfg) = &self.cfg else {
+            return own;
+        };
+        let mut env = cfg.allowed_env();
+        env.push(("HOME".into(), SANDBOX_HOME.into()));
+        env.push(("TMPDIR".into(), "/tmp".into()));
+        env.extend(self.jail.env.iter().cloned());
+        env.extend(own);
+        env
+    }
+
     /// Turns `spec` into the command that runs it inside the sandbox.
     pub fn wrap(&self, spec: Spec) -> Spec {
+        self.wrap_with(spec, &[])
+    }
+
+    /// [`Sandbox::wrap`], with files mounted read-only at the given places in the sandbox.
+    fn wrap_with(&self, spec: Spec, ro_files: &[(&Path, &Path)]) -> Spec {
         let Some(cfg) = &self.cfg else {
             let mut spec = spec;
             spec.env.extend(self.jail.env.iter().cloned());
@@ -309,11 +374,8 @@ impl Sandbox {
                 ..spec
             };
         }
-        env.push(("HOME".into(), SANDBOX_HOME.into()));
-        env.push(("TMPDIR".into(), "/tmp".into()));
-        env.extend(self.jail.env.iter().cloned());
-        env.extend(spec.env.iter().cloned());
-        let mut args = bwrap_args(&self.jail, &ro_dirs);
+        let env = self.inner_env(spec.env.clone());
+        let mut args = bwrap_args(&self.jail, &ro_dirs, ro_files);
         if let Some(cwd) = &spec.cwd {
             args.push("--chdir".into());
             args.push(cwd.display().to_string());
@@ -335,7 +397,7 @@ impl Sandbox {
 }
 
 /// The bubblewrap options for `jail`, up to (not including) the command.
-fn bwrap_args(jail: &Jail, ro_dirs: &[PathBuf]) -> Vec<String> {
+fn bwrap_args(jail: &Jail, ro_dirs: &[PathBuf], ro_files: &[(&Path, &Path)]) -> Vec<String> {
     let mut a: Vec<String> = [
         "--die-with-parent",
         "--unshare-all",
@@ -395,6 +457,11 @@ fn bwrap_args(jail: &Jail, ro_dirs: &[PathBuf]) -> Vec<String> {
     }
     for d in &jail.writable {
         push("--bind", d);
+    }
+    for (src, dst) in ro_files {
+        a.push("--ro-bind".into());
+        a.push(src.display().to_string());
+        a.push(dst.display().to_string());
     }
     // The sandbox's own root (where the mount points were made) is not a place to write.
     a.extend(["--remount-ro", "/"].map(String::from));
@@ -466,6 +533,9 @@ fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+pub mod spawner;
+use spawner::Spawner;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use super::*;
 use crate::logs::Sinks;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::SystemTime;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -78,7 +78,7 @@ pub(super) async fn connect_tcp(
             let _ = s.set_nodelay(true);
             return Ok(s);
         }
-        if let Ok(Some(status)) = group.child.try_wait() {
+        if let Ok(Some(status)) = group.try_wait() {
             return Err(ConsoleError::NotReady(format!(
                 "emulator exited ({status}) before its console accepted a connection"
             )));
@@ -183,7 +183,7 @@ pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// unregistered, so the writes in between wake nobody and the next read takes them all. A small
 /// read (a prompt, a ping's answer) is followed by no pause: `expect` latency is unchanged.
 pub(super) async fn read_console(pipe: OwnedFd, mut intake: Intake) {
-    if let Err(e) = set_nonblocking(&pipe) {
+    if let Err(e) = crate::process::set_nonblocking(&pipe) {
         intake.logs.event(&format!("cannot read the console: {e}"));
         intake.close();
         return;
@@ -206,13 +206,6 @@ pub(super) async fn read_console(pipe: OwnedFd, mut intake: Intake) {
         }
     }
     intake.close();
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
 
 /// Waits until `file` (non-blocking) has something to read, registered with the runtime only

@@ -142,8 +142,8 @@ pub(super) async fn run_watched(
         })
     };
     let mut group = process::spawn(spec)?;
-    let mut stdout = group.child.stdout.take();
-    let mut stderr = group.child.stderr.take();
+    let mut stdout = group.stdout.take();
+    let mut stderr = group.stderr.take();
     let (mut out_lines, mut err_lines) = (Frames::default(), Frames::default());
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
     let deadline = Instant::now() + timeout;
@@ -184,7 +184,7 @@ pub(super) async fn run_watched(
                     stderr = None;
                 }
             },
-            r = group.child.wait(), if running => {
+            r = group.wait(), if running => {
                 status = Some(r.map_err(io_err)?);
                 drain_until = Some(Instant::now() + GIT_GRACE);
             }

@@ -294,7 +294,7 @@ async fn terminate_after_leader_exit_still_kills_the_group() {
     setup();
     let mut g = spawn(&Spec::shell("(sleep 1000 >/dev/null 2>&1 &) ; exit 0")).unwrap();
     let pgid = g.pgid;
-    let status = g.child.wait().await.unwrap();
+    let status = g.wait().await.unwrap();
     assert!(status.success());
     assert!(group_alive(pgid));
     let _ = g.terminate(GRACE).await;
@@ -325,7 +325,7 @@ async fn kill_stale_groups_counts_existing_groups() {
     let pgid = g.pgid;
     // 0, 1 and negative ids must never be signalled; a long-gone id does not count.
     assert_eq!(kill_stale_groups(&[pgid, 0, 1, -1, i32::MAX]), 1);
-    let status = g.child.wait().await.unwrap();
+    let status = g.wait().await.unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     assert!(wait_group_gone(pgid, Instant::now() + Duration::from_secs(2)).await);
 }
