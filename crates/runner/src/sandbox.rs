@@ -311,6 +311,24 @@ impl Sandbox {
         }
     }
 
+    /// Starts the spawner in the background (if this sandbox has one), so that the first boot
+    /// does not wait for it: called as a task begins, while its cases are being recorded.
+    pub fn prepare(&self) {
+        if self.spawner.initialized() || !self.keeps_spawner() {
+            return;
+        }
+        let sandbox = self.clone();
+        tokio::spawn(async move {
+            sandbox.spawner().await;
+        });
+    }
+
+    fn keeps_spawner(&self) -> bool {
+        self.cfg
+            .as_ref()
+            .is_some_and(|c| c.mode == SandboxMode::Bwrap && c.spawner.is_some())
+    }
+
     /// The spawner, started on first use; `None` in the modes without bubblewrap, without a
     /// spawner program, or if it would not start (then every start has a sandbox of its own).
     async fn spawner(&self) -> Option<&Spawner> {

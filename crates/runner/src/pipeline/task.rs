@@ -59,6 +59,8 @@ impl Run<'_> {
         scenario_path: &str,
         spec: &EmulatorSpec,
     ) -> Result<JunitSuite, Failure> {
+        // Its sandbox comes up while the task's cases are recorded.
+        spec.sandbox.prepare();
         let worker = self.holder();
         self.store
             .set_task(task_id, &worker, CaseStatus::Running, None)
