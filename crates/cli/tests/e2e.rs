@@ -713,6 +713,11 @@ async fn a_killed_worker_leaves_no_qemu_and_its_queue_is_retried() {
     let work = data.join("queues").join(id.to_string());
     let before = processes_under(&work);
     assert!(!before.is_empty());
+    // The task's sandbox (bubblewrap and the spawner in it) must go as well as the emulator.
+    assert!(
+        before.iter().any(|(_, c)| c.contains("__sandbox-spawner")),
+        "{before:?}"
+    );
     // SIGKILL the worker process only; its emulator lives in its own process group.
     let pid = app.child.id() as i32;
     // SAFETY: kill(2) on our own child.

@@ -302,7 +302,7 @@ impl Sandbox {
     /// the sandbox's spawner where there is one (started at the first call, kept as long as this
     /// sandbox), each start in a sandbox of its own otherwise.
     pub async fn start(&self, spec: Spec) -> Result<Group, ProcessError> {
-        match self.spawner().await {
+        match self.spawner(spec.cwd.as_deref()).await {
             Some(spawner) => {
                 let env = self.inner_env(spec.env.clone());
                 spawner.spawn(&Spec { env, ..spec }).await
@@ -312,14 +312,16 @@ impl Sandbox {
     }
 
     /// Starts the spawner in the background (if this sandbox has one), so that the first boot
-    /// does not wait for it: called as a task begins, while its cases are being recorded.
-    pub fn prepare(&self) {
+    /// does not wait for it: called as a task begins, while its cases are being recorded, with
+    /// the emulator's working directory.
+    pub fn prepare(&self, cwd: &Path) {
         if self.spawner.initialized() || !self.keeps_spawner() {
             return;
         }
         let sandbox = self.clone();
+        let cwd = cwd.to_path_buf();
         tokio::spawn(async move {
-            sandbox.spawner().await;
+            sandbox.spawner(Some(&cwd)).await;
         });
     }
 
@@ -329,15 +331,19 @@ impl Sandbox {
             .is_some_and(|c| c.mode == SandboxMode::Bwrap && c.spawner.is_some())
     }
 
-    /// The spawner, started on first use; `None` in the modes without bubblewrap, without a
-    /// spawner program, or if it would not start (then every start has a sandbox of its own).
-    async fn spawner(&self) -> Option<&Spawner> {
+    /// The spawner, started on first use in `cwd` (the emulator's: so the sandbox's processes
+    /// are found, and cleaned up, with the queue's); `None` in the modes without bubblewrap,
+    /// without a spawner program, or if it would not start (then every start has a sandbox of
+    /// its own).
+    async fn spawner(&self, cwd: Option<&Path>) -> Option<&Spawner> {
         let cfg = self.cfg.as_ref().filter(|c| c.mode == SandboxMode::Bwrap)?;
         let exe = cfg.spawner.as_ref()?;
         self.spawner
             .get_or_init(|| async {
+                let mut inner = Spec::new(spawner::SPAWNER_PATH, [spawner::SPAWNER_ARG]);
+                inner.cwd = cwd.map(Path::to_path_buf);
                 let spec = self.wrap_with(
-                    Spec::new(spawner::SPAWNER_PATH, [spawner::SPAWNER_ARG]),
+                    inner,
                     &[(exe.as_path(), Path::new(spawner::SPAWNER_PATH))],
                 );
                 match Spawner::start(&spec).await {

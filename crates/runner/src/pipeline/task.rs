@@ -60,7 +60,7 @@ impl Run<'_> {
         spec: &EmulatorSpec,
     ) -> Result<JunitSuite, Failure> {
         // Its sandbox comes up while the task's cases are recorded.
-        spec.sandbox.prepare();
+        spec.sandbox.prepare(&spec.cwd);
         let worker = self.holder();
         self.store
             .set_task(task_id, &worker, CaseStatus::Running, None)
