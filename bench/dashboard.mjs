@@ -391,7 +391,9 @@ async function live() {
     const t0 = Date.now();
     while (await loadMore.isVisible()) {
       const before = await page.locator('.qrow').count();
-      await loadMore.click({ timeout: 120000 });
+      // Through the DOM: the rows above are laid out as they scroll into view, so on a busy
+      // machine the button can move between Playwright's aim and its click (seen in a full run).
+      await loadMore.dispatchEvent('click');
       await page.waitForFunction((n) => document.querySelectorAll('.qrow').length > n, before, { timeout: 120000 })
         .catch(async (e) => {
           const state = await page.evaluate(() => ({
