@@ -1,5 +1,7 @@
 //! Tests of `process`.
 
+use super::lines::LineSplitter;
+use super::run::*;
 use super::*;
 use std::sync::{Arc, Mutex};
 
