@@ -66,14 +66,22 @@ async fn queue_log(app: &App, id: i64) -> String {
     String::from_utf8_lossy(&chunk.data).into_owned()
 }
 
-/// Processes whose command line contains `needle`.
+/// Processes whose command line contains `needle`, as "PID: COMMAND LINE (state S, parent P)".
 fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             let c = String::from_utf8_lossy(&c).replace('\0', " ");
             if c.contains(needle) {
-                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+                // State and parent, to tell a zombie or an orphan when one is still there.
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+                let mut fields = after_name.split(' ');
+                let (state, parent) = (fields.next().unwrap_or("?"), fields.next().unwrap_or("?"));
+                found.push(format!(
+                    "{}: {c}(state {state}, parent {parent})",
+                    e.file_name().to_string_lossy()
+                ));
             }
         }
     }
