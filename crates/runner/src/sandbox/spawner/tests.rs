@@ -82,7 +82,10 @@ async fn terminate_stops_the_whole_group_of_a_started_command() {
 #[tokio::test]
 async fn closing_the_spawner_kills_what_it_started() {
     let (spawner, served) = spawner().await;
-    let mut g = spawner.spawn(&sh("sleep 1000")).await.unwrap();
+    // `exec`: a shell's child would be orphaned by the KILL and, this test process being a
+    // subreaper once the process tests ran, stay a zombie in the group with nobody to reap it
+    // (in a sandbox, bubblewrap's init reaps orphans).
+    let mut g = spawner.spawn(&sh("exec sleep 1000")).await.unwrap();
     let pgid = g.pgid;
     assert!(group_alive(pgid));
     drop(spawner);
