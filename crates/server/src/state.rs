@@ -26,9 +26,23 @@ pub struct ServerConfig {
     pub auth: crate::access::AuthConfig,
 }
 
-/// Shared state of every handler.
+/// Shared state of every handler: one `Arc`, because axum clones the state for every
+/// extractor and layer of every request, and cloning each field (a dozen reference counts, the
+/// cancellation token's lock) was ~6% of the server's CPU for `GET /api/v1/queues/{id}`
+/// (bench/NOTES.md, issue 14 goal 4).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub store: Store,
     pub config: Arc<ServerConfig>,
     /// Signalled when a queue is created, so an in-process worker wakes at once.
@@ -53,7 +67,7 @@ impl AppState {
     /// State for a server on `store`; `new_work` is shared with an in-process worker, if any.
     pub fn new(store: Store, config: ServerConfig, new_work: Arc<Notify>) -> AppState {
         let (events, _) = broadcast::channel(4096);
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             config: Arc::new(config),
             new_work,
@@ -64,7 +78,7 @@ impl AppState {
             follows: Arc::new(LogFollows::default()),
             shutdown: tokio_util::sync::CancellationToken::new(),
             last_used: Arc::default(),
-        }
+        }))
     }
 
     /// Tells the worker (if in this process) and the change poller that something changed.

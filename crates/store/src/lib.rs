@@ -16,6 +16,7 @@ mod once;
 mod page;
 mod portable;
 mod postgres;
+mod reads;
 mod reports;
 mod rows;
 mod sqlite;

@@ -16,7 +16,7 @@
 //! id outside `[A-Za-z0-9_.-]` ([`QueueJson::raw`]); for those (rare) queues the server redoes
 //! both on the parsed JSON.
 //!
-//! Each backend runs [`select`] and [`stamps`] in its dialect ([`Dialect`]).
+//! Each backend runs [`select`], [`stamp`] and [`stamps`] in its dialect ([`Dialect`]).
 //!
 //! ## The answers kept ([`Answers`])
 //!
@@ -39,7 +39,7 @@
 mod sql;
 
 pub(crate) use sql::{
-    body, ids_filter, list_filter, select, stamps, stamps_of, version, version_of, ONE,
+    body, ids_filter, list_filter, select, stamp, stamp_of, stamps, stamps_of, version, version_of,
 };
 
 use crate::backend::{Body, Stamp, Version};

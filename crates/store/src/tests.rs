@@ -1287,6 +1287,42 @@ async fn postgres_claims_skip_locked_queues() {
     .await
 }
 
+/// PostgreSQL: the API's reads survive their connections being dropped by the server (as a
+/// restart does): a lost kept read connection is forgotten and the read runs again through the
+/// pool, which checks a connection idle for a second before handing it out (`crate::reads`).
+#[tokio::test]
+async fn postgres_reads_survive_their_connections_being_dropped() {
+    crate::testdb::run(crate::testdb::Kind::Postgres, |db: TestDbRef| async move {
+        use sqlx::Connection;
+        let s = db.store.clone();
+        let id = s.create_queue(&vq("a", 5, None)).await.unwrap().queue.id;
+        let caps = crate::CaseCaps::ALL;
+        let before = s.queue_json(id, caps, 30_000).await.unwrap();
+        s.list_queues_json(None, 10, None, caps, 30_000)
+            .await
+            .unwrap();
+        let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let dropped: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!dropped.is_empty(), "the store had connections open");
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        for _ in 0..3 {
+            assert_eq!(s.queue_json(id, caps, 30_000).await.unwrap(), before);
+            let (page, _) = s
+                .list_queues_json(None, 10, None, caps, 30_000)
+                .await
+                .unwrap();
+            assert_eq!(page.len(), 1);
+        }
+    })
+    .await
+}
+
 // --- API tokens (crate::tokens) and who submitted or aborted a queue ---
 
 mod tokens {

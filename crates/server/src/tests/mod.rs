@@ -309,7 +309,7 @@ async fn a_slow_body_is_408() {
     let mut app = app().await;
     let mut config = (*app.state.config).clone();
     config.limits.body_timeout = Duration::from_millis(200);
-    app.state.config = Arc::new(config);
+    app.state = AppState::new(app.state.store.clone(), config, app.state.new_work.clone());
     // The listener applies the body deadline: serve for real on a loopback port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -354,8 +354,24 @@ pub(crate) fn ids_filter(d: Dialect) -> &'static str {
     }
 }
 
-/// The filter of one queue: `$2` its id (for [`stamps`]).
-pub(crate) const ONE: &str = "WHERE q.id = $2";
+/// The stamp of one queue as a plain row (`id`, `rev`, `reason`): `$1` workers alive since
+/// (ms), `$2` its id. No version and no JSON: a request for one queue needs neither, and on
+/// PostgreSQL they were most of the statement's cost (bench/NOTES.md, issue 14 goal 4).
+pub(crate) fn stamp(d: Dialect) -> String {
+    format!(
+        "SELECT q.id AS id, q.rev AS rev, {} AS reason FROM queues q WHERE q.id = $2",
+        reason(d, "$1")
+    )
+}
+
+/// The row of [`stamp`].
+pub(crate) fn stamp_of(r: &impl Columns) -> Result<Stamp> {
+    Ok(Stamp {
+        id: r.int("id")?,
+        rev: r.int("rev")?,
+        reason: r.opt_text("reason")?,
+    })
+}
 
 /// The filter of a page of the list (for [`stamps`]), newest first, and whether it binds a
 /// status and a cursor (then `$2`, `$3`, … in that order, the limit last); `worse`: only

@@ -9,7 +9,8 @@ macro_rules! pages_impl {
         use super::all;
         use crate::backend::{Body, Fut, Page, Pages, Stamp, Version};
         use crate::page::{
-            body, ids_filter, list_filter, select, stamps, stamps_of, version, version_of, ONE,
+            body, ids_filter, list_filter, select, stamp, stamp_of, stamps, stamps_of, version,
+            version_of,
         };
         use crate::rows::CaseCaps;
         use std::sync::OnceLock;
@@ -20,10 +21,10 @@ macro_rules! pages_impl {
             SQL.get_or_init(|| select($dialect, ids_filter($dialect)))
         }
 
-        /// The stamps of one queue, written once.
+        /// The stamp of one queue, written once.
         fn one_sql() -> &'static str {
             static SQL: OnceLock<String> = OnceLock::new();
-            SQL.get_or_init(|| stamps($dialect, ONE))
+            SQL.get_or_init(|| stamp($dialect))
         }
 
         /// The stamps of a page of the list, with or without a status, a cursor and the "got
@@ -43,20 +44,28 @@ macro_rules! pages_impl {
         impl Pages for $backend {
             fn queue_stamp(&self, id: i64, since: i64) -> Fut<'_, Option<Stamp>> {
                 Box::pin(async move {
-                    let row = sqlx::query(one_sql())
-                        .bind(since)
-                        .bind(id)
-                        .fetch_one(&self.pool)
+                    let row = self
+                        .reads
+                        .run(&self.pool, |c| {
+                            Box::pin(
+                                sqlx::query(one_sql())
+                                    .bind(since)
+                                    .bind(id)
+                                    .fetch_optional(c),
+                            )
+                        })
                         .await?;
-                    Ok(stamps_of(&row)?.0.pop())
+                    row.as_ref().map(stamp_of).transpose()
                 })
             }
 
             fn version(&self, since: i64) -> Fut<'_, Version> {
                 Box::pin(async move {
-                    let row = sqlx::query(version_sql())
-                        .bind(since)
-                        .fetch_one(&self.pool)
+                    let row = self
+                        .reads
+                        .run(&self.pool, |c| {
+                            Box::pin(sqlx::query(version_sql()).bind(since).fetch_one(c))
+                        })
                         .await?;
                     version_of(&row)
                 })
@@ -65,16 +74,18 @@ macro_rules! pages_impl {
             fn list_stamps(&self, page: Page) -> Fut<'_, (Vec<Stamp>, Version)> {
                 Box::pin(async move {
                     let sql = list_sql(page.status.is_some(), page.before.is_some(), page.worse);
-                    let mut query = sqlx::query(sql).bind(page.since);
-                    if let Some(status) = page.status {
-                        query = query.bind(status.as_str());
-                    }
-                    if let Some(before) = page.before {
-                        query = query.bind(before);
-                    }
-                    let row = query
-                        .bind(i64::from(page.limit))
-                        .fetch_one(&self.pool)
+                    let row = self
+                        .reads
+                        .run(&self.pool, |c| {
+                            let mut query = sqlx::query(sql).bind(page.since);
+                            if let Some(status) = page.status {
+                                query = query.bind(status.as_str());
+                            }
+                            if let Some(before) = page.before {
+                                query = query.bind(before);
+                            }
+                            Box::pin(query.bind(i64::from(page.limit)).fetch_one(c))
+                        })
                         .await?;
                     stamps_of(&row)
                 })
@@ -88,12 +99,18 @@ macro_rules! pages_impl {
             ) -> Fut<'a, Vec<(Body, Option<String>)>> {
                 Box::pin(async move {
                     let ids = $ids(ids)?;
-                    let rows = sqlx::query(bodies_sql())
-                        .bind(i64::from(caps.per_task))
-                        .bind(i64::from(caps.per_queue))
-                        .bind(since)
-                        .bind(ids)
-                        .fetch_all(&self.pool)
+                    let rows = self
+                        .reads
+                        .run(&self.pool, |c| {
+                            Box::pin(
+                                sqlx::query(bodies_sql())
+                                    .bind(i64::from(caps.per_task))
+                                    .bind(i64::from(caps.per_queue))
+                                    .bind(since)
+                                    .bind(ids.clone())
+                                    .fetch_all(c),
+                            )
+                        })
                         .await?;
                     all(&rows, body)
                 })

@@ -13,6 +13,7 @@ mod tokens;
 mod work;
 
 use crate::backend::{Backend, Fut};
+use crate::reads::{Reads, KEPT_READS};
 use crate::rows::Columns;
 use crate::{Result, StoreError, StoreOptions};
 use sqlx::sqlite::{
@@ -23,6 +24,7 @@ use sqlx::Row;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -30,6 +32,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone, Debug)]
 pub(crate) struct Sqlite {
     pool: SqlitePool,
+    /// Connections kept for the API's hot reads (`crate::reads`).
+    reads: Arc<Reads<sqlx::Sqlite>>,
 }
 
 impl Columns for SqliteRow {
@@ -83,7 +87,10 @@ impl Sqlite {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Sqlite { pool })
+        Ok(Sqlite {
+            pool,
+            reads: Arc::new(Reads::new(KEPT_READS)),
+        })
     }
 
     /// Runs an update that only applies while the worker holds the queue; `ClaimLost` otherwise.
@@ -109,6 +116,9 @@ impl Backend for Sqlite {
     }
 
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            self.reads.close().await;
+            self.pool.close().await
+        })
     }
 }
