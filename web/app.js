@@ -767,7 +767,7 @@ function upsertQueue(q) {
     old.replaceWith(row);
   } else {
     insertRow(row, q.id);
-    row.classList.add('fresh');
+    markFresh(row);
   }
   board.rows.set(q.id, row);
   setBoardState();
@@ -884,6 +884,32 @@ function setWorseFilter(on) {
   board.rows.clear();
   setBoardState();
   loadBoard();
+}
+
+// A new row is lit for FRESH_MS (style.css: a still tint; a fading one kept the compositor busy).
+// The lights go off together, at most every 100 ms, so that they add few frames of their own.
+const FRESH_MS = 1500;
+const lit = { rows: new Map(), timer: 0 }; // row -> when it was lit (performance.now())
+
+function markFresh(row) {
+  row.classList.add('fresh');
+  lit.rows.set(row, performance.now());
+  if (!lit.timer) lit.timer = setTimeout(dimFresh, FRESH_MS);
+}
+
+function dimFresh() {
+  lit.timer = 0;
+  const now = performance.now();
+  for (const [row, at] of lit.rows) {
+    const left = at + FRESH_MS - now;
+    if (left > 0) {
+      // Lit in order: the rest are newer.
+      lit.timer = setTimeout(dimFresh, Math.max(left, 100));
+      return;
+    }
+    row.classList.remove('fresh');
+    lit.rows.delete(row);
+  }
 }
 
 /** Updates ticking durations (every second, running queues only) and ages (every 15 s). */
@@ -2173,8 +2199,6 @@ function init() {
     if (board.loaded) renderBoard();
   }, 120));
   tid('load-more').addEventListener('click', loadMore);
-  // A new row is highlighted once (a row put back by a search must not flash again).
-  tid('queue-list').addEventListener('animationend', (e) => e.target.classList.remove('fresh'));
 
   // Exact creation times as tooltips, made only when hovered (1,000 rows stay cheap).
   tid('queue-list').addEventListener('mouseover', (e) => {
