@@ -80,6 +80,7 @@ class Viewer(threading.Thread):
         self.bytes = 0
         self.ticks = 0
         self.error = ""
+        self.head = b""  # the start of the answer, to tell what a viewer without ticks got
         self.connected = threading.Event()
 
     def run(self) -> None:
@@ -102,6 +103,8 @@ class Viewer(threading.Thread):
                 break
             if not chunk:
                 break
+            if not self.head:
+                self.head = chunk[:160]
             self.bytes += len(chunk)
             self.ticks += chunk.count(b" line 0 x")
             self.connected.set()
@@ -273,6 +276,10 @@ def bench_live_consoles(ctx) -> dict:
         f"- Growth from no viewer to {n} viewers: "
         f"{(peak_view - peak_quiet) / 1024:+.1f} MiB (peak RSS).",
     ]
+    for v in viewers:
+        if v.ticks == 0:
+            details.append(f"- The viewer of queue {v.qid} saw no tick: {v.bytes} bytes, error "
+                           f"{v.error or 'none'}, its answer began {v.head!r}.")
     peak = max(hwm_viewers, peak_view) / 1024
     met = peak < 100 and still_running == n and min(got) > 0
     return b.result(11, f"{peak:.1f} MiB peak server RSS with {n} live consoles followed "

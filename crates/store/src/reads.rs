@@ -61,7 +61,11 @@ impl<DB: Database> Reads<DB> {
                 .find_map(|s| s.clone().try_lock_owned().ok());
             if let Some(mut slot) = free {
                 if slot.is_none() {
-                    *slot = Some(pool.connect_options().connect().await?);
+                    // Cannot connect (the server's connection limit, say): the pool's turn.
+                    match pool.connect_options().connect().await {
+                        Ok(conn) => *slot = Some(conn),
+                        Err(e) => tracing::debug!(error = %e, "no kept read connection"),
+                    }
                 }
                 if let Some(conn) = slot.as_mut() {
                     match read(conn).await {
