@@ -1289,7 +1289,7 @@ async fn postgres_claims_skip_locked_queues() {
 
 /// PostgreSQL: the API's reads survive their connections being dropped by the server (as a
 /// restart does): a lost kept read connection is forgotten and the read runs again through the
-/// pool, which checks a connection idle for a second before handing it out (`crate::reads`).
+/// pool, which checks each connection before handing it out (`crate::reads`).
 #[tokio::test]
 async fn postgres_reads_survive_their_connections_being_dropped() {
     crate::testdb::run(crate::testdb::Kind::Postgres, |db: TestDbRef| async move {

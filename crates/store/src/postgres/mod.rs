@@ -94,28 +94,12 @@ fn all<T>(rows: &[PgRow], f: impl Fn(&PgRow) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
 }
 
-/// How long a pooled connection may stay idle and still be handed out without a ping.
-const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl Postgres {
     /// Connects to the database at `url` (postgres://USER@HOST/DB) and migrates it.
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
-            // sqlx pings a connection on every acquire by default: a round trip to the server
-            // before each statement (~10% of the API's req/s, bench/NOTES.md, issue 14 goal
-            // 4). A connection in use within the last second is alive; one idle for longer
-            // (the database restarted meanwhile, a proxy dropped it) is still checked.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= IDLE_BEFORE_PING {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
             .acquire_timeout(options.acquire_timeout)
             .connect_with(opts)
             .await?;
